@@ -1,0 +1,59 @@
+"""Integration events published by the orders service (topic ``orders``)."""
+
+from pydantic import Field
+
+from contracts.base import ContractEvent
+
+TOPIC = "orders"
+
+
+class LineItem(ContractEvent):
+    name = "orders.LineItem"
+    version = "1.0"
+
+    menu_item_id: str
+    quantity: int = Field(gt=0)
+    unit_price_cents: int = Field(gt=0)
+
+
+class OrderCreated(ContractEvent):
+    name = "orders.OrderCreated"
+    version = "1.0"
+
+    order_id: str
+    customer_id: str
+    restaurant_id: str
+    delivery_address: str
+    line_items: list[LineItem] = Field(min_length=1)
+    total_cents: int = Field(gt=0)
+
+
+class OrderApproved(ContractEvent):
+    name = "orders.OrderApproved"
+    version = "1.0"
+
+    order_id: str
+
+
+class OrderRejected(ContractEvent):
+    name = "orders.OrderRejected"
+    version = "1.0"
+
+    order_id: str
+    reason: str
+
+
+class OrderCancelled(ContractEvent):
+    name = "orders.OrderCancelled"
+    version = "1.0"
+
+    order_id: str
+    reason: str
+
+
+EVENTS: tuple[type[ContractEvent], ...] = (
+    OrderCreated,
+    OrderApproved,
+    OrderRejected,
+    OrderCancelled,
+)

@@ -1,0 +1,48 @@
+"""Look up contract models by wire type and validate messages against them."""
+
+from pydantic import ValidationError
+
+from contracts import orders
+from contracts.base import ContractEvent
+from contracts.envelope import Envelope
+
+_MODELS: dict[str, type[ContractEvent]] = {model.type(): model for model in orders.EVENTS}
+
+
+class ContractError(ValueError):
+    """A message that no consumer can read: its reason goes to the dead-letter topic."""
+
+
+def event_type(model: type[ContractEvent]) -> str:
+    return model.type()
+
+
+def decode_envelope(raw: bytes | None) -> Envelope:
+    if raw is None:
+        raise ContractError("empty message (no value)")
+    try:
+        return Envelope.from_bytes(raw)
+    except ValueError as error:  # JSON and pydantic errors both subclass ValueError
+        raise ContractError(f"not a valid envelope: {_short(error)}") from error
+
+
+def parse_data(envelope: Envelope, accepted: tuple[type[ContractEvent], ...]) -> ContractEvent:
+    """Validate the envelope's data against the contract its type names.
+
+    ``accepted`` are the contract versions the consumer handles; any other type is
+    refused with a reason (unknown type or unsupported major).
+    """
+    by_type = {model.type(): model for model in accepted}
+    model = by_type.get(envelope.type)
+    if model is None:
+        if envelope.type in _MODELS:
+            raise ContractError(f"unsupported event type for this consumer: {envelope.type}")
+        raise ContractError(f"unknown event type: {envelope.type}")
+    try:
+        return model.model_validate(envelope.data)
+    except ValidationError as error:
+        raise ContractError(f"{envelope.type} violates its contract: {_short(error)}") from error
+
+
+def _short(error: Exception) -> str:
+    return str(error).replace("\n", " ")[:500]

@@ -1,0 +1,1 @@
+"""Command services: one package per service, plus the shared kernel."""

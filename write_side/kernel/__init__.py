@@ -1,0 +1,1 @@
+"""What every command service shares: store configuration, message metadata, relay."""

@@ -1,0 +1,9 @@
+"""Errors every command service maps to HTTP the same way."""
+
+
+class DomainError(Exception):
+    """A command the aggregate's current state forbids (HTTP 409)."""
+
+
+class NotFound(Exception):
+    """No aggregate with that id (HTTP 404)."""

@@ -1,0 +1,35 @@
+"""Small helpers around aiokafka shared by relays, workers and tests."""
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+
+async def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
+    """Create the topics (name → partitions) that do not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, num_partitions=partitions, replication_factor=1)
+            for name, partitions in topics.items()
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # created by another process in the meantime
+    finally:
+        await admin.close()
+
+
+def reliable_producer(bootstrap: str) -> AIOKafkaProducer:
+    """Idempotent producer that waits for all in-sync replicas: no loss, no broker-side dupes."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+    )

@@ -1,0 +1,119 @@
+"""Transaction-log tailing: a service's notification log → its Kafka topic, in order.
+
+The relay is the only reader of the log. It reads the next notifications after its
+tracked position, maps each domain event to a contract event, sends the whole batch,
+waits for the broker's acks, and only then records the new position with
+eventsourcing's tracking recorder. Killed at any moment, it resends at most the last
+unacknowledged batch (consumers are idempotent) and never skips an event.
+
+Gaps: the SQLAlchemy recorder serialises writers (an exclusive table lock on
+PostgreSQL, a single writer on SQLite), so notification ids become visible in id
+order; an id missing below a visible one belongs to a rolled-back transaction and will
+never appear. See docs/adr/0003-relay-reads-the-notification-log.md.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import ApplicationRecorder, Notification, Tracking, TrackingRecorder
+
+from contracts.base import ContractEvent
+from contracts.envelope import Envelope, event_id_for
+from write_side.kernel.store import MetadataMapper
+
+log = logging.getLogger(__name__)
+
+ContractMapping = Callable[[DomainEventProtocol[Any]], ContractEvent | None]
+"""Maps a domain event to its public contract event; None keeps it private."""
+
+
+class Relay:
+    def __init__(
+        self,
+        *,
+        source: str,
+        topic: str,
+        recorder: ApplicationRecorder,
+        mapper: MetadataMapper,
+        tracking: TrackingRecorder,
+        producer: AIOKafkaProducer,
+        to_contract: ContractMapping,
+        batch_size: int = 500,
+        poll_interval: float = 0.05,
+    ):
+        self.source = source
+        self.topic = topic
+        self.recorder = recorder
+        self.mapper = mapper
+        self.tracking = tracking
+        self.producer = producer
+        self.to_contract = to_contract
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.tracking_name = f"relay:{topic}"
+
+    def position(self) -> int:
+        """The last notification id the broker has acknowledged."""
+        return self.tracking.max_tracking_id(self.tracking_name) or 0
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        position = await asyncio.to_thread(self.position)
+        log.info("relay %s starts after position %d", self.tracking_name, position)
+        while not stopping.is_set():
+            position, read = await self.publish_next_batch(position)
+            if read == 0:
+                try:
+                    await asyncio.wait_for(stopping.wait(), self.poll_interval)
+                except TimeoutError:
+                    pass
+
+    async def publish_next_batch(self, position: int) -> tuple[int, int]:
+        """Publish the notifications after ``position``; return the new position and how
+        many notifications were read (private events are read but not published)."""
+        notifications = await asyncio.to_thread(
+            self.recorder.select_notifications, position + 1, self.batch_size
+        )
+        if not notifications:
+            return position, 0
+        envelopes = [self.envelope(n) for n in notifications]
+        acks = [
+            await self.producer.send(
+                self.topic,
+                value=envelope.to_bytes(),
+                key=envelope.subject.encode(),
+                headers=envelope.kafka_headers(),
+            )
+            for envelope in envelopes
+            if envelope is not None
+        ]
+        await asyncio.gather(*acks)  # raises if any send failed: position stays put
+        new_position = notifications[-1].id
+        await asyncio.to_thread(
+            self.tracking.insert_tracking, Tracking(self.tracking_name, new_position)
+        )
+        return new_position, len(notifications)
+
+    def envelope(self, notification: Notification) -> Envelope | None:
+        domain_event = self.mapper.to_domain_event(notification)
+        contract = self.to_contract(domain_event)
+        if contract is None:
+            return None
+        metadata = self.mapper.metadata_of(notification)
+        aggregate_id = str(notification.originator_id)
+        event_id = event_id_for(self.source, aggregate_id, notification.originator_version)
+        return Envelope(
+            id=event_id,
+            type=contract.type(),
+            source=self.source,
+            subject=aggregate_id,
+            time=domain_event.timestamp,
+            correlationid=metadata.correlation_id if metadata else event_id,
+            causationid=metadata.causation_id if metadata else event_id,
+            sequence=notification.id,
+            aggregateversion=notification.originator_version,
+            data=contract.model_dump(mode="json"),
+        )

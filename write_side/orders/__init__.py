@@ -1,0 +1,1 @@
+"""The orders service: places orders and follows them through the createOrder saga."""

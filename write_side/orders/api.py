@@ -1,0 +1,134 @@
+"""The orders command API (one process): ``uvicorn write_side.orders.api:create_app --factory``."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.consistency import ConsistencyToken
+from write_side.kernel.api import command_metadata, install_error_handlers
+from write_side.kernel.metadata import MessageMetadata, caused_by
+from write_side.orders.application import OrdersApplication, Saved
+from write_side.orders.bootstrap import build_application
+from write_side.orders.settings import OrdersSettings
+
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LineItemIn(Strict):
+    menu_item_id: Id
+    quantity: int = Field(gt=0, le=1000)
+    unit_price_cents: int = Field(gt=0, le=10_000_000)
+
+
+class PlaceOrder(Strict):
+    customer_id: Id
+    restaurant_id: Id
+    delivery_address: str = Field(min_length=1, max_length=500)
+    line_items: list[LineItemIn] = Field(min_length=1, max_length=50)
+
+
+class CancelOrder(Strict):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class CommandAccepted(BaseModel):
+    order_id: UUID
+    version: int
+    position: int = Field(description="The event's position in the orders service's log.")
+    consistency_token: str = Field(
+        description="Send it as X-Consistency-Token to the query API to read your write."
+    )
+
+    @classmethod
+    def of(cls, saved: Saved) -> "CommandAccepted":
+        token = ConsistencyToken("orders", saved.position, str(saved.order_id), saved.version)
+        return cls(
+            order_id=saved.order_id,
+            version=saved.version,
+            position=saved.position,
+            consistency_token=str(token),
+        )
+
+
+class OrderOut(BaseModel):
+    order_id: UUID
+    version: int
+    state: str
+    customer_id: str
+    restaurant_id: str
+    delivery_address: str
+    line_items: list[LineItemIn]
+    total_cents: int
+    rejection_reason: str | None
+    cancellation_reason: str | None
+
+
+def create_app(settings: OrdersSettings | None = None) -> FastAPI:
+    settings = settings or OrdersSettings()
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        application = build_application(settings)
+        api.state.orders = application
+        yield
+        application.close()
+
+    api = FastAPI(title="Orders command API", version="1", lifespan=lifespan)
+    install_error_handlers(api)
+
+    def orders(request: Request) -> OrdersApplication:
+        application: OrdersApplication = request.app.state.orders
+        return application
+
+    Orders = Annotated[OrdersApplication, Depends(orders)]
+    Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
+
+    @api.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.post("/orders", status_code=201)
+    def place_order(body: PlaceOrder, app: Orders, metadata: Metadata) -> CommandAccepted:
+        with caused_by(metadata):
+            saved = app.place_order(
+                customer_id=body.customer_id,
+                restaurant_id=body.restaurant_id,
+                delivery_address=body.delivery_address,
+                line_items=[item.model_dump() for item in body.line_items],
+            )
+        return CommandAccepted.of(saved)
+
+    @api.post("/orders/{order_id}/cancel")
+    def cancel_order(
+        order_id: UUID, body: CancelOrder, app: Orders, metadata: Metadata
+    ) -> CommandAccepted:
+        with caused_by(metadata):
+            saved = app.cancel_order(order_id, body.reason)
+        return CommandAccepted.of(saved)
+
+    @api.get("/orders/{order_id}")
+    def get_order(order_id: UUID, app: Orders) -> OrderOut:
+        """The order as the write model holds it now (the query API serves the read model)."""
+        order = app.get_order(order_id)
+        return OrderOut(
+            order_id=order.id,
+            version=order.version,
+            state=order.state.value,
+            customer_id=order.customer_id,
+            restaurant_id=order.restaurant_id,
+            delivery_address=order.delivery_address,
+            line_items=[LineItemIn(**vars(item)) for item in order.line_items],
+            total_cents=order.total_cents,
+            rejection_reason=order.rejection_reason,
+            cancellation_reason=order.cancellation_reason,
+        )
+
+    return api

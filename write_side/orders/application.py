@@ -1,0 +1,58 @@
+"""The orders Application: each command is get → mutate → save, nothing else."""
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+
+from write_side.kernel.errors import NotFound
+from write_side.orders.domain import Order
+
+
+class Saved:
+    """What a command returns: the aggregate's new version and its log position."""
+
+    def __init__(self, order_id: UUID, version: int, position: int):
+        self.order_id = order_id
+        self.version = version
+        self.position = position
+
+
+class OrdersApplication(Application[UUID]):
+    name = "orders"  # table names: orders_events, orders_tracking
+
+    def place_order(
+        self,
+        customer_id: str,
+        restaurant_id: str,
+        delivery_address: str,
+        line_items: list[dict[str, Any]],
+    ) -> Saved:
+        order = Order(customer_id, restaurant_id, delivery_address, line_items)
+        return self._save(order)
+
+    def cancel_order(self, order_id: UUID, reason: str) -> Saved:
+        order = self.get_order(order_id)
+        order.cancel(reason)
+        return self._save(order)
+
+    def approve_order(self, order_id: UUID) -> Saved:
+        order = self.get_order(order_id)
+        order.approve()
+        return self._save(order)
+
+    def reject_order(self, order_id: UUID, reason: str) -> Saved:
+        order = self.get_order(order_id)
+        order.reject(reason)
+        return self._save(order)
+
+    def get_order(self, order_id: UUID) -> Order:
+        try:
+            order: Order = self.repository.get(order_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"order {order_id} not found") from None
+        return order
+
+    def _save(self, order: Order) -> Saved:
+        recordings = self.save(order)
+        return Saved(order.id, order.version, recordings[-1].notification.id)

@@ -1,0 +1,89 @@
+"""The Order aggregate. Plain Python: no infrastructure, testable without a server."""
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from write_side.kernel.errors import DomainError
+
+
+class OrderState(str, Enum):
+    APPROVAL_PENDING = "APPROVAL_PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True)
+class LineItem:
+    menu_item_id: str
+    quantity: int
+    unit_price_cents: int
+
+    @property
+    def total_cents(self) -> int:
+        return self.quantity * self.unit_price_cents
+
+
+class Order(Aggregate):
+    """An order placed by a consumer at a restaurant.
+
+    It starts APPROVAL_PENDING while the createOrder saga checks the consumer, the
+    kitchen and the card; it ends APPROVED or REJECTED. An order may be cancelled
+    while pending or approved.
+    """
+
+    @event("Placed")
+    def __init__(
+        self,
+        customer_id: str,
+        restaurant_id: str,
+        delivery_address: str,
+        line_items: list[dict[str, Any]],
+    ) -> None:
+        if not line_items:
+            raise DomainError("an order needs at least one line item")
+        self.customer_id = customer_id
+        self.restaurant_id = restaurant_id
+        self.delivery_address = delivery_address
+        self.line_items = [LineItem(**item) for item in line_items]
+        self.state = OrderState.APPROVAL_PENDING
+        self.rejection_reason: str | None = None
+        self.cancellation_reason: str | None = None
+
+    @property
+    def total_cents(self) -> int:
+        return sum(item.total_cents for item in self.line_items)
+
+    def approve(self) -> None:
+        self._require(OrderState.APPROVAL_PENDING, "approve")
+        self._approved()
+
+    def reject(self, reason: str) -> None:
+        self._require(OrderState.APPROVAL_PENDING, "reject")
+        self._rejected(reason)
+
+    def cancel(self, reason: str) -> None:
+        self._require((OrderState.APPROVAL_PENDING, OrderState.APPROVED), "cancel")
+        self._cancelled(reason)
+
+    @event("Approved")
+    def _approved(self) -> None:
+        self.state = OrderState.APPROVED
+
+    @event("Rejected")
+    def _rejected(self, reason: str) -> None:
+        self.state = OrderState.REJECTED
+        self.rejection_reason = reason
+
+    @event("Cancelled")
+    def _cancelled(self, reason: str) -> None:
+        self.state = OrderState.CANCELLED
+        self.cancellation_reason = reason
+
+    def _require(self, allowed: OrderState | tuple[OrderState, ...], command: str) -> None:
+        allowed_states = allowed if isinstance(allowed, tuple) else (allowed,)
+        if self.state not in allowed_states:
+            raise DomainError(f"cannot {command} an order that is {self.state.value}")

@@ -1,0 +1,81 @@
+"""The orders relay process: ``python -m write_side.orders.relay``."""
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from eventsourcing.domain import DomainEventProtocol
+
+from contracts import orders as contract
+from contracts.base import ContractEvent
+from write_side.kernel.kafka import ensure_topics, reliable_producer
+from write_side.kernel.relay import Relay
+from write_side.kernel.store import MetadataMapper
+from write_side.orders.application import OrdersApplication
+from write_side.orders.bootstrap import build_application
+from write_side.orders.domain import Order
+from write_side.orders.settings import OrdersSettings
+
+SOURCE = "orders"
+
+
+def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
+    """Map a private domain event to its public contract event."""
+    order_id = str(event.originator_id)
+    if isinstance(event, Order.Placed):
+        items = [contract.LineItem(**item) for item in event.line_items]  # type: ignore[attr-defined]
+        return contract.OrderCreated(
+            order_id=order_id,
+            customer_id=event.customer_id,  # type: ignore[attr-defined]
+            restaurant_id=event.restaurant_id,  # type: ignore[attr-defined]
+            delivery_address=event.delivery_address,  # type: ignore[attr-defined]
+            line_items=items,
+            total_cents=sum(item.quantity * item.unit_price_cents for item in items),
+        )
+    if isinstance(event, Order.Approved):
+        return contract.OrderApproved(order_id=order_id)
+    if isinstance(event, Order.Rejected):
+        return contract.OrderRejected(order_id=order_id, reason=event.reason)  # type: ignore[attr-defined]
+    if isinstance(event, Order.Cancelled):
+        return contract.OrderCancelled(order_id=order_id, reason=event.reason)  # type: ignore[attr-defined]
+    raise TypeError(f"no contract mapping for domain event {type(event).__qualname__}")
+
+
+def build_relay(app: OrdersApplication, settings: OrdersSettings) -> Relay:
+    assert isinstance(app.mapper, MetadataMapper)
+    return Relay(
+        source=SOURCE,
+        topic=contract.TOPIC,
+        recorder=app.recorder,
+        mapper=app.mapper,
+        tracking=app.factory.tracking_recorder(),
+        producer=reliable_producer(settings.kafka_bootstrap_servers),
+        to_contract=to_contract,
+        batch_size=settings.relay_batch_size,
+        poll_interval=settings.relay_poll_interval,
+    )
+
+
+async def main() -> None:
+    settings = OrdersSettings()
+    app = build_application(settings)
+    await ensure_topics(
+        settings.kafka_bootstrap_servers, {contract.TOPIC: settings.kafka_topic_partitions}
+    )
+    relay = build_relay(app, settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await relay.producer.start()
+    try:
+        await relay.run(stopping)
+    finally:
+        await relay.producer.stop()
+        app.close()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(main())

@@ -1,0 +1,61 @@
+# Local developer entry points. GNU make; every recipe works from a fresh clone.
+#
+#   make run    start the broker, MongoDB-compatible server and every process
+#   make test   run the test suite against real local servers
+#   make lint   ruff + mypy
+#   make clean  remove var/ and both virtual environments
+
+SHELL := /bin/bash
+
+# The first python3.x on PATH that is >= 3.11 (override with `make PYTHON=...`).
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	command -v $$p >/dev/null 2>&1 && \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && \
+	{ echo $$p; break; }; done)
+
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed
+SECANTUS_VENV := .venv-secantus
+PYTEST_ARGS ?=
+
+.PHONY: venv .venv secantus compose-tool run test lint clean
+
+venv .venv: $(VENV_STAMP)
+
+# Re-installs whenever pyproject.toml changes.
+$(VENV_STAMP): pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then echo "error: Python >= 3.11 not found (set PYTHON=...)" >&2; exit 1; fi
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+# SecantusDB (GPL-2.0) lives in its own venv and only ever runs as a separate process;
+# devstack.servers holds the pinned version.
+secantus: $(VENV_STAMP)
+	$(VENV)/bin/python -m devstack secantus
+
+# Debian's docker-compose, for the compose-file test only. Best effort: never fails.
+compose-tool:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing docker-compose (Debian package) for the compose test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
+	      || echo "note: could not install docker-compose; its test will skip (or fail under CI)"; \
+	  else \
+	    echo "note: docker-compose not installed; its test will skip (or fail under CI)"; \
+	  fi; }
+
+run: $(VENV_STAMP) secantus
+	$(VENV)/bin/cqrs run
+
+test: $(VENV_STAMP) secantus compose-tool
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+lint: $(VENV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf var $(VENV) $(SECANTUS_VENV)

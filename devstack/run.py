@@ -1,0 +1,302 @@
+"""`cqrs run`: the whole local stack in one command (what `make run` calls).
+
+1. make sure SecantusDB's own venv exists;
+2. start the Kafka-compatible broker and the MongoDB-compatible server (data in var/);
+3. create the topics;
+4. run `honcho start -f Procfile` with the settings exported;
+5. on Ctrl-C / SIGTERM, or when honcho exits, stop honcho, then both servers, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, MutableMapping
+from pathlib import Path
+from types import FrameType
+
+from aiokafka.errors import KafkaError
+
+from devstack.servers import (
+    REPO_ROOT,
+    KafkaBroker,
+    ManagedServer,
+    MongoServer,
+    ServerError,
+    create_topics,
+    ensure_secantus_venv,
+)
+
+ORDERS_TOPIC = "orders"
+DEAD_LETTER_TOPIC = "orders.dead-letters"
+DEFAULT_VAR_DIR = REPO_ROOT / "var"
+HONCHO_STOP_TIMEOUT = 20.0  # honcho itself SIGKILLs its processes 5 s after SIGTERM
+
+
+def default_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings every process reads (same names as in docker-compose.yml).
+
+    Addresses follow `KAFKA_PORT`, `MONGODB_PORT`, `ORDERS_API_PORT` and `QUERY_API_PORT`
+    when those are set in `env` (default: `os.environ`).
+    """
+    env = os.environ if env is None else env
+    kafka_port = env.get("KAFKA_PORT", "9092")
+    mongo_port = env.get("MONGODB_PORT", "27017")
+    orders_api_port = env.get("ORDERS_API_PORT", "8000")
+    query_api_port = env.get("QUERY_API_PORT", "8001")
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+        "KAFKA_TOPIC_PARTITIONS": "4",
+        "MONGODB_URL": f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true",
+        "MONGODB_DATABASE": "read_models",
+        "ORDERS_DATABASE_URL": "sqlite:///var/orders.db",
+        "ORDERS_API_PORT": orders_api_port,
+        "QUERY_API_PORT": query_api_port,
+        "ORDERS_API_URL": f"http://127.0.0.1:{orders_api_port}",
+        "QUERY_API_URL": f"http://127.0.0.1:{query_api_port}",
+    }
+
+
+def apply_defaults(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Fill in `default_environment()`; values already in `env` win."""
+    for name, value in default_environment(env).items():
+        env.setdefault(name, value)
+    return env
+
+
+def say(message: str) -> None:
+    """Print a runner message, told apart from honcho's output."""
+    print(f"devstack | {message}", flush=True)
+
+
+class _StopRequested(Exception):
+    """SIGTERM or SIGHUP arrived."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _StopRequested(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """While shutting down, a second Ctrl-C must not cut the shutdown short."""
+    names = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in names}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _become_subreaper() -> None:
+    """Orphans of honcho's processes are re-parented to us, so none can be missed (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _child_pids() -> list[int]:
+    """Live (non-zombie) processes whose parent is this process, from /proc."""
+    me = os.getpid()
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == me and fields[0] != "Z":
+            children.append(int(entry.name))
+    return children
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _stop_leftovers(timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL, any child left (orphans re-parented to us); by PID."""
+    deadline = time.monotonic() + timeout
+    sig = signal.SIGTERM
+    while pids := _child_pids():
+        if time.monotonic() >= deadline:
+            if sig == signal.SIGKILL:
+                say(f"could not stop pids {pids}")
+                return
+            sig, deadline = signal.SIGKILL, time.monotonic() + 5
+        for pid in pids:
+            say(f"stopping leftover process {pid} ({sig.name})")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        time.sleep(0.5)
+        for pid in pids:
+            _reap(pid)
+
+
+def _stop_honcho(honcho: subprocess.Popen[bytes]) -> int:
+    """SIGTERM honcho's process group (honcho then stops its processes); SIGKILL if stuck."""
+    if honcho.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(honcho.pid, signal.SIGTERM)
+        try:
+            honcho.wait(timeout=HONCHO_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            say(f"honcho (pid {honcho.pid}) did not stop: SIGKILL")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(honcho.pid, signal.SIGKILL)
+            honcho.wait()
+    return honcho.returncode
+
+
+def _start(server: ManagedServer, what: str, stack: contextlib.ExitStack) -> None:
+    say(f"starting {what} on port {server.port} (log {server.log_path})")
+    server.start()
+    stack.callback(_stop_server, server, what)
+    say(f"{what} ready at {server.url} (pid {server.pid})")
+
+
+def _stop_server(server: ManagedServer, what: str) -> None:
+    pid = server.pid
+    code = server.stop()
+    say(f"stopped {what} (pid {pid}, exit code {code})")
+
+
+def create_stack_topics(bootstrap: str, partitions: int, timeout: float = 30.0) -> None:
+    """Create `orders` (`partitions`) and `orders.dead-letters` (1) if missing.
+
+    Retries until `timeout` while the broker does not answer yet.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            create_topics(bootstrap, [ORDERS_TOPIC], partitions)
+            create_topics(bootstrap, [DEAD_LETTER_TOPIC], 1)
+            break
+        except (KafkaError, OSError) as exc:
+            if time.monotonic() >= deadline:
+                raise ServerError(f"could not create topics on {bootstrap}: {exc!r}") from exc
+            time.sleep(1)
+    say(f"topics {ORDERS_TOPIC} ({partitions} partitions), {DEAD_LETTER_TOPIC} (1) on {bootstrap}")
+
+
+def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -> int:
+    """Run the local stack until Ctrl-C, SIGTERM or honcho's exit; return the exit code.
+
+    `procfile` defaults to `$PROCFILE` or `<repo>/Procfile`; `var_dir` (server data) to
+    `$DEVSTACK_VAR_DIR` or `<repo>/var`.
+    """
+    procfile = Path(procfile or os.environ.get("PROCFILE") or REPO_ROOT / "Procfile").resolve()
+    var_dir = Path(var_dir or os.environ.get("DEVSTACK_VAR_DIR") or DEFAULT_VAR_DIR).resolve()
+    if not procfile.is_file():
+        say(f"error: no Procfile at {procfile}")
+        return 2
+    env = apply_defaults(dict(os.environ))
+    # The Procfile's `python`, `uvicorn` and `faust` are this venv's, activated or not.
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
+    try:
+        kafka_port = int(env.get("KAFKA_PORT", "9092"))
+        mongo_port = int(env.get("MONGODB_PORT", "27017"))
+        partitions = int(env["KAFKA_TOPIC_PARTITIONS"])
+    except ValueError as exc:
+        say(f"error: bad port or partition count in the environment: {exc}")
+        return 2
+    (REPO_ROOT / "var").mkdir(exist_ok=True)  # for the default sqlite:///var/orders.db
+    var_dir.mkdir(parents=True, exist_ok=True)
+
+    _become_subreaper()
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    honcho: subprocess.Popen[bytes] | None = None
+    code = 0
+    with contextlib.ExitStack() as stack:
+        try:
+            ensure_secantus_venv()
+            _start(KafkaBroker(var_dir / "kafka", kafka_port), "Kafka broker (noida-db)", stack)
+            _start(MongoServer(var_dir / "mongo", mongo_port), "MongoDB (SecantusDB)", stack)
+            create_stack_topics(f"127.0.0.1:{kafka_port}", partitions)
+            say(f"starting honcho -f {procfile}")
+            honcho = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "honcho",
+                    "start",
+                    "-f",
+                    str(procfile),
+                    "-d",
+                    str(REPO_ROOT),
+                ],
+                env=env,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            code = honcho.wait()
+            say(f"honcho exited with code {code}; stopping everything")
+        except (KeyboardInterrupt, _StopRequested) as exc:
+            say(f"{str(exc) or 'Ctrl-C'} received: stopping everything")
+        except (ServerError, OSError, subprocess.CalledProcessError) as exc:
+            say(f"error: {exc}")
+            code = 1
+        finally:
+            with _signals_ignored():
+                if honcho is not None:
+                    _stop_honcho(honcho)
+                stack.close()  # the servers, in reverse order
+                _stop_leftovers()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return code
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `run` and `secantus` to the `cqrs` command line."""
+    parser = subparsers.add_parser(
+        "run", help="run the local stack: broker, MongoDB, every process of the Procfile"
+    )
+    parser.add_argument("--procfile", type=Path, help="default: $PROCFILE or ./Procfile")
+    parser.add_argument(
+        "--var-dir", type=Path, help="server data; default: $DEVSTACK_VAR_DIR or var/"
+    )
+    parser.set_defaults(handler=lambda args: run(args.procfile, args.var_dir))
+
+    parser = subparsers.add_parser(
+        "secantus", help="install SecantusDB into .venv-secantus if it is missing"
+    )
+    parser.set_defaults(handler=_secantus_command)
+
+    parser = subparsers.add_parser(
+        "topics",
+        help="create the topics on $KAFKA_BOOTSTRAP_SERVERS ($KAFKA_TOPIC_PARTITIONS partitions)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for the broker"
+    )
+    parser.set_defaults(handler=_topics_command)
+
+
+def _secantus_command(args: argparse.Namespace) -> int:
+    ensure_secantus_venv()
+    return 0
+
+
+def _topics_command(args: argparse.Namespace) -> int:
+    env = apply_defaults(dict(os.environ))
+    try:
+        create_stack_topics(
+            env["KAFKA_BOOTSTRAP_SERVERS"], int(env["KAFKA_TOPIC_PARTITIONS"]), args.timeout
+        )
+    except ServerError as exc:
+        say(f"error: {exc}")
+        return 1
+    return 0

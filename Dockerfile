@@ -1,0 +1,17 @@
+# One image for every process of the system (the command differs per service).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY . .
+RUN pip install . \
+    && useradd --system --no-create-home app \
+    && chown app /app  # Faust keeps its table data in ./<app id>-data
+USER app
+
+EXPOSE 8000 8001
+CMD ["cqrs", "--help"]

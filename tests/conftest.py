@@ -1,0 +1,42 @@
+"""Session-wide servers for the tests: real processes on free ports, stopped by PID."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from devstack.servers import KafkaBroker, MongoServer, ensure_secantus_venv
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A noida-db broker on a free port for the whole session."""
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka")).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: KafkaBroker) -> str:
+    """`127.0.0.1:PORT` of the session's broker."""
+    return kafka_broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
+    """A SecantusDB server (one-node replica set) on a free port for the whole session."""
+    ensure_secantus_venv()
+    server = MongoServer(tmp_path_factory.mktemp("mongo")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_url(mongo_server: MongoServer) -> str:
+    """`mongodb://127.0.0.1:PORT/?directConnection=true` of the session's server."""
+    return mongo_server.url

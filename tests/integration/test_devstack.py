@@ -1,0 +1,229 @@
+"""The local stack tooling: servers start, answer, and stop without leaving a process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+from devstack.run import DEAD_LETTER_TOPIC, ORDERS_TOPIC, default_environment
+from devstack.servers import (
+    REPO_ROOT,
+    KafkaBroker,
+    ManagedServer,
+    MongoServer,
+    ServerError,
+    create_topics,
+    ensure_secantus_venv,
+    free_port,
+    list_topics,
+    port_is_free,
+    run_sync,
+)
+from tests.support import wait_for
+
+SERVERS = {"kafka": KafkaBroker, "mongo": MongoServer}
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a (non-zombie) process has this PID."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port that another socket listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_free_port_is_free() -> None:
+    assert port_is_free(free_port())
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_start_on_a_taken_port_is_a_clear_error(kind: str, taken_port: int, tmp_path: Path) -> None:
+    server = SERVERS[kind](tmp_path, taken_port)
+    env_name = {"kafka": "KAFKA_PORT", "mongo": "MONGODB_PORT"}[kind]
+    expected = f"port {taken_port} is in use: stop what holds it or set {env_name}"
+    with pytest.raises(ServerError, match=re.escape(expected)):
+        server.start()
+    assert server.pid is None  # nothing was launched
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_start_then_stop_leaves_no_process(kind: str, tmp_path: Path) -> None:
+    if kind == "mongo":
+        ensure_secantus_venv()
+    server = SERVERS[kind](tmp_path)
+    with server:
+        pid = server.pid
+        assert pid is not None
+        assert pid_alive(pid)
+        assert not port_is_free(server.port)
+        assert os.getpgid(pid) == pid  # its own process group, stopped as one
+    assert not pid_alive(pid)
+    assert port_is_free(server.port)
+    assert server.log_path.is_file()
+    server.stop()  # a second stop is harmless
+
+
+class _Crashes(ManagedServer):
+    name = "crashes"
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", "print('boom: bad config', flush=True); raise SystemExit(3)"]
+
+    def probe(self) -> bool:
+        return False
+
+
+class _NeverReady(_Crashes):
+    name = "never-ready"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+def test_a_server_that_exits_while_starting_reports_its_log(tmp_path: Path) -> None:
+    with pytest.raises(ServerError, match=r"exited with code 3[\s\S]*boom: bad config"):
+        _Crashes(tmp_path).start()
+
+
+def test_a_server_that_never_answers_is_stopped_at_the_deadline(tmp_path: Path) -> None:
+    server = _NeverReady(tmp_path, ready_timeout=1.0)
+    with pytest.raises(ServerError, match="did not answer"):
+        server.start()
+    assert server.pid is not None
+    assert not pid_alive(server.pid)
+
+
+def test_session_broker_creates_topics_idempotently(kafka_bootstrap: str) -> None:
+    create_topics(kafka_bootstrap, ["devstack-test"], 3)
+    create_topics(kafka_bootstrap, ["devstack-test"], 3)  # exists: fine
+    assert "devstack-test" in run_sync(lambda: list_topics(kafka_bootstrap))
+    with pytest.raises(ServerError, match="exists with 3 partitions"):
+        create_topics(kafka_bootstrap, ["devstack-test"], 5)
+
+
+def test_session_mongo_answers(mongo_url: str) -> None:
+    client: MongoClient[dict[str, object]] = MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+    try:
+        assert client.admin.command("ping")["ok"] == 1
+    finally:
+        client.close()
+
+
+def test_default_environment_follows_the_ports() -> None:
+    env = default_environment({"KAFKA_PORT": "19093", "MONGODB_PORT": "37018"})
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19093"
+    assert env["MONGODB_URL"] == "mongodb://127.0.0.1:37018/?directConnection=true"
+    defaults = default_environment({})
+    assert defaults["ORDERS_API_URL"] == "http://127.0.0.1:8000"
+    assert defaults["QUERY_API_URL"] == "http://127.0.0.1:8001"
+
+
+# ------------------------------------------------------------------------- cqrs run
+
+
+def start_runner(tmp_path: Path, procfile: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """`python -m devstack run` on free ports with a test Procfile; output to a file."""
+    ensure_secantus_venv()
+    (tmp_path / "Procfile").write_text(procfile)
+    output = tmp_path / "run.log"
+    env = {
+        **os.environ,
+        "KAFKA_PORT": str(free_port()),
+        "MONGODB_PORT": str(free_port()),
+        "KAFKA_TOPIC_PARTITIONS": "2",
+    }
+    with open(output, "wb") as log:
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "devstack", "run", "--procfile", str(tmp_path / "Procfile")]
+            + ["--var-dir", str(tmp_path / "var")],
+            env=env,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return runner, output
+
+
+def server_pids(output: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"ready at \S+ \(pid (\d+)\)", output)]
+
+
+def stop_runner(runner: subprocess.Popen[bytes]) -> None:
+    """For the test's own cleanup if an assertion failed midway."""
+    if runner.poll() is None:
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait()
+
+
+def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    sleeper = tmp_path / "sleeper.py"
+    sleeper.write_text(
+        "import os, sys, time\n"
+        "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+        "print('sleeper sees', os.environ['KAFKA_BOOTSTRAP_SERVERS'], flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    pid_file = tmp_path / "sleeper.pid"
+    runner, output = start_runner(tmp_path, f"sleeper: python {sleeper} {pid_file}\n")
+    try:
+        wait_for(
+            lambda: "sleeper sees 127.0.0.1:" in output.read_text() and pid_file.exists(),
+            timeout=120,
+            interval=0.2,
+            message=f"the Procfile process did not start; output:\n{output.read_text()}",
+        )
+        text = output.read_text()
+        pids = [*server_pids(text), int(pid_file.read_text())]
+        assert len(pids) == 3, text
+        assert f"topics {ORDERS_TOPIC} (2 partitions), {DEAD_LETTER_TOPIC} (1)" in text
+        assert all(pid_alive(pid) for pid in pids)
+
+        runner.send_signal(signal.SIGINT)  # what Ctrl-C does
+        assert runner.wait(timeout=90) == 0, output.read_text()
+    finally:
+        stop_runner(runner)
+    text = output.read_text()
+    assert "stopped Kafka broker" in text and "stopped MongoDB" in text, text
+    assert [pid for pid in pids if pid_alive(pid)] == [], text
+
+
+def test_cqrs_run_exits_with_the_failing_process_code(tmp_path: Path) -> None:
+    runner, output = start_runner(tmp_path, "fails: exit 3\n")
+    try:
+        code = runner.wait(timeout=120)
+    finally:
+        stop_runner(runner)
+    text = output.read_text()
+    assert code == 3, text
+    pids = server_pids(text)
+    assert len(pids) == 2, text
+    assert [pid for pid in pids if pid_alive(pid)] == [], text

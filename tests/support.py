@@ -1,0 +1,71 @@
+"""Helpers for tests: poll with a deadline instead of sleeping a fixed time."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    *,
+    message: str = "",
+    ignore: tuple[type[Exception], ...] = (),
+) -> T:
+    """Call `predicate` until it returns a truthy value, and return that value.
+
+    Raises `TimeoutError` (with `message`) once `timeout` seconds have passed. Exceptions
+    of the types in `ignore` count as "not yet"; any other exception propagates.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+        except ignore as exc:
+            last_error = exc
+        else:
+            if value:
+                return value
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(_timeout_text(message, timeout, last_error)) from last_error
+        time.sleep(min(interval, remaining))
+
+
+async def wait_for_async(
+    predicate: Callable[[], T | Awaitable[T]],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    *,
+    message: str = "",
+    ignore: tuple[type[Exception], ...] = (),
+) -> T:
+    """`wait_for` for async tests: `predicate` may be a plain or an async function."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = predicate()
+            value: T = await result if inspect.isawaitable(result) else result
+        except ignore as exc:
+            last_error = exc
+        else:
+            if value:
+                return value
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(_timeout_text(message, timeout, last_error)) from last_error
+        await asyncio.sleep(min(interval, remaining))
+
+
+def _timeout_text(message: str, timeout: float, last_error: Exception | None) -> str:
+    text = f"{message or 'condition not met'} within {timeout:g} s"
+    return f"{text} (last error: {last_error!r})" if last_error else text

@@ -1,0 +1,104 @@
+"""Correlation and causation ids stored beside each event, out of the domain's sight."""
+
+import pytest
+from eventsourcing.persistence import Mapper
+
+from write_side.kernel.metadata import MessageMetadata, caused_by, current_metadata
+from write_side.kernel.store import MetadataMapper, event_store_env
+from write_side.orders.application import OrdersApplication
+from write_side.orders.domain import Order, OrderState
+
+PLACE = {
+    "customer_id": "customer-1",
+    "restaurant_id": "restaurant-1",
+    "delivery_address": "1 Main Street",
+    "line_items": [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}],
+}
+
+
+@pytest.fixture
+def app(tmp_path):
+    application = OrdersApplication(env=event_store_env(f"sqlite:///{tmp_path}/o.db"))
+    yield application
+    application.close()
+
+
+def stored_metadata(app: OrdersApplication) -> list[MessageMetadata | None]:
+    return [app.mapper.metadata_of(n) for n in app.recorder.select_notifications(1, 10)]
+
+
+def test_the_store_env_installs_the_metadata_mapper(app):
+    assert isinstance(app.mapper, MetadataMapper)
+
+
+def test_events_saved_inside_caused_by_carry_its_ids(app):
+    with caused_by(MessageMetadata(correlation_id="checkout-1", causation_id="command-1")):
+        order_id = app.place_order(**PLACE).order_id
+    with caused_by(MessageMetadata(correlation_id="checkout-1", causation_id="command-2")):
+        app.cancel_order(order_id, "changed my mind")
+
+    assert stored_metadata(app) == [
+        MessageMetadata(correlation_id="checkout-1", causation_id="command-1"),
+        MessageMetadata(correlation_id="checkout-1", causation_id="command-2"),
+    ]
+
+
+def test_caused_by_only_lasts_for_its_block():
+    metadata = MessageMetadata.new()
+
+    with caused_by(metadata):
+        assert current_metadata() == metadata
+
+    assert current_metadata() is None
+
+
+def test_an_event_saved_outside_caused_by_is_its_own_new_correlation(app):
+    order_id = app.place_order(**PLACE).order_id
+    app.cancel_order(order_id, "changed my mind")
+
+    placed, cancelled = stored_metadata(app)
+    assert placed.correlation_id == placed.causation_id
+    assert cancelled.correlation_id == cancelled.causation_id
+    assert placed.correlation_id != cancelled.correlation_id
+
+
+def test_decoded_domain_events_do_not_see_the_metadata(app):
+    with caused_by(MessageMetadata(correlation_id="checkout-1", causation_id="command-1")):
+        order_id = app.place_order(**PLACE).order_id
+        app.cancel_order(order_id, "changed my mind")
+
+    notifications = app.recorder.select_notifications(1, 10)
+    domain_events = [app.mapper.to_domain_event(n) for n in notifications]
+
+    assert all(b"checkout-1" in n.state for n in notifications)  # stored...
+    assert [type(e) for e in domain_events] == [Order.Placed, Order.Cancelled]
+    for domain_event in domain_events:  # ...but not decoded
+        assert "__metadata__" not in vars(domain_event)
+        assert "checkout-1" not in repr(vars(domain_event))
+
+    order = app.get_order(order_id)
+    assert (order.state, order.version) == (OrderState.CANCELLED, 2)
+    assert order.cancellation_reason == "changed my mind"
+    assert not hasattr(order, "__metadata__")
+
+
+def test_an_event_stored_without_metadata_still_reads(app):
+    """Events written before the metadata mapper (or by a plain mapper) have none."""
+    [placed] = Order(**PLACE).collect_events()
+    stored = Mapper(app.construct_transcoder()).to_stored_event(placed)
+
+    assert app.mapper.metadata_of(stored) is None
+    assert vars(app.mapper.to_domain_event(stored)) == vars(placed)
+
+
+def test_the_store_env_gives_postgresql_the_psycopg_driver_and_a_schema():
+    env = event_store_env("postgresql://u:secret@db:5432/orders", schema="tenant_1")
+
+    assert env["SQLALCHEMY_URL"] == "postgresql+psycopg://u:secret@db:5432/orders"
+    assert env["SQLALCHEMY_SCHEMA"] == "tenant_1"
+    assert env["MAPPER_TOPIC"] == "write_side.kernel.store:MetadataMapper"
+
+
+def test_the_store_env_refuses_other_databases():
+    with pytest.raises(ValueError, match="unsupported event store URL"):
+        event_store_env("mysql://u@db/orders")

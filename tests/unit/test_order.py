@@ -1,0 +1,282 @@
+"""Specifications of the Order aggregate: given some history, when a command, then events.
+
+Pure domain code, no server. The last part drives the same rules through
+OrdersApplication on eventsourcing's in-memory (POPO) store.
+"""
+
+from collections.abc import Callable
+from uuid import uuid4
+
+import pytest
+
+from write_side.kernel.errors import DomainError, NotFound
+from write_side.orders.application import OrdersApplication
+from write_side.orders.domain import LineItem, Order, OrderState
+
+PLACE = {
+    "customer_id": "customer-1",
+    "restaurant_id": "restaurant-1",
+    "delivery_address": "1 Main Street",
+    "line_items": [
+        {"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250},
+        {"menu_item_id": "soda", "quantity": 3, "unit_price_cents": 300},
+    ],
+}
+TOTAL = 2 * 1250 + 3 * 300
+
+Command = Callable[[Order], None]
+
+
+def approve(order: Order) -> None:
+    order.approve()
+
+
+def reject(order: Order) -> None:
+    order.reject("card declined")
+
+
+def cancel(order: Order) -> None:
+    order.cancel("changed my mind")
+
+
+def given(*history: Command) -> Order:
+    """An order placed, then driven through ``history``; its events count as saved."""
+    order = Order(**PLACE)
+    for command in history:
+        command(order)
+    order.collect_events()
+    return order
+
+
+def then(order: Order, *expected: type) -> list:
+    """The events the command produced are exactly ``expected`` (by type)."""
+    events = order.collect_events()
+    assert [type(e) for e in events] == list(expected)
+    return events
+
+
+# Place
+
+
+def test_when_placed_then_placed_event_with_the_order_fields():
+    order = Order(**PLACE)
+
+    [placed] = then(order, Order.Placed)
+    assert placed.originator_id == order.id
+    assert placed.originator_version == 1
+    assert placed.customer_id == "customer-1"
+    assert placed.restaurant_id == "restaurant-1"
+    assert placed.delivery_address == "1 Main Street"
+    assert placed.line_items == PLACE["line_items"]
+
+
+def test_when_placed_then_pending_approval_with_its_total():
+    order = Order(**PLACE)
+
+    assert order.state is OrderState.APPROVAL_PENDING
+    assert order.version == 1
+    assert order.line_items == [LineItem("pizza", 2, 1250), LineItem("soda", 3, 300)]
+    assert order.total_cents == TOTAL
+    assert order.rejection_reason is None
+    assert order.cancellation_reason is None
+
+
+def test_when_placed_without_line_items_then_domain_error():
+    with pytest.raises(DomainError, match="at least one line item"):
+        Order(**{**PLACE, "line_items": []})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the aggregate accepts non-positive quantities/prices that the contract "
+    "(contracts/orders.py LineItem gt=0) refuses, so the relay cannot publish the event",
+)
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"menu_item_id": "pizza", "quantity": 0, "unit_price_cents": 1250},
+        {"menu_item_id": "pizza", "quantity": 1, "unit_price_cents": -1},
+    ],
+)
+def test_when_placed_with_a_non_positive_quantity_or_price_then_domain_error(item):
+    with pytest.raises(DomainError):
+        Order(**{**PLACE, "line_items": [item]})
+
+
+# Allowed transitions
+
+
+def test_given_a_pending_order_when_approved_then_approved_event():
+    order = given()
+
+    order.approve()
+
+    [approved] = then(order, Order.Approved)
+    assert (approved.originator_id, approved.originator_version) == (order.id, 2)
+    assert order.state is OrderState.APPROVED
+
+
+def test_given_a_pending_order_when_rejected_then_rejected_event_with_the_reason():
+    order = given()
+
+    order.reject("card declined")
+
+    [rejected] = then(order, Order.Rejected)
+    assert rejected.reason == "card declined"
+    assert rejected.originator_version == 2
+    assert order.state is OrderState.REJECTED
+    assert order.rejection_reason == "card declined"
+
+
+def test_given_a_pending_order_when_cancelled_then_cancelled_event_with_the_reason():
+    order = given()
+
+    order.cancel("changed my mind")
+
+    [cancelled] = then(order, Order.Cancelled)
+    assert cancelled.reason == "changed my mind"
+    assert cancelled.originator_version == 2
+    assert order.state is OrderState.CANCELLED
+    assert order.cancellation_reason == "changed my mind"
+
+
+def test_given_an_approved_order_when_cancelled_then_cancelled_event():
+    order = given(approve)
+
+    order.cancel("changed my mind")
+
+    [cancelled] = then(order, Order.Cancelled)
+    assert cancelled.reason == "changed my mind"
+    assert cancelled.originator_version == 3
+    assert order.state is OrderState.CANCELLED
+
+
+# Forbidden transitions: a DomainError, no event, nothing changes
+
+FORBIDDEN = [
+    ("approved", [approve], approve, "cannot approve an order that is APPROVED"),
+    ("rejected", [reject], approve, "cannot approve an order that is REJECTED"),
+    ("cancelled", [cancel], approve, "cannot approve an order that is CANCELLED"),
+    ("approved", [approve], reject, "cannot reject an order that is APPROVED"),
+    ("rejected", [reject], reject, "cannot reject an order that is REJECTED"),
+    ("cancelled", [cancel], reject, "cannot reject an order that is CANCELLED"),
+    ("rejected", [reject], cancel, "cannot cancel an order that is REJECTED"),
+    ("cancelled", [cancel], cancel, "cannot cancel an order that is CANCELLED"),
+]
+
+
+@pytest.mark.parametrize(
+    ("history", "command", "message"),
+    [pytest.param(h, c, m, id=f"given {s} when {c.__name__}") for s, h, c, m in FORBIDDEN],
+)
+def test_given_a_finished_order_when_a_forbidden_command_then_domain_error_and_no_event(
+    history, command, message
+):
+    order = given(*history)
+    state, version = order.state, order.version
+
+    with pytest.raises(DomainError, match=f"^{message}$"):
+        command(order)
+
+    then(order)  # no events
+    assert (order.state, order.version) == (state, version)
+
+
+# Reconstruction
+
+
+def test_given_its_events_when_replayed_then_the_same_order():
+    order = Order(**PLACE)
+    order.approve()
+    order.cancel("changed my mind")
+    events = order.collect_events()
+
+    replayed = None
+    for domain_event in events:
+        replayed = domain_event.mutate(replayed)
+
+    assert isinstance(replayed, Order)
+    assert replayed.id == order.id
+    assert replayed.version == 3
+    assert replayed.state is OrderState.CANCELLED
+    assert replayed.cancellation_reason == "changed my mind"
+    assert replayed.line_items == order.line_items
+    assert replayed.total_cents == TOTAL
+
+
+# The application's commands, on the in-memory store
+
+
+@pytest.fixture
+def app():
+    application = OrdersApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    yield application
+    application.close()
+
+
+def test_place_order_saves_the_placed_event(app):
+    saved = app.place_order(**PLACE)
+
+    assert (saved.version, saved.position) == (1, 1)
+    order = app.get_order(saved.order_id)
+    assert order.state is OrderState.APPROVAL_PENDING
+    assert order.total_cents == TOTAL
+
+
+def test_approve_order_then_cancel_order_reload_from_the_store(app):
+    order_id = app.place_order(**PLACE).order_id
+
+    approved = app.approve_order(order_id)
+    cancelled = app.cancel_order(order_id, "changed my mind")
+
+    assert (approved.version, approved.position) == (2, 2)
+    assert (cancelled.version, cancelled.position) == (3, 3)
+    order = app.get_order(order_id)
+    assert (order.state, order.version) == (OrderState.CANCELLED, 3)
+    assert order.cancellation_reason == "changed my mind"
+    assert app.repository.get(order_id, version=2).state is OrderState.APPROVED
+
+
+def test_reject_order_saves_the_reason(app):
+    order_id = app.place_order(**PLACE).order_id
+
+    app.reject_order(order_id, "card declined")
+
+    order = app.get_order(order_id)
+    assert (order.state, order.rejection_reason) == (OrderState.REJECTED, "card declined")
+
+
+def test_a_forbidden_command_stores_nothing(app):
+    order_id = app.place_order(**PLACE).order_id
+    app.reject_order(order_id, "card declined")
+
+    with pytest.raises(DomainError):
+        app.approve_order(order_id)
+    with pytest.raises(DomainError):
+        app.cancel_order(order_id, "too late")
+
+    assert app.recorder.max_notification_id() == 2
+
+
+def test_an_invalid_order_stores_nothing(app):
+    with pytest.raises(DomainError):
+        app.place_order(**{**PLACE, "line_items": []})
+
+    assert app.recorder.max_notification_id() is None
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        lambda app, order_id: app.get_order(order_id),
+        lambda app, order_id: app.approve_order(order_id),
+        lambda app, order_id: app.reject_order(order_id, "no"),
+        lambda app, order_id: app.cancel_order(order_id, "no"),
+    ],
+    ids=["get", "approve", "reject", "cancel"],
+)
+def test_an_unknown_order_is_not_found(app, command):
+    order_id = uuid4()
+
+    with pytest.raises(NotFound, match=str(order_id)):
+        command(app, order_id)

@@ -1,0 +1,296 @@
+"""HTTP query API over the orders read model (the read side of the CQRS template).
+
+Run with ``uvicorn read_side.api:create_app --factory``. ``create_app`` is the one
+composition root: its lifespan opens the ``pymongo.AsyncMongoClient`` (PyMongo's native
+async client; Motor is deprecated) and closes it on shutdown.
+
+Eventual consistency is made visible in two ways.
+
+Read-your-writes
+    Every ``/orders`` route accepts a consistency token, the one a command answered
+    with (header ``X-Consistency-Token`` or query parameter ``consistency_token``;
+    format ``service:position:aggregate_id:version``, see ``contracts.consistency``).
+    Only ``orders`` tokens apply here. The query waits (polling every 20 ms, at most
+    ``READ_YOUR_WRITES_TIMEOUT`` seconds) until the order named by the token holds that
+    version or a later one, then answers. If it does not get there in time the answer
+    is ``503`` with ``Retry-After: 1``: the read model has not caught up yet; retry.
+    A malformed token, or one of another service, is a ``400``.
+
+Staleness headers
+    Every ``200``, ``404`` and ``503`` (not caught up) answer of an ``/orders`` route
+    says how far the orders projection had got when the answer was read, from its
+    ``projection_progress`` documents (read just before the orders themselves, so the
+    answer holds at least that much):
+
+    ``X-Read-Model-Position``
+        highest orders-log position applied in any partition (``0`` if none yet);
+        partitions progress independently, so a lower position of another partition
+        may still be pending (the token, per order, is what read-your-writes uses);
+    ``X-Read-Model-Event-Time``
+        ISO 8601 time of the newest event applied (absent if none yet);
+    ``X-Read-Model-Age``
+        seconds, 3 decimals: now minus that event time, i.e. how old the newest fact
+        the read model knows is (absent if none yet; never negative).
+
+    ``400``/``422`` answers are about the request itself and carry none of them; a
+    ``503`` because MongoDB is unreachable cannot carry them either.
+"""
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, cast
+from uuid import UUID
+
+import pymongo
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pymongo import AsyncMongoClient
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from contracts.consistency import ConsistencyToken, InvalidToken
+from read_side.models import ErrorDetail, Order, OrderPage, OrderStatus
+from read_side.read_model import Document, OrdersReadModel, Staleness
+from read_side.settings import QuerySettings
+
+log = logging.getLogger(__name__)
+
+SERVICE = "orders"  # the write-side service whose tokens these routes honour
+HEALTH_TIMEOUT = 2.0  # seconds
+_CURSOR = re.compile(r"[1-9][0-9]{0,18}")  # a created_position (fits a BSON int64)
+
+_STALENESS_HEADERS: dict[str, Any] = {
+    "X-Read-Model-Position": {
+        "description": "Highest orders-log position the projection has applied (0: none).",
+        "schema": {"type": "integer"},
+    },
+    "X-Read-Model-Event-Time": {
+        "description": "Time of the newest event the projection has applied (absent: none).",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+    "X-Read-Model-Age": {
+        "description": "Seconds (3 decimals) since that event time: how old the newest "
+        "fact in the read model is (absent: none).",
+        "schema": {"type": "string", "example": "0.412"},
+    },
+}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"headers": _STALENESS_HEADERS},
+    400: {"model": ErrorDetail, "description": "Malformed cursor or consistency token."},
+    503: {
+        "model": ErrorDetail,
+        "description": "The read model has not reached the consistency token within "
+        "READ_YOUR_WRITES_TIMEOUT (retry), or MongoDB is unreachable.",
+        "headers": {
+            **_STALENESS_HEADERS,
+            "Retry-After": {
+                "description": "Seconds to wait before retrying.",
+                "schema": {"type": "integer"},
+            },
+        },
+    },
+}
+_CONSISTENCY_DOC = """
+**Read-your-writes.** Pass the consistency token a command returned (header
+`X-Consistency-Token` or query `consistency_token`); the answer waits until the read
+model holds that version of the order, or is `503` with `Retry-After: 1` when it does not
+get there within `READ_YOUR_WRITES_TIMEOUT` seconds.
+
+**Staleness.** `200`, `404` and not-caught-up `503` answers carry `X-Read-Model-Position`
+(highest log position applied in any partition; partitions progress independently, so a
+lower position of another partition may still be pending), `X-Read-Model-Event-Time`
+(time of the newest applied event) and `X-Read-Model-Age` (seconds since then, 3 decimals).
+"""
+
+_APP_DOC = (
+    "Queries over the orders read model, which a projection builds from the orders "
+    "service's events: it is eventually consistent with the commands."
+    + _CONSISTENCY_DOC
+    + """
+**Unavailable store.** When MongoDB cannot be reached, `/orders` routes answer `503`
+with `Retry-After: 1` (and no staleness headers) and `/health` answers `503`.
+"""
+)
+
+router = APIRouter()
+
+
+def _read_model(request: Request) -> OrdersReadModel:
+    return cast(OrdersReadModel, request.app.state.read_model)
+
+
+def _settings(request: Request) -> QuerySettings:
+    return cast(QuerySettings, request.app.state.settings)
+
+
+def consistency_token(
+    header: Annotated[
+        str | None,
+        Header(
+            alias="X-Consistency-Token",
+            description="Consistency token from a command (service:position:aggregate_id:version).",
+        ),
+    ] = None,
+    query: Annotated[
+        str | None,
+        Query(alias="consistency_token", description="Same as the X-Consistency-Token header."),
+    ] = None,
+) -> ConsistencyToken | None:
+    if header is not None and query is not None and header != query:
+        raise HTTPException(400, "X-Consistency-Token and consistency_token disagree")
+    text = header if header is not None else query
+    if text is None:
+        return None
+    try:
+        token = ConsistencyToken.parse(text)
+    except InvalidToken as error:
+        raise HTTPException(400, str(error)) from None
+    if token.service != SERVICE:
+        raise HTTPException(
+            400, f"consistency token of service {token.service!r} does not apply to {SERVICE!r}"
+        )
+    return token
+
+
+ReadModel = Annotated[OrdersReadModel, Depends(_read_model)]
+Settings = Annotated[QuerySettings, Depends(_settings)]
+Token = Annotated[ConsistencyToken | None, Depends(consistency_token)]
+
+
+async def _catch_up(
+    read_model: OrdersReadModel, settings: QuerySettings, token: ConsistencyToken | None
+) -> Staleness:
+    """Wait for the token (if any), then snapshot the projection's progress."""
+    if token is not None:
+        reached = await read_model.wait_for_version(
+            token.aggregate_id, token.version, timeout=settings.read_your_writes_timeout
+        )
+        if not reached:
+            staleness = await read_model.staleness()
+            raise HTTPException(
+                503,
+                f"the read model has not caught up with consistency token {token} yet "
+                f"(order {token.aggregate_id} version {token.version} not applied within "
+                f"{settings.read_your_writes_timeout:g} s); retry later",
+                headers={"Retry-After": "1", **staleness.headers(datetime.now(UTC))},
+            )
+    return await read_model.staleness()
+
+
+@router.get("/health", tags=["health"], summary="Liveness and MongoDB reachability")
+async def health(read_model: ReadModel) -> JSONResponse:
+    """`200 {"status": "ok"}` when MongoDB answers a ping within 2 s, else `503`."""
+    try:
+        with pymongo.timeout(HEALTH_TIMEOUT):
+            await read_model.ping()
+    except PyMongoError as error:
+        log.warning("health: MongoDB did not answer a ping: %s", error)
+        detail = f"MongoDB did not answer a ping within {HEALTH_TIMEOUT:g} s"
+        return JSONResponse({"status": "unavailable", "detail": detail}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get(
+    "/orders/{order_id}",
+    tags=["orders"],
+    summary="One order",
+    description="The order as the orders projection last applied it." + _CONSISTENCY_DOC,
+    responses={
+        **_RESPONSES,
+        404: {
+            "model": ErrorDetail,
+            "description": "No such order (yet).",
+            "headers": _STALENESS_HEADERS,
+        },
+    },
+)
+async def get_order(
+    order_id: UUID, response: Response, read_model: ReadModel, settings: Settings, token: Token
+) -> Order:
+    staleness = await _catch_up(read_model, settings, token)
+    order = await read_model.get(str(order_id))
+    headers = staleness.headers(datetime.now(UTC))
+    if order is None:
+        raise HTTPException(404, f"order {order_id} not found", headers=headers)
+    response.headers.update(headers)
+    return order
+
+
+@router.get(
+    "/orders",
+    tags=["orders"],
+    summary="Orders, newest first",
+    description="Orders ordered by `created_position`, newest first, optionally of one "
+    "customer and/or in one status. Page with `limit` and the `next_cursor` of the "
+    "previous page (null on the last page)." + _CONSISTENCY_DOC,
+    responses=_RESPONSES,
+)
+async def list_orders(
+    response: Response,
+    read_model: ReadModel,
+    settings: Settings,
+    token: Token,
+    customer_id: Annotated[str | None, Query(min_length=1)] = None,
+    status: OrderStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[
+        str | None, Query(description="Opaque: a previous page's next_cursor.")
+    ] = None,
+) -> OrderPage:
+    before: int | None = None
+    if cursor is not None:
+        if not _CURSOR.fullmatch(cursor) or int(cursor) >= 2**63:
+            raise HTTPException(400, "invalid cursor")
+        before = int(cursor)
+    staleness = await _catch_up(read_model, settings, token)
+    # One more than asked tells whether another page follows.
+    orders = await read_model.newest_first(
+        customer_id=customer_id, status=status, before=before, limit=limit + 1
+    )
+    page, more = orders[:limit], len(orders) > limit
+    response.headers.update(staleness.headers(datetime.now(UTC)))
+    return OrderPage(items=page, next_cursor=str(page[-1].created_position) if more else None)
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("MongoDB unreachable: %s", exc)
+    return JSONResponse(
+        {"detail": "the read model store is unreachable; retry later"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+def create_app(settings: QuerySettings | None = None) -> FastAPI:
+    settings = settings or QuerySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
+            settings.mongodb_url, tz_aware=True, appname="query-api"
+        )
+        try:
+            read_model = OrdersReadModel(client[settings.mongodb_database])
+            try:
+                await read_model.ensure_indexes()
+            except PyMongoError as error:
+                # The projection creates them too; the API can serve without them.
+                log.warning("could not ensure the orders indexes: %s", error)
+            app.state.settings = settings
+            app.state.read_model = read_model
+            yield
+        finally:
+            await client.close()
+
+    app = FastAPI(
+        title="Orders query API",
+        version="0.1.0",
+        summary="Read side of the event-sourced CQRS template: orders from the MongoDB read model.",
+        description=_APP_DOC,
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    app.add_exception_handler(ConnectionFailure, _store_unavailable)
+    return app

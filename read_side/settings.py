@@ -1,0 +1,16 @@
+"""Configuration of the query API, read from the environment (pydantic-settings)."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class QuerySettings(BaseSettings):
+    """Environment: MONGODB_URL, MONGODB_DATABASE, READ_YOUR_WRITES_TIMEOUT."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    mongodb_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
+    mongodb_database: str = "read_models"
+    # Seconds a query carrying a consistency token may wait for the read model to
+    # reach it before answering 503.
+    read_your_writes_timeout: float = Field(default=5.0, ge=0)

@@ -103,7 +103,7 @@ def _become_subreaper() -> None:
 
 
 def _child_pids() -> list[int]:
-    """Live (non-zombie) processes whose parent is this process, from /proc."""
+    """Live processes whose parent is this process, from /proc; zombies are reaped."""
     me = os.getpid()
     children = []
     for entry in Path("/proc").iterdir():
@@ -114,7 +114,11 @@ def _child_pids() -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == me and fields[0] != "Z":
+        if int(fields[1]) != me:
+            continue
+        if fields[0] == "Z":
+            _reap(int(entry.name))
+        else:
             children.append(int(entry.name))
     return children
 

@@ -35,8 +35,9 @@ def parse_data(envelope: Envelope, accepted: tuple[type[ContractEvent], ...]) ->
     by_type = {model.type(): model for model in accepted}
     model = by_type.get(envelope.type)
     if model is None:
-        if envelope.type in _MODELS:
-            raise ContractError(f"unsupported event type for this consumer: {envelope.type}")
+        name = envelope.type.rsplit(".v", 1)[0]
+        if any(known.rsplit(".v", 1)[0] == name for known in [*_MODELS, *by_type]):
+            raise ContractError(f"unsupported version for this consumer: {envelope.type}")
         raise ContractError(f"unknown event type: {envelope.type}")
     try:
         return model.model_validate(envelope.data)
@@ -45,4 +46,10 @@ def parse_data(envelope: Envelope, accepted: tuple[type[ContractEvent], ...]) ->
 
 
 def _short(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        problems = [
+            f"{'.'.join(str(part) for part in e['loc']) or '(root)'}: {e['msg']}"
+            for e in error.errors()[:10]
+        ]
+        return "; ".join(problems)
     return str(error).replace("\n", " ")[:500]

@@ -86,11 +86,6 @@ def test_when_placed_without_line_items_then_domain_error():
         Order(**{**PLACE, "line_items": []})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the aggregate accepts non-positive quantities/prices that the contract "
-    "(contracts/orders.py LineItem gt=0) refuses, so the relay cannot publish the event",
-)
 @pytest.mark.parametrize(
     "item",
     [

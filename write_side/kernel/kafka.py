@@ -1,8 +1,13 @@
 """Small helpers around aiokafka shared by relays, workers and tests."""
 
+import asyncio
+import logging
+
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
 
 
 async def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
@@ -33,3 +38,15 @@ def reliable_producer(bootstrap: str) -> AIOKafkaProducer:
         acks="all",
         linger_ms=5,
     )
+
+
+async def stop_producer(producer: AIOKafkaProducer, timeout: float = 5.0) -> None:
+    """Stop a producer, giving up on unsent messages after ``timeout`` seconds.
+
+    With the broker away, aiokafka would wait for ever. Unsent messages were never
+    acknowledged, so whoever sent them has not recorded them as published.
+    """
+    try:
+        await asyncio.wait_for(producer.stop(), timeout)
+    except TimeoutError:
+        log.warning("producer stopped with unacknowledged messages; they will be resent")

@@ -22,6 +22,12 @@ class LineItem:
     quantity: int
     unit_price_cents: int
 
+    def __post_init__(self) -> None:
+        if self.quantity <= 0:
+            raise DomainError(f"quantity of {self.menu_item_id} must be positive")
+        if self.unit_price_cents <= 0:
+            raise DomainError(f"price of {self.menu_item_id} must be positive")
+
     @property
     def total_cents(self) -> int:
         return self.quantity * self.unit_price_cents

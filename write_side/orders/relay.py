@@ -9,7 +9,7 @@ from eventsourcing.domain import DomainEventProtocol
 
 from contracts import orders as contract
 from contracts.base import ContractEvent
-from write_side.kernel.kafka import ensure_topics, reliable_producer
+from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
 from write_side.kernel.relay import Relay
 from write_side.kernel.store import MetadataMapper
 from write_side.orders.application import OrdersApplication
@@ -72,7 +72,7 @@ async def main() -> None:
     try:
         await relay.run(stopping)
     finally:
-        await relay.producer.stop()
+        await stop_producer(relay.producer)
         app.close()
 
 

@@ -1,0 +1,1 @@
+"""Read-model projections: pure functions (event → document) and the runtime that feeds them."""

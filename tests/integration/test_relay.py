@@ -1,0 +1,157 @@
+"""The relay against a real broker, with the event store on SQLite and on PostgreSQL."""
+
+import asyncio
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from contracts.envelope import Envelope
+from devstack.servers import KafkaBroker
+from tests import processes
+from tests.integration.conftest import orders_settings
+from tests.integration.kafka_reading import read_topic
+from write_side.kernel.kafka import ensure_topics, stop_producer
+from write_side.kernel.metadata import MessageMetadata, caused_by
+from write_side.orders.bootstrap import build_application
+from write_side.orders.relay import build_relay
+
+ITEMS = [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}]
+
+
+def place_orders(app, count: int, cancel_every: int = 3) -> int:  # type: ignore[no-untyped-def]
+    for i in range(count):
+        saved = app.place_order(f"customer-{i % 5}", "restaurant-1", "1 Main St", ITEMS)
+        if i % cancel_every == 0:
+            app.cancel_order(saved.order_id, "changed my mind")
+    return int(app.recorder.max_notification_id())
+
+
+def envelopes_of(records) -> list[Envelope]:  # type: ignore[no-untyped-def]
+    return [Envelope.from_bytes(r.value) for r in records]
+
+
+def assert_complete_and_in_order(envelopes: list[Envelope], last_position: int) -> None:
+    """Every position 1..last is there, and each aggregate's versions arrive in order."""
+    assert {e.sequence for e in envelopes} == set(range(1, last_position + 1))
+    seen: dict[str, int] = {}
+    for envelope in envelopes:  # records of one key come from one partition, in order
+        previous = seen.get(envelope.subject, 0)
+        assert envelope.aggregateversion <= previous + 1, "a version was skipped"
+        seen[envelope.subject] = max(previous, envelope.aggregateversion)
+
+
+async def test_relay_publishes_every_event_in_order_with_cloudevents_headers(kafka, store):
+    settings = orders_settings(store, kafka_bootstrap_servers=kafka)
+    app = build_application(settings)
+    with caused_by(MessageMetadata(correlation_id="corr-1", causation_id="cause-1")):
+        first = app.place_order("customer-1", "restaurant-1", "1 Main St", ITEMS)
+    last = place_orders(app, 30)
+    relay = build_relay(app, settings)
+    await ensure_topics(kafka, {"orders": 4})
+    await relay.producer.start()
+    try:
+        position, read = await relay.publish_next_batch(0)
+    finally:
+        await relay.producer.stop()
+    assert (position, read) == (last, last), "one call publishes the whole batch"
+    assert relay.position() == last
+
+    records = await read_topic(kafka, "orders", until=lambda r: len(r) >= last)
+    envelopes = envelopes_of(records)
+    assert_complete_and_in_order(envelopes, last)
+    assert all(r.key == e.subject.encode() for r, e in zip(records, envelopes, strict=True))
+
+    record = next(r for r, e in zip(records, envelopes, strict=True) if e.sequence == 1)
+    headers = dict(record.headers)
+    created = Envelope.from_bytes(record.value)
+    assert created.type == "orders.OrderCreated.v1"
+    assert created.subject == str(first.order_id)
+    assert created.data["total_cents"] == 2500
+    assert headers["ce_id"].decode() == created.id
+    assert headers["ce_type"] == b"orders.OrderCreated.v1"
+    assert headers["ce_source"] == b"orders"
+    assert headers["ce_time"].decode() == created.time.isoformat()
+    assert headers["content-type"] == b"application/cloudevents+json"
+    assert headers["ce_correlationid"] == b"corr-1"
+    assert headers["ce_causationid"] == b"cause-1"
+    app.close()
+
+
+async def test_relay_keeps_its_position_when_the_broker_does_not_acknowledge(store, tmp_path):
+    broker = KafkaBroker(tmp_path / "doomed-kafka").start()
+    settings = orders_settings(store, kafka_bootstrap_servers=broker.bootstrap)
+    app = build_application(settings)
+    place_orders(app, 5)
+    relay = build_relay(app, settings)
+    relay.producer = AIOKafkaProducer(
+        bootstrap_servers=broker.bootstrap, enable_idempotence=True, acks="all",
+        request_timeout_ms=1000,
+    )
+    await ensure_topics(broker.bootstrap, {"orders": 4})
+    await relay.producer.start()
+    broker.stop()  # the broker goes away: no send can be acknowledged
+    try:
+        with pytest.raises((KafkaError, TimeoutError)):
+            await asyncio.wait_for(relay.publish_next_batch(0), timeout=3)
+    finally:
+        await stop_producer(relay.producer, timeout=1)
+    assert relay.position() == 0
+    app.close()
+
+
+def test_relay_killed_and_restarted_mid_stream_loses_nothing(kafka, store, tmp_path: Path):
+    env = {**store, "KAFKA_BOOTSTRAP_SERVERS": kafka, "RELAY_BATCH_SIZE": "7",
+           "RELAY_POLL_INTERVAL": "0.01"}
+    app = build_application(orders_settings(store, kafka_bootstrap_servers=kafka))
+    writer_done = threading.Event()
+
+    def write_continuously() -> None:
+        place_orders(app, 150, cancel_every=2)
+        writer_done.set()
+
+    writer = threading.Thread(target=write_continuously)
+    writer.start()
+    relay = processes.relay(env, tmp_path)
+    kills = 0
+    try:
+        while kills < 4:
+            deadline = time.monotonic() + 30
+            while relay.alive() and not _has_published(relay, tmp_path):
+                assert time.monotonic() < deadline, relay.log()
+                time.sleep(0.02)
+            time.sleep(0.05 * kills)  # let it get a little further each round
+            relay.kill()
+            kills += 1
+            relay = processes.relay(env, tmp_path, name=f"orders-relay-{kills}")
+        writer.join(timeout=120)
+        assert writer_done.is_set()
+        last = int(app.recorder.max_notification_id())
+        records = asyncio.run(
+            read_topic(kafka, "orders", until=lambda r: {Envelope.from_bytes(x.value).sequence
+                                                          for x in r} >= set(range(1, last + 1)),
+                       timeout=60)
+        )
+    finally:
+        relay.stop()
+        app.close()
+    envelopes = envelopes_of(records)
+    assert_complete_and_in_order(envelopes, last)
+    assert all(json.loads(r.value)["subject"] == r.key.decode() for r in records)
+    resumed_from = [
+        int(match)
+        for log in tmp_path.glob("orders-relay*.log")
+        for match in re.findall(r"starts after position (\d+)", log.read_text())
+    ]
+    assert any(0 < position < last for position in resumed_from), (
+        f"no relay was killed mid-stream: {resumed_from} of {last}"
+    )
+
+
+def _has_published(relay: processes.Process, log_dir: Path) -> bool:
+    return "starts after position" in relay.log()

@@ -1,0 +1,63 @@
+"""Start the system's processes for tests, and stop them by PID (never by name)."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+class Process:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            argv,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up (a crash)."""
+        if self.alive():
+            os.killpg(self.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.alive():
+            os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def relay(env: dict[str, str], log_dir: Path, name: str = "orders-relay") -> Process:
+    return Process(name, [sys.executable, "-m", "write_side.orders.relay"], env, log_dir)
+
+
+def projections_worker(env: dict[str, str], log_dir: Path) -> Process:
+    argv = [str(BIN / "faust"), "-A", "projections.worker:app", "worker", "--without-web"]
+    return Process("projections", argv, env, log_dir)
+
+
+def api(name: str, factory: str, port: int, env: dict[str, str], log_dir: Path) -> Process:
+    argv = [str(BIN / "uvicorn"), factory, "--factory", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "warning"]
+    return Process(name, argv, env, log_dir)

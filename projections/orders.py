@@ -24,7 +24,9 @@ def apply(document: Document | None, envelope: Envelope, event: object) -> Docum
             "created_at": envelope.time,
         }
     if document is None:
-        raise ProjectionError(f"{envelope.type} for order {envelope.subject} that was never created")
+        raise ProjectionError(
+            f"{envelope.type} for order {envelope.subject} that was never created"
+        )
     if isinstance(event, contract.OrderApproved):
         return {**document, "status": "APPROVED"}
     if isinstance(event, contract.OrderRejected):

@@ -84,7 +84,10 @@ class ProjectionRunner:
             for message, reason in rejected:
                 log.warning(
                     "dead-lettering %s[%d]@%d: %s",
-                    message.topic, message.partition, message.offset, reason,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    reason,
                 )
             await self.dead_letters.send(rejected)
         await self._record_progress(messages, readable)
@@ -114,8 +117,13 @@ class ProjectionRunner:
         now = datetime.now(UTC)
         operations = []
         for (topic, partition), entry in last.items():
-            fields = {"projection": self.projection.name, "topic": topic,
-                      "partition": partition, "updated_at": now, **entry}
+            fields = {
+                "projection": self.projection.name,
+                "topic": topic,
+                "partition": partition,
+                "updated_at": now,
+                **entry,
+            }
             operations.append(
                 UpdateOne(
                     {"_id": f"{self.projection.name}:{topic}:{partition}"},
@@ -142,7 +150,11 @@ async def handle_until_done(
         except (PyMongoError, KafkaError, OSError, TimeoutError) as error:
             if stopping is not None and stopping.is_set():
                 raise
-            log.warning("projection %s: batch failed (%s); retrying in %.1fs",
-                        runner.projection.name, error, delay)
+            log.warning(
+                "projection %s: batch failed (%s); retrying in %.1fs",
+                runner.projection.name,
+                error,
+                delay,
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

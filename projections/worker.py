@@ -45,8 +45,12 @@ def consumed(event: Any) -> ConsumedMessage:
 
 
 def register(projection: Projection) -> None:
-    topic = app.topic(projection.topic, key_type=bytes, value_type=bytes,
-                      partitions=settings.kafka_topic_partitions)
+    topic = app.topic(
+        projection.topic,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.kafka_topic_partitions,
+    )
 
     async def project(stream: Any) -> None:
         client: AsyncMongoClient[Any] = AsyncMongoClient(settings.mongodb_url)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 
 from devstack.servers import KafkaBroker, MongoServer, ensure_secantus_venv
 
@@ -40,3 +44,23 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServ
 def mongo_url(mongo_server: MongoServer) -> str:
     """`mongodb://127.0.0.1:PORT/?directConnection=true` of the session's server."""
     return mongo_server.url
+
+
+@pytest.fixture
+def kafka(tmp_path: Path) -> Iterator[str]:
+    """A broker of its own for each test (it starts in a fraction of a second)."""
+    broker = KafkaBroker(tmp_path / "kafka").start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+async def mongo_database(mongo_url: str) -> AsyncIterator[str]:
+    """A fresh database name on the session's MongoDB-wire server, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    yield name
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url)
+    await client.drop_database(name)
+    await client.close()

@@ -58,6 +58,15 @@ def projections_worker(env: dict[str, str], log_dir: Path) -> Process:
 
 
 def api(name: str, factory: str, port: int, env: dict[str, str], log_dir: Path) -> Process:
-    argv = [str(BIN / "uvicorn"), factory, "--factory", "--host", "127.0.0.1",
-            "--port", str(port), "--log-level", "warning"]
+    argv = [
+        str(BIN / "uvicorn"),
+        factory,
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     return Process(name, argv, env, log_dir)

@@ -90,7 +90,9 @@ async def test_relay_keeps_its_position_when_the_broker_does_not_acknowledge(sto
     place_orders(app, 5)
     relay = build_relay(app, settings)
     relay.producer = AIOKafkaProducer(
-        bootstrap_servers=broker.bootstrap, enable_idempotence=True, acks="all",
+        bootstrap_servers=broker.bootstrap,
+        enable_idempotence=True,
+        acks="all",
         request_timeout_ms=1000,
     )
     await ensure_topics(broker.bootstrap, {"orders": 4})
@@ -106,8 +108,12 @@ async def test_relay_keeps_its_position_when_the_broker_does_not_acknowledge(sto
 
 
 def test_relay_killed_and_restarted_mid_stream_loses_nothing(kafka, store, tmp_path: Path):
-    env = {**store, "KAFKA_BOOTSTRAP_SERVERS": kafka, "RELAY_BATCH_SIZE": "7",
-           "RELAY_POLL_INTERVAL": "0.01"}
+    env = {
+        **store,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "RELAY_BATCH_SIZE": "7",
+        "RELAY_POLL_INTERVAL": "0.01",
+    }
     app = build_application(orders_settings(store, kafka_bootstrap_servers=kafka))
     writer_done = threading.Event()
 
@@ -133,9 +139,14 @@ def test_relay_killed_and_restarted_mid_stream_loses_nothing(kafka, store, tmp_p
         assert writer_done.is_set()
         last = int(app.recorder.max_notification_id())
         records = asyncio.run(
-            read_topic(kafka, "orders", until=lambda r: {Envelope.from_bytes(x.value).sequence
-                                                          for x in r} >= set(range(1, last + 1)),
-                       timeout=60)
+            read_topic(
+                kafka,
+                "orders",
+                until=lambda r: (
+                    {Envelope.from_bytes(x.value).sequence for x in r} >= set(range(1, last + 1))
+                ),
+                timeout=60,
+            )
         )
     finally:
         relay.stop()

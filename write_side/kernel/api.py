@@ -36,6 +36,4 @@ def command_metadata(
 ) -> MessageMetadata:
     """Each HTTP command is its own cause; it joins the caller's correlation if given."""
     command_id = str(uuid.uuid4())
-    return MessageMetadata(
-        correlation_id=x_correlation_id or command_id, causation_id=command_id
-    )
+    return MessageMetadata(correlation_id=x_correlation_id or command_id, causation_id=command_id)

@@ -1,0 +1,109 @@
+"""End to end: every process of the system running, HTTP command → query API."""
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack.servers import free_port
+from tests import processes
+from tests.support import wait_for
+
+ORDER = {
+    "customer_id": "customer-e2e",
+    "restaurant_id": "restaurant-1",
+    "delivery_address": "1 Main St",
+    "line_items": [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}],
+}
+
+
+@pytest.fixture
+def system(kafka: str, mongo_url: str, mongo_database: str, tmp_path: Path) -> Iterator[dict]:
+    orders_port, query_port = free_port(), free_port()
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "MONGODB_URL": mongo_url,
+        "MONGODB_DATABASE": mongo_database,
+        "ORDERS_DATABASE_URL": f"sqlite:///{tmp_path}/orders.db",
+        "PROJECTIONS_GROUP_ID": f"projections-{uuid.uuid4().hex[:8]}",
+        "READ_YOUR_WRITES_TIMEOUT": "10",
+    }
+    running = [
+        processes.api("orders-api", "write_side.orders.api:create_app", orders_port, env, tmp_path),
+        processes.relay(env, tmp_path),
+        processes.projections_worker(env, tmp_path),
+        processes.api("query-api", "read_side.api:create_app", query_port, env, tmp_path),
+    ]
+    urls = {"orders": f"http://127.0.0.1:{orders_port}", "query": f"http://127.0.0.1:{query_port}"}
+    try:
+        for url in urls.values():
+            wait_for(
+                lambda url=url: httpx.get(f"{url}/health").status_code == 200,
+                timeout=60,
+                ignore=(httpx.TransportError,),
+                message="\n".join(p.log() for p in running),
+            )
+        yield urls
+    finally:
+        for process in running:
+            process.stop()
+    assert all(not p.alive() for p in running)
+
+
+def read_with_token(url: str, token: str) -> httpx.Response:
+    """The query API waits for the token itself; a 503 only means 'ask again'."""
+
+    def attempt() -> httpx.Response | None:
+        response = httpx.get(url, headers={"X-Consistency-Token": token}, timeout=15)
+        return None if response.status_code == 503 else response
+
+    return wait_for(attempt, timeout=60, interval=0.2)
+
+
+def test_a_placed_order_shows_in_the_query_api_with_its_token(system):
+    placed = httpx.post(f"{system['orders']}/orders", json=ORDER)
+    assert placed.status_code == 201, placed.text
+    command = placed.json()
+
+    response = read_with_token(
+        f"{system['query']}/orders/{command['order_id']}", command["consistency_token"]
+    )
+    assert response.status_code == 200, response.text
+    order = response.json()
+    assert order["status"] == "APPROVAL_PENDING"
+    assert order["total_cents"] == 2500
+    assert int(response.headers["X-Read-Model-Position"]) >= command["position"]
+    assert float(response.headers["X-Read-Model-Age"]) >= 0
+
+    cancelled = httpx.post(
+        f"{system['orders']}/orders/{command['order_id']}/cancel",
+        json={"reason": "changed my mind"},
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    listing = read_with_token(
+        f"{system['query']}/orders?customer_id=customer-e2e", cancelled.json()["consistency_token"]
+    )
+    assert [(o["order_id"], o["status"]) for o in listing.json()["items"]] == [
+        (command["order_id"], "CANCELLED")
+    ]
+
+
+def test_an_invalid_command_never_reaches_the_read_model(system):
+    invalid = {
+        **ORDER,
+        "customer_id": "customer-ghost",
+        "line_items": [{"menu_item_id": "pizza", "quantity": 0, "unit_price_cents": 1}],
+    }
+    rejected = httpx.post(f"{system['orders']}/orders", json=invalid)
+    assert rejected.status_code == 422
+    assert rejected.json()["detail"][0]["loc"] == ["body", "line_items", 0, "quantity"]
+
+    valid = httpx.post(
+        f"{system['orders']}/orders", json={**ORDER, "customer_id": "customer-ghost"}
+    )
+    listing = read_with_token(
+        f"{system['query']}/orders?customer_id=customer-ghost", valid.json()["consistency_token"]
+    )
+    assert len(listing.json()["items"]) == 1

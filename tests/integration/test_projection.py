@@ -1,0 +1,219 @@
+"""The orders projection against a real MongoDB-wire server and a real broker."""
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient, monitoring
+
+from contracts import orders as contract
+from contracts.base import ContractEvent
+from contracts.envelope import Envelope, event_id_for
+from projections.dead_letters import ConsumedMessage, DeadLetters
+from projections.orders import ORDERS
+from projections.runtime import ProjectionRunner
+from tests import processes
+from tests.integration.kafka_reading import read_topic
+from tests.support import wait_for, wait_for_async
+from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
+
+LINE_ITEMS = [contract.LineItem(menu_item_id="pizza", quantity=2, unit_price_cents=1250)]
+
+
+class Sequence:
+    """Builds the messages a relay would publish, with increasing positions."""
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.offset = 0
+
+    def message(self, event: ContractEvent, order_id: str, version: int) -> ConsumedMessage:
+        self.position += 1
+        self.offset += 1
+        envelope = Envelope(
+            id=event_id_for("orders", order_id, version),
+            type=event.type(),
+            source="orders",
+            subject=order_id,
+            time=datetime.now(UTC),
+            correlationid="c",
+            causationid="c",
+            sequence=self.position,
+            aggregateversion=version,
+            data=event.model_dump(mode="json"),
+        )
+        return self.raw(envelope.to_bytes(), key=order_id.encode())
+
+    def raw(self, value: bytes | None, key: bytes | None = b"k") -> ConsumedMessage:
+        self.offset += 1
+        return ConsumedMessage("orders", 0, self.offset, key, value, (("ce_id", b"x"),))
+
+    def created(self, order_id: str) -> ConsumedMessage:
+        event = contract.OrderCreated(
+            order_id=order_id,
+            customer_id="customer-1",
+            restaurant_id="restaurant-1",
+            delivery_address="1 Main St",
+            line_items=LINE_ITEMS,
+            total_cents=2500,
+        )
+        return self.message(event, order_id, 1)
+
+
+class CommandCounter(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.commands.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.fixture
+async def runner(kafka: str, mongo_url: str, mongo_database: str):  # type: ignore[no-untyped-def]
+    counter = CommandCounter()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url, event_listeners=[counter])
+    producer = reliable_producer(kafka)
+    await ensure_topics(kafka, {"orders.dead-letters": 1})
+    await producer.start()
+    runner = ProjectionRunner(ORDERS, client[mongo_database], DeadLetters(producer, "test"))
+    runner.commands = counter.commands  # type: ignore[attr-defined]
+    await runner.prepare()
+    yield runner
+    await stop_producer(producer)
+    await client.close()
+
+
+async def document(runner: ProjectionRunner, order_id: str) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = await runner.documents.find_one({"_id": order_id})
+    return found
+
+
+async def test_created_then_cancelled_gives_a_cancelled_order(runner):
+    log, order_id = Sequence(), str(uuid.uuid4())
+    await runner.handle(
+        [
+            log.created(order_id),
+            log.message(contract.OrderCancelled(order_id=order_id, reason="too slow"), order_id, 2),
+        ]
+    )
+    doc = await document(runner, order_id)
+    assert doc is not None
+    assert (doc["status"], doc["cancellation_reason"]) == ("CANCELLED", "too slow")
+    assert (doc["version"], doc["position"], doc["created_position"]) == (2, 2, 1)
+    assert doc["total_cents"] == 2500
+
+
+async def test_a_redelivered_batch_changes_nothing(runner):
+    log, order_id = Sequence(), str(uuid.uuid4())
+    batch = [
+        log.created(order_id),
+        log.message(contract.OrderApproved(order_id=order_id), order_id, 2),
+    ]
+    await runner.handle(batch)
+    before = await document(runner, order_id)
+    await runner.handle(batch)  # at-least-once: the same messages again
+    await runner.handle(batch[:1])
+    assert await document(runner, order_id) == before
+
+
+async def test_an_older_event_arriving_late_changes_nothing(runner):
+    log, order_id = Sequence(), str(uuid.uuid4())
+    approved = log.message(contract.OrderApproved(order_id=order_id), order_id, 2)
+    cancelled = log.message(contract.OrderCancelled(order_id=order_id, reason="r"), order_id, 3)
+    await runner.handle([log.created(order_id), approved, cancelled])
+    before = await document(runner, order_id)
+    await runner.handle([approved])  # version 2 after version 3: reordered
+    after = await document(runner, order_id)
+    assert after == before
+    assert after is not None and after["status"] == "CANCELLED"
+
+
+async def test_a_batch_is_one_find_and_one_bulk_write(runner):
+    log = Sequence()
+    ids = [str(uuid.uuid4()) for _ in range(50)]
+    batch = [log.created(i) for i in ids]
+    batch += [log.message(contract.OrderApproved(order_id=i), i, 2) for i in ids]
+    runner.commands.clear()
+    await runner.handle(batch)
+    # one find, one update batch for the documents, one for the progress record
+    assert runner.commands.count("find") == 1
+    assert runner.commands.count("update") == 2, runner.commands
+    assert await runner.documents.count_documents({"status": "APPROVED"}) == 50
+
+
+async def test_poison_messages_go_to_the_dead_letter_topic_with_their_reason(runner, kafka):
+    log, good = Sequence(), str(uuid.uuid4())
+    never_created = str(uuid.uuid4())
+    valid = log.created(good)
+    envelope = Envelope.from_bytes(valid.value or b"")
+    poison = {
+        b"not json at all": "not a valid envelope",
+        b'{"specversion": "1.0"}': "not a valid envelope",
+        envelope.model_copy(
+            update={"type": "orders.OrderShipped.v1"}
+        ).to_bytes(): "unknown event type",
+        envelope.model_copy(
+            update={"type": "orders.OrderCreated.v2"}
+        ).to_bytes(): "unsupported version",
+        envelope.model_copy(
+            update={"data": {**envelope.data, "total_cents": -5}}
+        ).to_bytes(): "violates its contract",
+    }
+    batch = [log.raw(value) for value in poison]
+    batch.append(log.message(contract.OrderApproved(order_id=never_created), never_created, 2))
+    batch.append(valid)
+    await runner.handle(batch)
+
+    assert (await document(runner, good)) is not None, "good messages in the batch still count"
+    dead = await read_topic(kafka, "orders.dead-letters", until=lambda r: len(r) >= 6)
+    reasons = {record.value: dict(record.headers)["dlq_reason"].decode() for record in dead}
+    for value, reason in poison.items():
+        assert reason in reasons[value]
+    assert any("never created" in reason for reason in reasons.values())
+    first = dict(dead[0].headers)
+    assert first["ce_id"] == b"x", "original headers are kept"
+    assert (first["dlq_topic"], first["dlq_consumer"]) == (b"orders", b"test")
+    assert int(first["dlq_offset"]) == batch[0].offset
+
+
+async def test_the_worker_dead_letters_a_poison_message_and_goes_on(
+    kafka: str, mongo_url: str, mongo_database: str, tmp_path: Path
+):
+    await ensure_topics(kafka, {"orders": 4, "orders.dead-letters": 1})
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "MONGODB_URL": mongo_url,
+        "MONGODB_DATABASE": mongo_database,
+        "PROJECTIONS_GROUP_ID": f"g{uuid.uuid4().hex}",
+    }
+    worker = processes.projections_worker(env, tmp_path)
+    producer = reliable_producer(kafka)
+    await producer.start()
+    log, order_id = Sequence(), str(uuid.uuid4())
+    valid = log.created(order_id)
+    try:
+        await producer.send_and_wait("orders", b"\x00garbage", key=order_id.encode())
+        await producer.send_and_wait("orders", valid.value, key=order_id.encode())
+        client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url)
+        orders = client[mongo_database]["orders"]
+        try:
+            await wait_for_async(
+                lambda: orders.find_one({"_id": order_id}), timeout=60, message=worker.log()
+            )
+        finally:
+            await client.close()
+        dead = await read_topic(kafka, "orders.dead-letters", until=lambda r: len(r) >= 1)
+        assert dead[0].value == b"\x00garbage"
+        assert worker.alive(), worker.log()
+    finally:
+        await stop_producer(producer)
+        worker.stop()
+    wait_for(lambda: not worker.alive(), timeout=20, message="worker did not stop")

@@ -205,6 +205,9 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
         say(f"error: no Procfile at {procfile}")
         return 2
     env = apply_defaults(dict(os.environ))
+    # Faust workers keep their local data under var/, not in the working directory.
+    (var_dir / "faust").mkdir(parents=True, exist_ok=True)
+    env.setdefault("APP_DATADIR", str(var_dir / "faust" / "{conf.name}-data"))
     # The Procfile's `python`, `uvicorn` and `faust` are this venv's, activated or not.
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
@@ -219,7 +222,12 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
     var_dir.mkdir(parents=True, exist_ok=True)
 
     _become_subreaper()
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a runner started in the background inherits it ignored.
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_stop),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, _raise_stop),
+    }
     honcho: subprocess.Popen[bytes] | None = None
     code = 0
     with contextlib.ExitStack() as stack:

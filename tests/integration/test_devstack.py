@@ -148,8 +148,15 @@ def test_default_environment_follows_the_ports() -> None:
 # ------------------------------------------------------------------------- cqrs run
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def start_runner(tmp_path: Path, procfile: str) -> tuple[subprocess.Popen[bytes], Path]:
-    """`python -m devstack run` on free ports with a test Procfile; output to a file."""
+    """`python -m devstack run` on free ports with a test Procfile; output to a file.
+
+    It starts with SIGINT ignored, as a shell's background job does: Ctrl-C must work anyway.
+    """
     ensure_secantus_venv()
     (tmp_path / "Procfile").write_text(procfile)
     output = tmp_path / "run.log"
@@ -169,6 +176,7 @@ def start_runner(tmp_path: Path, procfile: str) -> tuple[subprocess.Popen[bytes]
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_ignore_sigint,  # noqa: PLW1509 - the test process has no threads of note
         )
     return runner, output
 

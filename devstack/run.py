@@ -272,7 +272,7 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `run` and `secantus` to the `cqrs` command line."""
+    """Add `run`, `secantus` and `topics` to the `cqrs` command line."""
     parser = subparsers.add_parser(
         "run", help="run the local stack: broker, MongoDB, every process of the Procfile"
     )

@@ -36,8 +36,10 @@ def parse_data(envelope: Envelope, accepted: tuple[type[ContractEvent], ...]) ->
     model = by_type.get(envelope.type)
     if model is None:
         name = envelope.type.rsplit(".v", 1)[0]
-        if any(known.rsplit(".v", 1)[0] == name for known in [*_MODELS, *by_type]):
+        if any(accepted_model.name == name for accepted_model in accepted):
             raise ContractError(f"unsupported version for this consumer: {envelope.type}")
+        if envelope.type in _MODELS:
+            raise ContractError(f"unsupported event type for this consumer: {envelope.type}")
         raise ContractError(f"unknown event type: {envelope.type}")
     try:
         return model.model_validate(envelope.data)

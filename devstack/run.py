@@ -205,9 +205,6 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
         say(f"error: no Procfile at {procfile}")
         return 2
     env = apply_defaults(dict(os.environ))
-    # Faust workers keep their local data under var/, not in the working directory.
-    (var_dir / "faust").mkdir(parents=True, exist_ok=True)
-    env.setdefault("APP_DATADIR", str(var_dir / "faust" / "{conf.name}-data"))
     # The Procfile's `python`, `uvicorn` and `faust` are this venv's, activated or not.
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])

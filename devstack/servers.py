@@ -25,17 +25,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
+
+from write_side.kernel.kafka import ensure_topics
 
 LOCALHOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECANTUS_VENV = REPO_ROOT / ".venv-secantus"
 SECANTUS_REQUIREMENT = "SecantusDB==0.7.0b3"
 
-_TOPIC_ALREADY_EXISTS = 36
 T = TypeVar("T")
 
 
@@ -401,39 +402,8 @@ async def list_topics(bootstrap: str, timeout: float = 10.0) -> list[str]:
         await admin.close()
 
 
-async def acreate_topics(
-    bootstrap: str, names: Sequence[str], partitions: int, timeout: float = 30.0
-) -> None:
-    """Create the topics if missing (idempotent). A topic that exists is left as it is,
-    but a different partition count is an error: Faust needs the count it was told."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    try:
-        await asyncio.wait_for(admin.start(), timeout)
-        response = await admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
-        )
-        existing = []
-        for topic, code, *rest in response.topic_errors:
-            if code == _TOPIC_ALREADY_EXISTS:
-                existing.append(topic)
-            elif code != 0:
-                message = rest[0] if rest else ""
-                raise ServerError(f"creating topic {topic!r} failed: error {code} {message}")
-        if existing:
-            for info in await admin.describe_topics(existing):
-                count = len(info["partitions"])
-                if count != partitions:
-                    raise ServerError(
-                        f"topic {info['topic']!r} exists with {count} partitions, not "
-                        f"{partitions}: delete the broker's data (e.g. var/kafka) or use "
-                        f"{count}"
-                    )
-    finally:
-        await admin.close()
-
-
 def create_topics(
     bootstrap: str, names: Sequence[str], partitions: int, timeout: float = 30.0
 ) -> None:
-    """Sync `acreate_topics`: create the topics if missing, each with `partitions`."""
-    run_sync(lambda: acreate_topics(bootstrap, names, partitions, timeout))
+    """Create the topics if missing, each with `partitions` (see `ensure_topics`)."""
+    run_sync(lambda: ensure_topics(bootstrap, dict.fromkeys(names, partitions), timeout))

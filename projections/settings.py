@@ -9,3 +9,4 @@ class ProjectionSettings(KafkaSettings):
     projection_batch_size: int = 500
     projection_batch_within: float = 0.05
     projections_group_id: str = "projections"
+    projections_data_dir: str = "var/faust"

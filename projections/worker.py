@@ -5,6 +5,7 @@ Thin entry point: Faust consumes the topics and hands batches of raw messages to
 """
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -18,6 +19,7 @@ from projections.settings import ProjectionSettings
 from write_side.kernel.kafka import reliable_producer, stop_producer
 
 settings = ProjectionSettings()
+Path(settings.projections_data_dir).mkdir(parents=True, exist_ok=True)
 
 app = faust.App(
     settings.projections_group_id,
@@ -28,6 +30,7 @@ app = faust.App(
     topic_replication_factor=1,
     consumer_auto_offset_reset="earliest",
     store="memory://",
+    datadir=f"{settings.projections_data_dir}/{{conf.name}}",
     web_enabled=False,
 )
 

@@ -70,3 +70,8 @@ def api(name: str, factory: str, port: int, env: dict[str, str], log_dir: Path) 
         "warning",
     ]
     return Process(name, argv, env, log_dir)
+
+
+def logs(*running: Process) -> str:
+    """The tail of each process's log, to explain a failure."""
+    return "\n".join(f"--- {p.name} (alive: {p.alive()})\n{p.log()}" for p in running)

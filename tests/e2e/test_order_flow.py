@@ -39,13 +39,17 @@ def system(kafka: str, mongo_url: str, mongo_database: str, tmp_path: Path) -> I
     urls = {"orders": f"http://127.0.0.1:{orders_port}", "query": f"http://127.0.0.1:{query_port}"}
     try:
         for url in urls.values():
-            wait_for(
-                lambda url=url: httpx.get(f"{url}/health").status_code == 200,
-                timeout=60,
-                ignore=(httpx.TransportError,),
-                message="\n".join(p.log() for p in running),
-            )
+            try:
+                wait_for(
+                    lambda url=url: httpx.get(f"{url}/health").status_code == 200,
+                    timeout=60,
+                    ignore=(httpx.TransportError,),
+                )
+            except TimeoutError:
+                pytest.fail(f"{url} never became healthy\n{processes.logs(*running)}")
         yield urls
+        if not all(p.alive() for p in running):
+            pytest.fail(f"a process died during the test\n{processes.logs(*running)}")
     finally:
         for process in running:
             process.stop()

@@ -29,6 +29,7 @@ from devstack.servers import (
     run_sync,
 )
 from tests.support import wait_for
+from write_side.kernel.kafka import TopicMismatch
 
 SERVERS = {"kafka": KafkaBroker, "mongo": MongoServer}
 
@@ -124,7 +125,7 @@ def test_session_broker_creates_topics_idempotently(kafka_bootstrap: str) -> Non
     create_topics(kafka_bootstrap, ["devstack-test"], 3)
     create_topics(kafka_bootstrap, ["devstack-test"], 3)  # exists: fine
     assert "devstack-test" in run_sync(lambda: list_topics(kafka_bootstrap))
-    with pytest.raises(ServerError, match="exists with 3 partitions"):
+    with pytest.raises(TopicMismatch, match="exists with 3 partitions"):
         create_topics(kafka_bootstrap, ["devstack-test"], 5)
 
 

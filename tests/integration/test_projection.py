@@ -205,9 +205,9 @@ async def test_the_worker_dead_letters_a_poison_message_and_goes_on(
         client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url)
         orders = client[mongo_database]["orders"]
         try:
-            await wait_for_async(
-                lambda: orders.find_one({"_id": order_id}), timeout=60, message=worker.log()
-            )
+            await wait_for_async(lambda: orders.find_one({"_id": order_id}), timeout=60)
+        except TimeoutError:
+            pytest.fail(f"the valid message was never projected\n{processes.logs(worker)}")
         finally:
             await client.close()
         dead = await read_topic(kafka, "orders.dead-letters", until=lambda r: len(r) >= 1)

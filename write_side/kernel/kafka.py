@@ -10,11 +10,19 @@ from aiokafka.errors import TopicAlreadyExistsError
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    """Create the topics (name → partitions) that do not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+class TopicMismatch(RuntimeError):
+    """A topic exists with another partition count than the one asked for."""
+
+
+async def ensure_topics(bootstrap: str, topics: dict[str, int], timeout: float = 30.0) -> None:
+    """Create the topics (name → partitions) that do not exist yet.
+
+    An existing topic is left as it is, but a different partition count is an error:
+    Faust and the per-key ordering both rely on the count the system was told.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
+        await asyncio.wait_for(admin.start(), timeout)
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(name, num_partitions=partitions, replication_factor=1)
@@ -26,6 +34,14 @@ async def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass  # created by another process in the meantime
+        present = [name for name in topics if name in existing]
+        for info in await admin.describe_topics(present) if present else []:
+            count, wanted = len(info["partitions"]), topics[info["topic"]]
+            if count != wanted:
+                raise TopicMismatch(
+                    f"topic {info['topic']!r} exists with {count} partitions, not {wanted}: "
+                    f"delete the broker's data (e.g. var/kafka) or set KAFKA_TOPIC_PARTITIONS={count}"
+                )
     finally:
         await admin.close()
 

@@ -110,7 +110,7 @@ class Relay:
             type=contract.type(),
             source=self.source,
             subject=aggregate_id,
-            time=domain_event.timestamp,
+            time=domain_event.timestamp,  # type: ignore[attr-defined]  # every aggregate event has one
             correlationid=metadata.correlation_id if metadata else event_id,
             causationid=metadata.causation_id if metadata else event_id,
             sequence=notification.id,

@@ -41,7 +41,22 @@ class Order(Aggregate):
     while pending or approved.
     """
 
-    @event("Placed")
+    class Placed(Aggregate.Created):
+        customer_id: str
+        restaurant_id: str
+        delivery_address: str
+        line_items: list[dict[str, Any]]
+
+    class Approved(Aggregate.Event):
+        pass
+
+    class Rejected(Aggregate.Event):
+        reason: str
+
+    class Cancelled(Aggregate.Event):
+        reason: str
+
+    @event(Placed)
     def __init__(
         self,
         customer_id: str,
@@ -75,16 +90,16 @@ class Order(Aggregate):
         self._require((OrderState.APPROVAL_PENDING, OrderState.APPROVED), "cancel")
         self._cancelled(reason)
 
-    @event("Approved")
+    @event(Approved)
     def _approved(self) -> None:
         self.state = OrderState.APPROVED
 
-    @event("Rejected")
+    @event(Rejected)
     def _rejected(self, reason: str) -> None:
         self.state = OrderState.REJECTED
         self.rejection_reason = reason
 
-    @event("Cancelled")
+    @event(Cancelled)
     def _cancelled(self, reason: str) -> None:
         self.state = OrderState.CANCELLED
         self.cancellation_reason = reason

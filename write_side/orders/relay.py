@@ -24,21 +24,21 @@ def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
     """Map a private domain event to its public contract event."""
     order_id = str(event.originator_id)
     if isinstance(event, Order.Placed):
-        items = [contract.LineItem(**item) for item in event.line_items]  # type: ignore[attr-defined]
+        items = [contract.LineItem(**item) for item in event.line_items]
         return contract.OrderCreated(
             order_id=order_id,
-            customer_id=event.customer_id,  # type: ignore[attr-defined]
-            restaurant_id=event.restaurant_id,  # type: ignore[attr-defined]
-            delivery_address=event.delivery_address,  # type: ignore[attr-defined]
+            customer_id=event.customer_id,
+            restaurant_id=event.restaurant_id,
+            delivery_address=event.delivery_address,
             line_items=items,
             total_cents=sum(item.quantity * item.unit_price_cents for item in items),
         )
     if isinstance(event, Order.Approved):
         return contract.OrderApproved(order_id=order_id)
     if isinstance(event, Order.Rejected):
-        return contract.OrderRejected(order_id=order_id, reason=event.reason)  # type: ignore[attr-defined]
+        return contract.OrderRejected(order_id=order_id, reason=event.reason)
     if isinstance(event, Order.Cancelled):
-        return contract.OrderCancelled(order_id=order_id, reason=event.reason)  # type: ignore[attr-defined]
+        return contract.OrderCancelled(order_id=order_id, reason=event.reason)
     raise TypeError(f"no contract mapping for domain event {type(event).__qualname__}")
 
 

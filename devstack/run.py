@@ -71,8 +71,13 @@ def apply_defaults(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
 
 
 def say(message: str) -> None:
-    """Print a runner message, told apart from honcho's output."""
-    print(f"devstack | {message}", flush=True)
+    """Print a runner message, told apart from honcho's output.
+
+    Never raises: when the terminal or a `| tee` is gone (Ctrl-C kills it first), the
+    runner must still stop everything it started.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        print(f"devstack | {message}", flush=True)
 
 
 class _StopRequested(Exception):
@@ -259,10 +264,14 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
             code = 1
         finally:
             with _signals_ignored():
-                if honcho is not None:
-                    _stop_honcho(honcho)
-                stack.close()  # the servers, in reverse order
-                _stop_leftovers()
+                try:
+                    if honcho is not None:
+                        _stop_honcho(honcho)
+                finally:
+                    try:
+                        stack.close()  # the servers, in reverse order
+                    finally:
+                        _stop_leftovers()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     return code

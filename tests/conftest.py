@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from pymongo import AsyncMongoClient
 
 from devstack.servers import KafkaBroker, MongoServer, ensure_secantus_venv
+from tests.stores import POSTGRES_URL
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +66,23 @@ async def mongo_database(mongo_url: str) -> AsyncIterator[str]:
     client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url)
     await client.drop_database(name)
     await client.close()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The orders event store: a SQLite file, or a fresh schema on the local PostgreSQL."""
+    if request.param == "sqlite":
+        yield {"ORDERS_DATABASE_URL": f"sqlite:///{tmp_path}/orders.db"}
+        return
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield {"ORDERS_DATABASE_URL": POSTGRES_URL, "ORDERS_DATABASE_SCHEMA": schema}
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()

@@ -20,13 +20,15 @@ ORDER = {
 
 
 @pytest.fixture
-def system(kafka: str, mongo_url: str, mongo_database: str, tmp_path: Path) -> Iterator[dict]:
+def system(
+    store: dict[str, str], kafka: str, mongo_url: str, mongo_database: str, tmp_path: Path
+) -> Iterator[dict]:
     orders_port, query_port = free_port(), free_port()
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka,
         "MONGODB_URL": mongo_url,
         "MONGODB_DATABASE": mongo_database,
-        "ORDERS_DATABASE_URL": f"sqlite:///{tmp_path}/orders.db",
+        **store,
         "PROJECTIONS_GROUP_ID": f"projections-{uuid.uuid4().hex[:8]}",
         "READ_YOUR_WRITES_TIMEOUT": "10",
     }

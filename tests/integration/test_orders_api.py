@@ -5,45 +5,22 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from contracts.consistency import ConsistencyToken
+from tests.examples import PLACE_ORDER
+from tests.stores import orders_settings
 from write_side.orders.api import create_app
-from write_side.orders.settings import OrdersSettings
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CONFLICT = "the aggregate was changed by another command at the same time; reload it and retry"
 
-ORDER = {
-    "customer_id": "customer-1",
-    "restaurant_id": "restaurant-1",
-    "delivery_address": "1 Main Street",
-    "line_items": [
-        {"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250},
-        {"menu_item_id": "soda", "quantity": 3, "unit_price_cents": 300},
-    ],
-}
+ORDER = PLACE_ORDER
 PIZZA = ORDER["line_items"][0]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def settings(request, tmp_path):
-    if request.param == "sqlite":
-        yield OrdersSettings(
-            orders_database_url=f"sqlite:///{tmp_path}/orders.db", orders_database_schema=None
-        )
-        return
-    schema = f"schema_{uuid.uuid4().hex}"
-    engine = sa.create_engine(POSTGRES_URL)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield OrdersSettings(orders_database_url=POSTGRES_URL, orders_database_schema=schema)
-    finally:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+@pytest.fixture
+def settings(store):
+    return orders_settings(store)
 
 
 @pytest.fixture

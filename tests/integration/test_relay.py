@@ -14,8 +14,8 @@ from aiokafka.errors import KafkaError
 from contracts.envelope import Envelope
 from devstack.servers import KafkaBroker
 from tests import processes
-from tests.integration.conftest import orders_settings
 from tests.integration.kafka_reading import read_topic
+from tests.stores import orders_settings
 from write_side.kernel.kafka import ensure_topics, stop_producer
 from write_side.kernel.metadata import MessageMetadata, caused_by
 from write_side.orders.bootstrap import build_application

@@ -10,18 +10,11 @@ from eventsourcing.domain import Aggregate, event
 from contracts import ContractError, Envelope, decode_envelope, parse_data
 from contracts import orders as contract
 from contracts.consistency import ConsistencyToken, InvalidToken
+from tests.examples import PLACE_ORDER
 from write_side.orders.domain import Order
 from write_side.orders.relay import to_contract
 
-PLACE = {
-    "customer_id": "customer-1",
-    "restaurant_id": "restaurant-1",
-    "delivery_address": "1 Main Street",
-    "line_items": [
-        {"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250},
-        {"menu_item_id": "soda", "quantity": 3, "unit_price_cents": 300},
-    ],
-}
+PLACE = PLACE_ORDER
 
 
 def events_of(*commands) -> tuple[Order, list]:

@@ -9,19 +9,12 @@ from uuid import uuid4
 
 import pytest
 
+from tests.examples import PLACE_ORDER
 from write_side.kernel.errors import DomainError, NotFound
 from write_side.orders.application import OrdersApplication
 from write_side.orders.domain import LineItem, Order, OrderState
 
-PLACE = {
-    "customer_id": "customer-1",
-    "restaurant_id": "restaurant-1",
-    "delivery_address": "1 Main Street",
-    "line_items": [
-        {"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250},
-        {"menu_item_id": "soda", "quantity": 3, "unit_price_cents": 300},
-    ],
-}
+PLACE = PLACE_ORDER
 TOTAL = 2 * 1250 + 3 * 300
 
 Command = Callable[[Order], None]

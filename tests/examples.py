@@ -1,0 +1,11 @@
+"""Example data shared by tests."""
+
+PLACE_ORDER = {
+    "customer_id": "customer-1",
+    "restaurant_id": "restaurant-1",
+    "delivery_address": "1 Main Street",
+    "line_items": [
+        {"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250},
+        {"menu_item_id": "soda", "quantity": 3, "unit_price_cents": 300},
+    ],
+}

@@ -1,0 +1,160 @@
+"""The kitchen command API (one process): ``uvicorn write_side.kitchen.api:create_app --factory``.
+
+Restaurants are registered open, so the demo can place orders at once; close them to
+see the kitchen reject tickets. Tickets are made by the saga only: the API reads them.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, FastAPI, Path, Request
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from write_side.kernel.api import command_metadata, install_error_handlers
+from write_side.kernel.metadata import MessageMetadata, caused_by
+from write_side.kitchen.application import KitchenApplication, Saved
+from write_side.kitchen.bootstrap import build_application
+from write_side.kitchen.settings import KitchenSettings
+
+ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+RestaurantId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+
+
+def _no_duplicates(menu: list[str]) -> list[str]:
+    duplicates = sorted({item for item in menu if menu.count(item) > 1})
+    if duplicates:
+        raise ValueError(f"menu items listed twice: {', '.join(duplicates)}")
+    return menu
+
+
+Menu = Annotated[list[Id], Field(min_length=1, max_length=200), AfterValidator(_no_duplicates)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterRestaurant(Strict):
+    restaurant_id: Id
+    name: str = Field(min_length=1, max_length=200)
+    menu: Menu
+
+
+class SetMenu(Strict):
+    menu: Menu
+
+
+class CommandAccepted(BaseModel):
+    restaurant_id: str
+    version: int
+    position: int | None = Field(
+        description="The event's position in the kitchen's log; null if nothing changed."
+    )
+
+    @classmethod
+    def of(cls, saved: Saved) -> "CommandAccepted":
+        return cls(
+            restaurant_id=saved.restaurant_id, version=saved.version, position=saved.position
+        )
+
+
+class RestaurantOut(BaseModel):
+    restaurant_id: str
+    name: str
+    open: bool
+    menu: list[str]
+    version: int
+
+
+class TicketOut(BaseModel):
+    order_id: UUID
+    restaurant_id: str
+    state: str
+    reason: str | None = Field(description="Why it was rejected or cancelled.")
+    version: int
+
+
+def create_app(settings: KitchenSettings | None = None) -> FastAPI:
+    settings = settings or KitchenSettings()
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        application = build_application(settings)
+        api.state.kitchen = application
+        yield
+        application.close()
+
+    api = FastAPI(title="Kitchen command API", version="1", lifespan=lifespan)
+    install_error_handlers(api)
+
+    def kitchen(request: Request) -> KitchenApplication:
+        application: KitchenApplication = request.app.state.kitchen
+        return application
+
+    Kitchen = Annotated[KitchenApplication, Depends(kitchen)]
+    Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
+
+    @api.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.post("/restaurants", status_code=201)
+    def register_restaurant(
+        body: RegisterRestaurant, app: Kitchen, metadata: Metadata
+    ) -> CommandAccepted:
+        """Register a restaurant, open, with its menu; an existing id is a 409."""
+        with caused_by(metadata):
+            saved = app.register_restaurant(body.restaurant_id, body.name, body.menu)
+        return CommandAccepted.of(saved)
+
+    @api.post("/restaurants/{restaurant_id}/open")
+    def open_restaurant(
+        restaurant_id: RestaurantId, app: Kitchen, metadata: Metadata
+    ) -> CommandAccepted:
+        with caused_by(metadata):
+            saved = app.open_restaurant(restaurant_id)
+        return CommandAccepted.of(saved)
+
+    @api.post("/restaurants/{restaurant_id}/close")
+    def close_restaurant(
+        restaurant_id: RestaurantId, app: Kitchen, metadata: Metadata
+    ) -> CommandAccepted:
+        with caused_by(metadata):
+            saved = app.close_restaurant(restaurant_id)
+        return CommandAccepted.of(saved)
+
+    @api.put("/restaurants/{restaurant_id}/menu")
+    def set_menu(
+        restaurant_id: RestaurantId, body: SetMenu, app: Kitchen, metadata: Metadata
+    ) -> CommandAccepted:
+        with caused_by(metadata):
+            saved = app.set_menu(restaurant_id, body.menu)
+        return CommandAccepted.of(saved)
+
+    @api.get("/restaurants/{restaurant_id}")
+    def get_restaurant(restaurant_id: RestaurantId, app: Kitchen) -> RestaurantOut:
+        restaurant = app.get_restaurant(restaurant_id)
+        return RestaurantOut(
+            restaurant_id=restaurant.restaurant_id,
+            name=restaurant.name,
+            open=restaurant.is_open,
+            menu=restaurant.menu,
+            version=restaurant.version,
+        )
+
+    @api.get("/tickets/{order_id}")
+    def get_ticket(order_id: UUID, app: Kitchen) -> TicketOut:
+        """The order's ticket as the write model holds it now."""
+        ticket = app.get_ticket(order_id)
+        return TicketOut(
+            order_id=ticket.order_id,
+            restaurant_id=ticket.restaurant_id,
+            state=ticket.state.value,
+            reason=ticket.reason,
+            version=ticket.version,
+        )
+
+    return api

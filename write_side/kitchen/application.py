@@ -1,0 +1,127 @@
+"""The kitchen Application.
+
+HTTP commands (restaurants) are get → mutate → save. The saga-facing commands
+(tickets) are get → mutate and return the aggregates to save: the saga's Reactor saves
+them together with the consumed message's position, in one transaction.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from write_side.kernel.application import ServiceApplication
+from write_side.kernel.errors import DomainError, NotFound
+from write_side.kitchen.domain import Restaurant, Ticket, restaurant_uuid
+
+
+class Saved:
+    """What a restaurant command returns: the new version and its log position.
+
+    ``position`` is None when the command changed nothing (the restaurant was already
+    open, already closed, or already had that menu).
+    """
+
+    def __init__(self, restaurant_id: str, version: int, position: int | None):
+        self.restaurant_id = restaurant_id
+        self.version = version
+        self.position = position
+
+
+class KitchenApplication(ServiceApplication):
+    name = "kitchen"  # table names: kitchen_events, kitchen_tracking
+
+    # Restaurants (HTTP commands)
+
+    def register_restaurant(self, restaurant_id: str, name: str, menu: list[str]) -> Saved:
+        """Register an open restaurant; registering an existing id is a DomainError (409)."""
+        if restaurant_uuid(restaurant_id) in self.repository:
+            raise DomainError(f"restaurant {restaurant_id} is already registered")
+        # If another command registers it in between, the save collides (IntegrityError).
+        return self._save(Restaurant(restaurant_id, name, menu))
+
+    def open_restaurant(self, restaurant_id: str) -> Saved:
+        restaurant = self.get_restaurant(restaurant_id)
+        restaurant.open()
+        return self._save(restaurant)
+
+    def close_restaurant(self, restaurant_id: str) -> Saved:
+        restaurant = self.get_restaurant(restaurant_id)
+        restaurant.close()
+        return self._save(restaurant)
+
+    def set_menu(self, restaurant_id: str, menu: Iterable[str]) -> Saved:
+        restaurant = self.get_restaurant(restaurant_id)
+        restaurant.set_menu(menu)
+        return self._save(restaurant)
+
+    def get_restaurant(self, restaurant_id: str) -> Restaurant:
+        try:
+            restaurant: object = self.repository.get(restaurant_uuid(restaurant_id))
+        except AggregateNotFoundError:
+            restaurant = None
+        if not isinstance(restaurant, Restaurant):
+            raise NotFound(f"restaurant {restaurant_id} not found")
+        return restaurant
+
+    def get_ticket(self, order_id: UUID) -> Ticket:
+        try:
+            ticket: object = self.repository.get(order_id)
+        except AggregateNotFoundError:
+            ticket = None
+        if not isinstance(ticket, Ticket):  # nothing, or another kind of aggregate
+            raise NotFound(f"ticket for order {order_id} not found")
+        return ticket
+
+    # Tickets (saga commands: they return the aggregates to save, unsaved)
+
+    def create_ticket(
+        self,
+        order_id: UUID,
+        restaurant_id: str,
+        consumer_id: str,
+        line_items: Sequence[Mapping[str, Any]],
+        total_cents: int,
+    ) -> list[Ticket]:
+        """A CREATE_PENDING ticket if the restaurant can make the order, else a REJECTED
+        one with the reason; nothing if the order already has a ticket."""
+        if order_id in self.repository:
+            return []  # a re-published message: the ticket was made the first time
+        try:
+            refusal = self.get_restaurant(restaurant_id).refusal_for(line_items)
+        except NotFound:
+            refusal = f"unknown restaurant {restaurant_id}"
+        if refusal is not None:
+            return [Ticket.reject(order_id, restaurant_id, refusal)]
+        return [Ticket.create(order_id, restaurant_id, consumer_id, line_items, total_cents)]
+
+    def reject_ticket(self, order_id: UUID, restaurant_id: str, reason: str) -> list[Ticket]:
+        """A REJECTED ticket (creating the ticket failed); nothing if one exists."""
+        if order_id in self.repository:
+            return []
+        return [Ticket.reject(order_id, restaurant_id, reason)]
+
+    def approve_ticket(self, order_id: UUID) -> list[Ticket]:
+        """CREATE_PENDING → AWAITING_ACCEPTANCE (no new event if already there).
+
+        A missing ticket is NotFound. In the saga it cannot happen: accounting
+        authorizes the card only after it has read this ticket's TicketCreated.
+        """
+        ticket = self.get_ticket(order_id)
+        ticket.approve()
+        return [ticket]
+
+    def cancel_ticket(self, order_id: UUID, reason: str) -> list[Ticket]:
+        """CREATE_PENDING → CANCELLED, the compensation (no new event if already there).
+
+        A missing ticket is NotFound, as for :meth:`approve_ticket`.
+        """
+        ticket = self.get_ticket(order_id)
+        ticket.cancel(reason)
+        return [ticket]
+
+    def _save(self, restaurant: Restaurant) -> Saved:
+        recordings = self.save(restaurant)
+        position = recordings[-1].notification.id if recordings else None
+        return Saved(restaurant.restaurant_id, restaurant.version, position)

@@ -1,0 +1,75 @@
+"""The kitchen's part in the createOrder saga.
+
+- ``consumers.ConsumerVerified`` → a ticket: CREATE_PENDING (TicketCreated) or
+  REJECTED with the reason (TicketRejected). If making it fails for any other reason,
+  a REJECTED ticket holds the error, so the saga still ends.
+- ``accounting.CardAuthorized`` → the ticket awaits the restaurant's acceptance
+  (TicketApproved).
+- ``accounting.CardAuthorizationFailed`` → the ticket is cancelled (TicketCancelled):
+  the compensation.
+
+Accounting reacts to TicketCreated only, so a card event always finds its ticket; if
+one does not (or finds it in a state that forbids the move), the message is
+dead-lettered with the error: there is no failure event to publish instead.
+
+Run: ``faust -A write_side.kitchen.saga:app worker --without-web``.
+"""
+
+import logging
+from collections.abc import Sequence
+from uuid import UUID
+
+from contracts import accounting, consumers
+from contracts.envelope import Envelope
+from write_side.kernel.reactions import Reaction
+from write_side.kernel.saga import saga_worker
+from write_side.kitchen.application import KitchenApplication
+from write_side.kitchen.bootstrap import build_application
+from write_side.kitchen.domain import Ticket
+from write_side.kitchen.settings import KitchenSettings
+
+log = logging.getLogger(__name__)
+
+
+def reactions(app: KitchenApplication) -> list[Reaction]:
+    def create_ticket(event: consumers.ConsumerVerified, _: Envelope) -> Sequence[Ticket]:
+        return app.create_ticket(
+            order_id=UUID(event.order_id),
+            restaurant_id=event.restaurant_id,
+            consumer_id=event.consumer_id,
+            line_items=[item.model_dump() for item in event.line_items],
+            total_cents=event.total_cents,
+        )
+
+    def reject_ticket(
+        event: consumers.ConsumerVerified, _: Envelope, error: str
+    ) -> Sequence[Ticket]:
+        try:
+            order_id = UUID(event.order_id)
+        except ValueError:
+            # No ticket can be keyed by it, and no order has it (orders are UUIDs).
+            log.error("kitchen: no ticket for order id %r: %s", event.order_id, error)
+            return []
+        return app.reject_ticket(
+            order_id, event.restaurant_id, f"the kitchen could not create the ticket: {error}"
+        )
+
+    def approve_ticket(event: accounting.CardAuthorized, _: Envelope) -> Sequence[Ticket]:
+        return app.approve_ticket(UUID(event.order_id))
+
+    def cancel_ticket(event: accounting.CardAuthorizationFailed, _: Envelope) -> Sequence[Ticket]:
+        return app.cancel_ticket(UUID(event.order_id), event.reason)
+
+    return [
+        Reaction(consumers.ConsumerVerified, create_ticket, on_failure=reject_ticket),
+        Reaction(accounting.CardAuthorized, approve_ticket),
+        Reaction(accounting.CardAuthorizationFailed, cancel_ticket),
+    ]
+
+
+app = saga_worker(
+    "kitchen",
+    topics=[consumers.TOPIC, accounting.TOPIC],
+    open_application=lambda: build_application(KitchenSettings()),
+    reactions=reactions,
+)

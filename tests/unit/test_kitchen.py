@@ -1,0 +1,544 @@
+"""Specifications of the Restaurant and Ticket aggregates: given some history, when a
+command, then events.
+
+Pure domain code, no server. The last part drives the same rules through
+KitchenApplication on eventsourcing's in-memory (POPO) store.
+"""
+
+from collections.abc import Callable
+from uuid import UUID, uuid4, uuid5
+
+import pytest
+
+from write_side.kernel.errors import DomainError, NotFound
+from write_side.kitchen.application import KitchenApplication
+from write_side.kitchen.domain import (
+    RESTAURANT_NAMESPACE,
+    Restaurant,
+    Ticket,
+    TicketState,
+    restaurant_uuid,
+)
+
+MENU = ["pizza", "soda"]
+PIZZA = {"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}
+SODA = {"menu_item_id": "soda", "quantity": 3, "unit_price_cents": 300}
+SUSHI = {"menu_item_id": "sushi", "quantity": 1, "unit_price_cents": 900}
+RAMEN = {"menu_item_id": "ramen", "quantity": 1, "unit_price_cents": 800}
+TOTAL = 2 * 1250 + 3 * 300
+
+
+def then(aggregate: Restaurant | Ticket, *expected: type) -> list:
+    """The events the command produced are exactly ``expected`` (by type)."""
+    events = aggregate.collect_events()
+    assert [type(e) for e in events] == list(expected)
+    return events
+
+
+# Restaurant
+
+RestaurantCommand = Callable[[Restaurant], None]
+
+
+def close(restaurant: Restaurant) -> None:
+    restaurant.close()
+
+
+def reopen(restaurant: Restaurant) -> None:
+    restaurant.open()
+
+
+def given_restaurant(*history: RestaurantCommand) -> Restaurant:
+    """A restaurant registered, then driven through ``history``; its events count as saved."""
+    restaurant = Restaurant("rest-1", "Pizzeria", MENU)
+    for command in history:
+        command(restaurant)
+    restaurant.collect_events()
+    return restaurant
+
+
+def test_when_registered_then_registered_event_and_open():
+    restaurant = Restaurant("rest-1", "Pizzeria", MENU)
+
+    [registered] = then(restaurant, Restaurant.Registered)
+    assert (registered.restaurant_id, registered.name, registered.menu) == (
+        "rest-1",
+        "Pizzeria",
+        MENU,
+    )
+    assert registered.originator_version == 1
+    assert restaurant.is_open is True
+    assert (restaurant.restaurant_id, restaurant.name, restaurant.menu) == (
+        "rest-1",
+        "Pizzeria",
+        MENU,
+    )
+
+
+def test_the_restaurant_id_is_derived_from_its_string_id():
+    first = Restaurant("rest-1", "Pizzeria", MENU)
+    again = Restaurant("rest-1", "Another name", ["soup"])
+    other = Restaurant("rest-2", "Pizzeria", MENU)
+
+    assert (
+        first.id == again.id == uuid5(RESTAURANT_NAMESPACE, "rest-1") == restaurant_uuid("rest-1")
+    )
+    assert other.id != first.id
+
+
+@pytest.mark.parametrize(
+    ("name", "menu", "message"),
+    [
+        ("Pizzeria", [], "a menu needs at least one item"),
+        ("Pizzeria", ["pizza", "soda", "pizza"], "menu items listed twice: pizza"),
+        ("Pizzeria", ["pizza", ""], "menu item ids must be non-empty strings"),
+        ("  ", MENU, "a restaurant needs a name"),
+    ],
+    ids=["empty menu", "duplicate item", "empty item", "blank name"],
+)
+def test_when_registered_with_an_invalid_menu_or_name_then_domain_error(name, menu, message):
+    with pytest.raises(DomainError, match=f"^{message}$"):
+        Restaurant("rest-1", name, menu)
+
+
+def test_given_an_open_restaurant_when_closed_then_closed_event():
+    restaurant = given_restaurant()
+
+    restaurant.close()
+
+    [closed] = then(restaurant, Restaurant.Closed)
+    assert closed.originator_version == 2
+    assert restaurant.is_open is False
+
+
+def test_given_a_closed_restaurant_when_opened_then_opened_event():
+    restaurant = given_restaurant(close)
+
+    restaurant.open()
+
+    [opened] = then(restaurant, Restaurant.Opened)
+    assert opened.originator_version == 3
+    assert restaurant.is_open is True
+
+
+@pytest.mark.parametrize(
+    ("history", "command"),
+    [([], reopen), ([close], close)],
+    ids=["open an open restaurant", "close a closed restaurant"],
+)
+def test_when_the_restaurant_is_already_in_that_state_then_no_event(history, command):
+    restaurant = given_restaurant(*history)
+    state, version = restaurant.is_open, restaurant.version
+
+    command(restaurant)
+
+    then(restaurant)
+    assert (restaurant.is_open, restaurant.version) == (state, version)
+
+
+def test_when_the_menu_is_set_then_menu_changed_event():
+    restaurant = given_restaurant()
+
+    restaurant.set_menu(["sushi", "ramen"])
+
+    [changed] = then(restaurant, Restaurant.MenuChanged)
+    assert changed.menu == ["sushi", "ramen"]
+    assert restaurant.menu == ["sushi", "ramen"]
+
+
+def test_when_the_same_menu_is_set_then_no_event():
+    restaurant = given_restaurant()
+
+    restaurant.set_menu(list(MENU))
+
+    then(restaurant)
+    assert restaurant.version == 1
+
+
+@pytest.mark.parametrize(
+    ("menu", "message"),
+    [([], "a menu needs at least one item"), (["a", "a"], "menu items listed twice: a")],
+)
+def test_when_an_invalid_menu_is_set_then_domain_error_and_no_event(menu, message):
+    restaurant = given_restaurant()
+
+    with pytest.raises(DomainError, match=f"^{message}$"):
+        restaurant.set_menu(menu)
+
+    then(restaurant)
+    assert restaurant.menu == MENU
+
+
+def test_given_an_open_restaurant_with_every_item_then_no_refusal():
+    assert given_restaurant().refusal_for([PIZZA, SODA]) is None
+
+
+def test_given_a_closed_restaurant_then_it_refuses_as_closed():
+    restaurant = given_restaurant(close)
+
+    assert restaurant.refusal_for([PIZZA]) == "restaurant rest-1 is closed"
+    assert restaurant.refusal_for([SUSHI]) == "restaurant rest-1 is closed"
+
+
+def test_given_an_item_off_the_menu_then_it_refuses_naming_it():
+    restaurant = given_restaurant()
+
+    assert restaurant.refusal_for([PIZZA, SUSHI]) == "not on the menu of rest-1: sushi"
+
+
+def test_given_several_items_off_the_menu_then_each_is_named_once_in_order():
+    restaurant = given_restaurant()
+
+    refusal = restaurant.refusal_for([SUSHI, PIZZA, RAMEN, SUSHI])
+
+    assert refusal == "not on the menu of rest-1: sushi, ramen"
+
+
+def test_given_a_changed_menu_then_refusals_follow_the_new_menu():
+    restaurant = given_restaurant()
+    restaurant.set_menu(["sushi"])
+
+    assert restaurant.refusal_for([SUSHI]) is None
+    assert restaurant.refusal_for([PIZZA]) == "not on the menu of rest-1: pizza"
+
+
+def test_given_its_events_when_replayed_then_the_same_restaurant():
+    restaurant = Restaurant("rest-1", "Pizzeria", MENU)
+    restaurant.close()
+    restaurant.set_menu(["sushi"])
+    events = restaurant.collect_events()
+
+    replayed = None
+    for domain_event in events:
+        replayed = domain_event.mutate(replayed)
+
+    assert isinstance(replayed, Restaurant)
+    assert (replayed.id, replayed.version) == (restaurant.id, 3)
+    assert (replayed.restaurant_id, replayed.name) == ("rest-1", "Pizzeria")
+    assert (replayed.is_open, replayed.menu) == (False, ["sushi"])
+
+
+# Ticket
+
+ORDER_ID = UUID("5b3c1a52-8f1f-4a8e-9a9e-2d3c4b5a6f70")
+
+TicketCommand = Callable[[Ticket], None]
+
+
+def approve(ticket: Ticket) -> None:
+    ticket.approve()
+
+
+def cancel(ticket: Ticket) -> None:
+    ticket.cancel("card declined")
+
+
+def pending() -> Ticket:
+    return Ticket.create(ORDER_ID, "rest-1", "consumer-1", [PIZZA, SODA], TOTAL)
+
+
+def rejected() -> Ticket:
+    return Ticket.reject(ORDER_ID, "rest-1", "restaurant rest-1 is closed")
+
+
+def given_ticket(*history: TicketCommand, born: Callable[[], Ticket] = pending) -> Ticket:
+    ticket = born()
+    for command in history:
+        command(ticket)
+    ticket.collect_events()
+    return ticket
+
+
+def test_when_created_then_created_event_and_create_pending():
+    ticket = pending()
+
+    [created] = then(ticket, Ticket.Created)
+    assert (created.originator_id, created.originator_version) == (ORDER_ID, 1)
+    assert created.restaurant_id == "rest-1"
+    assert created.consumer_id == "consumer-1"
+    assert created.line_items == [PIZZA, SODA]
+    assert created.total_cents == TOTAL
+    assert ticket.state is TicketState.CREATE_PENDING
+    assert ticket.id == ticket.order_id == ORDER_ID
+    assert (ticket.restaurant_id, ticket.consumer_id) == ("rest-1", "consumer-1")
+    assert (ticket.line_items, ticket.total_cents, ticket.reason) == ([PIZZA, SODA], TOTAL, None)
+
+
+def test_when_rejected_then_rejected_event_with_the_reason():
+    ticket = rejected()
+
+    [born_rejected] = then(ticket, Ticket.Rejected)
+    assert (born_rejected.originator_id, born_rejected.originator_version) == (ORDER_ID, 1)
+    assert born_rejected.restaurant_id == "rest-1"
+    assert born_rejected.reason == "restaurant rest-1 is closed"
+    assert ticket.state is TicketState.REJECTED
+    assert ticket.reason == "restaurant rest-1 is closed"
+    assert (ticket.consumer_id, ticket.line_items, ticket.total_cents) == (None, [], 0)
+
+
+@pytest.mark.parametrize(
+    ("line_items", "total", "message"),
+    [
+        ([], TOTAL, "a ticket needs at least one line item"),
+        ([PIZZA], 0, "a ticket's total must be positive"),
+    ],
+)
+def test_when_created_without_items_or_total_then_domain_error(line_items, total, message):
+    with pytest.raises(DomainError, match=f"^{message}$"):
+        Ticket.create(ORDER_ID, "rest-1", "consumer-1", line_items, total)
+
+
+def test_when_rejected_without_a_reason_then_domain_error():
+    with pytest.raises(DomainError, match="needs a reason"):
+        Ticket.reject(ORDER_ID, "rest-1", "")
+
+
+def test_given_a_pending_ticket_when_approved_then_approved_event():
+    ticket = given_ticket()
+
+    ticket.approve()
+
+    [approved] = then(ticket, Ticket.Approved)
+    assert (approved.originator_id, approved.originator_version) == (ORDER_ID, 2)
+    assert approved.restaurant_id == "rest-1"
+    assert ticket.state is TicketState.AWAITING_ACCEPTANCE
+    assert ticket.reason is None
+
+
+def test_given_a_pending_ticket_when_cancelled_then_cancelled_event_with_the_reason():
+    ticket = given_ticket()
+
+    ticket.cancel("card declined")
+
+    [cancelled] = then(ticket, Ticket.Cancelled)
+    assert (cancelled.originator_id, cancelled.originator_version) == (ORDER_ID, 2)
+    assert (cancelled.restaurant_id, cancelled.reason) == ("rest-1", "card declined")
+    assert ticket.state is TicketState.CANCELLED
+    assert ticket.reason == "card declined"
+
+
+def test_given_an_approved_ticket_when_approved_again_then_no_event():
+    ticket = given_ticket(approve)
+
+    ticket.approve()
+
+    then(ticket)
+    assert (ticket.state, ticket.version) == (TicketState.AWAITING_ACCEPTANCE, 2)
+
+
+def test_given_a_cancelled_ticket_when_cancelled_again_then_no_event_and_the_first_reason():
+    ticket = given_ticket(cancel)
+
+    ticket.cancel("another reason")
+
+    then(ticket)
+    assert (ticket.state, ticket.version) == (TicketState.CANCELLED, 2)
+    assert ticket.reason == "card declined"
+
+
+FORBIDDEN = [
+    ("cancelled", [cancel], pending, approve, "cannot approve a ticket that is CANCELLED"),
+    ("rejected", [], rejected, approve, "cannot approve a ticket that is REJECTED"),
+    ("approved", [approve], pending, cancel, "cannot cancel a ticket that is AWAITING_ACCEPTANCE"),
+    ("rejected", [], rejected, cancel, "cannot cancel a ticket that is REJECTED"),
+]
+
+
+@pytest.mark.parametrize(
+    ("history", "born", "command", "message"),
+    [pytest.param(h, b, c, m, id=f"given {s} when {c.__name__}") for s, h, b, c, m in FORBIDDEN],
+)
+def test_given_a_ticket_when_a_forbidden_command_then_domain_error_and_no_event(
+    history, born, command, message
+):
+    ticket = given_ticket(*history, born=born)
+    state, version, reason = ticket.state, ticket.version, ticket.reason
+
+    with pytest.raises(DomainError, match=f"^{message}$"):
+        command(ticket)
+
+    then(ticket)
+    assert (ticket.state, ticket.version, ticket.reason) == (state, version, reason)
+
+
+@pytest.mark.parametrize(
+    ("born", "history", "state", "reason"),
+    [
+        (pending, [approve], TicketState.AWAITING_ACCEPTANCE, None),
+        (pending, [cancel], TicketState.CANCELLED, "card declined"),
+        (rejected, [], TicketState.REJECTED, "restaurant rest-1 is closed"),
+    ],
+    ids=["approved", "cancelled", "rejected"],
+)
+def test_given_its_events_when_replayed_then_the_same_ticket(born, history, state, reason):
+    ticket = born()
+    for command in history:
+        command(ticket)
+    events = ticket.collect_events()
+
+    replayed = None
+    for domain_event in events:
+        replayed = domain_event.mutate(replayed)
+
+    assert isinstance(replayed, Ticket)
+    assert (replayed.id, replayed.version) == (ORDER_ID, ticket.version)
+    assert (replayed.state, replayed.reason, replayed.restaurant_id) == (state, reason, "rest-1")
+    assert (replayed.consumer_id, replayed.line_items, replayed.total_cents) == (
+        ticket.consumer_id,
+        ticket.line_items,
+        ticket.total_cents,
+    )
+
+
+# The application's commands, on the in-memory store
+
+
+@pytest.fixture
+def app():
+    application = KitchenApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    application.register_restaurant("rest-1", "Pizzeria", MENU)
+    yield application
+    application.close()
+
+
+def stored(app: KitchenApplication) -> int | None:
+    return app.recorder.max_notification_id()
+
+
+def create(app: KitchenApplication, order_id: UUID, restaurant_id="rest-1", items=None) -> list:
+    return app.create_ticket(order_id, restaurant_id, "consumer-1", items or [PIZZA, SODA], TOTAL)
+
+
+def test_register_restaurant_saves_it_open(app):
+    saved = app.register_restaurant("rest-2", "Sushi bar", ["sushi"])
+
+    assert (saved.restaurant_id, saved.version, saved.position) == ("rest-2", 1, 2)
+    restaurant = app.get_restaurant("rest-2")
+    assert (restaurant.name, restaurant.menu, restaurant.is_open) == ("Sushi bar", ["sushi"], True)
+
+
+def test_registering_a_restaurant_twice_is_a_domain_error_and_stores_nothing(app):
+    with pytest.raises(DomainError, match="^restaurant rest-1 is already registered$"):
+        app.register_restaurant("rest-1", "Another", ["soup"])
+
+    assert stored(app) == 1
+    assert app.get_restaurant("rest-1").name == "Pizzeria"
+
+
+def test_close_open_and_set_menu_reload_from_the_store(app):
+    closed = app.close_restaurant("rest-1")
+    menu = app.set_menu("rest-1", ["sushi"])
+    opened = app.open_restaurant("rest-1")
+
+    assert [(s.version, s.position) for s in (closed, menu, opened)] == [(2, 2), (3, 3), (4, 4)]
+    restaurant = app.get_restaurant("rest-1")
+    assert (restaurant.is_open, restaurant.menu, restaurant.version) == (True, ["sushi"], 4)
+
+
+def test_a_command_that_changes_nothing_stores_nothing_and_has_no_position(app):
+    opened = app.open_restaurant("rest-1")
+    same_menu = app.set_menu("rest-1", MENU)
+
+    assert (opened.version, opened.position) == (1, None)
+    assert (same_menu.version, same_menu.position) == (1, None)
+    assert stored(app) == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        lambda app: app.get_restaurant("rest-9"),
+        lambda app: app.open_restaurant("rest-9"),
+        lambda app: app.close_restaurant("rest-9"),
+        lambda app: app.set_menu("rest-9", MENU),
+    ],
+    ids=["get", "open", "close", "set menu"],
+)
+def test_an_unknown_restaurant_is_not_found(app, command):
+    with pytest.raises(NotFound, match="^restaurant rest-9 not found$"):
+        command(app)
+
+
+def test_create_ticket_makes_a_pending_ticket(app):
+    order_id = uuid4()
+
+    [ticket] = create(app, order_id)
+    app.save(ticket)
+
+    saved = app.get_ticket(order_id)
+    assert (saved.state, saved.version, saved.total_cents) == (TicketState.CREATE_PENDING, 1, TOTAL)
+
+
+@pytest.mark.parametrize(
+    ("prepare", "restaurant_id", "items", "reason"),
+    [
+        (lambda app: None, "rest-9", [PIZZA], "unknown restaurant rest-9"),
+        (
+            lambda app: app.close_restaurant("rest-1"),
+            "rest-1",
+            [PIZZA],
+            "restaurant rest-1 is closed",
+        ),
+        (lambda app: None, "rest-1", [PIZZA, SUSHI], "not on the menu of rest-1: sushi"),
+    ],
+    ids=["unknown restaurant", "closed", "not on the menu"],
+)
+def test_create_ticket_makes_a_rejected_ticket_with_the_reason(
+    app, prepare, restaurant_id, items, reason
+):
+    prepare(app)
+    order_id = uuid4()
+
+    [ticket] = create(app, order_id, restaurant_id, items)
+
+    assert (ticket.id, ticket.state, ticket.reason) == (order_id, TicketState.REJECTED, reason)
+    assert ticket.restaurant_id == restaurant_id
+
+
+def test_create_ticket_for_an_order_that_has_one_returns_nothing(app):
+    order_id = uuid4()
+    app.save(*create(app, order_id))
+
+    assert create(app, order_id) == []
+    assert app.reject_ticket(order_id, "rest-1", "boom") == []
+
+
+def test_reject_ticket_makes_a_rejected_ticket(app):
+    order_id = uuid4()
+
+    [ticket] = app.reject_ticket(order_id, "rest-1", "boom")
+
+    assert (ticket.id, ticket.state, ticket.reason) == (order_id, TicketState.REJECTED, "boom")
+
+
+def test_approve_and_cancel_ticket_return_the_ticket_to_save(app):
+    approved_id, cancelled_id = uuid4(), uuid4()
+    app.save(*create(app, approved_id), *create(app, cancelled_id))
+
+    app.save(*app.approve_ticket(approved_id))
+    app.save(*app.cancel_ticket(cancelled_id, "card declined"))
+
+    assert app.get_ticket(approved_id).state is TicketState.AWAITING_ACCEPTANCE
+    cancelled = app.get_ticket(cancelled_id)
+    assert (cancelled.state, cancelled.reason) == (TicketState.CANCELLED, "card declined")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        lambda app, order_id: app.get_ticket(order_id),
+        lambda app, order_id: app.approve_ticket(order_id),
+        lambda app, order_id: app.cancel_ticket(order_id, "card declined"),
+    ],
+    ids=["get", "approve", "cancel"],
+)
+def test_a_missing_ticket_is_not_found(app, command):
+    order_id = uuid4()
+
+    with pytest.raises(NotFound, match=f"^ticket for order {order_id} not found$"):
+        command(app, order_id)
+
+
+def test_a_restaurant_is_not_found_as_a_ticket(app):
+    with pytest.raises(NotFound):
+        app.get_ticket(restaurant_uuid("rest-1"))

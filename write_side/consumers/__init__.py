@@ -1,0 +1,1 @@
+"""The consumers service: registers consumers and verifies them for the createOrder saga."""

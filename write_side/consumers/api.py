@@ -1,0 +1,109 @@
+"""The consumers command API: ``uvicorn write_side.consumers.api:create_app --factory``."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Path, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from write_side.consumers.application import ConsumersApplication
+from write_side.consumers.bootstrap import build_application
+from write_side.consumers.domain import Consumer
+from write_side.consumers.settings import ConsumersSettings
+from write_side.kernel.api import command_metadata, install_error_handlers
+from write_side.kernel.metadata import MessageMetadata, caused_by
+
+ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+IdInPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterConsumer(Strict):
+    consumer_id: Id
+    name: str = Field(min_length=1, max_length=200)
+
+
+class DeactivateConsumer(Strict):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class CommandAccepted(BaseModel):
+    consumer_id: str
+    version: int
+
+    @classmethod
+    def of(cls, consumer: Consumer) -> "CommandAccepted":
+        return cls(consumer_id=consumer.consumer_id, version=consumer.version)
+
+
+class ConsumerOut(BaseModel):
+    consumer_id: str
+    name: str
+    active: bool
+    version: int
+
+
+def create_app(settings: ConsumersSettings | None = None) -> FastAPI:
+    settings = settings or ConsumersSettings()
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        application = build_application(settings)
+        api.state.consumers = application
+        yield
+        application.close()
+
+    api = FastAPI(title="Consumers command API", version="1", lifespan=lifespan)
+    install_error_handlers(api)
+
+    def consumers(request: Request) -> ConsumersApplication:
+        application: ConsumersApplication = request.app.state.consumers
+        return application
+
+    Consumers = Annotated[ConsumersApplication, Depends(consumers)]
+    Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
+
+    @api.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.post("/consumers", status_code=201)
+    def register_consumer(
+        body: RegisterConsumer, app: Consumers, metadata: Metadata
+    ) -> CommandAccepted:
+        with caused_by(metadata):
+            consumer = app.register_consumer(body.consumer_id, body.name)
+        return CommandAccepted.of(consumer)
+
+    @api.post("/consumers/{consumer_id}/deactivate")
+    def deactivate_consumer(
+        consumer_id: IdInPath, body: DeactivateConsumer, app: Consumers, metadata: Metadata
+    ) -> CommandAccepted:
+        with caused_by(metadata):
+            consumer = app.deactivate_consumer(consumer_id, body.reason)
+        return CommandAccepted.of(consumer)
+
+    @api.post("/consumers/{consumer_id}/reactivate")
+    def reactivate_consumer(
+        consumer_id: IdInPath, app: Consumers, metadata: Metadata
+    ) -> CommandAccepted:
+        with caused_by(metadata):
+            consumer = app.reactivate_consumer(consumer_id)
+        return CommandAccepted.of(consumer)
+
+    @api.get("/consumers/{consumer_id}")
+    def get_consumer(consumer_id: IdInPath, app: Consumers) -> ConsumerOut:
+        consumer = app.get_consumer(consumer_id)
+        return ConsumerOut(
+            consumer_id=consumer.consumer_id,
+            name=consumer.name,
+            active=consumer.active,
+            version=consumer.version,
+        )
+
+    return api

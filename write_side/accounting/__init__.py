@@ -1,0 +1,1 @@
+"""The accounting service: consumers' accounts, and card authorizations for the createOrder saga."""

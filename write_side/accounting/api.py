@@ -1,0 +1,107 @@
+"""The accounting command API: ``uvicorn write_side.accounting.api:create_app --factory``."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Path, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from write_side.accounting.application import AccountingApplication
+from write_side.accounting.bootstrap import build_application
+from write_side.accounting.domain import Account
+from write_side.accounting.settings import AccountingSettings
+from write_side.kernel.api import command_metadata, install_error_handlers
+from write_side.kernel.metadata import MessageMetadata, caused_by
+
+ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+IdInPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenAccount(Strict):
+    consumer_id: Id
+    credit_limit_cents: int = Field(gt=0, le=1_000_000_000)
+
+
+class BlockCard(Strict):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class CommandAccepted(BaseModel):
+    consumer_id: str
+    version: int
+
+    @classmethod
+    def of(cls, account: Account) -> "CommandAccepted":
+        return cls(consumer_id=account.consumer_id, version=account.version)
+
+
+class AccountOut(BaseModel):
+    consumer_id: str
+    credit_limit_cents: int
+    authorized_total_cents: int
+    card_blocked: bool
+    version: int
+
+
+def create_app(settings: AccountingSettings | None = None) -> FastAPI:
+    settings = settings or AccountingSettings()
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        application = build_application(settings)
+        api.state.accounting = application
+        yield
+        application.close()
+
+    api = FastAPI(title="Accounting command API", version="1", lifespan=lifespan)
+    install_error_handlers(api)
+
+    def accounting(request: Request) -> AccountingApplication:
+        application: AccountingApplication = request.app.state.accounting
+        return application
+
+    Accounting = Annotated[AccountingApplication, Depends(accounting)]
+    Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
+
+    @api.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.post("/accounts", status_code=201)
+    def open_account(body: OpenAccount, app: Accounting, metadata: Metadata) -> CommandAccepted:
+        with caused_by(metadata):
+            account = app.open_account(body.consumer_id, body.credit_limit_cents)
+        return CommandAccepted.of(account)
+
+    @api.post("/accounts/{consumer_id}/block")
+    def block_card(
+        consumer_id: IdInPath, body: BlockCard, app: Accounting, metadata: Metadata
+    ) -> CommandAccepted:
+        with caused_by(metadata):
+            account = app.block_card(consumer_id, body.reason)
+        return CommandAccepted.of(account)
+
+    @api.post("/accounts/{consumer_id}/unblock")
+    def unblock_card(consumer_id: IdInPath, app: Accounting, metadata: Metadata) -> CommandAccepted:
+        with caused_by(metadata):
+            account = app.unblock_card(consumer_id)
+        return CommandAccepted.of(account)
+
+    @api.get("/accounts/{consumer_id}")
+    def get_account(consumer_id: IdInPath, app: Accounting) -> AccountOut:
+        account = app.get_account(consumer_id)
+        return AccountOut(
+            consumer_id=account.consumer_id,
+            credit_limit_cents=account.credit_limit_cents,
+            authorized_total_cents=account.authorized_total_cents,
+            card_blocked=account.card_blocked,
+            version=account.version,
+        )
+
+    return api

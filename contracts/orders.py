@@ -41,6 +41,7 @@ class OrderRejected(ContractEvent):
 
     order_id: str
     reason: str
+    failed_step: str = Field(description="consumers, kitchen or accounting")
 
 
 class OrderCancelled(ContractEvent):

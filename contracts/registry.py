@@ -2,15 +2,26 @@
 
 from pydantic import ValidationError
 
-from contracts import orders
+from contracts import accounting, consumers, kitchen, orders
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope
 
-_MODELS: dict[str, type[ContractEvent]] = {model.type(): model for model in orders.EVENTS}
+ALL_EVENTS: tuple[type[ContractEvent], ...] = (
+    *orders.EVENTS,
+    *consumers.EVENTS,
+    *kitchen.EVENTS,
+    *accounting.EVENTS,
+)
+_MODELS: dict[str, type[ContractEvent]] = {model.type(): model for model in ALL_EVENTS}
 
 
 class ContractError(ValueError):
     """A message that no consumer can read: its reason goes to the dead-letter topic."""
+
+
+def is_known_type(type_: str) -> bool:
+    """Is this a contract event type (name and major) of any service?"""
+    return type_ in _MODELS
 
 
 def event_type(model: type[ContractEvent]) -> str:

@@ -10,19 +10,17 @@ A guarded replace only matches a stored document older than the new one; a dupli
 key error on its upsert means a newer document is already there, which is fine.
 """
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.errors import KafkaError
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError
 
 from contracts.registry import ContractError, decode_envelope, parse_data
-from projections.dead_letters import ConsumedMessage, DeadLetters
 from projections.projection import Document, Projection, ProjectionError
+from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 
 log = logging.getLogger(__name__)
 
@@ -132,29 +130,3 @@ class ProjectionRunner:
                 )
             )
         await self.progress.bulk_write(operations, ordered=False)
-
-
-async def handle_until_done(
-    runner: ProjectionRunner, messages: list[ConsumedMessage], stopping: asyncio.Event | None = None
-) -> None:
-    """Retry a batch on infrastructure errors, with backoff, until it is projected.
-
-    The batch is not acknowledged to Kafka before this returns, so nothing is lost
-    while MongoDB or the broker is away; the version guard makes the retry safe.
-    """
-    delay = 0.1
-    while True:
-        try:
-            await runner.handle(messages)
-            return
-        except (PyMongoError, KafkaError, OSError, TimeoutError) as error:
-            if stopping is not None and stopping.is_set():
-                raise
-            log.warning(
-                "projection %s: batch failed (%s); retrying in %.1fs",
-                runner.projection.name,
-                error,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)

@@ -5,50 +5,25 @@ Thin entry point: Faust consumes the topics and hands batches of raw messages to
 """
 
 import asyncio
-from pathlib import Path
+from functools import partial
 from typing import Any
 
-import faust
 from pymongo import AsyncMongoClient
 
-from projections.dead_letters import ConsumedMessage, DeadLetters
 from projections.orders import ORDERS
 from projections.projection import Projection
-from projections.runtime import ProjectionRunner, handle_until_done
+from projections.runtime import ProjectionRunner
 from projections.settings import ProjectionSettings
 from write_side.kernel.kafka import reliable_producer, stop_producer
+from write_side.kernel.messaging import ConsumedMessage, DeadLetters
+from write_side.kernel.streams import faust_app, retry_until_done
 
 settings = ProjectionSettings()
-Path(settings.projections_data_dir).mkdir(parents=True, exist_ok=True)
-
-app = faust.App(
-    settings.projections_group_id,
-    broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
-    key_serializer="raw",
-    value_serializer="raw",
-    topic_partitions=settings.kafka_topic_partitions,
-    topic_replication_factor=1,
-    consumer_auto_offset_reset="earliest",
-    store="memory://",
-    datadir=f"{settings.projections_data_dir}/{{conf.name}}",
-    web_enabled=False,
-)
-
-
-def consumed(event: Any) -> ConsumedMessage:
-    message = event.message
-    return ConsumedMessage(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple((k, bytes(v)) for k, v in (message.headers or ())),
-    )
+app = faust_app(settings.projections_group_id, settings, settings.projections_data_dir)
 
 
 def register(projection: Projection) -> None:
-    topic = app.topic(
+    topics = app.topic(
         projection.topic,
         key_type=bytes,
         value_type=bytes,
@@ -70,14 +45,17 @@ def register(projection: Projection) -> None:
             async for events in stream.take_events(
                 settings.projection_batch_size, within=settings.projection_batch_within
             ):
-                await handle_until_done(runner, [consumed(e) for e in events], stopping)
+                batch = [ConsumedMessage.of(event) for event in events]
+                await retry_until_done(
+                    partial(runner.handle, batch), f"projection {projection.name}", stopping
+                )
         finally:
             stopping.set()
             await stop_producer(producer)
             await client.close()
 
     project.__name__ = f"project_{projection.name}"
-    app.agent(topic, name=f"projections.{projection.name}")(project)
+    app.agent(topics, name=f"projections.{projection.name}")(project)
 
 
 register(ORDERS)

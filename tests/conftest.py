@@ -12,7 +12,7 @@ import sqlalchemy
 from pymongo import AsyncMongoClient
 
 from devstack.servers import KafkaBroker, MongoServer, ensure_secantus_venv
-from tests.stores import POSTGRES_URL
+from tests.stores import POSTGRES_URL, Store
 
 
 @pytest.fixture(scope="session")
@@ -71,17 +71,17 @@ async def mongo_database(mongo_url: str) -> AsyncIterator[str]:
 @pytest.fixture(
     params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
 )
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The orders event store: a SQLite file, or a fresh schema on the local PostgreSQL."""
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The event store: a SQLite file, or a fresh schema on the local PostgreSQL."""
     if request.param == "sqlite":
-        yield {"ORDERS_DATABASE_URL": f"sqlite:///{tmp_path}/orders.db"}
+        yield Store(f"sqlite:///{tmp_path}/{{service}}.db")
         return
     schema = f"test_{uuid.uuid4().hex[:12]}"
     engine = sqlalchemy.create_engine(POSTGRES_URL)
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
     try:
-        yield {"ORDERS_DATABASE_URL": POSTGRES_URL, "ORDERS_DATABASE_SCHEMA": schema}
+        yield Store(POSTGRES_URL, schema)
     finally:
         with engine.begin() as connection:
             connection.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))

@@ -42,6 +42,13 @@ def place(client: TestClient, **headers: str) -> dict:
     return response.json()
 
 
+def approved(client: TestClient, **headers: str) -> dict:
+    """An order placed and approved (as the saga would), so it may be cancelled."""
+    placed = place(client, **headers)
+    client.app.state.orders.approve_order(uuid.UUID(placed["order_id"]))
+    return placed
+
+
 def cancel(client: TestClient, order_id: str, **headers: str):
     return client.post(
         f"/orders/{order_id}/cancel", json={"reason": "changed my mind"}, headers=headers
@@ -71,7 +78,7 @@ def test_place_order_is_accepted_with_its_position_and_consistency_token(client)
 
 
 def test_positions_increase_across_commands(client):
-    first = place(client)
+    first = approved(client)
     second = place(client)
     cancelled = cancel(client, first["order_id"]).json()
 
@@ -96,19 +103,19 @@ def test_get_order_shows_its_current_state(client):
     }
 
 
-def test_cancel_order_makes_version_2(client):
-    placed = place(client)
+def test_cancelling_an_approved_order_makes_version_3(client):
+    placed = approved(client)
 
     response = cancel(client, placed["order_id"])
 
     assert response.status_code == 200
     accepted = response.json()
-    assert (accepted["order_id"], accepted["version"]) == (placed["order_id"], 2)
+    assert (accepted["order_id"], accepted["version"]) == (placed["order_id"], 3)
     assert accepted["consistency_token"] == (
-        f"orders:{accepted['position']}:{placed['order_id']}:2"
+        f"orders:{accepted['position']}:{placed['order_id']}:3"
     )
     order = client.get(f"/orders/{placed['order_id']}").json()
-    assert (order["state"], order["version"]) == ("CANCELLED", 2)
+    assert (order["state"], order["version"]) == ("CANCELLED", 3)
     assert order["cancellation_reason"] == "changed my mind"
 
 
@@ -116,7 +123,7 @@ def test_cancel_order_makes_version_2(client):
 
 
 def test_cancelling_twice_is_a_409_and_stores_nothing(client):
-    order_id = place(client)["order_id"]
+    order_id = approved(client)["order_id"]
     cancel(client, order_id)
     before = stored(client)
 
@@ -124,6 +131,17 @@ def test_cancelling_twice_is_a_409_and_stores_nothing(client):
 
     assert response.status_code == 409
     assert response.json() == {"detail": "cannot cancel an order that is CANCELLED"}
+    assert stored(client) == before
+
+
+def test_cancelling_while_the_saga_is_in_progress_is_a_409_and_stores_nothing(client):
+    order_id = place(client)["order_id"]
+    before = stored(client)
+
+    response = cancel(client, order_id)
+
+    assert response.status_code == 409
+    assert "saga is still in progress" in response.json()["detail"]
     assert stored(client) == before
 
 
@@ -205,7 +223,7 @@ def test_a_malformed_order_id_is_a_422(client):
 
 
 def test_two_racing_cancels_one_wins_and_the_other_is_a_409(client):
-    order_id = place(client)["order_id"]
+    order_id = approved(client)["order_id"]
     start = threading.Barrier(2, timeout=30)
 
     def racing_cancel(_):
@@ -218,12 +236,14 @@ def test_two_racing_cancels_one_wins_and_the_other_is_a_409(client):
     assert sorted(r.status_code for r in responses) == [200, 409]
     [refused] = [r for r in responses if r.status_code == 409]
     assert refused.json()["detail"] in (CONFLICT, "cannot cancel an order that is CANCELLED")
-    assert client.get(f"/orders/{order_id}").json()["version"] == 2
+    assert client.get(f"/orders/{order_id}").json()["version"] == 3
 
 
-def test_two_cancels_that_both_loaded_version_1_conflict_and_one_is_a_409(client, monkeypatch):
+def test_two_cancels_that_both_loaded_the_same_version_conflict_and_one_is_a_409(
+    client, monkeypatch
+):
     """Both commands load the order before either saves: the second save must conflict."""
-    order_id = place(client)["order_id"]
+    order_id = approved(client)["order_id"]
     application = client.app.state.orders
     both_loaded = threading.Barrier(2, timeout=30)
     load = application.get_order
@@ -242,11 +262,11 @@ def test_two_cancels_that_both_loaded_version_1_conflict_and_one_is_a_409(client
     [refused] = [r for r in responses if r.status_code == 409]
     assert refused.json() == {"detail": CONFLICT}
     assert stored(client) == max(r.json().get("position", 0) for r in responses)
-    assert client.get(f"/orders/{order_id}").json()["version"] == 2
+    assert client.get(f"/orders/{order_id}").json()["version"] == 3
 
 
 def test_a_command_on_a_stale_order_is_a_409_conflict(client, monkeypatch):
-    order_id = place(client)["order_id"]
+    order_id = approved(client)["order_id"]
     application = client.app.state.orders
     stale = application.get_order(uuid.UUID(order_id))
     assert cancel(client, order_id).status_code == 200
@@ -264,7 +284,7 @@ def test_a_command_on_a_stale_order_is_a_409_conflict(client, monkeypatch):
 
 
 def test_the_correlation_id_header_is_stored_with_the_event(client):
-    placed = place(client, **{"X-Correlation-ID": "checkout-42"})
+    placed = approved(client, **{"X-Correlation-ID": "checkout-42"})
     cancelled = cancel(client, placed["order_id"], **{"X-Correlation-ID": "checkout-42"}).json()
 
     placed_metadata = stored_metadata(client, placed["position"])

@@ -11,13 +11,13 @@ from pymongo import AsyncMongoClient, monitoring
 from contracts import orders as contract
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
-from projections.dead_letters import ConsumedMessage, DeadLetters
 from projections.orders import ORDERS
 from projections.runtime import ProjectionRunner
 from tests import processes
 from tests.integration.kafka_reading import read_topic
 from tests.support import wait_for, wait_for_async
 from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
+from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 
 LINE_ITEMS = [contract.LineItem(menu_item_id="pizza", quantity=2, unit_price_cents=1250)]
 

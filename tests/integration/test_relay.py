@@ -19,7 +19,7 @@ from tests.stores import orders_settings
 from write_side.kernel.kafka import ensure_topics, stop_producer
 from write_side.kernel.metadata import MessageMetadata, caused_by
 from write_side.orders.bootstrap import build_application
-from write_side.orders.relay import build_relay
+from write_side.orders.relay import orders_relay as build_relay
 
 ITEMS = [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}]
 
@@ -28,6 +28,7 @@ def place_orders(app, count: int, cancel_every: int = 3) -> int:  # type: ignore
     for i in range(count):
         saved = app.place_order(f"customer-{i % 5}", "restaurant-1", "1 Main St", ITEMS)
         if i % cancel_every == 0:
+            app.approve_order(saved.order_id)
             app.cancel_order(saved.order_id, "changed my mind")
     return int(app.recorder.max_notification_id())
 
@@ -109,7 +110,7 @@ async def test_relay_keeps_its_position_when_the_broker_does_not_acknowledge(sto
 
 def test_relay_killed_and_restarted_mid_stream_loses_nothing(kafka, store, tmp_path: Path):
     env = {
-        **store,
+        **store.env("orders"),
         "KAFKA_BOOTSTRAP_SERVERS": kafka,
         "RELAY_BATCH_SIZE": "7",
         "RELAY_POLL_INTERVAL": "0.01",

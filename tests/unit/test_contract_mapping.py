@@ -53,15 +53,17 @@ def test_approved_maps_to_order_approved():
 
 
 def test_rejected_maps_to_order_rejected_with_the_reason():
-    order, [_, rejected] = events_of(lambda o: o.reject("card declined"))
+    order, [_, rejected] = events_of(lambda o: o.reject("card declined", "accounting"))
 
     assert to_contract(rejected) == contract.OrderRejected(
-        order_id=str(order.id), reason="card declined"
+        order_id=str(order.id), reason="card declined", failed_step="accounting"
     )
 
 
 def test_cancelled_maps_to_order_cancelled_with_the_reason():
-    order, [_, cancelled] = events_of(lambda o: o.cancel("changed my mind"))
+    order, [_, _, cancelled] = events_of(
+        lambda o: o.approve(), lambda o: o.cancel("changed my mind")
+    )
 
     assert to_contract(cancelled) == contract.OrderCancelled(
         order_id=str(order.id), reason="changed my mind"
@@ -105,7 +107,7 @@ def raw(**fields) -> bytes:
 
 
 def test_a_valid_message_round_trips():
-    _, [_, cancelled] = events_of(lambda o: o.cancel("changed my mind"))
+    _, [_, _, cancelled] = events_of(lambda o: o.approve(), lambda o: o.cancel("changed my mind"))
     contract_event = to_contract(cancelled)
     envelope = Envelope(
         **{**envelope_dict(contract_event.type()), "data": contract_event.model_dump()}

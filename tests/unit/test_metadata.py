@@ -35,7 +35,7 @@ def test_events_saved_inside_caused_by_carry_its_ids(app):
     with caused_by(MessageMetadata(correlation_id="checkout-1", causation_id="command-1")):
         order_id = app.place_order(**PLACE).order_id
     with caused_by(MessageMetadata(correlation_id="checkout-1", causation_id="command-2")):
-        app.cancel_order(order_id, "changed my mind")
+        app.reject_order(order_id, "changed my mind", "kitchen")
 
     assert stored_metadata(app) == [
         MessageMetadata(correlation_id="checkout-1", causation_id="command-1"),
@@ -54,7 +54,7 @@ def test_caused_by_only_lasts_for_its_block():
 
 def test_an_event_saved_outside_caused_by_is_its_own_new_correlation(app):
     order_id = app.place_order(**PLACE).order_id
-    app.cancel_order(order_id, "changed my mind")
+    app.reject_order(order_id, "changed my mind", "kitchen")
 
     placed, cancelled = stored_metadata(app)
     assert placed.correlation_id == placed.causation_id
@@ -65,20 +65,20 @@ def test_an_event_saved_outside_caused_by_is_its_own_new_correlation(app):
 def test_decoded_domain_events_do_not_see_the_metadata(app):
     with caused_by(MessageMetadata(correlation_id="checkout-1", causation_id="command-1")):
         order_id = app.place_order(**PLACE).order_id
-        app.cancel_order(order_id, "changed my mind")
+        app.reject_order(order_id, "changed my mind", "kitchen")
 
     notifications = app.recorder.select_notifications(1, 10)
     domain_events = [app.mapper.to_domain_event(n) for n in notifications]
 
     assert all(b"checkout-1" in n.state for n in notifications)  # stored...
-    assert [type(e) for e in domain_events] == [Order.Placed, Order.Cancelled]
+    assert [type(e) for e in domain_events] == [Order.Placed, Order.Rejected]
     for domain_event in domain_events:  # ...but not decoded
         assert "__metadata__" not in vars(domain_event)
         assert "checkout-1" not in repr(vars(domain_event))
 
     order = app.get_order(order_id)
-    assert (order.state, order.version) == (OrderState.CANCELLED, 2)
-    assert order.cancellation_reason == "changed my mind"
+    assert (order.state, order.version) == (OrderState.REJECTED, 2)
+    assert order.rejection_reason == "changed my mind"
     assert not hasattr(order, "__metadata__")
 
 

@@ -14,6 +14,7 @@ never appear. See docs/adr/0003-relay-reads-the-notification-log.md.
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,9 @@ from eventsourcing.persistence import ApplicationRecorder, Notification, Trackin
 
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
+from write_side.kernel.application import ServiceApplication
+from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
+from write_side.kernel.settings import RelaySettings
 from write_side.kernel.store import MetadataMapper
 
 log = logging.getLogger(__name__)
@@ -117,3 +121,39 @@ class Relay:
             aggregateversion=notification.originator_version,
             data=contract.model_dump(mode="json"),
         )
+
+
+def build_relay(
+    app: ServiceApplication,
+    settings: RelaySettings,
+    *,
+    source: str,
+    topic: str,
+    to_contract: ContractMapping,
+) -> Relay:
+    assert isinstance(app.mapper, MetadataMapper)
+    return Relay(
+        source=source,
+        topic=topic,
+        recorder=app.recorder,
+        mapper=app.mapper,
+        tracking=app.recorder,
+        producer=reliable_producer(settings.kafka_bootstrap_servers),
+        to_contract=to_contract,
+        batch_size=settings.relay_batch_size,
+        poll_interval=settings.relay_poll_interval,
+    )
+
+
+async def run_relay(relay: Relay, bootstrap: str, partitions: int) -> None:
+    """The relay process: create the topic if needed, publish until SIGINT/SIGTERM."""
+    await ensure_topics(bootstrap, {relay.topic: partitions})
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await relay.producer.start()
+    try:
+        await relay.run(stopping)
+    finally:
+        await stop_producer(relay.producer)

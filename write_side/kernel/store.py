@@ -3,6 +3,9 @@
 from typing import Any
 
 from eventsourcing.persistence import Cipher, Compressor, Mapper, StoredEvent, Transcoder
+from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
+from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
+from eventsourcing_sqlalchemy.recorders import SQLAlchemyProcessRecorder
 from sqlalchemy.engine import make_url
 
 from write_side.kernel.metadata import MessageMetadata, current_metadata
@@ -22,7 +25,7 @@ def event_store_env(database_url: str, schema: str | None = None) -> dict[str, s
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise ValueError(f"unsupported event store URL (use sqlite or postgresql): {url!r}")
     env = {
-        "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy",
+        "PERSISTENCE_MODULE": "write_side.kernel.store:Factory",
         "SQLALCHEMY_URL": url.render_as_string(hide_password=False),
         "MAPPER_TOPIC": "write_side.kernel.store:MetadataMapper",
     }
@@ -70,3 +73,43 @@ class MetadataMapper(Mapper[Any]):
             state = self.compressor.decompress(state)
         raw = self._plain_transcoder.decode(state).get(_METADATA_KEY)
         return MessageMetadata(**raw) if raw else None
+
+
+class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
+    """The library's process recorder, with its events table in the configured schema.
+
+    eventsourcing-sqlalchemy 1.0.1 does not pass ``schema_name`` on to the events
+    table of a process recorder (only the tracking table gets it), so with
+    ``<SERVICE>_DATABASE_SCHEMA`` set the events would land in the default schema.
+    """
+
+    def __init__(
+        self,
+        datastore: SQLAlchemyDatastore,
+        *,
+        events_table_name: str,
+        tracking_table_name: str,
+        schema_name: str | None = None,
+    ):
+        super().__init__(
+            datastore,
+            events_table_name=events_table_name,
+            tracking_table_name=tracking_table_name,
+            schema_name=schema_name,
+        )
+        if schema_name and self.events_record_cls.__table__.schema != schema_name:
+            self.schema_name = schema_name  # also names the table in LOCK TABLE
+            self.tables.remove(self.events_record_cls.__table__)
+            self.events_record_cls = self.datastore.define_record_class(
+                cls_name=f"{schema_name.title().replace('_', '')}ProcessEventRecord",
+                table_name=events_table_name,
+                schema_name=schema_name,
+                base_cls=self.datastore.base_stored_event_record_cls,
+            )
+            self.tables.append(self.events_record_cls.__table__)
+
+
+class Factory(SQLAlchemyFactory):
+    """eventsourcing-sqlalchemy's factory, with :class:`SchemaProcessRecorder`."""
+
+    process_recorder_class = SchemaProcessRecorder

@@ -3,8 +3,9 @@
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError
 
+from write_side.kernel.application import ServiceApplication
 from write_side.kernel.errors import NotFound
 from write_side.orders.domain import Order
 
@@ -18,7 +19,7 @@ class Saved:
         self.position = position
 
 
-class OrdersApplication(Application[UUID]):
+class OrdersApplication(ServiceApplication):
     name = "orders"  # table names: orders_events, orders_tracking
 
     def place_order(
@@ -36,15 +37,15 @@ class OrdersApplication(Application[UUID]):
         order.cancel(reason)
         return self._save(order)
 
-    def approve_order(self, order_id: UUID) -> Saved:
+    def approve_order(self, order_id: UUID) -> None:
         order = self.get_order(order_id)
         order.approve()
-        return self._save(order)
+        self.save(order)
 
-    def reject_order(self, order_id: UUID, reason: str) -> Saved:
+    def reject_order(self, order_id: UUID, reason: str, failed_step: str) -> None:
         order = self.get_order(order_id)
-        order.reject(reason)
-        return self._save(order)
+        order.reject(reason, failed_step)
+        self.save(order)
 
     def get_order(self, order_id: UUID) -> Order:
         try:

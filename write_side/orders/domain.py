@@ -37,8 +37,8 @@ class Order(Aggregate):
     """An order placed by a consumer at a restaurant.
 
     It starts APPROVAL_PENDING while the createOrder saga checks the consumer, the
-    kitchen and the card; it ends APPROVED or REJECTED. An order may be cancelled
-    while pending or approved.
+    kitchen and the card; it ends APPROVED or REJECTED. While the saga runs the order
+    is locked (a semantic lock): it can be cancelled only once APPROVED.
     """
 
     class Placed(Aggregate.Created):
@@ -52,6 +52,7 @@ class Order(Aggregate):
 
     class Rejected(Aggregate.Event):
         reason: str
+        failed_step: str
 
     class Cancelled(Aggregate.Event):
         reason: str
@@ -72,6 +73,7 @@ class Order(Aggregate):
         self.line_items = [LineItem(**item) for item in line_items]
         self.state = OrderState.APPROVAL_PENDING
         self.rejection_reason: str | None = None
+        self.failed_step: str | None = None
         self.cancellation_reason: str | None = None
 
     @property
@@ -79,15 +81,24 @@ class Order(Aggregate):
         return sum(item.total_cents for item in self.line_items)
 
     def approve(self) -> None:
+        if self.state is OrderState.APPROVED:
+            return  # already done: the saga's message came twice
         self._require(OrderState.APPROVAL_PENDING, "approve")
         self._approved()
 
-    def reject(self, reason: str) -> None:
+    def reject(self, reason: str, failed_step: str) -> None:
+        if self.state is OrderState.REJECTED:
+            return  # already done: the saga's message came twice
         self._require(OrderState.APPROVAL_PENDING, "reject")
-        self._rejected(reason)
+        self._rejected(reason, failed_step)
 
     def cancel(self, reason: str) -> None:
-        self._require((OrderState.APPROVAL_PENDING, OrderState.APPROVED), "cancel")
+        if self.state is OrderState.APPROVAL_PENDING:
+            raise DomainError(
+                "the createOrder saga is still in progress for this order; "
+                "cancel it once it is approved"
+            )
+        self._require(OrderState.APPROVED, "cancel")
         self._cancelled(reason)
 
     @event(Approved)
@@ -95,9 +106,10 @@ class Order(Aggregate):
         self.state = OrderState.APPROVED
 
     @event(Rejected)
-    def _rejected(self, reason: str) -> None:
+    def _rejected(self, reason: str, failed_step: str) -> None:
         self.state = OrderState.REJECTED
         self.rejection_reason = reason
+        self.failed_step = failed_step
 
     @event(Cancelled)
     def _cancelled(self, reason: str) -> None:

@@ -2,16 +2,13 @@
 
 import asyncio
 import logging
-import signal
 from typing import Any
 
 from eventsourcing.domain import DomainEventProtocol
 
 from contracts import orders as contract
 from contracts.base import ContractEvent
-from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
-from write_side.kernel.relay import Relay
-from write_side.kernel.store import MetadataMapper
+from write_side.kernel.relay import Relay, build_relay, run_relay
 from write_side.orders.application import OrdersApplication
 from write_side.orders.bootstrap import build_application
 from write_side.orders.domain import Order
@@ -36,43 +33,28 @@ def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
     if isinstance(event, Order.Approved):
         return contract.OrderApproved(order_id=order_id)
     if isinstance(event, Order.Rejected):
-        return contract.OrderRejected(order_id=order_id, reason=event.reason)
+        return contract.OrderRejected(
+            order_id=order_id, reason=event.reason, failed_step=event.failed_step
+        )
     if isinstance(event, Order.Cancelled):
         return contract.OrderCancelled(order_id=order_id, reason=event.reason)
     raise TypeError(f"no contract mapping for domain event {type(event).__qualname__}")
 
 
-def build_relay(app: OrdersApplication, settings: OrdersSettings) -> Relay:
-    assert isinstance(app.mapper, MetadataMapper)
-    return Relay(
-        source=SOURCE,
-        topic=contract.TOPIC,
-        recorder=app.recorder,
-        mapper=app.mapper,
-        tracking=app.factory.tracking_recorder(),
-        producer=reliable_producer(settings.kafka_bootstrap_servers),
-        to_contract=to_contract,
-        batch_size=settings.relay_batch_size,
-        poll_interval=settings.relay_poll_interval,
-    )
+def orders_relay(app: OrdersApplication, settings: OrdersSettings) -> Relay:
+    return build_relay(app, settings, source=SOURCE, topic=contract.TOPIC, to_contract=to_contract)
 
 
 async def main() -> None:
     settings = OrdersSettings()
     app = build_application(settings)
-    await ensure_topics(
-        settings.kafka_bootstrap_servers, {contract.TOPIC: settings.kafka_topic_partitions}
-    )
-    relay = build_relay(app, settings)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
-    await relay.producer.start()
     try:
-        await relay.run(stopping)
+        await run_relay(
+            orders_relay(app, settings),
+            settings.kafka_bootstrap_servers,
+            settings.kafka_topic_partitions,
+        )
     finally:
-        await stop_producer(relay.producer)
         app.close()
 
 

@@ -1,7 +1,8 @@
-"""Dead letters: a message a consumer cannot use is kept, with its reason, never dropped."""
+"""Consumed messages and dead letters, shared by projections and saga reactions."""
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -16,6 +17,19 @@ class ConsumedMessage:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+
+    @classmethod
+    def of(cls, event: Any) -> "ConsumedMessage":
+        """From a Faust stream event."""
+        message = event.message
+        return cls(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            headers=tuple((k, bytes(v)) for k, v in (message.headers or ())),
+        )
 
 
 def dead_letter_topic(topic: str) -> str:

@@ -1,0 +1,63 @@
+"""Faust workers: one way to build the app, one way to retry a batch until it is done."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import faust
+from aiokafka.errors import KafkaError
+from pymongo.errors import PyMongoError
+from sqlalchemy.exc import DBAPIError
+
+from write_side.kernel.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    PyMongoError,
+    KafkaError,
+    DBAPIError,
+    OSError,
+    TimeoutError,
+)
+"""Infrastructure failures: the work is retried, never dropped or dead-lettered."""
+
+
+def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust") -> faust.App:
+    """A Faust app reading raw bytes (decoding is ours, so bad bytes can be dead-lettered)."""
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        app_id,
+        broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.kafka_topic_partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        store="memory://",
+        web_enabled=False,
+        datadir=f"{data_dir}/{{conf.name}}",
+    )
+
+
+async def retry_until_done(
+    work: Callable[[], Awaitable[None]], what: str, stopping: asyncio.Event | None = None
+) -> None:
+    """Run ``work`` until it succeeds, backing off on infrastructure errors.
+
+    Faust acknowledges a batch once the agent's loop moves on, so a batch must be
+    finished (or dead-lettered) before this returns; while a server is away the
+    worker waits instead of losing the batch. Anything else is a bug and propagates.
+    """
+    delay = 0.1
+    while True:
+        try:
+            await work()
+            return
+        except TRANSIENT_ERRORS as error:
+            if stopping is not None and stopping.is_set():
+                raise
+            log.warning("%s failed (%r); retrying in %.1fs", what, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from contracts.base import ContractEvent
+from contracts.base import ContractEvent, OrderId
 
 TOPIC = "accounting"
 
@@ -11,7 +11,7 @@ class CardAuthorized(ContractEvent):
     name = "accounting.CardAuthorized"
     version = "1.0"
 
-    order_id: str
+    order_id: OrderId
     consumer_id: str
     amount_cents: int = Field(gt=0)
 
@@ -22,7 +22,7 @@ class CardAuthorizationFailed(ContractEvent):
     name = "accounting.CardAuthorizationFailed"
     version = "1.0"
 
-    order_id: str
+    order_id: OrderId
     consumer_id: str
     reason: str
 

@@ -1,6 +1,14 @@
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+OrderId = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="The order's UUID (lower case, with dashes); saga aggregates use it as id.",
+    ),
+]
 
 
 class ContractEvent(BaseModel):

@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from contracts.base import ContractEvent
+from contracts.base import ContractEvent, OrderId
 from contracts.orders import LineItem
 
 TOPIC = "consumers"
@@ -14,7 +14,7 @@ class ConsumerVerified(ContractEvent):
     name = "consumers.ConsumerVerified"
     version = "1.0"
 
-    order_id: str
+    order_id: OrderId
     consumer_id: str
     restaurant_id: str
     line_items: list[LineItem] = Field(min_length=1)
@@ -25,7 +25,7 @@ class ConsumerVerificationFailed(ContractEvent):
     name = "consumers.ConsumerVerificationFailed"
     version = "1.0"
 
-    order_id: str
+    order_id: OrderId
     consumer_id: str
     reason: str
 

@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from contracts.base import ContractEvent
+from contracts.base import ContractEvent, OrderId
 from contracts.orders import LineItem
 
 TOPIC = "kitchen"
@@ -14,7 +14,7 @@ class TicketCreated(ContractEvent):
     name = "kitchen.TicketCreated"
     version = "1.0"
 
-    order_id: str
+    order_id: OrderId
     consumer_id: str
     restaurant_id: str
     line_items: list[LineItem] = Field(min_length=1)
@@ -27,7 +27,7 @@ class TicketRejected(ContractEvent):
     name = "kitchen.TicketRejected"
     version = "1.0"
 
-    order_id: str
+    order_id: OrderId
     restaurant_id: str
     reason: str
 
@@ -38,7 +38,7 @@ class TicketApproved(ContractEvent):
     name = "kitchen.TicketApproved"
     version = "1.0"
 
-    order_id: str
+    order_id: OrderId
     restaurant_id: str
 
 
@@ -48,7 +48,7 @@ class TicketCancelled(ContractEvent):
     name = "kitchen.TicketCancelled"
     version = "1.0"
 
-    order_id: str
+    order_id: OrderId
     restaurant_id: str
     reason: str
 

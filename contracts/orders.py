@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from contracts.base import ContractEvent
+from contracts.base import ContractEvent, OrderId
 
 TOPIC = "orders"
 
@@ -20,7 +20,7 @@ class OrderCreated(ContractEvent):
     name = "orders.OrderCreated"
     version = "1.0"
 
-    order_id: str
+    order_id: OrderId
     customer_id: str
     restaurant_id: str
     delivery_address: str
@@ -32,14 +32,14 @@ class OrderApproved(ContractEvent):
     name = "orders.OrderApproved"
     version = "1.0"
 
-    order_id: str
+    order_id: OrderId
 
 
 class OrderRejected(ContractEvent):
     name = "orders.OrderRejected"
     version = "1.0"
 
-    order_id: str
+    order_id: OrderId
     reason: str
     failed_step: str = Field(description="consumers, kitchen or accounting")
 
@@ -48,7 +48,7 @@ class OrderCancelled(ContractEvent):
     name = "orders.OrderCancelled"
     version = "1.0"
 
-    order_id: str
+    order_id: OrderId
     reason: str
 
 

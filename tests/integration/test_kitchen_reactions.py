@@ -251,16 +251,17 @@ def test_when_making_the_ticket_fails_a_rejected_ticket_holds_the_error(
     assert handled(reactor, message)
 
 
-def test_a_verified_order_whose_id_is_not_a_uuid_makes_no_ticket(app, reactor):
-    """No order has such an id and no ticket can be keyed by it; the message is recorded
-    as handled so the worker goes on (see the kitchen saga's module docstring)."""
+def test_a_verified_order_whose_id_is_not_a_uuid_is_dead_lettered(app, reactor):
+    """The contract requires a UUID order id: such a message is refused, not swallowed."""
     before = stored(app)
-    message = at(0, verified("order-1"))
+    valid = verified(str(uuid.uuid4()))
+    message = at(0, valid.model_copy(update={"data": {**valid.data, "order_id": "order-1"}}))
 
-    assert reactor.react(message) is None
+    reason = reactor.react(message)
 
+    assert reason is not None and "order_id" in reason
     assert stored(app) == before
-    assert handled(reactor, message)
+    assert not handled(reactor, message)
 
 
 # The card's outcome → approve or cancel (compensation)

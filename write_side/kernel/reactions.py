@@ -11,8 +11,8 @@ derive from the order, so handlers see the work is done and save nothing new.
 - Infrastructure errors propagate, and the worker retries the message.
 - A concurrency conflict reloads and decides again.
 - Any other error is permanent: the reaction's ``on_failure`` turns it into the
-  step's failure event, so the saga still ends; without one, the message is
-  dead-lettered with the error.
+  step's failure event, so the saga still ends; without one (or if it fails too),
+  the message is dead-lettered with the error.
 """
 
 import logging
@@ -110,7 +110,16 @@ class Reactor:
                 log.exception("%s: reaction to %s failed", self.consumer, envelope.type)
                 if reaction.on_failure is None:
                     return f"reaction failed: {reason}"
-                aggregates = reaction.on_failure(event, envelope, reason)
+                try:
+                    aggregates = reaction.on_failure(event, envelope, reason)
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as failure:
+                    log.exception("%s: on_failure for %s failed", self.consumer, envelope.type)
+                    return (
+                        f"reaction failed: {reason}; "
+                        f"on_failure failed: {type(failure).__name__}: {failure}"
+                    )
             try:
                 self.app.save_processed(tracking, *aggregates)
                 return None

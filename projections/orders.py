@@ -1,50 +1,125 @@
-"""The ``orders`` read model: one document per order, with its current status."""
+"""The ``orders`` read model: one document per order, with its saga and timeline.
 
-from pymongo import DESCENDING, IndexModel
+Fed by all four services' topics. Events of one order arrive from four topics in any
+order, so every event may find no document yet; only ``OrderCreated`` fills in the
+order itself (and ``created_position``, without which the query API does not show
+the document). Field meanings: docs/read-models.md.
+"""
 
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from contracts import accounting, consumers, kitchen
 from contracts import orders as contract
 from contracts.envelope import Envelope
-from projections.projection import Document, Projection, ProjectionError
+from projections.projection import Document, Projection
+
+EMPTY_SAGA: dict[str, str | None] = {
+    "state": None,
+    "consumer_verification": None,
+    "ticket": None,
+    "card_authorization": None,
+    "failed_step": None,
+    "reason": None,
+}
+
+
+def order_of(_: Envelope, event: Any) -> str:
+    """Every saga event names its order: that is the document it belongs to."""
+    order_id: str = event.order_id
+    return order_id
 
 
 def apply(document: Document | None, envelope: Envelope, event: object) -> Document:
+    order_id = order_of(envelope, event)
+    new: Document = dict(document) if document else {"_id": order_id, "order_id": order_id}
+    saga = {**EMPTY_SAGA, **new.get("saga", {})}
+    detail: str | None = None
+
     if isinstance(event, contract.OrderCreated):
-        return {
-            "_id": event.order_id,
-            "order_id": event.order_id,
-            "customer_id": event.customer_id,
-            "restaurant_id": event.restaurant_id,
-            "delivery_address": event.delivery_address,
-            "line_items": [item.model_dump() for item in event.line_items],
-            "total_cents": event.total_cents,
-            "status": "APPROVAL_PENDING",
-            "rejection_reason": None,
-            "cancellation_reason": None,
-            "created_position": envelope.sequence,
-            "created_at": envelope.time,
-        }
-    if document is None:
-        raise ProjectionError(
-            f"{envelope.type} for order {envelope.subject} that was never created"
+        new.update(
+            customer_id=event.customer_id,
+            restaurant_id=event.restaurant_id,
+            delivery_address=event.delivery_address,
+            line_items=[item.model_dump() for item in event.line_items],
+            total_cents=event.total_cents,
+            status="APPROVAL_PENDING",
+            rejection_reason=None,
+            failed_step=None,
+            cancellation_reason=None,
+            created_position=envelope.sequence,
+            created_at=envelope.time,
         )
-    if isinstance(event, contract.OrderApproved):
-        return {**document, "status": "APPROVED"}
-    if isinstance(event, contract.OrderRejected):
-        return {**document, "status": "REJECTED", "rejection_reason": event.reason}
-    if isinstance(event, contract.OrderCancelled):
-        return {**document, "status": "CANCELLED", "cancellation_reason": event.reason}
-    raise ProjectionError(f"the orders projection does not handle {envelope.type}")
+        saga["state"] = saga["state"] or "PENDING"
+    elif isinstance(event, contract.OrderApproved):
+        new["status"] = saga["state"] = "APPROVED"
+    elif isinstance(event, contract.OrderRejected):
+        new.update(status="REJECTED", rejection_reason=event.reason, failed_step=event.failed_step)
+        saga.update(state="REJECTED", failed_step=event.failed_step, reason=event.reason)
+        detail = f"{event.failed_step}: {event.reason}"
+    elif isinstance(event, contract.OrderCancelled):
+        new.update(status="CANCELLED", cancellation_reason=event.reason)
+        detail = event.reason
+    elif isinstance(event, consumers.ConsumerVerified):
+        saga["consumer_verification"] = "VERIFIED"
+    elif isinstance(event, consumers.ConsumerVerificationFailed):
+        saga["consumer_verification"] = "FAILED"
+        detail = _failed(saga, "consumers", event.reason)
+    elif isinstance(event, kitchen.TicketCreated):
+        saga["ticket"] = "CREATE_PENDING"
+    elif isinstance(event, kitchen.TicketRejected):
+        saga["ticket"] = "REJECTED"
+        detail = _failed(saga, "kitchen", event.reason)
+    elif isinstance(event, kitchen.TicketApproved):
+        saga["ticket"] = "AWAITING_ACCEPTANCE"
+    elif isinstance(event, kitchen.TicketCancelled):
+        saga["ticket"] = "CANCELLED"
+        detail = event.reason
+    elif isinstance(event, accounting.CardAuthorized):
+        saga["card_authorization"] = "AUTHORIZED"
+        detail = f"{event.amount_cents} cents"
+    elif isinstance(event, accounting.CardAuthorizationFailed):
+        saga["card_authorization"] = "FAILED"
+        detail = _failed(saga, "accounting", event.reason)
+
+    if envelope.source == "orders":  # the order aggregate's own progress
+        new.update(
+            version=envelope.aggregateversion,
+            position=envelope.sequence,
+            updated_at=envelope.time,
+        )
+    new["saga"] = saga
+    new["timeline"] = [
+        *new.get("timeline", []),
+        {
+            "service": envelope.source,
+            "event": envelope.type,
+            "time": envelope.time,
+            "event_id": envelope.id,
+            "detail": detail,
+        },
+    ]
+    return new
+
+
+def _failed(saga: dict[str, str | None], step: str, reason: str) -> str:
+    saga["failed_step"] = saga["failed_step"] or step
+    saga["reason"] = saga["reason"] or reason
+    return reason
 
 
 ORDERS = Projection(
     name="orders",
-    topic=contract.TOPIC,
+    topics=(contract.TOPIC, consumers.TOPIC, kitchen.TOPIC, accounting.TOPIC),
     collection="orders",
-    accepts=contract.EVENTS,
+    accepts=(*contract.EVENTS, *consumers.EVENTS, *kitchen.EVENTS, *accounting.EVENTS),
     apply=apply,
+    key=order_of,
     indexes=[
-        IndexModel([("customer_id", 1), ("created_position", DESCENDING)]),
-        IndexModel([("status", 1), ("created_position", DESCENDING)]),
+        IndexModel([("customer_id", ASCENDING), ("created_position", DESCENDING)]),
+        IndexModel([("status", ASCENDING), ("created_position", DESCENDING)]),
         IndexModel([("created_position", DESCENDING)]),
+        IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
     ],
 )

@@ -1,4 +1,4 @@
-"""What a projection is: a name, the contracts it accepts, and a pure apply function."""
+"""What a projection is: a name, the contracts it reads, and a pure apply function."""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,19 +16,28 @@ class ProjectionError(ValueError):
     """An event the projection cannot apply (it goes to the dead-letter topic)."""
 
 
+def by_subject(envelope: Envelope, _: Any) -> str:
+    """The document of the event's own aggregate."""
+    return envelope.subject
+
+
 @dataclass(frozen=True)
 class Projection:
     """A read model kept by one pure function.
 
-    ``apply(document, envelope, event)`` returns the new document for the event's
-    aggregate; ``document`` is None for an aggregate not seen yet. It must not mutate
-    its input. The runtime adds the bookkeeping fields ``version``, ``position`` and
-    ``updated_at`` and applies an event only if it is newer than the document.
+    ``apply(document, envelope, event)`` returns the new document; ``document`` is
+    None when the key has no document yet. It must not mutate its input. ``key``
+    names the document an event belongs to (by default the event's aggregate).
+
+    The runtime applies an event only if it is newer than the last one applied from
+    the same source aggregate (the version guard), so a re-delivered or older event
+    changes nothing, whatever the topic it comes from.
     """
 
     name: str
-    topic: str
+    topics: tuple[str, ...]
     collection: str
     accepts: tuple[type[ContractEvent], ...]
     apply: Callable[[Document | None, Envelope, Any], Document]
+    key: Callable[[Envelope, Any], str] = by_subject
     indexes: list[IndexModel] = field(default_factory=list)

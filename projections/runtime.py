@@ -1,13 +1,15 @@
 """Feeds a projection from consumed messages, in batches, idempotently.
 
 One batch: decode and validate every message (the unreadable ones go to the
-dead-letter topic with their reason), load the batch's documents in one query, apply
-the events in order in memory, skipping any event not newer than the document (the
-version guard: a re-delivered or older event changes nothing), write the changed
-documents in one bulk write, then record per-partition progress.
+dead-letter topic with their reason; known event types the projection does not use
+are skipped), load the batch's documents in one query, apply the events in order in
+memory, skipping any event not newer than what the document already holds from the
+same source aggregate (the version guard, ``_applied``), write the changed documents
+in one bulk write, then record per-partition progress.
 
-A guarded replace only matches a stored document older than the new one; a duplicate
-key error on its upsert means a newer document is already there, which is fine.
+Writes are compare-and-set on a revision number (``_rev``): if another writer got
+there first (two workers on one partition during a rebalance), the batch is
+reloaded and applied again, which the version guard makes safe.
 """
 
 import logging
@@ -18,7 +20,8 @@ from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from contracts.registry import ContractError, decode_envelope, parse_data
+from contracts.envelope import Envelope
+from contracts.registry import ContractError, decode_envelope, is_known_type, parse_data
 from projections.projection import Document, Projection, ProjectionError
 from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 
@@ -26,6 +29,11 @@ log = logging.getLogger(__name__)
 
 PROGRESS_COLLECTION = "projection_progress"
 _DUPLICATE_KEY = 11000
+MAX_CONFLICT_RETRIES = 10
+
+
+class WriteConflict(Exception):
+    """Another writer changed a document of the batch since it was loaded."""
 
 
 class ProjectionRunner:
@@ -37,6 +45,7 @@ class ProjectionRunner:
         self.documents = database[projection.collection]
         self.progress = database[PROGRESS_COLLECTION]
         self.dead_letters = dead_letters
+        self.handled_types = {model.type() for model in projection.accepts}
 
     async def prepare(self) -> None:
         if self.projection.indexes:
@@ -45,39 +54,28 @@ class ProjectionRunner:
     async def handle(self, messages: list[ConsumedMessage]) -> None:
         """Project one batch. Raises only for infrastructure errors (retry the batch)."""
         rejected: list[tuple[ConsumedMessage, str]] = []
-        readable = []
+        readable: list[tuple[ConsumedMessage, Envelope, Any]] = []
         for message in messages:
             try:
                 envelope = decode_envelope(message.value)
+                if envelope.type not in self.handled_types and is_known_type(envelope.type):
+                    continue  # another service's concern, not this read model's
                 event = parse_data(envelope, self.projection.accepts)
             except ContractError as error:
                 rejected.append((message, str(error)))
             else:
                 readable.append((message, envelope, event))
 
-        ids = list({envelope.subject for _, envelope, _ in readable})
-        current: dict[str, Document] = {}
-        if ids:
-            async for document in self.documents.find({"_id": {"$in": ids}}):
-                current[document["_id"]] = document
-        changed: dict[str, Document] = {}
-        for message, envelope, event in readable:
-            document = current.get(envelope.subject)
-            if document is not None and envelope.aggregateversion <= document["version"]:
-                continue  # duplicate or older: the version guard
+        for _ in range(MAX_CONFLICT_RETRIES):
             try:
-                new = self.projection.apply(document, envelope, event)
-            except ProjectionError as error:
-                rejected.append((message, str(error)))
+                rejected_by_apply = await self._apply(readable)
+                break
+            except WriteConflict:
                 continue
-            new.update(
-                version=envelope.aggregateversion,
-                position=envelope.sequence,
-                updated_at=envelope.time,
-            )
-            current[envelope.subject] = changed[envelope.subject] = new
+        else:
+            raise TimeoutError(f"projection {self.projection.name}: batch kept conflicting")
 
-        await self._write(changed)
+        rejected += rejected_by_apply
         if rejected:
             for message, reason in rejected:
                 log.warning(
@@ -90,21 +88,60 @@ class ProjectionRunner:
             await self.dead_letters.send(rejected)
         await self._record_progress(messages, readable)
 
-    async def _write(self, changed: dict[str, Document]) -> None:
+    async def _apply(
+        self, readable: list[tuple[ConsumedMessage, Envelope, Any]]
+    ) -> list[tuple[ConsumedMessage, str]]:
+        keyed = [(m, e, ev, self.projection.key(e, ev)) for m, e, ev in readable]
+        ids = list({key for *_, key in keyed})
+        current: dict[str, Document] = {}
+        if ids:
+            async for document in self.documents.find({"_id": {"$in": ids}}):
+                current[document["_id"]] = document
+        revisions = {key: document.get("_rev") for key, document in current.items()}
+        changed: dict[str, Document] = {}
+        rejected = []
+        for message, envelope, event, key in keyed:
+            document = current.get(key)
+            applied: dict[str, int] = dict(document.get("_applied", {})) if document else {}
+            source = f"{envelope.source}/{envelope.subject}"
+            if applied.get(source, 0) >= envelope.aggregateversion:
+                continue  # duplicate or older: the version guard
+            try:
+                new = self.projection.apply(document, envelope, event)
+            except ProjectionError as error:
+                rejected.append((message, str(error)))
+                continue
+            applied[source] = envelope.aggregateversion
+            new.update(_id=key, _applied=applied)
+            current[key] = changed[key] = new
+        await self._write(changed, revisions)
+        return rejected
+
+    async def _write(self, changed: dict[str, Document], revisions: dict[str, Any]) -> None:
         if not changed:
             return
-        operations = [
-            ReplaceOne({"_id": _id, "version": {"$lt": doc["version"]}}, doc, upsert=True)
-            for _id, doc in changed.items()
-        ]
+        operations = []
+        for key, document in changed.items():
+            revision = revisions.get(key)
+            document["_rev"] = (revision or 0) + 1
+            # Matches only the revision we loaded (None also matches "no document").
+            operations.append(ReplaceOne({"_id": key, "_rev": revision}, document, upsert=True))
         try:
-            await self.documents.bulk_write(operations, ordered=False)
+            result = await self.documents.bulk_write(operations, ordered=False)
         except BulkWriteError as error:
-            others = [e for e in error.details["writeErrors"] if e["code"] != _DUPLICATE_KEY]
-            if others or error.details.get("writeConcernErrors"):
+            if error.details.get("writeConcernErrors") or any(
+                e["code"] != _DUPLICATE_KEY for e in error.details["writeErrors"]
+            ):
                 raise
+            raise WriteConflict() from error
+        if result.matched_count + result.upserted_count < len(operations):
+            raise WriteConflict()
 
-    async def _record_progress(self, messages: list[ConsumedMessage], readable: list[Any]) -> None:
+    async def _record_progress(
+        self,
+        messages: list[ConsumedMessage],
+        readable: list[tuple[ConsumedMessage, Envelope, Any]],
+    ) -> None:
         last: dict[tuple[str, int], dict[str, Any]] = {}
         for message in messages:
             last.setdefault((message.topic, message.partition), {})["offset"] = message.offset

@@ -14,6 +14,7 @@ from projections.orders import ORDERS
 from projections.projection import Projection
 from projections.runtime import ProjectionRunner
 from projections.settings import ProjectionSettings
+from projections.tickets import TICKETS
 from write_side.kernel.kafka import reliable_producer, stop_producer
 from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 from write_side.kernel.streams import faust_app, retry_until_done
@@ -24,7 +25,7 @@ app = faust_app(settings.projections_group_id, settings, settings.projections_da
 
 def register(projection: Projection) -> None:
     topics = app.topic(
-        projection.topic,
+        *projection.topics,
         key_type=bytes,
         value_type=bytes,
         partitions=settings.kafka_topic_partitions,
@@ -59,3 +60,4 @@ def register(projection: Projection) -> None:
 
 
 register(ORDERS)
+register(TICKETS)

@@ -1,0 +1,53 @@
+"""The ``tickets`` read model: the kitchen's tickets, one document per order."""
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from contracts import kitchen as contract
+from contracts.envelope import Envelope
+from projections.projection import Document, Projection, ProjectionError
+
+
+def apply(document: Document | None, envelope: Envelope, event: object) -> Document:
+    new: Document = dict(document) if document else {}
+    if isinstance(event, contract.TicketCreated):
+        new.update(
+            order_id=event.order_id,
+            restaurant_id=event.restaurant_id,
+            consumer_id=event.consumer_id,
+            line_items=[item.model_dump() for item in event.line_items],
+            total_cents=event.total_cents,
+            status="CREATE_PENDING",
+            reason=None,
+        )
+    elif isinstance(event, contract.TicketRejected):
+        new.update(
+            order_id=event.order_id,
+            restaurant_id=event.restaurant_id,
+            consumer_id=None,
+            line_items=[],
+            total_cents=None,
+            status="REJECTED",
+            reason=event.reason,
+        )
+    elif document is None:
+        raise ProjectionError(f"{envelope.type} for ticket {envelope.subject} never created")
+    elif isinstance(event, contract.TicketApproved):
+        new["status"] = "AWAITING_ACCEPTANCE"
+    elif isinstance(event, contract.TicketCancelled):
+        new.update(status="CANCELLED", reason=event.reason)
+    new.update(version=envelope.aggregateversion, updated_at=envelope.time)
+    return new
+
+
+TICKETS = Projection(
+    name="tickets",
+    topics=(contract.TOPIC,),
+    collection="tickets",
+    accepts=contract.EVENTS,
+    apply=apply,
+    indexes=[
+        IndexModel([("restaurant_id", ASCENDING), ("updated_at", DESCENDING)]),
+        IndexModel([("status", ASCENDING), ("updated_at", DESCENDING)]),
+        IndexModel([("updated_at", DESCENDING)]),
+    ],
+)

@@ -2,7 +2,7 @@
 
 1. make sure SecantusDB's own venv exists;
 2. start the Kafka-compatible broker and the MongoDB-compatible server (data in var/);
-3. create the topics;
+3. create every service's topic and its dead-letter topic;
 4. run `honcho start -f Procfile` with the settings exported;
 5. on Ctrl-C / SIGTERM, or when honcho exits, stop honcho, then both servers, by PID.
 """
@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,18 +24,32 @@ from types import FrameType
 
 from aiokafka.errors import KafkaError
 
+from contracts import accounting, consumers, kitchen, orders
 from devstack.servers import (
     REPO_ROOT,
     KafkaBroker,
     ManagedServer,
     MongoServer,
     ServerError,
-    create_topics,
     ensure_secantus_venv,
+    port_is_free,
+    run_sync,
 )
+from write_side.kernel.kafka import TopicMismatch, ensure_topics
+from write_side.kernel.messaging import dead_letter_topic
 
-ORDERS_TOPIC = "orders"
-DEAD_LETTER_TOPIC = "orders.dead-letters"
+SERVICES = ("orders", "consumers", "kitchen", "accounting")
+"""The createOrder saga's services; each publishes to the topic of its name."""
+SERVICE_TOPICS = (orders.TOPIC, consumers.TOPIC, kitchen.TOPIC, accounting.TOPIC)
+DEAD_LETTER_TOPICS = tuple(dead_letter_topic(topic) for topic in SERVICE_TOPICS)
+API_PORTS = {
+    "ORDERS_API_PORT": "8000",
+    "QUERY_API_PORT": "8001",
+    "CONSUMERS_API_PORT": "8002",
+    "KITCHEN_API_PORT": "8003",
+    "ACCOUNTING_API_PORT": "8004",
+}
+"""Each HTTP process's port; `<NAME>_API_URL` follows it."""
 DEFAULT_VAR_DIR = REPO_ROOT / "var"
 HONCHO_STOP_TIMEOUT = 20.0  # honcho itself SIGKILLs its processes 5 s after SIGTERM
 
@@ -42,25 +57,25 @@ HONCHO_STOP_TIMEOUT = 20.0  # honcho itself SIGKILLs its processes 5 s after SIG
 def default_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The settings every process reads (same names as in docker-compose.yml).
 
-    Addresses follow `KAFKA_PORT`, `MONGODB_PORT`, `ORDERS_API_PORT` and `QUERY_API_PORT`
+    Addresses follow `KAFKA_PORT`, `MONGODB_PORT` and the `*_API_PORT`s of `API_PORTS`
     when those are set in `env` (default: `os.environ`).
     """
     env = os.environ if env is None else env
     kafka_port = env.get("KAFKA_PORT", "9092")
     mongo_port = env.get("MONGODB_PORT", "27017")
-    orders_api_port = env.get("ORDERS_API_PORT", "8000")
-    query_api_port = env.get("QUERY_API_PORT", "8001")
-    return {
+    defaults = {
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
         "KAFKA_TOPIC_PARTITIONS": "4",
         "MONGODB_URL": f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true",
         "MONGODB_DATABASE": "read_models",
-        "ORDERS_DATABASE_URL": "sqlite:///var/orders.db",
-        "ORDERS_API_PORT": orders_api_port,
-        "QUERY_API_PORT": query_api_port,
-        "ORDERS_API_URL": f"http://127.0.0.1:{orders_api_port}",
-        "QUERY_API_URL": f"http://127.0.0.1:{query_api_port}",
     }
+    for service in SERVICES:
+        defaults[f"{service.upper()}_DATABASE_URL"] = f"sqlite:///var/{service}.db"
+    for port_name, default_port in API_PORTS.items():
+        port = env.get(port_name, default_port)
+        defaults[port_name] = port
+        defaults[port_name.replace("_PORT", "_URL")] = f"http://127.0.0.1:{port}"
+    return defaults
 
 
 def apply_defaults(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
@@ -180,22 +195,48 @@ def _stop_server(server: ManagedServer, what: str) -> None:
     say(f"stopped {what} (pid {pid}, exit code {code})")
 
 
-def create_stack_topics(bootstrap: str, partitions: int, timeout: float = 30.0) -> None:
-    """Create `orders` (`partitions`) and `orders.dead-letters` (1) if missing.
+def stack_topics(partitions: int) -> dict[str, int]:
+    """Every service's topic with `partitions`, and its dead-letter topic with 1."""
+    topics = dict.fromkeys(SERVICE_TOPICS, partitions)
+    topics.update(dict.fromkeys(DEAD_LETTER_TOPICS, 1))
+    return topics
 
-    Retries until `timeout` while the broker does not answer yet.
+
+def create_stack_topics(bootstrap: str, partitions: int, timeout: float = 30.0) -> None:
+    """Create the topics of `stack_topics(partitions)` that are missing.
+
+    Retries until `timeout` while the broker does not answer yet; a topic that exists
+    with another partition count is an error (`TopicMismatch`), not retried.
     """
+    topics = stack_topics(partitions)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            create_topics(bootstrap, [ORDERS_TOPIC], partitions)
-            create_topics(bootstrap, [DEAD_LETTER_TOPIC], 1)
+            run_sync(lambda: ensure_topics(bootstrap, topics))
             break
         except (KafkaError, OSError) as exc:
             if time.monotonic() >= deadline:
                 raise ServerError(f"could not create topics on {bootstrap}: {exc!r}") from exc
             time.sleep(1)
-    say(f"topics {ORDERS_TOPIC} ({partitions} partitions), {DEAD_LETTER_TOPIC} (1) on {bootstrap}")
+    say(
+        f"topics {', '.join(SERVICE_TOPICS)} ({partitions} partitions), "
+        f"{', '.join(DEAD_LETTER_TOPICS)} (1) on {bootstrap}"
+    )
+
+
+def taken_ports(procfile_text: str, env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The `(name, port)` of each `$..._PORT` the Procfile uses whose port is not free.
+
+    Checked before anything starts, so a busy port is one clear line, not a process
+    that dies among the others' output.
+    """
+    names = dict.fromkeys(re.findall(r"\$\{?([A-Z][A-Z0-9_]*_PORT)\b", procfile_text))
+    taken = []
+    for name in names:
+        port = env.get(name, "")
+        if port.isdigit() and not port_is_free(int(port)):
+            taken.append((name, port))
+    return taken
 
 
 def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -> int:
@@ -220,7 +261,11 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
     except ValueError as exc:
         say(f"error: bad port or partition count in the environment: {exc}")
         return 2
-    (REPO_ROOT / "var").mkdir(exist_ok=True)  # for the default sqlite:///var/orders.db
+    if taken := taken_ports(procfile.read_text(), env):
+        for name, port in taken:
+            say(f"error: port {port} is in use: stop what holds it or set {name}")
+        return 2
+    (REPO_ROOT / "var").mkdir(exist_ok=True)  # for the default sqlite:///var/<service>.db
     var_dir.mkdir(parents=True, exist_ok=True)
 
     _become_subreaper()
@@ -259,7 +304,7 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
             say(f"honcho exited with code {code}; stopping everything")
         except (KeyboardInterrupt, _StopRequested) as exc:
             say(f"{str(exc) or 'Ctrl-C'} received: stopping everything")
-        except (ServerError, OSError, subprocess.CalledProcessError) as exc:
+        except (ServerError, TopicMismatch, OSError, subprocess.CalledProcessError) as exc:
             say(f"error: {exc}")
             code = 1
         finally:
@@ -314,7 +359,7 @@ def _topics_command(args: argparse.Namespace) -> int:
         create_stack_topics(
             env["KAFKA_BOOTSTRAP_SERVERS"], int(env["KAFKA_TOPIC_PARTITIONS"]), args.timeout
         )
-    except ServerError as exc:
+    except (ServerError, TopicMismatch) as exc:
         say(f"error: {exc}")
         return 1
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -14,7 +15,13 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient
 
-from devstack.run import DEAD_LETTER_TOPIC, ORDERS_TOPIC, default_environment
+from devstack.run import (
+    DEAD_LETTER_TOPICS,
+    SERVICE_TOPICS,
+    default_environment,
+    stack_topics,
+    taken_ports,
+)
 from devstack.servers import (
     REPO_ROOT,
     KafkaBroker,
@@ -29,7 +36,7 @@ from devstack.servers import (
     run_sync,
 )
 from tests.support import wait_for
-from write_side.kernel.kafka import TopicMismatch
+from write_side.kernel.kafka import TopicMismatch, ensure_topics
 
 SERVERS = {"kafka": KafkaBroker, "mongo": MongoServer}
 
@@ -138,12 +145,72 @@ def test_session_mongo_answers(mongo_url: str) -> None:
 
 
 def test_default_environment_follows_the_ports() -> None:
-    env = default_environment({"KAFKA_PORT": "19093", "MONGODB_PORT": "37018"})
+    env = default_environment(
+        {"KAFKA_PORT": "19093", "MONGODB_PORT": "37018", "KITCHEN_API_PORT": "18003"}
+    )
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19093"
     assert env["MONGODB_URL"] == "mongodb://127.0.0.1:37018/?directConnection=true"
+    assert env["KITCHEN_API_PORT"] == "18003"
+    assert env["KITCHEN_API_URL"] == "http://127.0.0.1:18003"
     defaults = default_environment({})
-    assert defaults["ORDERS_API_URL"] == "http://127.0.0.1:8000"
-    assert defaults["QUERY_API_URL"] == "http://127.0.0.1:8001"
+    ports = {
+        "ORDERS": "8000",
+        "QUERY": "8001",
+        "CONSUMERS": "8002",
+        "KITCHEN": "8003",
+        "ACCOUNTING": "8004",
+    }
+    for name, port in ports.items():
+        assert defaults[f"{name}_API_PORT"] == port
+        assert defaults[f"{name}_API_URL"] == f"http://127.0.0.1:{port}"
+    for service in ("orders", "consumers", "kitchen", "accounting"):
+        assert defaults[f"{service.upper()}_DATABASE_URL"] == f"sqlite:///var/{service}.db"
+
+
+def test_stack_topics_are_every_service_topic_and_its_dead_letters() -> None:
+    assert stack_topics(3) == {
+        "orders": 3,
+        "consumers": 3,
+        "kitchen": 3,
+        "accounting": 3,
+        "orders.dead-letters": 1,
+        "consumers.dead-letters": 1,
+        "kitchen.dead-letters": 1,
+        "accounting.dead-letters": 1,
+    }
+
+
+def procfile_entries() -> dict[str, str]:
+    lines = (REPO_ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+def test_every_procfile_process_runs_a_module_that_exists() -> None:
+    entries = procfile_entries()
+    for name, command in entries.items():
+        assert command.startswith("exec "), f"{name}: honcho must exec its command"
+        match = re.search(r"(?:-m|-A) ([\w.]+)|^exec uvicorn ([\w.]+):", command)
+        assert match, f"{name}: no module in {command!r}"
+        module = match.group(1) or match.group(2)
+        assert importlib.util.find_spec(module) is not None, f"{name}: no module {module}"
+    for service in ("orders", "consumers", "kitchen", "accounting"):
+        assert {f"{service}-api", f"{service}-relay", f"{service}-saga"} <= set(entries)
+
+
+def test_every_setting_the_procfile_uses_has_a_default() -> None:
+    names = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", (REPO_ROOT / "Procfile").read_text()))
+    assert names, "the Procfile uses no setting"
+    assert names <= set(default_environment({})), names - set(default_environment({}))
+
+
+def test_taken_ports_names_only_the_busy_ports_the_procfile_uses(taken_port: int) -> None:
+    procfile = "a: exec serve --port $KITCHEN_API_PORT\nb: exec serve --port ${QUERY_API_PORT}\n"
+    env = {
+        "KITCHEN_API_PORT": str(taken_port),
+        "QUERY_API_PORT": str(free_port()),
+        "ORDERS_API_PORT": str(taken_port),  # busy, but the Procfile does not use it
+    }
+    assert taken_ports(procfile, env) == [("KITCHEN_API_PORT", str(taken_port))]
 
 
 # ------------------------------------------------------------------------- cqrs run
@@ -213,8 +280,18 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         text = output.read_text()
         pids = [*server_pids(text), int(pid_file.read_text())]
         assert len(pids) == 3, text
-        assert f"topics {ORDERS_TOPIC} (2 partitions), {DEAD_LETTER_TOPIC} (1)" in text
+        topics_line = (
+            f"topics {', '.join(SERVICE_TOPICS)} (2 partitions), "
+            f"{', '.join(DEAD_LETTER_TOPICS)} (1) on "
+        )
+        assert topics_line in text, text
         assert all(pid_alive(pid) for pid in pids)
+        bootstrap = re.search(r"Kafka broker \(noida-db\) ready at (\S+)", text)
+        assert bootstrap, text
+        on_broker = run_sync(lambda: list_topics(bootstrap[1]))
+        assert set(stack_topics(2)) <= set(on_broker), on_broker
+        # Each exists with its partition count (a different count raises TopicMismatch).
+        run_sync(lambda: ensure_topics(bootstrap[1], stack_topics(2)))
 
         runner.send_signal(signal.SIGINT)  # what Ctrl-C does
         assert runner.wait(timeout=90) == 0, output.read_text()
@@ -236,3 +313,24 @@ def test_cqrs_run_exits_with_the_failing_process_code(tmp_path: Path) -> None:
     pids = server_pids(text)
     assert len(pids) == 2, text
     assert [pid for pid in pids if pid_alive(pid)] == [], text
+
+
+def test_cqrs_run_refuses_a_taken_api_port_before_starting_anything(
+    tmp_path: Path, taken_port: int
+) -> None:
+    procfile = tmp_path / "Procfile"
+    procfile.write_text("api: exec serve --port $KITCHEN_API_PORT\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "devstack", "run", "--procfile", str(procfile)]
+        + ["--var-dir", str(tmp_path / "var")],
+        env={**os.environ, "KITCHEN_API_PORT": str(taken_port)},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    expected = f"port {taken_port} is in use: stop what holds it or set KITCHEN_API_PORT"
+    assert expected in result.stdout
+    assert "starting" not in result.stdout  # no server was started

@@ -13,5 +13,5 @@ RUN pip install . \
     && chown app /app  # Faust keeps its table data in ./<app id>-data
 USER app
 
-EXPOSE 8000 8001
+EXPOSE 8000 8001 8002 8003 8004
 CMD ["cqrs", "--help"]

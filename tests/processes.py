@@ -48,13 +48,19 @@ class Process:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-def relay(env: dict[str, str], log_dir: Path, name: str = "orders-relay") -> Process:
-    return Process(name, [sys.executable, "-m", "write_side.orders.relay"], env, log_dir)
+def relay(
+    env: dict[str, str], log_dir: Path, name: str = "orders-relay", service: str = "orders"
+) -> Process:
+    return Process(name, [sys.executable, "-m", f"write_side.{service}.relay"], env, log_dir)
+
+
+def faust_worker(name: str, app: str, env: dict[str, str], log_dir: Path) -> Process:
+    argv = [str(BIN / "faust"), "-A", app, "worker", "--without-web", "--loglevel=warn"]
+    return Process(name, argv, env, log_dir)
 
 
 def projections_worker(env: dict[str, str], log_dir: Path) -> Process:
-    argv = [str(BIN / "faust"), "-A", "projections.worker:app", "worker", "--without-web"]
-    return Process("projections", argv, env, log_dir)
+    return faust_worker("projections", "projections.worker:app", env, log_dir)
 
 
 def api(name: str, factory: str, port: int, env: dict[str, str], log_dir: Path) -> Process:

@@ -4,7 +4,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 
 async def read_topic(
@@ -33,3 +33,24 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+async def read_all(
+    bootstrap: str, topic: str, timeout: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` up to its end offsets as of now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            await consumer.topics()
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
+        total = sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
+    return await read_topic(
+        bootstrap, topic, until=lambda records: len(records) >= total, timeout=timeout
+    )

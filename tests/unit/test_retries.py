@@ -1,0 +1,66 @@
+"""Transient failures are retried, never dropped; anything else is not swallowed."""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from contracts import orders
+from contracts.envelope import Envelope, event_id_for
+from write_side.kernel.messaging import ConsumedMessage
+from write_side.kernel.reactions import Reaction, Reactor
+from write_side.kernel.streams import retry_until_done
+from write_side.orders.application import OrdersApplication
+
+
+async def test_retry_until_done_retries_transient_errors_until_the_work_succeeds():
+    attempts = []
+
+    async def flaky() -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise OSError("connection refused")
+
+    await asyncio.wait_for(retry_until_done(flaky, "test"), timeout=10)
+    assert len(attempts) == 3
+
+
+async def test_retry_until_done_lets_a_bug_through():
+    async def broken() -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        await retry_until_done(broken, "test")
+
+
+def test_a_reaction_failing_for_a_transient_reason_records_nothing_and_propagates():
+    app = OrdersApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    calls = []
+
+    def database_away(event: object, envelope: Envelope) -> list[object]:
+        calls.append(1)
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    reactor = Reactor(app, "test-saga", [Reaction(orders.OrderApproved, database_away)])
+    order_id = str(uuid.uuid4())
+    envelope = Envelope(
+        id=event_id_for("orders", order_id, 2),
+        type=orders.OrderApproved.type(),
+        source="orders",
+        subject=order_id,
+        time=datetime.now(UTC),
+        correlationid="c",
+        causationid="c",
+        sequence=2,
+        aggregateversion=2,
+        data={"order_id": order_id},
+    )
+    message = ConsumedMessage("orders", 0, 5, None, envelope.to_bytes())
+
+    with pytest.raises(OperationalError):
+        reactor.react(message)
+
+    assert calls == [1]
+    assert not app.has_processed(reactor.tracking(message)), "retried later, not recorded"

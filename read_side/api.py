@@ -1,4 +1,11 @@
-"""HTTP query API over the orders read model (the read side of the CQRS template).
+"""HTTP query API over the read models (the read side of the CQRS template).
+
+Routes: ``/orders`` (orders with their createOrder saga and timeline),
+``/consumers/{consumer_id}/orders`` (one consumer's orders: the same list),
+``/tickets`` (the kitchen's tickets) and ``/sagas/stuck`` (orders whose saga has been
+pending too long). Document shapes: ``docs/read-models.md``. An order document whose
+``OrderCreated`` the projection has not applied yet (no ``created_position``) is not
+shown anywhere: ``404`` and not listed.
 
 Run with ``uvicorn read_side.api:create_app --factory``. ``create_app`` is the one
 composition root: its lifespan opens the ``pymongo.AsyncMongoClient`` (PyMongo's native
@@ -7,7 +14,8 @@ async client; Motor is deprecated) and closes it on shutdown.
 Eventual consistency is made visible in two ways.
 
 Read-your-writes
-    Every ``/orders`` route accepts a consistency token, the one a command answered
+    Every ``/orders`` and ``/consumers/{consumer_id}/orders`` route accepts a
+    consistency token, the one a command answered
     with (header ``X-Consistency-Token`` or query parameter ``consistency_token``;
     format ``service:position:aggregate_id:version``, see ``contracts.consistency``).
     Only ``orders`` tokens apply here. The query waits (polling every 20 ms, at most
@@ -17,10 +25,12 @@ Read-your-writes
     A malformed token, or one of another service, is a ``400``.
 
 Staleness headers
-    Every ``200``, ``404`` and ``503`` (not caught up) answer of an ``/orders`` route
-    says how far the orders projection had got when the answer was read, from its
-    ``projection_progress`` documents (read just before the orders themselves, so the
-    answer holds at least that much):
+    Every ``200``, ``404`` and ``503`` (not caught up) answer of those routes says how
+    far the orders projection had got on the ``orders`` topic when the answer was read,
+    from its ``projection_progress`` documents of projection ``orders`` and topic
+    ``orders`` (read just before the orders themselves, so the answer holds at least
+    that much; its progress on the other services' topics is in positions of other
+    logs, which are not comparable, and is not reported):
 
     ``X-Read-Model-Position``
         highest orders-log position applied in any partition (``0`` if none yet);
@@ -34,25 +44,57 @@ Staleness headers
 
     ``400``/``422`` answers are about the request itself and carry none of them; a
     ``503`` because MongoDB is unreachable cannot carry them either.
+
+``/tickets`` and ``/sagas/stuck`` take no consistency token and carry no staleness
+headers (the tickets projection's progress is on the kitchen log; a saga's state comes
+from four logs).
 """
 
 import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, cast
 from uuid import UUID
 
 import pymongo
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+)
 from fastapi.responses import JSONResponse
 from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from contracts.consistency import ConsistencyToken, InvalidToken
-from read_side.models import ErrorDetail, Order, OrderPage, OrderStatus
-from read_side.read_model import Document, OrdersReadModel, Staleness
+from read_side.models import (
+    ErrorDetail,
+    Order,
+    OrderPage,
+    OrderStatus,
+    OrderTimeline,
+    StuckSaga,
+    StuckSagas,
+    Ticket,
+    TicketPage,
+    TicketStatus,
+)
+from read_side.read_model import (
+    Document,
+    InvalidCursor,
+    OrdersReadModel,
+    Staleness,
+    TicketCursor,
+    TicketsReadModel,
+)
 from read_side.settings import QuerySettings
 
 log = logging.getLogger(__name__)
@@ -67,7 +109,7 @@ _STALENESS_HEADERS: dict[str, Any] = {
         "schema": {"type": "integer"},
     },
     "X-Read-Model-Event-Time": {
-        "description": "Time of the newest event the projection has applied (absent: none).",
+        "description": "Time of the newest orders event the projection has applied (absent: none).",
         "schema": {"type": "string", "format": "date-time"},
     },
     "X-Read-Model-Age": {
@@ -92,6 +134,25 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
 }
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {
+        "model": ErrorDetail,
+        "description": "No such order (yet: its OrderCreated is not applied).",
+        "headers": _STALENESS_HEADERS,
+    },
+}
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {
+        "model": ErrorDetail,
+        "description": "MongoDB is unreachable (retry).",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying.",
+                "schema": {"type": "integer"},
+            },
+        },
+    },
+}
 _CONSISTENCY_DOC = """
 **Read-your-writes.** Pass the consistency token a command returned (header
 `X-Consistency-Token` or query `consistency_token`); the answer waits until the read
@@ -99,17 +160,31 @@ model holds that version of the order, or is `503` with `Retry-After: 1` when it
 get there within `READ_YOUR_WRITES_TIMEOUT` seconds.
 
 **Staleness.** `200`, `404` and not-caught-up `503` answers carry `X-Read-Model-Position`
-(highest log position applied in any partition; partitions progress independently, so a
-lower position of another partition may still be pending), `X-Read-Model-Event-Time`
-(time of the newest applied event) and `X-Read-Model-Age` (seconds since then, 3 decimals).
+(highest orders-log position applied in any partition; partitions progress independently,
+so a lower position of another partition may still be pending), `X-Read-Model-Event-Time`
+(time of the newest applied orders event) and `X-Read-Model-Age` (seconds since then,
+3 decimals). They describe the orders topic only: the saga's events of the other
+services' topics may lag behind it.
+"""
+_SAGA_DOC = """
+`saga` is where the createOrder saga stands (`state`, then each participant's step:
+`consumer_verification`, `ticket`, `card_authorization`, and `failed_step`/`reason`
+when one failed); `timeline` lists the saga's events of all four services, sorted by
+`time` (events with equal times keep the order they were applied in). Both may lag
+behind: each service's events reach the read model independently.
 """
 
 _APP_DOC = (
-    "Queries over the orders read model, which a projection builds from the orders "
-    "service's events: it is eventually consistent with the commands."
+    "Queries over the read models, which projections build from the services' events: "
+    "they are eventually consistent with the commands.\n"
+    "\n"
+    "An order is visible once the projection has applied its `OrderCreated`; events of "
+    "the other services may arrive earlier, but until then the order is `404` and not "
+    "listed."
     + _CONSISTENCY_DOC
+    + _SAGA_DOC
     + """
-**Unavailable store.** When MongoDB cannot be reached, `/orders` routes answer `503`
+**Unavailable store.** When MongoDB cannot be reached, every route answers `503`
 with `Retry-After: 1` (and no staleness headers) and `/health` answers `503`.
 """
 )
@@ -119,6 +194,10 @@ router = APIRouter()
 
 def _read_model(request: Request) -> OrdersReadModel:
     return cast(OrdersReadModel, request.app.state.read_model)
+
+
+def _tickets(request: Request) -> TicketsReadModel:
+    return cast(TicketsReadModel, request.app.state.tickets)
 
 
 def _settings(request: Request) -> QuerySettings:
@@ -155,8 +234,11 @@ def consistency_token(
 
 
 ReadModel = Annotated[OrdersReadModel, Depends(_read_model)]
+Tickets = Annotated[TicketsReadModel, Depends(_tickets)]
 Settings = Annotated[QuerySettings, Depends(_settings)]
 Token = Annotated[ConsistencyToken | None, Depends(consistency_token)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(description="Opaque: a previous page's next_cursor.")]
 
 
 async def _catch_up(
@@ -179,6 +261,50 @@ async def _catch_up(
     return await read_model.staleness()
 
 
+async def _visible_order(
+    order_id: UUID,
+    response: Response,
+    read_model: OrdersReadModel,
+    settings: QuerySettings,
+    token: ConsistencyToken | None,
+) -> Order:
+    """The order (404 if not visible yet), with the staleness headers set."""
+    staleness = await _catch_up(read_model, settings, token)
+    order = await read_model.get(str(order_id))
+    headers = staleness.headers(datetime.now(UTC))
+    if order is None:
+        raise HTTPException(404, f"order {order_id} not found", headers=headers)
+    response.headers.update(headers)
+    return order
+
+
+async def _order_page(
+    response: Response,
+    read_model: OrdersReadModel,
+    settings: QuerySettings,
+    token: ConsistencyToken | None,
+    *,
+    customer_id: str | None,
+    status: OrderStatus | None,
+    limit: int,
+    cursor: str | None,
+) -> OrderPage:
+    """One page of the orders list (``GET /orders`` and a consumer's orders)."""
+    before: int | None = None
+    if cursor is not None:
+        if not _CURSOR.fullmatch(cursor) or int(cursor) >= 2**63:
+            raise HTTPException(400, "invalid cursor")
+        before = int(cursor)
+    staleness = await _catch_up(read_model, settings, token)
+    # One more than asked tells whether another page follows.
+    orders = await read_model.newest_first(
+        customer_id=customer_id, status=status, before=before, limit=limit + 1
+    )
+    page, more = orders[:limit], len(orders) > limit
+    response.headers.update(staleness.headers(datetime.now(UTC)))
+    return OrderPage(items=page, next_cursor=str(page[-1].created_position) if more else None)
+
+
 @router.get("/health", tags=["health"], summary="Liveness and MongoDB reachability")
 async def health(read_model: ReadModel) -> JSONResponse:
     """`200 {"status": "ok"}` when MongoDB answers a ping within 2 s, else `503`."""
@@ -195,27 +321,28 @@ async def health(read_model: ReadModel) -> JSONResponse:
 @router.get(
     "/orders/{order_id}",
     tags=["orders"],
-    summary="One order",
-    description="The order as the orders projection last applied it." + _CONSISTENCY_DOC,
-    responses={
-        **_RESPONSES,
-        404: {
-            "model": ErrorDetail,
-            "description": "No such order (yet).",
-            "headers": _STALENESS_HEADERS,
-        },
-    },
+    summary="One order, with its saga",
+    description="The order as the projection last applied it." + _SAGA_DOC + _CONSISTENCY_DOC,
+    responses={**_RESPONSES, **_NOT_FOUND},
 )
 async def get_order(
     order_id: UUID, response: Response, read_model: ReadModel, settings: Settings, token: Token
 ) -> Order:
-    staleness = await _catch_up(read_model, settings, token)
-    order = await read_model.get(str(order_id))
-    headers = staleness.headers(datetime.now(UTC))
-    if order is None:
-        raise HTTPException(404, f"order {order_id} not found", headers=headers)
-    response.headers.update(headers)
-    return order
+    return await _visible_order(order_id, response, read_model, settings, token)
+
+
+@router.get(
+    "/orders/{order_id}/timeline",
+    tags=["orders", "sagas"],
+    summary="An order's saga and its events",
+    description="Only the order's saga state and timeline." + _SAGA_DOC + _CONSISTENCY_DOC,
+    responses={**_RESPONSES, **_NOT_FOUND},
+)
+async def get_order_timeline(
+    order_id: UUID, response: Response, read_model: ReadModel, settings: Settings, token: Token
+) -> OrderTimeline:
+    order = await _visible_order(order_id, response, read_model, settings, token)
+    return OrderTimeline(order_id=order.order_id, saga=order.saga, timeline=order.timeline)
 
 
 @router.get(
@@ -234,24 +361,139 @@ async def list_orders(
     token: Token,
     customer_id: Annotated[str | None, Query(min_length=1)] = None,
     status: OrderStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[
-        str | None, Query(description="Opaque: a previous page's next_cursor.")
-    ] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
 ) -> OrderPage:
-    before: int | None = None
-    if cursor is not None:
-        if not _CURSOR.fullmatch(cursor) or int(cursor) >= 2**63:
-            raise HTTPException(400, "invalid cursor")
-        before = int(cursor)
-    staleness = await _catch_up(read_model, settings, token)
-    # One more than asked tells whether another page follows.
-    orders = await read_model.newest_first(
-        customer_id=customer_id, status=status, before=before, limit=limit + 1
+    return await _order_page(
+        response,
+        read_model,
+        settings,
+        token,
+        customer_id=customer_id,
+        status=status,
+        limit=limit,
+        cursor=cursor,
     )
-    page, more = orders[:limit], len(orders) > limit
-    response.headers.update(staleness.headers(datetime.now(UTC)))
-    return OrderPage(items=page, next_cursor=str(page[-1].created_position) if more else None)
+
+
+@router.get(
+    "/consumers/{consumer_id}/orders",
+    tags=["consumers", "orders"],
+    summary="One consumer's orders, newest first",
+    description="The same list as `GET /orders?customer_id={consumer_id}` (an order's "
+    "`customer_id` is its consumer's id): by `created_position`, newest first, optionally "
+    "in one status, paged with `limit` and `next_cursor`." + _CONSISTENCY_DOC,
+    responses=_RESPONSES,
+)
+async def list_consumer_orders(
+    consumer_id: Annotated[str, Path(min_length=1)],
+    response: Response,
+    read_model: ReadModel,
+    settings: Settings,
+    token: Token,
+    status: OrderStatus | None = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> OrderPage:
+    return await _order_page(
+        response,
+        read_model,
+        settings,
+        token,
+        customer_id=consumer_id,
+        status=status,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+@router.get(
+    "/tickets/{order_id}",
+    tags=["tickets"],
+    summary="One kitchen ticket",
+    description="The ticket of an order (a ticket's id is its order's id), as the tickets "
+    "projection last applied it.",
+    responses={
+        404: {"model": ErrorDetail, "description": "No such ticket (yet)."},
+        **_UNAVAILABLE,
+    },
+)
+async def get_ticket(order_id: UUID, tickets: Tickets) -> Ticket:
+    ticket = await tickets.get(str(order_id))
+    if ticket is None:
+        raise HTTPException(404, f"ticket {order_id} not found")
+    return ticket
+
+
+@router.get(
+    "/tickets",
+    tags=["tickets"],
+    summary="Kitchen tickets, most recently updated first",
+    description="Tickets by `updated_at` (the time of their last event), newest first, "
+    "optionally of one restaurant and/or in one status. Page with `limit` and the "
+    "`next_cursor` of the previous page (null on the last page). A ticket updated while "
+    "you page moves to the front: it may be missed by, or repeated in, later pages.",
+    responses={
+        400: {"model": ErrorDetail, "description": "Malformed cursor."},
+        **_UNAVAILABLE,
+    },
+)
+async def list_tickets(
+    tickets: Tickets,
+    restaurant_id: Annotated[str | None, Query(min_length=1)] = None,
+    status: TicketStatus | None = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> TicketPage:
+    after: TicketCursor | None = None
+    if cursor is not None:
+        try:
+            after = TicketCursor.decode(cursor)
+        except InvalidCursor:
+            raise HTTPException(400, "invalid cursor") from None
+    page, following = await tickets.newest_first(
+        restaurant_id=restaurant_id, status=status, after=after, limit=limit
+    )
+    return TicketPage(items=page, next_cursor=following.encode() if following is not None else None)
+
+
+@router.get(
+    "/sagas/stuck",
+    tags=["sagas"],
+    summary="Orders whose saga has been pending too long",
+    description="Orders still `APPROVAL_PENDING` created more than `older_than` seconds "
+    "ago, oldest first (at most `limit`), with their saga and timeline: the saga steps "
+    "that have not answered show as null. The read model lags behind the services, so a "
+    "saga listed here may have moved on already." + _SAGA_DOC,
+    responses=_UNAVAILABLE,
+)
+async def stuck_sagas(
+    read_model: ReadModel,
+    older_than: Annotated[
+        float,
+        Query(gt=0, allow_inf_nan=False, description="Seconds since the order was created."),
+    ],
+    limit: Limit = 20,
+) -> StuckSagas:
+    now = datetime.now(UTC)
+    try:
+        cutoff = now - timedelta(seconds=older_than)
+    except OverflowError:  # before year 1: no order is that old
+        return StuckSagas(as_of=now, items=[])
+    orders = await read_model.pending_since(cutoff, limit=limit)
+    return StuckSagas(
+        as_of=now,
+        items=[
+            StuckSaga(
+                order_id=order.order_id,
+                created_at=order.created_at,
+                age_seconds=round((now - order.created_at).total_seconds(), 3),
+                saga=order.saga,
+                timeline=order.timeline,
+            )
+            for order in orders
+        ],
+    )
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -272,22 +514,27 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
             settings.mongodb_url, tz_aware=True, appname="query-api"
         )
         try:
-            read_model = OrdersReadModel(client[settings.mongodb_database])
-            try:
+            database = client[settings.mongodb_database]
+            read_model = OrdersReadModel(database)
+            tickets = TicketsReadModel(database)
+            try:  # idempotent
                 await read_model.ensure_indexes()
+                await tickets.ensure_indexes()
             except PyMongoError as error:
-                # The projection creates them too; the API can serve without them.
-                log.warning("could not ensure the orders indexes: %s", error)
+                # The projections create theirs too; the API can serve without them.
+                log.warning("could not ensure the read models' indexes: %s", error)
             app.state.settings = settings
             app.state.read_model = read_model
+            app.state.tickets = tickets
             yield
         finally:
             await client.close()
 
     app = FastAPI(
-        title="Orders query API",
-        version="0.1.0",
-        summary="Read side of the event-sourced CQRS template: orders from the MongoDB read model.",
+        title="Query API",
+        version="0.2.0",
+        summary="Read side of the event-sourced CQRS template: orders, their sagas and "
+        "kitchen tickets from the MongoDB read models.",
         description=_APP_DOC,
         lifespan=lifespan,
     )

@@ -1,24 +1,63 @@
-"""MongoDB adapter for the orders read model and its projection progress.
+"""MongoDB adapters for the read models the query API serves.
 
-Documents are written by the orders projection (``projections/``); this module only
-reads them (and may create the indexes the queries need).
+Documents are written by the projections worker (``projections/``); this module only
+reads them (and creates the indexes the queries need). Their shapes are described in
+``docs/read-models.md``.
 """
 
 import asyncio
+import base64
+import binascii
+import json
+import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
-from read_side.models import Order, OrderStatus
+from read_side.models import Order, OrderStatus, Ticket, TicketStatus
+
+log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 
 ORDERS = "orders"
+TICKETS = "tickets"
 PROGRESS = "projection_progress"
+# The staleness headers of the orders routes: the orders projection's progress on the
+# orders topic only (positions of other services' logs are not comparable).
 PROJECTION = "orders"
+PROGRESS_TOPIC = "orders"
+
+# An order document exists before its OrderCreated has been applied (saga events of
+# other topics may come first); until then it has no created_position and is not shown.
+VISIBLE: Document = {"created_position": {"$ne": None}}
+# Bookkeeping the projection keeps in the documents; never read (the response models
+# drop every ``_`` field other than ``_id`` anyway).
+_BOOKKEEPING: Document = {"_applied": 0, "_rev": 0}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+async def _ensure(collection: AsyncCollection[Document], indexes: list[IndexModel]) -> None:
+    """Create each index (a no-op when it exists).
+
+    One the server refuses (e.g. the same keys under another name) is logged and
+    skipped: the queries work without it. Any other error (the store is unreachable)
+    is raised.
+    """
+    for index in indexes:
+        try:
+            await collection.create_indexes([index])
+        except OperationFailure as error:
+            log.warning(
+                "could not create index %s on %s: %s", index.document["key"], collection.name, error
+            )
 
 
 @dataclass(frozen=True)
@@ -38,7 +77,13 @@ class Staleness:
         return headers
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 class OrdersReadModel:
+    """The ``orders`` collection (orders with their sagas) and the orders progress."""
+
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._database = database
         self._orders = database[ORDERS]
@@ -49,14 +94,19 @@ class OrdersReadModel:
 
     async def ensure_indexes(self) -> None:
         """The indexes the list queries need (the projection creates them too)."""
-        await self._orders.create_index(
-            [("customer_id", ASCENDING), ("created_position", DESCENDING)]
+        await _ensure(
+            self._orders,
+            [
+                IndexModel([("customer_id", ASCENDING), ("created_position", DESCENDING)]),
+                IndexModel([("status", ASCENDING), ("created_position", DESCENDING)]),
+                IndexModel([("created_position", DESCENDING)]),
+                IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
+            ],
         )
-        await self._orders.create_index([("status", ASCENDING), ("created_position", DESCENDING)])
-        await self._orders.create_index([("created_position", DESCENDING)])
 
     async def get(self, order_id: str) -> Order | None:
-        document = await self._orders.find_one({"_id": order_id})
+        """The order, or None when there is none or its OrderCreated is not applied yet."""
+        document = await self._orders.find_one({"_id": order_id, **VISIBLE}, _BOOKKEEPING)
         return None if document is None else Order.model_validate(document)
 
     async def newest_first(
@@ -67,20 +117,37 @@ class OrdersReadModel:
         before: int | None,
         limit: int,
     ) -> list[Order]:
-        """Orders by created_position descending, those below ``before`` only."""
-        query: Document = {}
+        """Visible orders by created_position descending, those below ``before`` only."""
+        created_position: Document = dict(VISIBLE["created_position"])
+        if before is not None:
+            created_position["$lt"] = before
+        query: Document = {"created_position": created_position}
         if customer_id is not None:
             query["customer_id"] = customer_id
         if status is not None:
             query["status"] = status.value
-        if before is not None:
-            query["created_position"] = {"$lt": before}
-        cursor = self._orders.find(query).sort("created_position", DESCENDING).limit(limit)
+        cursor = (
+            self._orders.find(query, _BOOKKEEPING).sort("created_position", DESCENDING).limit(limit)
+        )
+        return [Order.model_validate(document) async for document in cursor]
+
+    async def pending_since(self, cutoff: datetime, *, limit: int) -> list[Order]:
+        """Visible orders still APPROVAL_PENDING created before ``cutoff``, oldest first."""
+        query: Document = {
+            "status": OrderStatus.APPROVAL_PENDING.value,
+            "created_at": {"$lt": cutoff},
+            **VISIBLE,
+        }
+        cursor = (
+            self._orders.find(query, _BOOKKEEPING)
+            .sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+        )
         return [Order.model_validate(document) async for document in cursor]
 
     async def has_version(self, order_id: str, version: int) -> bool:
         found = await self._orders.find_one(
-            {"_id": order_id, "version": {"$gte": version}}, projection={"_id": 1}
+            {"_id": order_id, "version": {"$gte": version}, **VISIBLE}, projection={"_id": 1}
         )
         return found is not None
 
@@ -101,12 +168,100 @@ class OrdersReadModel:
         position = 0
         event_time: datetime | None = None
         async for progress in self._progress.find(
-            {"projection": PROJECTION}, projection={"position": 1, "event_time": 1}
+            {"projection": PROJECTION, "topic": PROGRESS_TOPIC},
+            projection={"position": 1, "event_time": 1},
         ):
             position = max(position, int(progress.get("position") or 0))
             applied: datetime | None = progress.get("event_time")
             if applied is not None:
-                if applied.tzinfo is None:  # a client without tz_aware=True
-                    applied = applied.replace(tzinfo=UTC)
+                applied = _aware(applied)  # a client without tz_aware=True
                 event_time = applied if event_time is None else max(event_time, applied)
         return Staleness(position, event_time)
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TicketCursor:
+    """Where a page of tickets ended: the last ticket's (updated_at, _id)."""
+
+    updated_at: datetime
+    ticket_id: str
+
+    def encode(self) -> str:
+        millis = (_aware(self.updated_at) - _EPOCH) // _MILLISECOND
+        raw = json.dumps([millis, self.ticket_id], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> "TicketCursor":
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            millis, ticket_id = json.loads(raw)
+            if type(millis) is not int or not isinstance(ticket_id, str) or not ticket_id:
+                raise InvalidCursor(text)
+            return cls(_EPOCH + millis * _MILLISECOND, ticket_id)
+        except (binascii.Error, ValueError, TypeError, OverflowError):
+            raise InvalidCursor(text) from None
+
+
+class TicketsReadModel:
+    """The ``tickets`` collection: one document per kitchen ticket, ``_id`` = order id."""
+
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._tickets = database[TICKETS]
+
+    async def ensure_indexes(self) -> None:
+        """Keyset indexes of the list: (filter,) updated_at desc, _id desc."""
+        await _ensure(
+            self._tickets,
+            [
+                IndexModel(
+                    [("restaurant_id", ASCENDING), ("updated_at", DESCENDING), ("_id", DESCENDING)]
+                ),
+                IndexModel(
+                    [("status", ASCENDING), ("updated_at", DESCENDING), ("_id", DESCENDING)]
+                ),
+                IndexModel([("updated_at", DESCENDING), ("_id", DESCENDING)]),
+            ],
+        )
+
+    async def get(self, order_id: str) -> Ticket | None:
+        document = await self._tickets.find_one({"_id": order_id})
+        return None if document is None else Ticket.model_validate(document)
+
+    async def newest_first(
+        self,
+        *,
+        restaurant_id: str | None,
+        status: TicketStatus | None,
+        after: TicketCursor | None,
+        limit: int,
+    ) -> tuple[list[Ticket], TicketCursor | None]:
+        """Up to ``limit`` tickets by (updated_at, _id) descending, past ``after`` only;
+        and the cursor of the next page (None on the last page)."""
+        query: Document = {}
+        if restaurant_id is not None:
+            query["restaurant_id"] = restaurant_id
+        if status is not None:
+            query["status"] = status.value
+        if after is not None:
+            query["$or"] = [
+                {"updated_at": {"$lt": after.updated_at}},
+                {"updated_at": after.updated_at, "_id": {"$lt": after.ticket_id}},
+            ]
+        # One more than asked tells whether another page follows.
+        cursor = (
+            self._tickets.find(query)
+            .sort([("updated_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit + 1)
+        )
+        documents = [document async for document in cursor]
+        page = documents[:limit]
+        tickets = [Ticket.model_validate(document) for document in page]
+        if len(documents) <= limit:
+            return tickets, None
+        last = page[-1]
+        return tickets, TicketCursor(last["updated_at"], str(last["_id"]))

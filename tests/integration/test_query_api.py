@@ -33,6 +33,14 @@ def now_ms() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+SAGA_STATE = {
+    "APPROVAL_PENDING": "PENDING",
+    "APPROVED": "APPROVED",
+    "REJECTED": "REJECTED",
+    "CANCELLED": "APPROVED",
+}
+
+
 def order_doc(
     created_position: int,
     *,
@@ -40,9 +48,11 @@ def order_doc(
     status: str = "APPROVAL_PENDING",
     version: int = 1,
     order_id: str | None = None,
+    created_at: datetime | None = None,
 ) -> Document:
+    """An order document as docs/read-models.md describes it (bookkeeping included)."""
     order_id = order_id or str(uuid.uuid4())
-    created_at = now_ms() - timedelta(minutes=5)
+    created_at = created_at or now_ms() - timedelta(minutes=5)
     return {
         "_id": order_id,
         "order_id": order_id,
@@ -56,22 +66,47 @@ def order_doc(
         "total_cents": 2800,
         "status": status,
         "rejection_reason": None,
+        "failed_step": None,
         "cancellation_reason": None,
         "created_position": created_position,
         "created_at": created_at,
         "version": version,
         "position": created_position + version - 1,
         "updated_at": created_at + timedelta(seconds=version),
+        "saga": {
+            "state": SAGA_STATE[status],
+            "consumer_verification": None,
+            "ticket": None,
+            "card_authorization": None,
+            "failed_step": None,
+            "reason": None,
+        },
+        "timeline": [
+            {
+                "service": "orders",
+                "event": "orders.OrderCreated.v1",
+                "time": created_at,
+                "event_id": str(uuid.uuid4()),
+                "detail": None,
+            }
+        ],
+        "_applied": {f"orders:{order_id}": version},
+        "_rev": version,
     }
 
 
 def progress_doc(
-    partition: int, position: int, event_time: datetime, projection: str = "orders"
+    partition: int,
+    position: int,
+    event_time: datetime,
+    projection: str = "orders",
+    topic: str | None = None,
 ) -> Document:
+    topic = topic or projection
     return {
-        "_id": f"{projection}:{projection}:{partition}",
+        "_id": f"{projection}:{topic}:{partition}",
         "projection": projection,
-        "topic": projection,
+        "topic": topic,
         "partition": partition,
         "offset": position,
         "position": position,
@@ -152,6 +187,22 @@ async def test_startup_creates_the_list_indexes(
     assert [("customer_id", 1), ("created_position", -1)] in keys
     assert [("status", 1), ("created_position", -1)] in keys
     assert [("created_position", -1)] in keys
+    assert [("status", 1), ("created_at", 1)] in keys  # stuck sagas
+    keys = [info["key"] for info in (await db["tickets"].index_information()).values()]
+    assert [("restaurant_id", 1), ("updated_at", -1), ("_id", -1)] in keys
+    assert [("status", 1), ("updated_at", -1), ("_id", -1)] in keys
+    assert [("updated_at", -1), ("_id", -1)] in keys
+
+
+async def test_startup_indexes_are_idempotent(
+    mongo_url: str, mongo_database: str, db: AsyncDatabase[Document]
+) -> None:
+    async with query_api(mongo_url, mongo_database):
+        pass
+    first = await db["tickets"].index_information()
+    async with query_api(mongo_url, mongo_database) as api:
+        assert (await api.get("/tickets")).status_code == 200
+    assert await db["tickets"].index_information() == first
 
 
 # --- one order ----------------------------------------------------------------------
@@ -160,19 +211,29 @@ async def test_startup_creates_the_list_indexes(
 async def test_get_order_by_id(api: httpx.AsyncClient, db: AsyncDatabase[Document]) -> None:
     document = order_doc(3, status="REJECTED", version=2)
     document["rejection_reason"] = "restaurant closed"
+    document["failed_step"] = "kitchen"
+    document["saga"].update(
+        consumer_verification="VERIFIED",
+        ticket="REJECTED",
+        failed_step="kitchen",
+        reason="restaurant closed",
+    )
     await db["orders"].insert_many([document, order_doc(4)])
 
     response = await api.get(f"/orders/{document['_id']}")
 
     assert response.status_code == 200
     body = response.json()
-    assert "_id" not in body
+    assert not [key for key in body if key.startswith("_")]
     assert datetime.fromisoformat(body.pop("created_at")) == document["created_at"]
     assert datetime.fromisoformat(body.pop("updated_at")) == document["updated_at"]
+    [entry] = body.pop("timeline")
+    assert datetime.fromisoformat(entry.pop("time")) == document["timeline"][0]["time"]
+    assert entry == {k: v for k, v in document["timeline"][0].items() if k != "time"}
     expected = {
         key: value
         for key, value in document.items()
-        if key not in ("_id", "created_at", "updated_at")
+        if not key.startswith("_") and key not in ("created_at", "updated_at", "timeline")
     }
     assert body == expected
 
@@ -234,13 +295,13 @@ async def test_list_filters_by_status(api: httpx.AsyncClient, mixed_orders: list
     assert positions(both.json()) == [11]
 
 
-async def walk(api: httpx.AsyncClient, **params: Any) -> list[list[int]]:
+async def walk(api: httpx.AsyncClient, path: str = "/orders", **params: Any) -> list[list[int]]:
     """Every page of a listing, following next_cursor; the created_positions per page."""
     pages: list[list[int]] = []
     cursor: str | None = None
     while True:
         query = {**params, **({"cursor": cursor} if cursor is not None else {})}
-        response = await api.get("/orders", params=query)
+        response = await api.get(path, params=query)
         assert response.status_code == 200, response.text
         page = response.json()
         pages.append(positions(page))

@@ -85,27 +85,27 @@ async def test_relay_publishes_every_event_in_order_with_cloudevents_headers(kaf
 
 
 async def test_relay_keeps_its_position_when_the_broker_does_not_acknowledge(store, tmp_path):
-    broker = KafkaBroker(tmp_path / "doomed-kafka").start()
-    settings = orders_settings(store, kafka_bootstrap_servers=broker.bootstrap)
-    app = build_application(settings)
-    place_orders(app, 5)
-    relay = build_relay(app, settings)
-    relay.producer = AIOKafkaProducer(
-        bootstrap_servers=broker.bootstrap,
-        enable_idempotence=True,
-        acks="all",
-        request_timeout_ms=1000,
-    )
-    await ensure_topics(broker.bootstrap, {"orders": 4})
-    await relay.producer.start()
-    broker.stop()  # the broker goes away: no send can be acknowledged
-    try:
-        with pytest.raises((KafkaError, TimeoutError)):
-            await asyncio.wait_for(relay.publish_next_batch(0), timeout=3)
-    finally:
-        await stop_producer(relay.producer, timeout=1)
-    assert relay.position() == 0
-    app.close()
+    with KafkaBroker(tmp_path / "doomed-kafka") as broker:  # stopped by PID on the way out
+        settings = orders_settings(store, kafka_bootstrap_servers=broker.bootstrap)
+        app = build_application(settings)
+        place_orders(app, 5)
+        relay = build_relay(app, settings)
+        relay.producer = AIOKafkaProducer(
+            bootstrap_servers=broker.bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            request_timeout_ms=1000,
+        )
+        await ensure_topics(broker.bootstrap, {"orders": 4})
+        await relay.producer.start()
+        broker.stop()  # the broker goes away: no send can be acknowledged
+        try:
+            with pytest.raises((KafkaError, TimeoutError)):
+                await asyncio.wait_for(relay.publish_next_batch(0), timeout=3)
+        finally:
+            await stop_producer(relay.producer, timeout=1)
+            app.close()
+        assert relay.position() == 0
 
 
 def test_relay_killed_and_restarted_mid_stream_loses_nothing(kafka, store, tmp_path: Path):

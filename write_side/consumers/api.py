@@ -4,23 +4,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel, Field
 
 from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.bootstrap import build_application
 from write_side.consumers.domain import Consumer
 from write_side.consumers.settings import ConsumersSettings
-from write_side.kernel.api import command_metadata, install_error_handlers
+from write_side.kernel.api import (
+    Id,
+    IdInPath,
+    Strict,
+    command_metadata,
+    install_error_handlers,
+)
 from write_side.kernel.metadata import MessageMetadata, caused_by
-
-ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
-IdInPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class RegisterConsumer(Strict):

@@ -1,7 +1,5 @@
 """The consumers relay process: ``python -m write_side.consumers.relay``."""
 
-import asyncio
-import logging
 from typing import Any
 
 from eventsourcing.domain import DomainEventProtocol
@@ -9,11 +7,10 @@ from eventsourcing.domain import DomainEventProtocol
 from contracts import consumers as contract
 from contracts.base import ContractEvent
 from contracts.orders import LineItem
-from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.bootstrap import build_application
 from write_side.consumers.domain import Consumer, Verification
 from write_side.consumers.settings import ConsumersSettings
-from write_side.kernel.relay import Relay, build_relay, run_relay
+from write_side.kernel.relay import serve_relay
 
 SOURCE = "consumers"
 
@@ -39,23 +36,12 @@ def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
     raise TypeError(f"no contract mapping for domain event {type(event).__qualname__}")
 
 
-def consumers_relay(app: ConsumersApplication, settings: ConsumersSettings) -> Relay:
-    return build_relay(app, settings, source=SOURCE, topic=contract.TOPIC, to_contract=to_contract)
-
-
-async def main() -> None:
-    settings = ConsumersSettings()
-    app = build_application(settings)
-    try:
-        await run_relay(
-            consumers_relay(app, settings),
-            settings.kafka_bootstrap_servers,
-            settings.kafka_topic_partitions,
-        )
-    finally:
-        app.close()
-
-
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(main())
+    settings = ConsumersSettings()
+    serve_relay(
+        build_application(settings),
+        settings,
+        source=SOURCE,
+        topic=contract.TOPIC,
+        to_contract=to_contract,
+    )

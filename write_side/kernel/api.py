@@ -4,11 +4,24 @@ import uuid
 from typing import Annotated
 
 from eventsourcing.persistence import IntegrityError
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from write_side.kernel.errors import DomainError, NotFound
 from write_side.kernel.metadata import MessageMetadata
+
+ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+"""A business id (consumer, restaurant, menu item) in a request body."""
+IdInPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+"""The same, in a URL path."""
+
+
+class Strict(BaseModel):
+    """Request bodies refuse unknown fields: a typo is a 422, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -157,3 +157,22 @@ async def run_relay(relay: Relay, bootstrap: str, partitions: int) -> None:
         await relay.run(stopping)
     finally:
         await stop_producer(relay.producer)
+
+
+def serve_relay(
+    app: ServiceApplication,
+    settings: RelaySettings,
+    *,
+    source: str,
+    topic: str,
+    to_contract: ContractMapping,
+) -> None:
+    """The body of ``python -m write_side.<service>.relay``: run until SIGINT/SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    relay = build_relay(app, settings, source=source, topic=topic, to_contract=to_contract)
+    try:
+        asyncio.run(
+            run_relay(relay, settings.kafka_bootstrap_servers, settings.kafka_topic_partitions)
+        )
+    finally:
+        app.close()

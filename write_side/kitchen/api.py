@@ -9,18 +9,22 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Path, Request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from fastapi import Depends, FastAPI, Request
+from pydantic import AfterValidator, BaseModel, Field
 
-from write_side.kernel.api import command_metadata, install_error_handlers
+from write_side.kernel.api import (
+    Id,
+    IdInPath,
+    Strict,
+    command_metadata,
+    install_error_handlers,
+)
 from write_side.kernel.metadata import MessageMetadata, caused_by
 from write_side.kitchen.application import KitchenApplication, Saved
 from write_side.kitchen.bootstrap import build_application
 from write_side.kitchen.settings import KitchenSettings
 
-ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
-RestaurantId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+RestaurantId = IdInPath
 
 
 def _no_duplicates(menu: list[str]) -> list[str]:
@@ -31,10 +35,6 @@ def _no_duplicates(menu: list[str]) -> list[str]:
 
 
 Menu = Annotated[list[Id], Field(min_length=1, max_length=200), AfterValidator(_no_duplicates)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class RegisterRestaurant(Strict):

@@ -1,7 +1,5 @@
 """The kitchen relay process: ``python -m write_side.kitchen.relay``."""
 
-import asyncio
-import logging
 from typing import Any
 
 from eventsourcing.domain import DomainEventProtocol
@@ -9,8 +7,7 @@ from eventsourcing.domain import DomainEventProtocol
 from contracts import kitchen as contract
 from contracts.base import ContractEvent
 from contracts.orders import LineItem
-from write_side.kernel.relay import Relay, build_relay, run_relay
-from write_side.kitchen.application import KitchenApplication
+from write_side.kernel.relay import serve_relay
 from write_side.kitchen.bootstrap import build_application
 from write_side.kitchen.domain import Restaurant, Ticket
 from write_side.kitchen.settings import KitchenSettings
@@ -52,23 +49,12 @@ def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
     raise TypeError(f"no contract mapping for domain event {type(event).__qualname__}")
 
 
-def kitchen_relay(app: KitchenApplication, settings: KitchenSettings) -> Relay:
-    return build_relay(app, settings, source=SOURCE, topic=contract.TOPIC, to_contract=to_contract)
-
-
-async def main() -> None:
-    settings = KitchenSettings()
-    app = build_application(settings)
-    try:
-        await run_relay(
-            kitchen_relay(app, settings),
-            settings.kafka_bootstrap_servers,
-            settings.kafka_topic_partitions,
-        )
-    finally:
-        app.close()
-
-
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(main())
+    settings = KitchenSettings()
+    serve_relay(
+        build_application(settings),
+        settings,
+        source=SOURCE,
+        topic=contract.TOPIC,
+        to_contract=to_contract,
+    )

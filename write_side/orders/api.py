@@ -6,20 +6,19 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import Depends, FastAPI, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from contracts.consistency import ConsistencyToken
-from write_side.kernel.api import command_metadata, install_error_handlers
+from write_side.kernel.api import (
+    Id,
+    Strict,
+    command_metadata,
+    install_error_handlers,
+)
 from write_side.kernel.metadata import MessageMetadata, caused_by
 from write_side.orders.application import OrdersApplication, Saved
 from write_side.orders.bootstrap import build_application
 from write_side.orders.settings import OrdersSettings
-
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class LineItemIn(Strict):

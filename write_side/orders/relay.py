@@ -1,14 +1,12 @@
 """The orders relay process: ``python -m write_side.orders.relay``."""
 
-import asyncio
-import logging
 from typing import Any
 
 from eventsourcing.domain import DomainEventProtocol
 
 from contracts import orders as contract
 from contracts.base import ContractEvent
-from write_side.kernel.relay import Relay, build_relay, run_relay
+from write_side.kernel.relay import Relay, build_relay, serve_relay
 from write_side.orders.application import OrdersApplication
 from write_side.orders.bootstrap import build_application
 from write_side.orders.domain import Order
@@ -45,19 +43,12 @@ def orders_relay(app: OrdersApplication, settings: OrdersSettings) -> Relay:
     return build_relay(app, settings, source=SOURCE, topic=contract.TOPIC, to_contract=to_contract)
 
 
-async def main() -> None:
-    settings = OrdersSettings()
-    app = build_application(settings)
-    try:
-        await run_relay(
-            orders_relay(app, settings),
-            settings.kafka_bootstrap_servers,
-            settings.kafka_topic_partitions,
-        )
-    finally:
-        app.close()
-
-
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(main())
+    settings = OrdersSettings()
+    serve_relay(
+        build_application(settings),
+        settings,
+        source=SOURCE,
+        topic=contract.TOPIC,
+        to_contract=to_contract,
+    )

@@ -1,10 +1,8 @@
 """The accounting command API: ``uvicorn write_side.accounting.api:create_app --factory``."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from pydantic import BaseModel, Field
 
 from write_side.accounting.application import AccountingApplication
@@ -15,8 +13,8 @@ from write_side.kernel.api import (
     Id,
     IdInPath,
     Strict,
+    command_api,
     command_metadata,
-    install_error_handlers,
 )
 from write_side.kernel.metadata import MessageMetadata, caused_by
 
@@ -50,26 +48,12 @@ class AccountOut(BaseModel):
 def create_app(settings: AccountingSettings | None = None) -> FastAPI:
     settings = settings or AccountingSettings()
 
-    @asynccontextmanager
-    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-        application = build_application(settings)
-        api.state.accounting = application
-        yield
-        application.close()
-
-    api = FastAPI(title="Accounting command API", version="1", lifespan=lifespan)
-    install_error_handlers(api)
-
-    def accounting(request: Request) -> AccountingApplication:
-        application: AccountingApplication = request.app.state.accounting
-        return application
+    api, accounting = command_api(
+        "Accounting command API", "accounting", lambda: build_application(settings)
+    )
 
     Accounting = Annotated[AccountingApplication, Depends(accounting)]
     Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
-
-    @api.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @api.post("/accounts", status_code=201)
     def open_account(body: OpenAccount, app: Accounting, metadata: Metadata) -> CommandAccepted:

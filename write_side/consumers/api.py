@@ -1,10 +1,8 @@
 """The consumers command API: ``uvicorn write_side.consumers.api:create_app --factory``."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from pydantic import BaseModel, Field
 
 from write_side.consumers.application import ConsumersApplication
@@ -15,8 +13,8 @@ from write_side.kernel.api import (
     Id,
     IdInPath,
     Strict,
+    command_api,
     command_metadata,
-    install_error_handlers,
 )
 from write_side.kernel.metadata import MessageMetadata, caused_by
 
@@ -49,26 +47,12 @@ class ConsumerOut(BaseModel):
 def create_app(settings: ConsumersSettings | None = None) -> FastAPI:
     settings = settings or ConsumersSettings()
 
-    @asynccontextmanager
-    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-        application = build_application(settings)
-        api.state.consumers = application
-        yield
-        application.close()
-
-    api = FastAPI(title="Consumers command API", version="1", lifespan=lifespan)
-    install_error_handlers(api)
-
-    def consumers(request: Request) -> ConsumersApplication:
-        application: ConsumersApplication = request.app.state.consumers
-        return application
+    api, consumers = command_api(
+        "Consumers command API", "consumers", lambda: build_application(settings)
+    )
 
     Consumers = Annotated[ConsumersApplication, Depends(consumers)]
     Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
-
-    @api.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @api.post("/consumers", status_code=201)
     def register_consumer(

@@ -1,13 +1,16 @@
 """HTTP plumbing shared by the command APIs: error mapping and message metadata."""
 
 import uuid
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, TypeVar
 
 from eventsourcing.persistence import IntegrityError
 from fastapi import FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from write_side.kernel.application import ServiceApplication
 from write_side.kernel.errors import DomainError, NotFound
 from write_side.kernel.metadata import MessageMetadata
 
@@ -50,3 +53,36 @@ def command_metadata(
     """Each HTTP command is its own cause; it joins the caller's correlation if given."""
     command_id = str(uuid.uuid4())
     return MessageMetadata(correlation_id=x_correlation_id or command_id, causation_id=command_id)
+
+
+App = TypeVar("App", bound=ServiceApplication)
+
+
+def command_api(
+    title: str, service: str, open_application: Callable[[], App]
+) -> tuple[FastAPI, Callable[[Request], App]]:
+    """A command service's FastAPI app and the dependency that gives its Application.
+
+    The Application is opened once at start-up (``app.state.<service>``) and closed
+    at shutdown; domain errors map to HTTP as above; ``GET /health`` answers.
+    """
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        application = open_application()
+        setattr(api.state, service, application)
+        yield
+        application.close()
+
+    api = FastAPI(title=title, version="1", lifespan=lifespan)
+    install_error_handlers(api)
+
+    @api.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    def application(request: Request) -> App:
+        opened: App = getattr(request.app.state, service)
+        return opened
+
+    return api, application

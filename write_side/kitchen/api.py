@@ -4,20 +4,18 @@ Restaurants are registered open, so the demo can place orders at once; close the
 see the kitchen reject tickets. Tickets are made by the saga only: the API reads them.
 """
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from pydantic import AfterValidator, BaseModel, Field
 
 from write_side.kernel.api import (
     Id,
     IdInPath,
     Strict,
+    command_api,
     command_metadata,
-    install_error_handlers,
 )
 from write_side.kernel.metadata import MessageMetadata, caused_by
 from write_side.kitchen.application import KitchenApplication, Saved
@@ -80,26 +78,12 @@ class TicketOut(BaseModel):
 def create_app(settings: KitchenSettings | None = None) -> FastAPI:
     settings = settings or KitchenSettings()
 
-    @asynccontextmanager
-    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-        application = build_application(settings)
-        api.state.kitchen = application
-        yield
-        application.close()
-
-    api = FastAPI(title="Kitchen command API", version="1", lifespan=lifespan)
-    install_error_handlers(api)
-
-    def kitchen(request: Request) -> KitchenApplication:
-        application: KitchenApplication = request.app.state.kitchen
-        return application
+    api, kitchen = command_api(
+        "Kitchen command API", "kitchen", lambda: build_application(settings)
+    )
 
     Kitchen = Annotated[KitchenApplication, Depends(kitchen)]
     Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
-
-    @api.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @api.post("/restaurants", status_code=201)
     def register_restaurant(

@@ -1,19 +1,17 @@
 """The orders command API (one process): ``uvicorn write_side.orders.api:create_app --factory``."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from pydantic import BaseModel, Field
 
 from contracts.consistency import ConsistencyToken
 from write_side.kernel.api import (
     Id,
     Strict,
+    command_api,
     command_metadata,
-    install_error_handlers,
 )
 from write_side.kernel.metadata import MessageMetadata, caused_by
 from write_side.orders.application import OrdersApplication, Saved
@@ -73,26 +71,10 @@ class OrderOut(BaseModel):
 def create_app(settings: OrdersSettings | None = None) -> FastAPI:
     settings = settings or OrdersSettings()
 
-    @asynccontextmanager
-    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-        application = build_application(settings)
-        api.state.orders = application
-        yield
-        application.close()
-
-    api = FastAPI(title="Orders command API", version="1", lifespan=lifespan)
-    install_error_handlers(api)
-
-    def orders(request: Request) -> OrdersApplication:
-        application: OrdersApplication = request.app.state.orders
-        return application
+    api, orders = command_api("Orders command API", "orders", lambda: build_application(settings))
 
     Orders = Annotated[OrdersApplication, Depends(orders)]
     Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
-
-    @api.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @api.post("/orders", status_code=201)
     def place_order(body: PlaceOrder, app: Orders, metadata: Metadata) -> CommandAccepted:

@@ -169,10 +169,13 @@ def serve_relay(
 ) -> None:
     """The body of ``python -m write_side.<service>.relay``: run until SIGINT/SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    relay = build_relay(app, settings, source=source, topic=topic, to_contract=to_contract)
+
+    async def serve() -> None:
+        # aiokafka's producer must be made inside the running event loop.
+        relay = build_relay(app, settings, source=source, topic=topic, to_contract=to_contract)
+        await run_relay(relay, settings.kafka_bootstrap_servers, settings.kafka_topic_partitions)
+
     try:
-        asyncio.run(
-            run_relay(relay, settings.kafka_bootstrap_servers, settings.kafka_topic_partitions)
-        )
+        asyncio.run(serve())
     finally:
         app.close()

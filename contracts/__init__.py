@@ -6,6 +6,6 @@ of the type on the wire (``orders.OrderCreated.v1``); every message travels in t
 """
 
 from contracts.envelope import Envelope
-from contracts.registry import ContractError, decode_envelope, event_type, parse_data
+from contracts.registry import ContractError, decode_envelope, parse_data
 
-__all__ = ["ContractError", "Envelope", "decode_envelope", "event_type", "parse_data"]
+__all__ = ["ContractError", "Envelope", "decode_envelope", "parse_data"]

@@ -24,10 +24,6 @@ def is_known_type(type_: str) -> bool:
     return type_ in _MODELS
 
 
-def event_type(model: type[ContractEvent]) -> str:
-    return model.type()
-
-
 def decode_envelope(raw: bytes | None) -> Envelope:
     if raw is None:
         raise ContractError("empty message (no value)")

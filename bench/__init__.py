@@ -1,0 +1,1 @@
+"""The benchmark suite (`make bench`): every scenario beside a raw baseline, in one run."""

@@ -218,7 +218,8 @@ def _one_per_origin(letters: Sequence[DeadLetter]) -> list[Planned]:
     for letter in letters:
         if letter.origin in first:
             print(
-                f"{letter.id} is {first[letter.origin].id}'s message ({letter.origin}): sent once"
+                f"{letter.id} holds the same message as {first[letter.origin].id} "
+                f"({letter.origin}): sent once"
             )
         else:
             first[letter.origin] = letter

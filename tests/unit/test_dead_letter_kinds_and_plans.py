@@ -18,18 +18,19 @@ from devstack.dead_letters import (
 )
 from write_side.kernel.messaging import reason_kind
 
+ORDER_ID = "0b8a3c52-6f0e-4c6e-9d65-7d1c8f3b2a10"
 CREATED = Envelope(
     id="e",
     type="orders.OrderCreated.v1",
     source="orders",
-    subject="o-1",
+    subject=ORDER_ID,
     time=datetime(2026, 1, 1, tzinfo=UTC),
     correlationid="c",
     causationid="c",
     sequence=1,
     aggregateversion=1,
     data={
-        "order_id": "o-1",
+        "order_id": ORDER_ID,
         "customer_id": "c-1",
         "restaurant_id": "r-1",
         "delivery_address": "1 Main St",
@@ -56,10 +57,11 @@ def reason_of(envelope: Envelope | bytes | None, accepts: tuple = (orders.OrderC
         (CREATED.model_copy(update={"type": "orders.OrderShipped.v1"}), "unknown-type"),
         (CREATED.model_copy(update={"type": "orders.OrderCreated.v99"}), "unsupported-version"),
         (CREATED.model_copy(update={"type": "orders.OrderApproved.v1"}), "unsupported-type"),
-        (CREATED.model_copy(update={"data": {"order_id": "o-1"}}), "schema-violation"),
+        (CREATED.model_copy(update={"data": {"order_id": ORDER_ID}}), "schema-violation"),
     ],
 )
 def test_each_refusal_of_the_contracts_has_its_kind(message: object, kind: str) -> None:
+    assert parse_data(CREATED, (orders.OrderCreated,)), "only the change makes it poison"
     assert reason_kind(reason_of(message)) == kind
 
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Self
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -37,6 +38,8 @@ from write_side.kernel.messaging import (
     reason_kind,
 )
 
+log = logging.getLogger(__name__)
+
 REPUBLISHED_SUFFIX = ".republished"
 PROVENANCE_HEADER = "dlq_republished_from"
 """On a re-published copy: the id of the dead letter it was made from."""
@@ -48,22 +51,23 @@ class DeadLetterError(Exception):
     """Bad input (an id that names no dead letter, a second re-publish): nothing was sent."""
 
 
-def records_topic(dead_letter_topic: str) -> str:
-    """Where the re-publications of a dead-letter topic's letters are recorded."""
-    return f"{dead_letter_topic}{REPUBLISHED_SUFFIX}"
+def records_topic(topic: str) -> str:
+    """Where the re-publications of the dead letters of ``topic`` (a dead-letter topic)
+    are recorded."""
+    return f"{topic}{REPUBLISHED_SUFFIX}"
 
 
 def parse_id(text: str) -> tuple[str, int, int]:
     """``orders.dead-letters:0:12`` → ``("orders.dead-letters", 0, 12)``."""
-    topic, _, rest = text.rpartition(":")
+    topic, _, offset = text.rpartition(":")
     topic, _, partition = topic.rpartition(":")
-    if not topic.endswith(DEAD_LETTER_SUFFIX) or not partition.isdigit() or not rest.isdigit():
+    if not topic.endswith(DEAD_LETTER_SUFFIX) or not partition.isdigit() or not offset.isdigit():
         raise DeadLetterError(
             f"{text!r} is not a dead letter id: "
             f"expected <topic>{DEAD_LETTER_SUFFIX}:<partition>:<offset>, "
             f"e.g. orders{DEAD_LETTER_SUFFIX}:0:12"
         )
-    return topic, int(partition), int(rest)
+    return topic, int(partition), int(offset)
 
 
 def safe_text(raw: bytes) -> str:
@@ -175,11 +179,13 @@ class Republication:
     by: str
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.__dict__).encode()
+        return json.dumps(asdict(self)).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Republication:
-        return cls(**json.loads(raw))
+        """Fields added by a later version are ignored."""
+        data = json.loads(raw)
+        return cls(**{field.name: str(data[field.name]) for field in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -279,7 +285,12 @@ class DeadLetterTopics:
         partitions = await self.partitions(records_topic(t) for t in dead_letter_topics)
         found: dict[str, list[Republication]] = defaultdict(list)
         for record in await self._read_to_end(partitions):
-            republication = Republication.from_bytes(record.value or b"{}")
+            try:
+                republication = Republication.from_bytes(record.value or b"")
+            except (ValueError, TypeError, KeyError) as error:
+                where = f"{record.topic}[{record.partition}]@{record.offset}"
+                log.warning("skipping %s, not a re-publication record: %r", where, error)
+                continue
             found[republication.origin].append(republication)
         return found
 
@@ -352,7 +363,7 @@ def _operator() -> str:
 
 
 def counts(
-    letters: Iterable[DeadLetter], republished: dict[str, Any]
+    letters: Iterable[DeadLetter], republished: Mapping[str, object]
 ) -> dict[tuple[str, str], tuple[int, int]]:
     """(consumer, reason kind) → (dead letters, of which re-published)."""
     totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])

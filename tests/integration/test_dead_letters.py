@@ -12,6 +12,7 @@ fixed release would end by consuming it. A message that lacked *data* (a ticket'
 approval before its creation) is consumed once the data is there, then re-published.
 """
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -249,7 +250,10 @@ async def test_republish_sends_the_original_back_once_and_dry_run_sends_nothing(
     code, out = stack.cli(capsys, "republish", *ids)
     assert code == 0, out
     assert await end_offsets(stack.bootstrap, "orders") != before
-    republished_as = out.split(" as ")[1].strip()
+    assert f"{ids[1]} holds the same message as {ids[0]}" in out, out
+    sent = re.search(rf"^re-published {ids[0]} as (\S+)$", out, re.MULTILINE)
+    assert sent, out
+    republished_as = sent[1]
     copy = await read_one(stack.bootstrap, "orders", republished_as)
     original = violations[0]
     assert (copy.key, copy.value) == (original.key, original.value)

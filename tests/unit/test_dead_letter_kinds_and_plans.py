@@ -1,5 +1,6 @@
 """Dead letters without a broker: reason kinds, ids, and what a re-publish sends."""
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -12,6 +13,7 @@ from devstack.dead_letters import (
     DeadLetter,
     DeadLetterError,
     Filter,
+    Republication,
     parse_id,
     plan,
     safe_text,
@@ -133,3 +135,12 @@ def test_the_topic_filter_takes_the_original_or_the_dead_letter_topic() -> None:
     assert Filter(topic="orders").topics(existing) == ["orders.dead-letters"]
     assert Filter(topic="orders.dead-letters").topics(existing) == ["orders.dead-letters"]
     assert Filter(topic="nope").topics(existing) == []
+
+
+def test_a_republication_record_reads_back_and_ignores_fields_added_later() -> None:
+    record = Republication("orders.dead-letters:0:7", "orders[3]@41", "orders[3]@90", "t", "ann")
+    assert Republication.from_bytes(record.to_bytes()) == record
+    newer = json.dumps({**json.loads(record.to_bytes()), "ticket": "OPS-12"}).encode()
+    assert Republication.from_bytes(newer) == record
+    with pytest.raises(KeyError):
+        Republication.from_bytes(b'{"dead_letter": "x"}')

@@ -28,6 +28,7 @@ from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
 from devstack.cli import main
 from devstack.dead_letters import PROVENANCE_HEADER, DeadLetter, DeadLetterTopics, Filter
+from devstack.run import stack_topics
 from devstack.servers import KafkaBroker
 from tests import processes
 from tests.integration.kafka_reading import read_all
@@ -116,9 +117,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, mongo_url: str) -> Asy
     log_dir = tmp_path_factory.mktemp("dead-letters")
     broker = KafkaBroker(log_dir / "kafka").start()
     database = f"dead_letters_{uuid.uuid4().hex[:8]}"
-    topics = {topic: 4 for topic in ("orders", "consumers", "kitchen", "accounting")}
-    topics.update({f"{topic}.dead-letters": 1 for topic in topics})
-    await ensure_topics(broker.bootstrap, topics)
+    await ensure_topics(broker.bootstrap, stack_topics(partitions=4))
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
         "MONGODB_URL": mongo_url,

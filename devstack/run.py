@@ -25,6 +25,7 @@ from types import FrameType
 from aiokafka.errors import KafkaError
 
 from contracts import accounting, consumers, kitchen, orders
+from devstack.dead_letters import records_topic
 from devstack.servers import (
     REPO_ROOT,
     KafkaBroker,
@@ -42,6 +43,8 @@ SERVICES = ("orders", "consumers", "kitchen", "accounting")
 """The createOrder saga's services; each publishes to the topic of its name."""
 SERVICE_TOPICS = (orders.TOPIC, consumers.TOPIC, kitchen.TOPIC, accounting.TOPIC)
 DEAD_LETTER_TOPICS = tuple(dead_letter_topic(topic) for topic in SERVICE_TOPICS)
+REPUBLISHED_TOPICS = tuple(records_topic(topic) for topic in DEAD_LETTER_TOPICS)
+"""Where `cqrs dead-letters republish` records what it sent back (ADR 12)."""
 API_PORTS = {
     "ORDERS_API_PORT": "8000",
     "QUERY_API_PORT": "8001",
@@ -196,9 +199,11 @@ def _stop_server(server: ManagedServer, what: str) -> None:
 
 
 def stack_topics(partitions: int) -> dict[str, int]:
-    """Every service's topic with `partitions`, and its dead-letter topic with 1."""
+    """Every service's topic with `partitions`; its dead-letter topic and the record of
+    re-published dead letters with 1."""
     topics = dict.fromkeys(SERVICE_TOPICS, partitions)
     topics.update(dict.fromkeys(DEAD_LETTER_TOPICS, 1))
+    topics.update(dict.fromkeys(REPUBLISHED_TOPICS, 1))
     return topics
 
 
@@ -220,7 +225,8 @@ def create_stack_topics(bootstrap: str, partitions: int, timeout: float = 30.0) 
             time.sleep(1)
     say(
         f"topics {', '.join(SERVICE_TOPICS)} ({partitions} partitions), "
-        f"{', '.join(DEAD_LETTER_TOPICS)} (1) on {bootstrap}"
+        f"{', '.join(DEAD_LETTER_TOPICS)} (1) on {bootstrap}, "
+        "and their <dead-letter topic>.republished records (1)"
     )
 
 

@@ -12,7 +12,6 @@ there first (two workers on one partition during a rebalance), the batch is
 reloaded and applied again, which the version guard makes safe.
 """
 
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,8 +23,6 @@ from contracts.envelope import Envelope
 from contracts.registry import ContractError, decode_envelope, is_known_type, parse_data
 from projections.projection import Document, Projection, ProjectionError
 from write_side.kernel.messaging import ConsumedMessage, DeadLetters
-
-log = logging.getLogger(__name__)
 
 PROGRESS_COLLECTION = "projection_progress"
 _DUPLICATE_KEY = 11000
@@ -77,14 +74,6 @@ class ProjectionRunner:
 
         rejected += rejected_by_apply
         if rejected:
-            for message, reason in rejected:
-                log.warning(
-                    "dead-lettering %s[%d]@%d: %s",
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    reason,
-                )
             await self.dead_letters.send(rejected)
         await self._record_progress(messages, readable)
 
@@ -109,7 +98,7 @@ class ProjectionRunner:
             try:
                 new = self.projection.apply(document, envelope, event)
             except ProjectionError as error:
-                rejected.append((message, str(error)))
+                rejected.append((message, f"projection failed: {error}"))
                 continue
             applied[source] = envelope.aggregateversion
             new.update(_id=key, _applied=applied)

@@ -167,7 +167,7 @@ def test_default_environment_follows_the_ports() -> None:
         assert defaults[f"{service.upper()}_DATABASE_URL"] == f"sqlite:///var/{service}.db"
 
 
-def test_stack_topics_are_every_service_topic_and_its_dead_letters() -> None:
+def test_stack_topics_are_every_service_topic_its_dead_letters_and_their_records() -> None:
     assert stack_topics(3) == {
         "orders": 3,
         "consumers": 3,
@@ -177,6 +177,10 @@ def test_stack_topics_are_every_service_topic_and_its_dead_letters() -> None:
         "consumers.dead-letters": 1,
         "kitchen.dead-letters": 1,
         "accounting.dead-letters": 1,
+        "orders.dead-letters.republished": 1,
+        "consumers.dead-letters.republished": 1,
+        "kitchen.dead-letters.republished": 1,
+        "accounting.dead-letters.republished": 1,
     }
 
 

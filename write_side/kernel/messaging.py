@@ -1,10 +1,30 @@
 """Consumed messages and dead letters, shared by projections and saga reactions."""
 
+import logging
+import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_HEADER_PREFIX = "dlq_"
+"""Every header a dead letter adds starts with it; re-publishing removes them all."""
+
+REASON_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("reaction-failed", re.compile(r"reaction failed: ")),
+    ("projection-failed", re.compile(r"projection failed: ")),
+    ("malformed", re.compile(r"empty message|not a valid envelope")),
+    ("unknown-type", re.compile(r"unknown event type")),
+    ("unsupported-version", re.compile(r"unsupported version")),
+    ("unsupported-type", re.compile(r"unsupported event type")),
+    ("schema-violation", re.compile(r"\S+ violates its contract")),
+)
+"""Reason kind → how the reasons of ``contracts.registry``, the reactor and the
+projection runtime begin; the first that matches wins."""
 
 
 @dataclass(frozen=True)
@@ -32,24 +52,46 @@ class ConsumedMessage:
         )
 
 
+DEAD_LETTER_SUFFIX = ".dead-letters"
+
+
 def dead_letter_topic(topic: str) -> str:
-    return f"{topic}.dead-letters"
+    return f"{topic}{DEAD_LETTER_SUFFIX}"
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a dead letter's reason, for counting: ``malformed``,
+    ``unknown-type``, ``unsupported-version``, ``unsupported-type``,
+    ``schema-violation``, ``reaction-failed``, ``projection-failed``; ``other`` for
+    a reason none of these phrases names."""
+    for kind, pattern in REASON_KINDS:
+        if pattern.match(reason):
+            return kind
+    return "other"
 
 
 class DeadLetters:
     """Sends rejected messages to ``<topic>.dead-letters``: original key, bytes and
-    headers, plus ``dlq_*`` headers saying who rejected it, why, and where it was."""
+    headers, plus ``dlq_*`` headers saying who rejected it, why, and where it was.
+
+    ``counts`` holds this process's dead letters per (source topic, reason kind);
+    each one is logged with the running total. The topics hold the durable count
+    (``cqrs dead-letters stats``).
+    """
 
     def __init__(self, producer: AIOKafkaProducer, consumer: str):
         self.producer = producer
         self.consumer = consumer
+        self.counts: Counter[tuple[str, str]] = Counter()
 
     async def send(self, rejected: list[tuple[ConsumedMessage, str]]) -> None:
         acks = []
         for message, reason in rejected:
+            kind = reason_kind(reason)
             headers = [
                 *message.headers,
                 ("dlq_reason", reason.encode()),
+                ("dlq_reason_kind", kind.encode()),
                 ("dlq_consumer", self.consumer.encode()),
                 ("dlq_topic", message.topic.encode()),
                 ("dlq_partition", str(message.partition).encode()),
@@ -66,3 +108,19 @@ class DeadLetters:
             )
         for ack in acks:
             await ack
+        for message, reason in rejected:
+            self.counts[(message.topic, reason_kind(reason))] += 1
+            log.warning(
+                "%s dead-lettered %s[%d]@%d (%s): %s; dead letters so far: %s",
+                self.consumer,
+                message.topic,
+                message.partition,
+                message.offset,
+                reason_kind(reason),
+                reason,
+                self.summary(),
+            )
+
+    def summary(self) -> str:
+        """``orders/malformed=2, orders/unknown-type=1``: this process's counts."""
+        return ", ".join(f"{topic}/{kind}={n}" for (topic, kind), n in sorted(self.counts.items()))

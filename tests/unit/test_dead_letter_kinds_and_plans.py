@@ -1,0 +1,146 @@
+"""Dead letters without a broker: reason kinds, ids, and what a re-publish sends."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from contracts import orders
+from contracts.envelope import Envelope
+from contracts.registry import ContractError, decode_envelope, parse_data
+from devstack.dead_letters import (
+    PROVENANCE_HEADER,
+    DeadLetter,
+    DeadLetterError,
+    Filter,
+    Republication,
+    parse_id,
+    plan,
+    safe_text,
+)
+from write_side.kernel.messaging import reason_kind
+
+ORDER_ID = "0b8a3c52-6f0e-4c6e-9d65-7d1c8f3b2a10"
+CREATED = Envelope(
+    id="e",
+    type="orders.OrderCreated.v1",
+    source="orders",
+    subject=ORDER_ID,
+    time=datetime(2026, 1, 1, tzinfo=UTC),
+    correlationid="c",
+    causationid="c",
+    sequence=1,
+    aggregateversion=1,
+    data={
+        "order_id": ORDER_ID,
+        "customer_id": "c-1",
+        "restaurant_id": "r-1",
+        "delivery_address": "1 Main St",
+        "line_items": [{"menu_item_id": "pizza", "quantity": 1, "unit_price_cents": 100}],
+        "total_cents": 100,
+    },
+)
+
+
+def reason_of(envelope: Envelope | bytes | None, accepts: tuple = (orders.OrderCreated,)) -> str:
+    """The reason a consumer of ``accepts`` gives for these bytes (as the runtimes do)."""
+    raw = envelope.to_bytes() if isinstance(envelope, Envelope) else envelope
+    with pytest.raises(ContractError) as refused:
+        parse_data(decode_envelope(raw), accepts)
+    return str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        (None, "malformed"),
+        (b"\x00garbage", "malformed"),
+        (b'{"specversion": "1.0"}', "malformed"),
+        (CREATED.model_copy(update={"type": "orders.OrderShipped.v1"}), "unknown-type"),
+        (CREATED.model_copy(update={"type": "orders.OrderCreated.v99"}), "unsupported-version"),
+        (CREATED.model_copy(update={"type": "orders.OrderApproved.v1"}), "unsupported-type"),
+        (CREATED.model_copy(update={"data": {"order_id": ORDER_ID}}), "schema-violation"),
+    ],
+)
+def test_each_refusal_of_the_contracts_has_its_kind(message: object, kind: str) -> None:
+    assert parse_data(CREATED, (orders.OrderCreated,)), "only the change makes it poison"
+    assert reason_kind(reason_of(message)) == kind
+
+
+def test_a_consumer_own_refusals_have_their_kind_whatever_the_error_says() -> None:
+    assert reason_kind("reaction failed: NotFound: unknown event type x") == "reaction-failed"
+    assert reason_kind("projection failed: TicketApproved for ticket t never created") == (
+        "projection-failed"
+    )
+    assert reason_kind("the disk is on fire") == "other"
+
+
+def test_a_dead_letter_id_names_topic_partition_and_offset() -> None:
+    assert parse_id("orders.dead-letters:0:12") == ("orders.dead-letters", 0, 12)
+    assert parse_id("a.b:c.dead-letters:3:4") == ("a.b:c.dead-letters", 3, 4)
+    for bad in ("orders:0:12", "orders.dead-letters:0", "orders.dead-letters:x:1", "12"):
+        with pytest.raises(DeadLetterError, match="not a dead letter id"):
+            parse_id(bad)
+
+
+def letter(headers: tuple[tuple[str, bytes], ...]) -> DeadLetter:
+    return DeadLetter("orders.dead-letters", 0, 7, b"o-1", b"bytes", headers)
+
+
+def test_republishing_sends_the_original_back_with_its_provenance() -> None:
+    dead = letter(
+        (
+            ("ce_type", b"orders.OrderCreated.v1"),
+            (PROVENANCE_HEADER, b"orders.dead-letters:0:2"),  # it was re-published once
+            ("dlq_reason", b"not a valid envelope: x"),
+            ("dlq_consumer", b"orders-saga"),
+            ("dlq_topic", b"orders"),
+            ("dlq_partition", b"3"),
+            ("dlq_offset", b"41"),
+        )
+    )
+    planned = plan(dead)
+    assert (planned.topic, planned.partition, planned.key, planned.value) == (
+        "orders",
+        3,
+        b"o-1",
+        b"bytes",
+    )
+    assert planned.headers == (
+        ("ce_type", b"orders.OrderCreated.v1"),
+        (PROVENANCE_HEADER, b"orders.dead-letters:0:7"),
+    )
+    assert (dead.origin, dead.consumer, dead.kind) == ("orders[3]@41", "orders-saga", "malformed")
+
+
+def test_a_record_without_the_dead_letter_headers_is_not_republished() -> None:
+    with pytest.raises(DeadLetterError, match="not a dead letter"):
+        plan(letter((("ce_type", b"x"),)))
+
+
+def test_bytes_are_shown_without_control_characters() -> None:
+    assert safe_text(b"orders-saga") == "orders-saga"
+    assert safe_text(b"\x00garbage\x1b[2J") == r"b'\x00garbage\x1b[2J'"
+    assert safe_text(b"\xff\xfe") == r"b'\xff\xfe'"
+
+
+def test_the_topic_filter_takes_the_original_or_the_dead_letter_topic() -> None:
+    existing = [
+        "orders",
+        "orders.dead-letters",
+        "kitchen.dead-letters",
+        "x.dead-letters.republished",
+    ]
+    assert Filter().topics(existing) == ["kitchen.dead-letters", "orders.dead-letters"]
+    assert Filter(topic="orders").topics(existing) == ["orders.dead-letters"]
+    assert Filter(topic="orders.dead-letters").topics(existing) == ["orders.dead-letters"]
+    assert Filter(topic="nope").topics(existing) == []
+
+
+def test_a_republication_record_reads_back_and_ignores_fields_added_later() -> None:
+    record = Republication("orders.dead-letters:0:7", "orders[3]@41", "orders[3]@90", "t", "ann")
+    assert Republication.from_bytes(record.to_bytes()) == record
+    newer = json.dumps({**json.loads(record.to_bytes()), "ticket": "OPS-12"}).encode()
+    assert Republication.from_bytes(newer) == record
+    with pytest.raises(KeyError):
+        Republication.from_bytes(b'{"dead_letter": "x"}')

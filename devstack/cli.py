@@ -10,10 +10,11 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from devstack import run
+from devstack.scaffold import commands as scaffold
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-REGISTRARS: list[Registrar] = [run.register]
+REGISTRARS: list[Registrar] = [run.register, scaffold.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

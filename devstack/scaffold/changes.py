@@ -142,10 +142,14 @@ def check(root: Path, changes: Changes) -> None:
         )
     for insertion in changes.insertions:
         path = root / insertion.path
-        if not path.is_file():
+        if insertion.path in changes.files:
+            text = changes.files[insertion.path]  # a new file that gets entries too
+        elif path.is_file():
+            text = path.read_text()
+        else:
             raise ScaffoldError(f"{insertion.path} is missing; nothing was changed")
         if insertion.slot is not None:
-            _marker_index(path.read_text().splitlines(), insertion.slot, insertion.path)
+            _marker_index(text.splitlines(), insertion.slot, insertion.path)
 
 
 @contextlib.contextmanager

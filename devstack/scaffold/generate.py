@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import ast
+import keyword
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import jinja2
 
 from devstack.scaffold import names
 from devstack.scaffold.changes import Changes, ScaffoldError, Step, Transaction
@@ -174,6 +180,238 @@ def compose_services(domain: str, port: int) -> str:
   <<: *app
   environment: *{domain}-environment
   command: ["python", "-m", "write_side.{domain}.relay"]
+  depends_on:
+    <<: *after-api
+    {domain}-api:
+      condition: service_healthy
+
+"""
+
+
+@dataclass(frozen=True)
+class Domain:
+    """What the generator needs to know of an existing (generated) domain."""
+
+    name: str
+    aggregate: str
+    fields: list[names.Field]
+
+    @property
+    def aggregate_var(self) -> str:
+        return names.snake_case(self.aggregate)
+
+    @property
+    def answers(self) -> dict[str, Any]:
+        return {
+            "domain": self.name,
+            "service_class": names.camel_case(self.name),
+            "aggregate": self.aggregate,
+            "aggregate_var": self.aggregate_var,
+        }
+
+    @classmethod
+    def read(cls, root: Path, name: str) -> Domain:
+        """The domain's aggregate and creation fields, read from its domain.py."""
+        require_project(root)
+        path = root / "write_side" / name / "domain.py"
+        if not path.is_file():
+            raise ScaffoldError(f"no domain {name!r} (write_side/{name}/domain.py is missing)")
+        for node in ast.parse(path.read_text()).body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            if not any(ast.unparse(base) == "Aggregate" for base in node.bases):
+                continue
+            for inner in node.body:
+                if isinstance(inner, ast.ClassDef) and inner.name == "Created":
+                    fields = [
+                        names.Field(item.target.id, ast.unparse(item.annotation))
+                        for item in inner.body
+                        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+                    ]
+                    return cls(name, node.name, fields)
+        raise ScaffoldError(
+            f"write_side/{name}/domain.py has no Aggregate with a Created event: "
+            "only domains made by `cqrs new-domain` can be extended"
+        )
+
+
+def snippet(name: str, answers: dict[str, Any]) -> str:
+    """One entry for an existing file, from ``templates/snippets/<name>.jinja``."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES / "snippets"),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return environment.get_template(f"{name}.jinja").render(answers)
+
+
+def new_event(
+    root: Path, domain_name: str, event: str, field_specs: list[str], command: str | None
+) -> Changes:
+    domain = Domain.read(root, domain_name)
+    event = names.class_name(event, "event")
+    short = event.removeprefix(domain.aggregate) or event
+    if not names.CAMEL.fullmatch(short):
+        short = event
+    short_var = names.snake_case(short)
+    command = command or f"record_{short_var}"
+    if not names.SNAKE.fullmatch(command) or keyword.iskeyword(command):
+        raise names.InvalidName(f"command {command!r} must be a lower snake case identifier")
+    contract_source = (root / "contracts" / f"{domain.name}.py").read_text()
+    domain_source = (root / "write_side" / domain.name / "domain.py").read_text()
+    if re.search(rf"^class {event}\(", contract_source, re.MULTILINE):
+        raise ScaffoldError(f"contracts/{domain.name}.py has an event {event} already")
+    if re.search(rf"^\s+class {short}\(|^\s+def {command}\(", domain_source, re.MULTILINE):
+        raise ScaffoldError(
+            f"{domain.aggregate} has a {short} event or a {command} command already"
+        )
+    fields = names.parse_fields(field_specs, taken=frozenset({f"{domain.aggregate_var}_id"}))
+    known = {field.name for field in domain.fields}
+    answers = {
+        **domain.answers,
+        "event": event,
+        "short": short,
+        "short_var": short_var,
+        "command": command,
+        "command_class": names.camel_case(command),
+        "create_example": "{"
+        + ", ".join(f'"{field.name}": {field.example}' for field in domain.fields)
+        + "}",
+        "fields": [{**field.as_answer(), "new": field.name not in known} for field in fields],
+    }
+    changes = Changes(files=render("event", answers))
+    service = f"write_side/{domain.name}"
+    changes.insert(f"{service}/domain.py", snippet("domain_event", answers), "domain events")
+    changes.insert(f"{service}/domain.py", snippet("domain_command", answers), "commands")
+    changes.insert(f"{service}/application.py", snippet("application_command", answers), "commands")
+    changes.insert(f"{service}/api.py", snippet("api_body", answers), "command bodies")
+    changes.insert(f"{service}/api.py", snippet("api_route", answers), "command routes")
+    changes.insert(f"{service}/relay.py", snippet("relay_mapping", answers), "contract mappings")
+    changes.insert(
+        f"contracts/{domain.name}.py", snippet("contract_event", answers), "contract events"
+    )
+    changes.insert(f"contracts/{domain.name}.py", f"{event},", "events")
+    changes.insert(
+        f"projections/{domain.name}.py", snippet("projection_handler", answers), "event handlers"
+    )
+    changes.insert(
+        f"read_side/{domain.name}.py", snippet("read_model_fields", answers), "document fields"
+    )
+    changes.after += [write_contract_schemas(domain.name), format_python]
+    return changes
+
+
+def _create_example(domain: Domain) -> str:
+    return "{" + ", ".join(f'"{field.name}": {field.example}' for field in domain.fields) + "}"
+
+
+def new_projection(root: Path, domain_name: str, projection: str) -> Changes:
+    domain = Domain.read(root, domain_name)
+    projection = names.domain_name(projection)
+    if (root / "projections" / f"{projection}.py").exists():
+        raise ScaffoldError(f"projections/{projection}.py exists already; nothing was changed")
+    answers = {
+        **domain.answers,
+        "projection": projection,
+        "create_example": _create_example(domain),
+    }
+    constant = projection.upper()
+    changes = Changes(files=render("projection", answers))
+    changes.insert(
+        "projections/worker.py",
+        f"from projections.{projection} import {constant}",
+        "projection imports",
+    )
+    changes.insert("projections/worker.py", f"register({constant})", "projections")
+    changes.after.append(format_python)
+    return changes
+
+
+def contract_fields(root: Path, source: str, event: str) -> dict[str, str]:
+    """The fields (name → annotation) of ``contracts/<source>.py``'s ``event``."""
+    path = root / "contracts" / f"{source}.py"
+    if not path.is_file():
+        raise ScaffoldError(f"no service {source!r} (contracts/{source}.py is missing)")
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ClassDef) and node.name == event:
+            return {
+                item.target.id: ast.unparse(item.annotation)
+                for item in node.body
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+            }
+    raise ScaffoldError(f"contracts/{source}.py has no event {event!r}")
+
+
+def new_reaction(root: Path, domain_name: str, on: str) -> Changes:
+    domain = Domain.read(root, domain_name)
+    source, _, event = on.partition(".")
+    if not event:
+        raise names.InvalidName(f"--on {on!r} must be service.EventName (e.g. orders.OrderCreated)")
+    if source == domain.name:
+        raise names.InvalidName("a reaction is to another service's event")
+    published = contract_fields(root, source, event)
+    missing = [field.name for field in domain.fields if field.name not in published]
+    if missing:
+        raise ScaffoldError(
+            f"the reaction makes a {domain.aggregate} from {on}, which has no "
+            f"{', '.join(missing)}: give the domain fields that {event} carries "
+            f"({', '.join(published)})"
+        )
+    event_var = names.snake_case(event)
+    saga = root / "write_side" / domain.name / "saga.py"
+    saga_source = saga.read_text() if saga.exists() else ""
+    if f"def on_{event_var}(" in saga_source:
+        raise ScaffoldError(f"write_side/{domain.name}/saga.py reacts to {on} already")
+    first = not saga.exists()
+    answers = {
+        **domain.answers,
+        "source": source,
+        "event": event,
+        "event_var": event_var,
+        "first_reaction": first,
+        "create_example": _create_example(domain),
+        "fields": [field.as_answer() for field in domain.fields],
+    }
+    changes = Changes(files=render("reaction", answers))
+    service = f"write_side/{domain.name}"
+    if f"from contracts import {source}\n" not in saga_source:
+        changes.insert(f"{service}/saga.py", f"from contracts import {source}", "contract imports")
+    changes.insert(f"{service}/saga.py", snippet("reaction_handler", answers), "reaction handlers")
+    changes.insert(
+        f"{service}/saga.py", f"Reaction({source}.{event}, on_{event_var}),", "reactions"
+    )
+    if f"{source}.TOPIC," not in saga_source:
+        changes.insert(f"{service}/saga.py", f"{source}.TOPIC,", "reaction topics")
+    if first:
+        changes.insert(f"{service}/domain.py", "from uuid import UUID", "imports")
+        changes.insert(
+            f"{service}/domain.py", snippet("domain_create_with_id", answers), "commands"
+        )
+        changes.insert(
+            f"{service}/application.py",
+            f"from uuid import uuid5\n\nREACTION_NAMESPACE = UUID({str(uuid.uuid4())!r})",
+            "imports",
+        )
+        changes.insert(
+            f"{service}/application.py", snippet("application_create_for", answers), "commands"
+        )
+        changes.insert(
+            "Procfile",
+            f"{domain.name}-saga: exec faust -A write_side.{domain.name}.saga:app worker "
+            "--without-web --loglevel=warn",
+        )
+        changes.insert("docker-compose.yml", compose_saga(domain.name), "services")
+    changes.after.append(format_python)
+    return changes
+
+
+def compose_saga(domain: str) -> str:
+    return f"""{domain}-saga:
+  <<: *app
+  environment: *{domain}-environment
+  command: ["faust", "-A", "write_side.{domain}.saga:app", "worker", "--without-web", "--loglevel=info"]
   depends_on:
     <<: *after-api
     {domain}-api:

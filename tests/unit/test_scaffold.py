@@ -95,7 +95,9 @@ def test_an_existing_domain_is_refused_and_nothing_changes(root: Path, capsys) -
 def test_dry_run_prints_every_change_and_changes_nothing(root: Path, capsys) -> None:
     before = snapshot(root)
 
-    code = main(["new-domain", "shipments", "--field", "title:str", "--dry-run", "--root", str(root)])
+    code = main(
+        ["new-domain", "shipments", "--field", "title:str", "--dry-run", "--root", str(root)]
+    )
 
     out = capsys.readouterr().out
     assert code == 0
@@ -158,7 +160,9 @@ def test_entries_go_above_their_marker_with_its_indentation(root: Path) -> None:
 
     registry = (root / "contracts" / "registry.py").read_text()
     assert "    accounting,\n    shipments,\n    # cqrs-scaffold: service contracts\n" in registry
-    assert (root / "Procfile").read_text().endswith(
-        "shipments-relay: exec python -m write_side.shipments.relay\n"
+    assert (
+        (root / "Procfile")
+        .read_text()
+        .endswith("shipments-relay: exec python -m write_side.shipments.relay\n")
     )
     assert '"SHIPMENTS_API_PORT": "8005",' in (root / "devstack" / "run.py").read_text()

@@ -157,6 +157,7 @@ def compose_services(domain: str, port: int) -> str:
     upper = domain.upper()
     title = f"# {'-' * (78 - len(domain))} {domain}"
     return f"""{title}
+# Other containers call its command API at {upper}_API_URL=http://{domain}-api:{port}.
 {domain}-api:
   <<: *app
   environment: &{domain}-environment

@@ -12,6 +12,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from devstack.servers import REPO_ROOT, SECANTUS_VENV
 
@@ -55,6 +58,11 @@ def run_in(copy: Path, *argv: str, timeout: float = 180) -> subprocess.Completed
     )
 
 
+def compose_services(copy: Path) -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load((copy / "docker-compose.yml").read_text())["services"]
+    return services
+
+
 def test_a_generated_domain_passes_the_checks_and_its_tests_end_to_end(tmp_path: Path) -> None:
     copy = repository_copy(tmp_path / "repo")
     started = time.monotonic()
@@ -62,8 +70,8 @@ def test_a_generated_domain_passes_the_checks_and_its_tests_end_to_end(tmp_path:
     generated = run_in(
         copy,
         *("-m", "devstack", "new-domain", "shipments", "--aggregate", "Shipment"),
-        *("--field", "title:str", "--field", "weight_kg:float"),
-        *("--field", "parcels:int", "--field", "express:bool"),
+        *("--field", "delivery_address:str", "--field", "total_cents:int"),
+        *("--field", "weight_kg:float", "--field", "express:bool"),
     )
     assert generated.returncode == 0, generated.stdout + generated.stderr
     assert all((copy / path).exists() for path in GENERATED)
@@ -71,20 +79,87 @@ def test_a_generated_domain_passes_the_checks_and_its_tests_end_to_end(tmp_path:
         "ShipmentClosed.v1.json",
         "ShipmentCreated.v1.json",
     ]
+    checks_and_tests(copy, GENERATED, ["tests/integration/test_compose.py"])
+    print(f"new-domain → its tests passed in {time.monotonic() - started:.1f} s")
 
+    services = compose_services(copy)
+    api, relay = services["shipments-api"], services["shipments-relay"]
+    assert api["environment"]["SHIPMENTS_DATABASE_URL"].endswith("/shipments")
+    assert relay["environment"] == api["environment"]
+    assert "KAFKA_BOOTSTRAP_SERVERS" in api["environment"]
+    assert relay["command"] == ["python", "-m", "write_side.shipments.relay"]
+
+
+def test_events_projections_and_reactions_added_to_a_generated_domain_pass_too(
+    tmp_path: Path,
+) -> None:
+    copy = repository_copy(tmp_path / "repo")
+    commands = [
+        [
+            "new-domain",
+            "shipments",
+            "--field",
+            "restaurant_id:str",
+            "--field",
+            "total_cents:int",
+        ],
+        ["new-event", "shipments", "ShipmentDispatched", "--field", "carrier:str"],
+        ["new-event", "shipments", "ShipmentDelayed", "--command", "delay"],
+        ["new-projection", "shipments", "shipment_history"],
+        ["new-reaction", "shipments", "--on", "orders.OrderCreated"],
+        ["new-reaction", "shipments", "--on", "consumers.ConsumerVerified"],
+    ]
+    for command in commands:
+        result = run_in(copy, "-m", "devstack", *command)
+        assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
+
+    refused = run_in(
+        copy, "-m", "devstack", "new-reaction", "shipments", "--on", "kitchen.TicketRejected"
+    )
+    assert refused.returncode == 2
+    assert "has no total_cents" in refused.stdout
+
+    added = [
+        "write_side/shipments",
+        "contracts/shipments.py",
+        "projections",
+        "read_side/shipments.py",
+        "tests/unit/test_shipment.py",
+        "tests/unit/test_shipment_dispatched.py",
+        "tests/unit/test_shipment_delayed.py",
+        "tests/unit/test_shipment_history_projection.py",
+        "tests/unit/test_shipments_on_order_created.py",
+        "tests/unit/test_shipments_on_consumer_verified.py",
+    ]
+    checks_and_tests(copy, added, ["tests/unit/test_service_boundaries.py"], end_to_end=False)
+    assert "ShipmentDelayed.v1.json" in {
+        p.name for p in (copy / "contracts" / "schemas" / "shipments").iterdir()
+    }
+    saga = compose_services(copy)["shipments-saga"]
+    assert saga["command"][:3] == ["faust", "-A", "write_side.shipments.saga:app"]
+    assert (
+        "shipments-saga: exec faust -A write_side.shipments.saga:app"
+        in (copy / "Procfile").read_text()
+    )
+
+
+def checks_and_tests(
+    copy: Path, generated: list[str], more_tests: list[str], end_to_end: bool = True
+) -> None:
+    """`make lint`'s checks on what was generated, then its tests (and ``more_tests``)."""
     for check in (["check"], ["format", "--check"]):
-        result = run_in(copy, "-m", "ruff", *check, *GENERATED, *EDITED)
+        result = run_in(copy, "-m", "ruff", *check, *generated, *EDITED)
         assert result.returncode == 0, result.stdout + result.stderr
     typed = run_in(copy, "-m", "mypy")
     assert typed.returncode == 0, typed.stdout + typed.stderr
-    for text in (copy / path for path in GENERATED if path.endswith(".py")):
-        assert "{{" not in text.read_text() and "TODO" not in text.read_text()
+    for path in generated:
+        for source in [copy / path] if path.endswith(".py") else (copy / path).rglob("*.py"):
+            text = source.read_text()
+            assert "{{" not in text and "{%" not in text and "TODO" not in text, source
 
-    tests = run_in(
-        copy,
-        *("-m", "pytest", "-q", "-p", "no:cacheprovider"),
-        *("tests/unit/test_shipment.py", "tests/e2e/test_shipments_flow.py"),
-    )
-    assert tests.returncode == 0, tests.stdout[-4000:] + tests.stderr[-2000:]
-    assert " passed" in tests.stdout and "failed" not in tests.stdout
-    print(f"new-domain → generated tests passed in {time.monotonic() - started:.1f} s")
+    tests = [path for path in generated if path.startswith("tests/")]
+    if not end_to_end:
+        tests = [path for path in tests if not path.startswith("tests/e2e/")]
+    result = run_in(copy, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests, *more_tests)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout

@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -392,7 +391,7 @@ def new_reaction(root: Path, domain_name: str, on: str) -> Changes:
         )
         changes.insert(
             f"{service}/application.py",
-            f"from uuid import uuid5\n\nREACTION_NAMESPACE = UUID({str(uuid.uuid4())!r})",
+            "from uuid import NAMESPACE_URL, uuid5",
             "imports",
         )
         changes.insert(

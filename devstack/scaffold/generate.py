@@ -100,6 +100,8 @@ def new_domain(root: Path, domain: str, aggregate: str | None, field_specs: list
     if (root / "write_side" / domain).exists() or (root / "contracts" / f"{domain}.py").exists():
         raise ScaffoldError(f"domain {domain!r} exists already; nothing was changed")
     fields = names.parse_fields(field_specs, taken=frozenset({f"{aggregate_var}_id"}))
+    if not fields:
+        raise names.InvalidName("give the aggregate at least one field (--field name:type)")
     port = next_api_port(root)
     upper, constant = domain.upper(), domain.upper()
     changes = Changes(

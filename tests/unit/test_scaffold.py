@@ -85,7 +85,7 @@ def test_fields_parse_into_names_types_and_examples() -> None:
 def test_an_existing_domain_is_refused_and_nothing_changes(root: Path, capsys) -> None:
     before = snapshot(root)
 
-    code = main(["new-domain", "orders", "--root", str(root)])
+    code = main(["new-domain", "orders", "--field", "title:str", "--root", str(root)])
 
     assert code == 2
     assert "exists already" in capsys.readouterr().out
@@ -105,6 +105,16 @@ def test_dry_run_prints_every_change_and_changes_nothing(root: Path, capsys) -> 
     assert "create tests/e2e/test_shipments_flow.py" in out
     assert "+ register(SHIPMENTS)" in out
     assert "dry run: nothing was changed" in out
+    assert snapshot(root) == before
+
+
+def test_a_domain_needs_a_field_and_nothing_changes(root: Path, capsys) -> None:
+    before = snapshot(root)
+
+    code = main(["new-domain", "audits", "--root", str(root)])
+
+    assert code == 2
+    assert "at least one field" in capsys.readouterr().out
     assert snapshot(root) == before
 
 

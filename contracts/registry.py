@@ -1,16 +1,25 @@
 """Look up contract models by wire type and validate messages against them."""
 
+from types import ModuleType
+
 from pydantic import ValidationError
 
 from contracts import accounting, consumers, kitchen, orders
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope
 
-ALL_EVENTS: tuple[type[ContractEvent], ...] = (
-    *orders.EVENTS,
-    *consumers.EVENTS,
-    *kitchen.EVENTS,
-    *accounting.EVENTS,
+# cqrs-scaffold: contract imports
+
+SERVICE_CONTRACTS: tuple[ModuleType, ...] = (
+    orders,
+    consumers,
+    kitchen,
+    accounting,
+    # cqrs-scaffold: service contracts
+)
+"""Each service's contract module: its ``TOPIC`` and its ``EVENTS``."""
+ALL_EVENTS: tuple[type[ContractEvent], ...] = tuple(
+    model for module in SERVICE_CONTRACTS for model in module.EVENTS
 )
 _MODELS: dict[str, type[ContractEvent]] = {model.type(): model for model in ALL_EVENTS}
 

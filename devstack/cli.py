@@ -10,10 +10,11 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from devstack import dead_letters_command, run
+from devstack.scaffold import commands as scaffold
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-REGISTRARS: list[Registrar] = [run.register, dead_letters_command.register]
+REGISTRARS: list[Registrar] = [run.register, dead_letters_command.register, scaffold.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

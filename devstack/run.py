@@ -24,7 +24,7 @@ from types import FrameType
 
 from aiokafka.errors import KafkaError
 
-from contracts import accounting, consumers, kitchen, orders
+from contracts.registry import SERVICE_CONTRACTS
 from devstack.dead_letters import records_topic
 from devstack.servers import (
     REPO_ROOT,
@@ -39,9 +39,9 @@ from devstack.servers import (
 from write_side.kernel.kafka import TopicMismatch, ensure_topics
 from write_side.kernel.messaging import dead_letter_topic
 
-SERVICES = ("orders", "consumers", "kitchen", "accounting")
-"""The createOrder saga's services; each publishes to the topic of its name."""
-SERVICE_TOPICS = (orders.TOPIC, consumers.TOPIC, kitchen.TOPIC, accounting.TOPIC)
+SERVICE_TOPICS = tuple(contract.TOPIC for contract in SERVICE_CONTRACTS)
+SERVICES = SERVICE_TOPICS
+"""Every service of contracts.registry; each publishes to the topic of its name."""
 DEAD_LETTER_TOPICS = tuple(dead_letter_topic(topic) for topic in SERVICE_TOPICS)
 REPUBLISHED_TOPICS = tuple(records_topic(topic) for topic in DEAD_LETTER_TOPICS)
 """Where `cqrs dead-letters republish` records what it sent back (ADR 12)."""
@@ -51,6 +51,7 @@ API_PORTS = {
     "CONSUMERS_API_PORT": "8002",
     "KITCHEN_API_PORT": "8003",
     "ACCOUNTING_API_PORT": "8004",
+    # cqrs-scaffold: api ports
 }
 """Each HTTP process's port; `<NAME>_API_URL` follows it."""
 DEFAULT_VAR_DIR = REPO_ROOT / "var"

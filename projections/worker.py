@@ -19,6 +19,8 @@ from write_side.kernel.kafka import reliable_producer, stop_producer
 from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 from write_side.kernel.streams import faust_app, retry_until_done
 
+# cqrs-scaffold: projection imports
+
 settings = ProjectionSettings()
 app = faust_app(settings.projections_group_id, settings, settings.projections_data_dir)
 
@@ -61,3 +63,4 @@ def register(projection: Projection) -> None:
 
 register(ORDERS)
 register(TICKETS)
+# cqrs-scaffold: projections

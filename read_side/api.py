@@ -97,6 +97,8 @@ from read_side.read_model import (
 )
 from read_side.settings import QuerySettings
 
+# cqrs-scaffold: read model imports
+
 log = logging.getLogger(__name__)
 
 SERVICE = "orders"  # the write-side service whose tokens these routes honour
@@ -524,6 +526,7 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
                 # The projections create theirs too; the API can serve without them.
                 log.warning("could not ensure the read models' indexes: %s", error)
             app.state.settings = settings
+            app.state.database = database  # the routers of the other read models
             app.state.read_model = read_model
             app.state.tickets = tickets
             yield
@@ -539,5 +542,6 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    # cqrs-scaffold: read model routers
     app.add_exception_handler(ConnectionFailure, _store_unavailable)
     return app

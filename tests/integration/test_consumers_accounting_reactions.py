@@ -69,7 +69,7 @@ def order_created(order_id: str, customer_id: str = "cust-1") -> Envelope:
         order_id=order_id,
         customer_id=customer_id,
         restaurant_id="restaurant-1",
-        delivery_address="1 Main Street",
+        delivery_address=orders.DeliveryAddress(street="1 Main Street"),
         line_items=ITEMS,
         total_cents=TOTAL,
     )

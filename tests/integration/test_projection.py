@@ -60,7 +60,7 @@ class Sequence:
             order_id=order_id,
             customer_id="customer-1",
             restaurant_id="restaurant-1",
-            delivery_address="1 Main St",
+            delivery_address=contract.DeliveryAddress(street="1 Main St", city="Springfield"),
             line_items=LINE_ITEMS,
             total_cents=2500,
         )

@@ -58,7 +58,7 @@ def order_doc(
         "order_id": order_id,
         "customer_id": customer_id,
         "restaurant_id": "restaurant-1",
-        "delivery_address": "1 Main Street",
+        "delivery_address": {"street": "1 Main Street", "city": "Springfield"},
         "line_items": [
             {"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250},
             {"menu_item_id": "soda", "quantity": 1, "unit_price_cents": 300},

@@ -35,7 +35,7 @@ class OrdersApplication(ServiceApplication):
         self,
         customer_id: str,
         restaurant_id: str,
-        delivery_address: dict[str, str | None],
+        delivery_address: dict[str, Any],
         line_items: list[dict[str, Any]],
     ) -> Saved:
         order = Order(customer_id, restaurant_id, delivery_address, line_items)

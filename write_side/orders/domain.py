@@ -70,7 +70,7 @@ class Order(Aggregate):
 
         customer_id: str
         restaurant_id: str
-        delivery_address: dict[str, str | None]
+        delivery_address: dict[str, Any]
         line_items: list[dict[str, Any]]
 
         @staticmethod
@@ -92,7 +92,7 @@ class Order(Aggregate):
         self,
         customer_id: str,
         restaurant_id: str,
-        delivery_address: dict[str, str | None],
+        delivery_address: dict[str, Any],
         line_items: list[dict[str, Any]],
     ) -> None:
         if not line_items:

@@ -15,6 +15,7 @@ import pytest
 from contracts import accounting, consumers, kitchen, orders
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
+from contracts.registry import editions
 from write_side.accounting import relay as accounting_relay
 from write_side.accounting.bootstrap import build_application as build_accounting
 from write_side.accounting.domain import Account, Authorization
@@ -32,6 +33,7 @@ from write_side.kernel.reactions import Reactor
 ITEMS = [orders.LineItem(menu_item_id="pizza", quantity=2, unit_price_cents=1250)]
 TOTAL = 2500
 LIMIT = 10_000
+V1 = orders.OrderCreatedV1.type()
 
 
 # Messages as the relays publish them
@@ -321,6 +323,36 @@ def test_an_order_created_that_violates_its_contract_gets_a_dead_letter_reason(
 
     assert reason is not None and "violates its contract" in reason
     assert stored_count(consumers_app) == 0
+
+
+def as_v1(envelope: Envelope) -> Envelope:
+    """The v1 copy the orders relay also publishes in the transition period."""
+    [_, v1] = editions(orders.OrderCreated.model_validate(envelope.data), {V1})
+    return envelope.model_copy(update={"type": V1, "data": v1.model_dump(mode="json")})
+
+
+def test_an_old_v1_order_created_is_verified_by_the_v2_reaction(consumers_app, consumers_reactor):
+    consumers_app.register_consumer("cust-1", "Ann")
+    order_id = str(uuid4())
+
+    assert consumers_reactor.react(message(as_v1(order_created(order_id)), "orders", 0)) is None
+
+    assert [type(e) for e in stored_events(consumers_app)][-1] is Verification.Verified
+
+
+def test_the_v1_copy_of_an_order_created_after_its_v2_makes_no_second_verification(
+    consumers_app, consumers_reactor
+):
+    consumers_app.register_consumer("cust-1", "Ann")
+    order_id = str(uuid4())
+    v2 = order_created(order_id)
+    assert consumers_reactor.react(message(v2, "orders", offset=0)) is None
+    stored = stored_count(consumers_app)
+
+    assert consumers_reactor.react(message(as_v1(v2), "orders", offset=1)) is None
+
+    assert stored_count(consumers_app) == stored  # nothing new but the inbox record
+    assert len(published(consumers_app, consumers_relay.to_contract)) == 1
 
 
 # accounting: TicketCreated → CardAuthorized / CardAuthorizationFailed

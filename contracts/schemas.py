@@ -132,9 +132,11 @@ class SchemaDirectory:
 
 
 def check(
-    directory: SchemaDirectory, models: Sequence[type[ContractEvent]] = registry.ALL_EVENTS
+    directory: SchemaDirectory, models: Sequence[type[ContractEvent]] | None = None
 ) -> list[Problem]:
-    """Every problem between the models and the committed schemas (none: all is well)."""
+    """Every problem between the models (default: every contract version in the registry)
+    and the committed schemas; none means all is well."""
+    models = registry.ALL_EVENTS if models is None else models
     committed = directory.committed()
     return [
         *_check_lock(directory),
@@ -145,13 +147,14 @@ def check(
 
 
 def generate(
-    directory: SchemaDirectory, models: Sequence[type[ContractEvent]] = registry.ALL_EVENTS
+    directory: SchemaDirectory, models: Sequence[type[ContractEvent]] | None = None
 ) -> tuple[list[Path], list[Problem]]:
     """Write the schema of every model version not committed yet, and lock it.
 
     Committed files are never rewritten. A version whose model breaks compatibility
     with the previous minor of its major is not written: its problems are returned.
     """
+    models = registry.ALL_EVENTS if models is None else models
     committed = directory.committed()
     lock = directory.lock()
     written: list[Path] = []

@@ -133,9 +133,7 @@ def test_an_order_loaded_from_a_v1_snapshot_takes_new_commands_and_new_snapshots
 
 def test_a_v1_placed_event_maps_to_the_v2_contract(app: OrdersApplication) -> None:
     order_id = place_v1_order(app, "1 Main St", snapshot=False)
-    [placed, _] = [
-        app.mapper.to_domain_event(n) for n in app.recorder.select_notifications(1, 10)
-    ]
+    [placed, _] = [app.mapper.to_domain_event(n) for n in app.recorder.select_notifications(1, 10)]
 
     created = to_contract(placed)
 

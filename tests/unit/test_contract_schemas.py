@@ -122,8 +122,10 @@ def test_generate_refuses_a_breaking_minor_and_writes_nothing(tmp_path: Path) ->
 
     assert written == []
     assert [str(p) for p in refused] == [
-        "test.Thing 1.1: field amount: type changed from integer to string since 1.0: "
-        "a breaking change needs a new major (2.0) with an upcaster from v1"
+        (
+            "test.Thing 1.1: field amount: type changed from integer to string since 1.0: "
+            "a breaking change needs a new major (2.0) with an upcaster from v1"
+        )
     ]
     assert not directory.file("test.Thing", "1.1").exists()
 
@@ -135,8 +137,10 @@ def test_a_compatible_change_without_a_version_bump_fails(tmp_path: Path) -> Non
     directory = released(tmp_path, contract("1.0"))
 
     assert problems(directory, contract("1.0", extra=(str | None, None))) == [
-        "test.Thing 1.0: changed without a version bump (field extra: added as an optional "
-        'field): set version = "1.1" and run `cqrs contracts generate`'
+        (
+            "test.Thing 1.0: changed without a version bump (field extra: added as an optional "
+            'field): set version = "1.1" and run `cqrs contracts generate`'
+        )
     ]
 
 
@@ -144,8 +148,10 @@ def test_a_breaking_change_in_place_fails_naming_the_field(tmp_path: Path) -> No
     directory = released(tmp_path, contract("1.0"))
 
     assert problems(directory, contract("1.0", amount=(str, ...))) == [
-        "test.Thing 1.0: field amount: type changed from integer to string: a breaking "
-        "change needs a new major (2.0), not an edit of 1.0"
+        (
+            "test.Thing 1.0: field amount: type changed from integer to string: a breaking "
+            "change needs a new major (2.0), not an edit of 1.0"
+        )
     ]
 
 
@@ -204,8 +210,10 @@ def test_a_committed_major_without_a_model_fails(tmp_path: Path) -> None:
     found = problems(directory, contract("2.0", amount=(str, ...)))
 
     assert found == [
-        "test.Thing.v1: has committed schemas but no model: its messages still in topics "
-        "could not be read (keep the model among the service's SUPERSEDED)"
+        (
+            "test.Thing.v1: has committed schemas but no model: its messages still in topics "
+            "could not be read (keep the model among the service's SUPERSEDED)"
+        )
     ]
 
 

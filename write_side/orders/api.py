@@ -4,7 +4,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import Depends, FastAPI
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Discriminator, Field, Tag
 
 from contracts.consistency import ConsistencyToken
 from write_side.kernel.api import (
@@ -43,10 +43,21 @@ LegacyAddress = Annotated[
 ]
 
 
+def _address_form(value: object) -> str:
+    return "text" if isinstance(value, str) else "structured"
+
+
+Address = Annotated[
+    Annotated[DeliveryAddressIn, Tag("structured")] | Annotated[LegacyAddress, Tag("text")],
+    Discriminator(_address_form),
+]
+"""The structured address; one line of text is still accepted (see docs/adr/0011)."""
+
+
 class PlaceOrder(Strict):
     customer_id: Id
     restaurant_id: Id
-    delivery_address: DeliveryAddressIn | LegacyAddress
+    delivery_address: Address
     line_items: list[LineItemIn] = Field(min_length=1, max_length=50)
 
     def address(self) -> dict[str, str | None]:

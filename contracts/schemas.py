@@ -4,7 +4,8 @@
 released, written once by :func:`generate` and never rewritten. ``schemas.lock`` holds
 their SHA-256, so a schema edited by hand is caught even when its model is long gone.
 :func:`check` compares the models with the committed schemas and names, for every
-problem, the contract, the field and the rule. Why: docs/adr/0010-schemas-as-files.md.
+problem, the contract, the field and the rule. The rules: contracts/README.md; why:
+docs/adr/0010-schemas-as-files-and-a-compatibility-check.md.
 """
 
 import hashlib

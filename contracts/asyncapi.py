@@ -6,6 +6,7 @@ payload (the CloudEvents envelope whose ``data`` is the contract's schema), its
 ``ce_*`` Kafka headers and its key; one ``send`` operation per producing service.
 """
 
+from importlib.metadata import version as installed_version
 from typing import Any
 
 from contracts import registry
@@ -37,8 +38,8 @@ _DEAD_LETTER_HEADERS = {
 }
 
 
-def document(version: str = "1.0.0") -> dict[str, Any]:
-    """The whole AsyncAPI document (a JSON-ready dict)."""
+def document() -> dict[str, Any]:
+    """The whole AsyncAPI document (a JSON-ready dict); its version is the project's."""
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {DEAD_LETTER_MESSAGE: _dead_letter_message()}
@@ -79,7 +80,7 @@ def document(version: str = "1.0.0") -> dict[str, Any]:
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": "Event contracts of the createOrder saga",
-            "version": version,
+            "version": installed_version("cqrs-template"),
             "description": "The integration events the orders, consumers, kitchen and "
             "accounting services publish on Kafka. Versioning rules: contracts/README.md.",
         },

@@ -3,9 +3,10 @@
 Routes: ``/orders`` (orders with their createOrder saga and timeline),
 ``/consumers/{consumer_id}/orders`` (one consumer's orders: the same list),
 ``/tickets`` (the kitchen's tickets), ``/sagas/stuck`` (orders whose saga has been
-pending too long), and ``/asyncapi`` with ``/asyncapi.json`` (the event contracts). Document shapes: ``docs/read-models.md``. An order document whose
-``OrderCreated`` the projection has not applied yet (no ``created_position``) is not
-shown anywhere: ``404`` and not listed.
+pending too long), and ``/asyncapi`` with ``/asyncapi.json`` (the event contracts).
+Document shapes: ``docs/read-models.md``. An order document whose ``OrderCreated`` the
+projection has not applied yet (no ``created_position``) is not shown anywhere: ``404``
+and not listed.
 
 Run with ``uvicorn read_side.api:create_app --factory``. ``create_app`` is the one
 composition root: its lifespan opens the ``pymongo.AsyncMongoClient`` (PyMongo's native

@@ -28,7 +28,7 @@ from write_side.consumers.saga import reactions as consumers_reactions
 from write_side.consumers.settings import ConsumersSettings
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.messaging import ConsumedMessage
-from write_side.kernel.reactions import Reactor
+from write_side.kernel.reactions import Reaction, Reactor
 
 ITEMS = [orders.LineItem(menu_item_id="pizza", quantity=2, unit_price_cents=1250)]
 TOTAL = 2500
@@ -353,6 +353,24 @@ def test_the_v1_copy_of_an_order_created_after_its_v2_makes_no_second_verificati
 
     assert stored_count(consumers_app) == stored  # nothing new but the inbox record
     assert len(published(consumers_app, consumers_relay.to_contract)) == 1
+
+
+def test_a_consumer_still_on_v1_skips_the_v2_copy_and_reacts_to_the_v1_one(consumers_app):
+    """In the transition period both majors are published: a v1 reader keeps working."""
+    seen: list[orders.OrderCreatedV1] = []
+
+    def record(event: orders.OrderCreatedV1, _: Envelope) -> list[Any]:
+        seen.append(event)
+        return []
+
+    legacy = Reactor(consumers_app, "legacy-saga", [Reaction(orders.OrderCreatedV1, record)])
+    v2 = order_created(str(uuid4()))
+
+    assert legacy.react(message(v2, "orders", offset=0)) is None
+    assert legacy.react(message(as_v1(v2), "orders", offset=1)) is None
+
+    assert [event.delivery_address for event in seen] == ["1 Main Street"]
+    assert consumers_app.has_processed(legacy.tracking(message(v2, "orders", offset=0)))
 
 
 # accounting: TicketCreated → CardAuthorized / CardAuthorizationFailed

@@ -39,14 +39,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _generate(args: argparse.Namespace) -> int:
-    written, refused = generate(SchemaDirectory(args.schemas))
+    directory = SchemaDirectory(args.schemas)
+    written, refused = generate(directory)
     for file in written:
         print(f"wrote {file}")
     for problem in refused:
         print(f"not written: {problem}", file=sys.stderr)
-    if not written and not refused:
+    remaining = [problem for problem in check(directory) if problem not in refused]
+    for problem in remaining:
+        print(problem, file=sys.stderr)
+    if not (written or refused or remaining):
         print("every contract version has its committed schema")
-    return 1 if refused else 0
+    return 1 if refused or remaining else 0
 
 
 def _check(args: argparse.Namespace) -> int:

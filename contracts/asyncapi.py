@@ -42,7 +42,7 @@ def document() -> dict[str, Any]:
     """The whole AsyncAPI document (a JSON-ready dict); its version is the project's."""
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
-    messages: dict[str, Any] = {DEAD_LETTER_MESSAGE: _dead_letter_message()}
+    messages: dict[str, Any] = {}
     for service in registry.SERVICES:
         topic: str = service.TOPIC
         models = [m for m in registry.ALL_EVENTS if registry.topic_of(m) == topic]
@@ -76,6 +76,7 @@ def document() -> dict[str, Any]:
                 {"$ref": f"#/channels/{topic}/messages/{model.type()}"} for model in models
             ],
         }
+    messages[DEAD_LETTER_MESSAGE] = _dead_letter_message()
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {

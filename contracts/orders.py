@@ -17,8 +17,8 @@ class LineItem(ContractEvent):
 
 
 class DeliveryAddress(ContractEvent):
-    """Where the order goes. Only ``street`` is sure to be there: orders placed before
-    addresses were structured (``OrderCreated`` v1) carry their whole free text in it."""
+    """Where the order goes. Only the street is sure to be there: orders placed before
+    addresses were structured (OrderCreated v1) carry their whole free text in it."""
 
     name = "orders.DeliveryAddress"
     version = "1.0"

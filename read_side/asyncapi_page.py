@@ -42,11 +42,9 @@ def render(spec: dict[str, Any]) -> str:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{escape(info['title'])}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{escape(info['title'])}</h1>",
-        (
-            f"<p>AsyncAPI {escape(spec['asyncapi'])}, version {escape(info['version'])}. "
-            f"{escape(info['description'])} The document: <a href='asyncapi.json'>"
-            "asyncapi.json</a>; the query API: <a href='docs'>/docs</a>.</p>"
-        ),
+        f"<p>AsyncAPI {escape(spec['asyncapi'])}, version {escape(info['version'])}. ",
+        f"{escape(info['description'])} The document: <a href='asyncapi.json'>",
+        "asyncapi.json</a>; the query API: <a href='docs'>/docs</a>.</p>",
         "<h2>Channels</h2><table><tr><th>topic</th><th>messages</th></tr>",
     ]
     for channel in spec["channels"].values():
@@ -57,16 +55,65 @@ def render(spec: dict[str, Any]) -> str:
     for name, message in messages.items():
         superseded = any(tag["name"] == "superseded" for tag in message.get("tags", []))
         label = " <span class='superseded'>(superseded)</span>" if superseded else ""
+        payload = message["payload"]
+        data = payload.get("properties", {}).get("data")
         parts += [
             f"<h3 id='{escape(name)}'>{escape(name)}{label}</h3>",
             f"<p>{escape(message.get('description') or message.get('summary') or '')}</p>",
             "<h4>Headers</h4>",
-            _pre(message["headers"]),
-            "<h4>Payload</h4>",
-            _pre(message["payload"]),
+            _fields_table(message["headers"]),
         ]
+        if data is not None:
+            parts += ["<h4>Data (the envelope's <code>data</code>)</h4>", _fields_table(data)]
+        parts.append(f"<details><summary>Payload schema</summary>{_pre(payload)}</details>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _fields_table(schema: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td><code>{escape(path)}</code></td><td>{escape(kind)}</td>"
+        f"<td>{'yes' if required else ''}</td><td>{escape(text)}</td></tr>"
+        for path, kind, required, text in _fields(schema, "")
+    )
+    return (
+        f"<table><tr><th>field</th><th>type</th><th>required</th><th>about</th></tr>{rows}</table>"
+    )
+
+
+def _fields(schema: dict[str, Any], prefix: str) -> list[tuple[str, str, bool, str]]:
+    found = []
+    required = set(schema.get("required", ()))
+    for name, field in schema.get("properties", {}).items():
+        path = f"{prefix}{name}"
+        found.append((path, _kind(field), name in required, _about(field)))
+        nested = field.get("items", field)
+        if "properties" in nested:
+            found += _fields(nested, f"{path}[]." if "items" in field else f"{path}.")
+    return found
+
+
+def _kind(field: dict[str, Any]) -> str:
+    if "anyOf" in field:
+        return " or ".join(_kind(branch) for branch in field["anyOf"])
+    if "const" in field:
+        return f"= {field['const']}"
+    kind = str(field.get("type", "any"))
+    if kind == "array" and "items" in field:
+        return f"array of {_kind(field['items'])}"
+    return kind
+
+
+def _about(field: dict[str, Any]) -> str:
+    limits = [
+        f"{key} {field[key]}"
+        for key in ("minLength", "maxLength", "minimum", "exclusiveMinimum", "minItems")
+        if key in field
+    ]
+    if "pattern" in field:
+        limits.append(f"pattern {field['pattern']}")
+    text = field.get("description", "")
+    return "; ".join(part for part in (text, ", ".join(limits)) if part)
 
 
 def _pre(schema: Any) -> str:

@@ -2,7 +2,7 @@
 #
 #   make run    start the broker, MongoDB-compatible server and every process
 #   make test   run the test suite against real local servers
-#   make lint   ruff + mypy
+#   make lint   ruff + mypy + the contracts' compatibility check
 #   make clean  remove var/ and both virtual environments
 
 SHELL := /bin/bash
@@ -56,6 +56,7 @@ lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/cqrs contracts check
 
 clean:
 	rm -rf var $(VENV) $(SECANTUS_VENV)

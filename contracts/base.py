@@ -1,4 +1,6 @@
-from typing import Annotated, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +18,7 @@ class ContractEvent(BaseModel):
 
     Subclasses set ``name`` (stable, ``<service>.<EventName>``) and ``version``
     (``major.minor``). Unknown fields are ignored so a consumer keeps working when a
-    producer adds an optional field (a minor version).
+    producer adds an optional field (a minor version). The rules: contracts/README.md.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -32,3 +34,31 @@ class ContractEvent(BaseModel):
     def type(cls) -> str:
         """The event type on the wire: name plus major version."""
         return f"{cls.name}.v{cls.major()}"
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """Turns an event of one major of a contract into the next major up or down.
+
+    An *upcaster* (``target`` one major above ``source``) lets a consumer written for
+    the new major read the old messages still in a topic; a *downcaster* (one below)
+    lets a producer keep publishing the old major during a transition period.
+    """
+
+    source: type[ContractEvent]
+    target: type[ContractEvent]
+    convert: Callable[[Any], ContractEvent]
+
+    def __post_init__(self) -> None:
+        if self.source.name != self.target.name:
+            raise ValueError(f"cannot convert {self.source.name} into {self.target.name}")
+        if abs(self.source.major() - self.target.major()) != 1:
+            raise ValueError(
+                f"{self.source.type()} → {self.target.type()}: convert one major at a time"
+            )
+
+    def __call__(self, event: ContractEvent) -> ContractEvent:
+        converted = self.convert(event)
+        if not isinstance(converted, self.target):
+            raise TypeError(f"{self.source.type()} → {self.target.type()} returned {converted!r}")
+        return converted

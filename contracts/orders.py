@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from contracts.base import ContractEvent, OrderId
+from contracts.base import ContractEvent, Conversion, OrderId
 
 TOPIC = "orders"
 
@@ -16,7 +16,43 @@ class LineItem(ContractEvent):
     unit_price_cents: int = Field(gt=0)
 
 
+class DeliveryAddress(ContractEvent):
+    """Where the order goes. Only the street is sure to be there: orders placed before
+    addresses were structured (OrderCreated v1) carry their whole free text in it."""
+
+    name = "orders.DeliveryAddress"
+    version = "1.0"
+
+    street: str = Field(
+        min_length=1, description="Street and number; the whole address for v1 orders."
+    )
+    city: str | None = None
+    postal_code: str | None = None
+    country: str | None = Field(
+        default=None, description="ISO 3166-1 alpha-2 code, e.g. DE, FR, US."
+    )
+
+    def as_text(self) -> str:
+        """One line, as v1 carried it: ``street, postal_code city, country``."""
+        place = " ".join(part for part in (self.postal_code, self.city) if part)
+        return ", ".join(part for part in (self.street, place, self.country) if part)
+
+
 class OrderCreated(ContractEvent):
+    name = "orders.OrderCreated"
+    version = "2.0"
+
+    order_id: OrderId
+    customer_id: str
+    restaurant_id: str
+    delivery_address: DeliveryAddress
+    line_items: list[LineItem] = Field(min_length=1)
+    total_cents: int = Field(gt=0)
+
+
+class OrderCreatedV1(ContractEvent):
+    """Superseded by v2 (structured address). Kept so v1 messages stay readable."""
+
     name = "orders.OrderCreated"
     version = "1.0"
 
@@ -52,9 +88,31 @@ class OrderCancelled(ContractEvent):
     reason: str
 
 
+def _order_created_v1_to_v2(old: OrderCreatedV1) -> OrderCreated:
+    # v1's free text has no structure to recover: all of it becomes the street line.
+    return OrderCreated(
+        **old.model_dump(exclude={"delivery_address"}),
+        delivery_address=DeliveryAddress(street=old.delivery_address),
+    )
+
+
+def _order_created_v2_to_v1(new: OrderCreated) -> OrderCreatedV1:
+    return OrderCreatedV1(
+        **new.model_dump(exclude={"delivery_address"}),
+        delivery_address=new.delivery_address.as_text(),
+    )
+
+
 EVENTS: tuple[type[ContractEvent], ...] = (
     OrderCreated,
     OrderApproved,
     OrderRejected,
     OrderCancelled,
 )
+"""The current version of each event the service publishes."""
+
+SUPERSEDED: tuple[type[ContractEvent], ...] = (OrderCreatedV1,)
+"""Older majors: still readable (upcast), still published during their transition."""
+
+UPCASTERS = (Conversion(OrderCreatedV1, OrderCreated, _order_created_v1_to_v2),)
+DOWNCASTERS = (Conversion(OrderCreated, OrderCreatedV1, _order_created_v2_to_v1),)

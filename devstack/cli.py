@@ -9,12 +9,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from devstack import dead_letters_command, run
+from devstack import contract_tools, dead_letters_command, run
 from devstack.scaffold import commands as scaffold
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-REGISTRARS: list[Registrar] = [run.register, dead_letters_command.register, scaffold.register]
+REGISTRARS: list[Registrar] = [
+    run.register,
+    contract_tools.register,
+    dead_letters_command.register,
+    scaffold.register,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -249,12 +249,20 @@ def consumer_with_credit(
     raise DemoFailed(f"no {APPROVED_CONSUMER}-N account with {amount_cents} cents of credit left")
 
 
+DELIVERY_ADDRESS = {
+    "street": "1 Main St",
+    "city": "Springfield",
+    "postal_code": "12345",
+    "country": "US",
+}
+
+
 def place_order(client: httpx.Client, orders: str, scenario: Scenario) -> dict[str, Any]:
     """POST the scenario's order; return the command's answer (order_id, token, ...)."""
     body = {
         "customer_id": scenario.customer_id,
         "restaurant_id": scenario.restaurant_id,
-        "delivery_address": "1 Main St",
+        "delivery_address": DELIVERY_ADDRESS,
         "line_items": scenario.line_items,
     }
     accepted: dict[str, Any] = command(client, "POST", f"{orders}/orders", body, (201,)).json()

@@ -41,7 +41,7 @@ def apply(document: Document | None, envelope: Envelope, event: object) -> Docum
         new.update(
             customer_id=event.customer_id,
             restaurant_id=event.restaurant_id,
-            delivery_address=event.delivery_address,
+            delivery_address=event.delivery_address.model_dump(),
             line_items=[item.model_dump() for item in event.line_items],
             total_cents=event.total_cents,
             status="APPROVAL_PENDING",

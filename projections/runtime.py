@@ -20,7 +20,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from contracts.envelope import Envelope
-from contracts.registry import ContractError, decode_envelope, is_known_type, parse_data
+from contracts.registry import (
+    ContractError,
+    decode_envelope,
+    is_known_type,
+    parse_data,
+    readable_types,
+)
 from projections.projection import Document, Projection, ProjectionError
 from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 
@@ -42,7 +48,7 @@ class ProjectionRunner:
         self.documents = database[projection.collection]
         self.progress = database[PROGRESS_COLLECTION]
         self.dead_letters = dead_letters
-        self.handled_types = {model.type() for model in projection.accepts}
+        self.handled_types = readable_types(projection.accepts)  # with older majors, upcast
 
     async def prepare(self) -> None:
         if self.projection.indexes:

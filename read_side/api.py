@@ -2,10 +2,11 @@
 
 Routes: ``/orders`` (orders with their createOrder saga and timeline),
 ``/consumers/{consumer_id}/orders`` (one consumer's orders: the same list),
-``/tickets`` (the kitchen's tickets) and ``/sagas/stuck`` (orders whose saga has been
-pending too long). Document shapes: ``docs/read-models.md``. An order document whose
-``OrderCreated`` the projection has not applied yet (no ``created_position``) is not
-shown anywhere: ``404`` and not listed.
+``/tickets`` (the kitchen's tickets), ``/sagas/stuck`` (orders whose saga has been
+pending too long), and ``/asyncapi`` with ``/asyncapi.json`` (the event contracts).
+Document shapes: ``docs/read-models.md``. An order document whose ``OrderCreated`` the
+projection has not applied yet (no ``created_position``) is not shown anywhere: ``404``
+and not listed.
 
 Run with ``uvicorn read_side.api:create_app --factory``. ``create_app`` is the one
 composition root: its lifespan opens the ``pymongo.AsyncMongoClient`` (PyMongo's native
@@ -75,6 +76,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from contracts.consistency import ConsistencyToken, InvalidToken
+from read_side import asyncapi_page
 from read_side.models import (
     ErrorDetail,
     Order,
@@ -176,6 +178,12 @@ when one failed); `timeline` lists the saga's events of all four services, sorte
 behind: each service's events reach the read model independently.
 """
 
+_CONTRACTS_DOC = (
+    "\n\n**Event contracts**: the events these read models are built from, every topic, "
+    "message, header and payload schema: [AsyncAPI page](/asyncapi) "
+    "([asyncapi.json](/asyncapi.json))."
+)
+
 _APP_DOC = (
     "Queries over the read models, which projections build from the services' events: "
     "they are eventually consistent with the commands.\n"
@@ -185,6 +193,7 @@ _APP_DOC = (
     "listed."
     + _CONSISTENCY_DOC
     + _SAGA_DOC
+    + _CONTRACTS_DOC
     + """
 **Unavailable store.** When MongoDB cannot be reached, every route answers `503`
 with `Retry-After: 1` (and no staleness headers) and `/health` answers `503`.
@@ -542,6 +551,7 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(asyncapi_page.router)
     # cqrs-scaffold: read model routers
     app.add_exception_handler(ConnectionFailure, _store_unavailable)
     return app

@@ -3,7 +3,8 @@
 Documents are validated into these models straight from MongoDB. Bookkeeping fields
 (``_``-prefixed, e.g. ``_applied``, ``_rev``) are dropped, ``_id`` only fills in
 ``order_id`` when a document lacks it, and fields that older documents do not have yet
-(``saga``, ``timeline``, ``failed_step``) get their empty defaults.
+(``saga``, ``timeline``, ``failed_step``) get their empty defaults. A delivery address
+that older documents hold as one string (``OrderCreated`` v1) is read as its street.
 """
 
 from datetime import datetime
@@ -74,6 +75,17 @@ class LineItem(BaseModel):
     unit_price_cents: int
 
 
+class DeliveryAddress(BaseModel):
+    street: str = Field(description="Street and number; the whole address for v1 orders.")
+    city: str | None = None
+    postal_code: str | None = None
+    country: str | None = Field(default=None, description="ISO 3166-1 alpha-2 code.")
+
+
+def _street_if_text(value: Any) -> Any:
+    return {"street": value} if isinstance(value, str) else value
+
+
 class Saga(BaseModel):
     """Where the createOrder saga stands, as far as the projection has seen it."""
 
@@ -130,7 +142,7 @@ class Order(SagaView):
 
     customer_id: str
     restaurant_id: str
-    delivery_address: str
+    delivery_address: Annotated[DeliveryAddress, BeforeValidator(_street_if_text)]
     line_items: list[LineItem]
     total_cents: int
     status: OrderStatus

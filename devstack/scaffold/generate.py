@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 
 from devstack.scaffold import names
-from devstack.scaffold.changes import Changes, ScaffoldError, Step, Transaction
+from devstack.scaffold.changes import Changes, ScaffoldError, Transaction
 
 Planner = Callable[[Path], Changes]
 
@@ -57,14 +57,11 @@ def _run(root: Path, *argv: str) -> None:
         raise ScaffoldError(f"{' '.join(argv)} failed:\n{result.stdout}{result.stderr}")
 
 
-def write_contract_schemas(service: str) -> Step:
-    """The step that writes (or rewrites) the service's committed contract schemas."""
-
-    def step(root: Path, transaction: Transaction) -> None:
-        with transaction.watching(root / "contracts" / "schemas"):
-            _run(root, "-m", "devstack.scaffold.schemas", service)
-
-    return step
+def write_contract_schemas(root: Path, transaction: Transaction) -> None:
+    """``cqrs contracts generate`` in the repository generated into: the new contract
+    versions get their committed schemas and lock entries; nothing else changes."""
+    with transaction.watching(root / "contracts" / "schemas"):
+        _run(root, "-m", "devstack", "contracts", "generate")
 
 
 def format_python(root: Path, transaction: Transaction) -> None:
@@ -150,7 +147,7 @@ def new_domain(root: Path, domain: str, aggregate: str | None, field_specs: list
         "query API.",
         "domains",
     )
-    changes.after += [write_contract_schemas(domain), format_python]
+    changes.after += [write_contract_schemas, format_python]
     return changes
 
 
@@ -301,7 +298,7 @@ def new_event(
     changes.insert(
         f"read_side/{domain.name}.py", snippet("read_model_fields", answers), "document fields"
     )
-    changes.after += [write_contract_schemas(domain.name), format_python]
+    changes.after += [write_contract_schemas, format_python]
     return changes
 
 

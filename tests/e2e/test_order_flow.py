@@ -14,7 +14,12 @@ from tests.support import wait_for
 ORDER = {
     "customer_id": "customer-e2e",
     "restaurant_id": "restaurant-1",
-    "delivery_address": "1 Main St",
+    "delivery_address": {
+        "street": "1 Main St",
+        "city": "Springfield",
+        "postal_code": "12345",
+        "country": "US",
+    },
     "line_items": [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}],
 }
 

@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack.servers import KafkaBroker, free_port
 from tests import processes
+from tests.examples import DELIVERY_ADDRESS
 from tests.integration.kafka_reading import read_all
 from tests.support import wait_for
 from write_side.kernel.kafka import ensure_topics
@@ -106,7 +107,7 @@ class System:
             {
                 "customer_id": consumer_id,
                 "restaurant_id": restaurant_id,
-                "delivery_address": "1 Main St",
+                "delivery_address": DELIVERY_ADDRESS,
                 "line_items": items or [PIZZA],
             },
         )

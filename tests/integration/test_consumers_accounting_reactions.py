@@ -15,6 +15,7 @@ import pytest
 from contracts import accounting, consumers, kitchen, orders
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
+from contracts.registry import editions
 from write_side.accounting import relay as accounting_relay
 from write_side.accounting.bootstrap import build_application as build_accounting
 from write_side.accounting.domain import Account, Authorization
@@ -27,11 +28,12 @@ from write_side.consumers.saga import reactions as consumers_reactions
 from write_side.consumers.settings import ConsumersSettings
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.messaging import ConsumedMessage
-from write_side.kernel.reactions import Reactor
+from write_side.kernel.reactions import Reaction, Reactor
 
 ITEMS = [orders.LineItem(menu_item_id="pizza", quantity=2, unit_price_cents=1250)]
 TOTAL = 2500
 LIMIT = 10_000
+V1 = orders.OrderCreatedV1.type()
 
 
 # Messages as the relays publish them
@@ -69,7 +71,7 @@ def order_created(order_id: str, customer_id: str = "cust-1") -> Envelope:
         order_id=order_id,
         customer_id=customer_id,
         restaurant_id="restaurant-1",
-        delivery_address="1 Main Street",
+        delivery_address=orders.DeliveryAddress(street="1 Main Street"),
         line_items=ITEMS,
         total_cents=TOTAL,
     )
@@ -321,6 +323,54 @@ def test_an_order_created_that_violates_its_contract_gets_a_dead_letter_reason(
 
     assert reason is not None and "violates its contract" in reason
     assert stored_count(consumers_app) == 0
+
+
+def as_v1(envelope: Envelope) -> Envelope:
+    """The v1 copy the orders relay also publishes in the transition period."""
+    [_, v1] = editions(orders.OrderCreated.model_validate(envelope.data), {V1})
+    return envelope.model_copy(update={"type": V1, "data": v1.model_dump(mode="json")})
+
+
+def test_an_old_v1_order_created_is_verified_by_the_v2_reaction(consumers_app, consumers_reactor):
+    consumers_app.register_consumer("cust-1", "Ann")
+    order_id = str(uuid4())
+
+    assert consumers_reactor.react(message(as_v1(order_created(order_id)), "orders", 0)) is None
+
+    assert [type(e) for e in stored_events(consumers_app)][-1] is Verification.Verified
+
+
+def test_the_v1_copy_of_an_order_created_after_its_v2_makes_no_second_verification(
+    consumers_app, consumers_reactor
+):
+    consumers_app.register_consumer("cust-1", "Ann")
+    order_id = str(uuid4())
+    v2 = order_created(order_id)
+    assert consumers_reactor.react(message(v2, "orders", offset=0)) is None
+    stored = stored_count(consumers_app)
+
+    assert consumers_reactor.react(message(as_v1(v2), "orders", offset=1)) is None
+
+    assert stored_count(consumers_app) == stored  # nothing new but the inbox record
+    assert len(published(consumers_app, consumers_relay.to_contract)) == 1
+
+
+def test_a_consumer_still_on_v1_skips_the_v2_copy_and_reacts_to_the_v1_one(consumers_app):
+    """In the transition period both majors are published: a v1 reader keeps working."""
+    seen: list[orders.OrderCreatedV1] = []
+
+    def record(event: orders.OrderCreatedV1, _: Envelope) -> list[Any]:
+        seen.append(event)
+        return []
+
+    legacy = Reactor(consumers_app, "legacy-saga", [Reaction(orders.OrderCreatedV1, record)])
+    v2 = order_created(str(uuid4()))
+
+    assert legacy.react(message(v2, "orders", offset=0)) is None
+    assert legacy.react(message(as_v1(v2), "orders", offset=1)) is None
+
+    assert [event.delivery_address for event in seen] == ["1 Main Street"]
+    assert consumers_app.has_processed(legacy.tracking(message(v2, "orders", offset=0)))
 
 
 # accounting: TicketCreated → CardAuthorized / CardAuthorizationFailed

@@ -64,6 +64,25 @@ def stored_metadata(client: TestClient, position: int):
 # Commands that succeed
 
 
+def test_the_order_keeps_its_structured_address(client):
+    order_id = place(client)["order_id"]
+
+    assert client.get(f"/orders/{order_id}").json()["delivery_address"] == ORDER["delivery_address"]
+
+
+def test_an_address_as_one_line_of_text_is_still_accepted_as_its_street(client):
+    response = client.post("/orders", json={**ORDER, "delivery_address": "1 Main St, Springfield"})
+
+    assert response.status_code == 201
+    order = client.get(f"/orders/{response.json()['order_id']}").json()
+    assert order["delivery_address"] == {
+        "street": "1 Main St, Springfield",
+        "city": None,
+        "postal_code": None,
+        "country": None,
+    }
+
+
 def test_place_order_is_accepted_with_its_position_and_consistency_token(client):
     accepted = place(client)
 
@@ -174,6 +193,15 @@ INVALID_ORDERS = {
     "51 line items": ({**ORDER, "line_items": [PIZZA] * 51}, ("body", "line_items")),
     "65-char customer_id": ({**ORDER, "customer_id": "c" * 65}, ("body", "customer_id")),
     "missing field": (without("delivery_address"), ("body", "delivery_address")),
+    "address without city": (
+        {**ORDER, "delivery_address": {**ORDER["delivery_address"], "city": ""}},
+        ("body", "delivery_address", "structured", "city"),
+    ),
+    "address country not ISO": (
+        {**ORDER, "delivery_address": {**ORDER["delivery_address"], "country": "USA"}},
+        ("body", "delivery_address", "structured", "country"),
+    ),
+    "empty address text": ({**ORDER, "delivery_address": ""}, ("body", "delivery_address", "text")),
     "wrong type": (
         {**ORDER, "line_items": [{**PIZZA, "quantity": "two"}]},
         ("body", "line_items", 0, "quantity"),

@@ -60,7 +60,7 @@ class Sequence:
             order_id=order_id,
             customer_id="customer-1",
             restaurant_id="restaurant-1",
-            delivery_address="1 Main St",
+            delivery_address=contract.DeliveryAddress(street="1 Main St", city="Springfield"),
             line_items=LINE_ITEMS,
             total_cents=2500,
         )
@@ -165,7 +165,7 @@ async def test_poison_messages_go_to_the_dead_letter_topic_with_their_reason(run
             update={"type": "orders.OrderShipped.v1"}
         ).to_bytes(): "unknown event type",
         envelope.model_copy(
-            update={"type": "orders.OrderCreated.v2"}
+            update={"type": "orders.OrderCreated.v3"}
         ).to_bytes(): "unsupported version",
         envelope.model_copy(
             update={"data": {**envelope.data, "total_cents": -5}}

@@ -58,7 +58,12 @@ def order_doc(
         "order_id": order_id,
         "customer_id": customer_id,
         "restaurant_id": "restaurant-1",
-        "delivery_address": "1 Main Street",
+        "delivery_address": {
+            "street": "1 Main Street",
+            "city": "Springfield",
+            "postal_code": "12345",
+            "country": "US",
+        },
         "line_items": [
             {"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250},
             {"menu_item_id": "soda", "quantity": 1, "unit_price_cents": 300},
@@ -236,6 +241,24 @@ async def test_get_order_by_id(api: httpx.AsyncClient, db: AsyncDatabase[Documen
         if not key.startswith("_") and key not in ("created_at", "updated_at", "timeline")
     }
     assert body == expected
+
+
+async def test_an_order_written_before_addresses_were_structured_shows_it_as_the_street(
+    api: httpx.AsyncClient, db: AsyncDatabase[Document]
+) -> None:
+    document = order_doc(5)
+    document["delivery_address"] = "1 Main Street, Springfield"  # an OrderCreated v1 document
+    await db["orders"].insert_one(document)
+
+    response = await api.get(f"/orders/{document['_id']}")
+
+    assert response.status_code == 200
+    assert response.json()["delivery_address"] == {
+        "street": "1 Main Street, Springfield",
+        "city": None,
+        "postal_code": None,
+        "country": None,
+    }
 
 
 async def test_unknown_order_is_404(api: httpx.AsyncClient, db: AsyncDatabase[Document]) -> None:

@@ -22,11 +22,12 @@ from write_side.orders.bootstrap import build_application
 from write_side.orders.relay import orders_relay as build_relay
 
 ITEMS = [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}]
+ADDRESS = {"street": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US"}
 
 
 def place_orders(app, count: int, cancel_every: int = 3) -> int:  # type: ignore[no-untyped-def]
     for i in range(count):
-        saved = app.place_order(f"customer-{i % 5}", "restaurant-1", "1 Main St", ITEMS)
+        saved = app.place_order(f"customer-{i % 5}", "restaurant-1", ADDRESS, ITEMS)
         if i % cancel_every == 0:
             app.approve_order(saved.order_id)
             app.cancel_order(saved.order_id, "changed my mind")
@@ -35,6 +36,12 @@ def place_orders(app, count: int, cancel_every: int = 3) -> int:  # type: ignore
 
 def envelopes_of(records) -> list[Envelope]:  # type: ignore[no-untyped-def]
     return [Envelope.from_bytes(r.value) for r in records]
+
+
+def every_position(last: int):  # type: ignore[no-untyped-def]
+    return lambda records: (
+        {Envelope.from_bytes(r.value).sequence for r in records} >= set(range(1, last + 1))
+    )
 
 
 def assert_complete_and_in_order(envelopes: list[Envelope], last_position: int) -> None:
@@ -51,7 +58,7 @@ async def test_relay_publishes_every_event_in_order_with_cloudevents_headers(kaf
     settings = orders_settings(store, kafka_bootstrap_servers=kafka)
     app = build_application(settings)
     with caused_by(MessageMetadata(correlation_id="corr-1", causation_id="cause-1")):
-        first = app.place_order("customer-1", "restaurant-1", "1 Main St", ITEMS)
+        first = app.place_order("customer-1", "restaurant-1", ADDRESS, ITEMS)
     last = place_orders(app, 30)
     relay = build_relay(app, settings)
     await ensure_topics(kafka, {"orders": 4})
@@ -63,25 +70,58 @@ async def test_relay_publishes_every_event_in_order_with_cloudevents_headers(kaf
     assert (position, read) == (last, last), "one call publishes the whole batch"
     assert relay.position() == last
 
-    records = await read_topic(kafka, "orders", until=lambda r: len(r) >= last)
+    records = await read_topic(kafka, "orders", until=every_position(last))
     envelopes = envelopes_of(records)
     assert_complete_and_in_order(envelopes, last)
     assert all(r.key == e.subject.encode() for r, e in zip(records, envelopes, strict=True))
 
-    record = next(r for r, e in zip(records, envelopes, strict=True) if e.sequence == 1)
+    [record, v1_record] = [r for r, e in zip(records, envelopes, strict=True) if e.sequence == 1]
     headers = dict(record.headers)
     created = Envelope.from_bytes(record.value)
-    assert created.type == "orders.OrderCreated.v1"
+    assert created.type == "orders.OrderCreated.v2"
     assert created.subject == str(first.order_id)
     assert created.data["total_cents"] == 2500
     assert headers["ce_id"].decode() == created.id
-    assert headers["ce_type"] == b"orders.OrderCreated.v1"
+    assert headers["ce_type"] == b"orders.OrderCreated.v2"
     assert headers["ce_source"] == b"orders"
     assert headers["ce_time"].decode() == created.time.isoformat()
     assert headers["content-type"] == b"application/cloudevents+json"
     assert headers["ce_correlationid"] == b"corr-1"
     assert headers["ce_causationid"] == b"cause-1"
+    # The transition period (ORDERS_RELAY_ALSO_PUBLISH): the v1 copy follows, as one event.
+    v1 = Envelope.from_bytes(v1_record.value)
+    assert dict(v1_record.headers)["ce_type"] == b"orders.OrderCreated.v1"
+    assert (v1.type, v1.id, v1.aggregateversion) == ("orders.OrderCreated.v1", created.id, 1)
+    assert v1.data["delivery_address"] == "1 Main St, 12345 Springfield, US"
+    assert sum(e.type == "orders.OrderCreated.v1" for e in envelopes) == 31
     app.close()
+
+
+@pytest.mark.parametrize(
+    ("also_publish", "created_types"),
+    [
+        (None, ["orders.OrderCreated.v2", "orders.OrderCreated.v1"]),  # the default
+        (frozenset(), ["orders.OrderCreated.v2"]),  # after the transition
+    ],
+    ids=["transition", "after-transition"],
+)
+async def test_the_setting_decides_which_majors_the_relay_publishes(
+    store, also_publish, created_types
+):
+    overrides = {} if also_publish is None else {"orders_relay_also_publish": also_publish}
+    settings = orders_settings(store, **overrides)
+    app = build_application(settings)
+    saved = app.place_order("customer-1", "restaurant-1", ADDRESS, ITEMS)
+    app.approve_order(saved.order_id)
+    relay = build_relay(app, settings)  # the producer is not started: nothing is sent
+    try:
+        notifications = app.recorder.select_notifications(1, 10)
+        published = [[e.type for e in relay.envelopes(n)] for n in notifications]
+    finally:
+        await stop_producer(relay.producer, timeout=1)
+        app.close()
+
+    assert published == [created_types, ["orders.OrderApproved.v1"]]
 
 
 async def test_relay_keeps_its_position_when_the_broker_does_not_acknowledge(store, tmp_path):

@@ -18,7 +18,7 @@ def test_events_and_tracking_live_in_the_configured_schema(store):
         app.place_order(
             "c-1",
             "r-1",
-            "1 Main St",
+            {"street": "1 Main St"},
             [{"menu_item_id": "pizza", "quantity": 1, "unit_price_cents": 100}],
         )
     finally:

@@ -36,14 +36,16 @@ def test_placed_maps_to_order_created_with_its_items_and_total():
         order_id=str(order.id),
         customer_id="customer-1",
         restaurant_id="restaurant-1",
-        delivery_address="1 Main Street",
+        delivery_address=contract.DeliveryAddress(
+            street="1 Main Street", city="Springfield", postal_code="12345", country="US"
+        ),
         line_items=[
             contract.LineItem(menu_item_id="pizza", quantity=2, unit_price_cents=1250),
             contract.LineItem(menu_item_id="soda", quantity=3, unit_price_cents=300),
         ],
         total_cents=2 * 1250 + 3 * 300,
     )
-    assert created.type() == "orders.OrderCreated.v1"
+    assert created.type() == "orders.OrderCreated.v2"
 
 
 def test_approved_maps_to_order_approved():

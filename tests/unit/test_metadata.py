@@ -11,7 +11,7 @@ from write_side.orders.domain import Order, OrderState
 PLACE = {
     "customer_id": "customer-1",
     "restaurant_id": "restaurant-1",
-    "delivery_address": "1 Main Street",
+    "delivery_address": {"street": "1 Main Street"},
     "line_items": [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}],
 }
 

@@ -59,7 +59,7 @@ def test_when_placed_then_placed_event_with_the_order_fields():
     assert placed.originator_version == 1
     assert placed.customer_id == "customer-1"
     assert placed.restaurant_id == "restaurant-1"
-    assert placed.delivery_address == "1 Main Street"
+    assert placed.delivery_address == PLACE["delivery_address"]
     assert placed.line_items == PLACE["line_items"]
 
 

@@ -24,7 +24,13 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope
-from contracts.registry import ContractError, decode_envelope, is_known_type, parse_data
+from contracts.registry import (
+    ContractError,
+    decode_envelope,
+    is_known_type,
+    parse_data,
+    readable_types,
+)
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.messaging import ConsumedMessage
 from write_side.kernel.metadata import MessageMetadata, caused_by
@@ -56,6 +62,7 @@ class Reactor:
         self.consumer = consumer
         self.reactions = {reaction.event.type(): reaction for reaction in reactions}
         self.accepts = tuple(reaction.event for reaction in reactions)
+        self.readable = readable_types(self.accepts)  # with older majors, upcast
 
     def tracking(self, message: ConsumedMessage) -> Tracking:
         # Kafka's convention: the position to record is the next offset to read.
@@ -74,14 +81,14 @@ class Reactor:
             envelope = decode_envelope(message.value)
         except ContractError as error:
             return str(error)
-        if envelope.type not in self.reactions and is_known_type(envelope.type):
+        if envelope.type not in self.readable and is_known_type(envelope.type):
             self.skip(message)  # a known event this service does not react to
             return None
         try:
             event = parse_data(envelope, self.accepts)
         except ContractError as error:
             return str(error)
-        reaction = self.reactions[envelope.type]
+        reaction = self.reactions[event.type()]
         with caused_by(
             MessageMetadata(correlation_id=envelope.correlationid, causation_id=envelope.id)
         ):

@@ -15,7 +15,7 @@ never appear. See docs/adr/0003-relay-reads-the-notification-log.md.
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -24,6 +24,7 @@ from eventsourcing.persistence import ApplicationRecorder, Notification, Trackin
 
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
+from contracts.registry import check_also_publish, editions
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
 from write_side.kernel.settings import RelaySettings
@@ -48,7 +49,9 @@ class Relay:
         to_contract: ContractMapping,
         batch_size: int = 500,
         poll_interval: float = 0.05,
+        also_publish: Collection[str] = (),
     ):
+        check_also_publish(also_publish)
         self.source = source
         self.topic = topic
         self.recorder = recorder
@@ -58,6 +61,7 @@ class Relay:
         self.to_contract = to_contract
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.also_publish = frozenset(also_publish)
         self.tracking_name = f"relay:{topic}"
 
     def position(self) -> int:
@@ -83,7 +87,7 @@ class Relay:
         )
         if not notifications:
             return position, 0
-        envelopes = [self.envelope(n) for n in notifications]
+        envelopes = [envelope for n in notifications for envelope in self.envelopes(n)]
         acks = [
             await self.producer.send(
                 self.topic,
@@ -92,7 +96,6 @@ class Relay:
                 headers=envelope.kafka_headers(),
             )
             for envelope in envelopes
-            if envelope is not None
         ]
         await asyncio.gather(*acks)  # raises if any send failed: position stays put
         new_position = notifications[-1].id
@@ -101,26 +104,35 @@ class Relay:
         )
         return new_position, len(notifications)
 
-    def envelope(self, notification: Notification) -> Envelope | None:
+    def envelopes(self, notification: Notification) -> list[Envelope]:
+        """The messages of one notification: none for a private event, one per major
+        published (the current one, then those of ``also_publish``, newest first).
+
+        Every copy has the same id, sequence and aggregate version: it is one event in
+        several shapes, and consumers that read two of them keep the first.
+        """
         domain_event = self.mapper.to_domain_event(notification)
         contract = self.to_contract(domain_event)
         if contract is None:
-            return None
+            return []
         metadata = self.mapper.metadata_of(notification)
         aggregate_id = str(notification.originator_id)
         event_id = event_id_for(self.source, aggregate_id, notification.originator_version)
-        return Envelope(
-            id=event_id,
-            type=contract.type(),
-            source=self.source,
-            subject=aggregate_id,
-            time=domain_event.timestamp,  # type: ignore[attr-defined]  # every aggregate event has one
-            correlationid=metadata.correlation_id if metadata else event_id,
-            causationid=metadata.causation_id if metadata else event_id,
-            sequence=notification.id,
-            aggregateversion=notification.originator_version,
-            data=contract.model_dump(mode="json"),
-        )
+        return [
+            Envelope(
+                id=event_id,
+                type=edition.type(),
+                source=self.source,
+                subject=aggregate_id,
+                time=domain_event.timestamp,  # type: ignore[attr-defined]  # every aggregate event has one
+                correlationid=metadata.correlation_id if metadata else event_id,
+                causationid=metadata.causation_id if metadata else event_id,
+                sequence=notification.id,
+                aggregateversion=notification.originator_version,
+                data=edition.model_dump(mode="json"),
+            )
+            for edition in editions(contract, self.also_publish)
+        ]
 
 
 def build_relay(
@@ -130,6 +142,7 @@ def build_relay(
     source: str,
     topic: str,
     to_contract: ContractMapping,
+    also_publish: Collection[str] = (),
 ) -> Relay:
     assert isinstance(app.mapper, MetadataMapper)
     return Relay(
@@ -142,6 +155,7 @@ def build_relay(
         to_contract=to_contract,
         batch_size=settings.relay_batch_size,
         poll_interval=settings.relay_poll_interval,
+        also_publish=also_publish,
     )
 
 
@@ -166,13 +180,21 @@ def serve_relay(
     source: str,
     topic: str,
     to_contract: ContractMapping,
+    also_publish: Collection[str] = (),
 ) -> None:
     """The body of ``python -m write_side.<service>.relay``: run until SIGINT/SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     async def serve() -> None:
         # aiokafka's producer must be made inside the running event loop.
-        relay = build_relay(app, settings, source=source, topic=topic, to_contract=to_contract)
+        relay = build_relay(
+            app,
+            settings,
+            source=source,
+            topic=topic,
+            to_contract=to_contract,
+            also_publish=also_publish,
+        )
         await run_relay(relay, settings.kafka_bootstrap_servers, settings.kafka_topic_partitions)
 
     try:

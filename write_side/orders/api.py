@@ -4,7 +4,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import Depends, FastAPI
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Discriminator, Field, Tag
 
 from contracts.consistency import ConsistencyToken
 from write_side.kernel.api import (
@@ -25,11 +25,52 @@ class LineItemIn(Strict):
     unit_price_cents: int = Field(gt=0, le=10_000_000)
 
 
+class DeliveryAddressIn(Strict):
+    street: str = Field(min_length=1, max_length=200, description="Street and number.")
+    city: str = Field(min_length=1, max_length=100)
+    postal_code: str = Field(min_length=1, max_length=20)
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 code.")
+
+
+LegacyAddress = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=500,
+        description="Deprecated: the address as one line of text, kept as its street "
+        "only. Send the structured form.",
+    ),
+]
+
+
+def _address_form(value: object) -> str:
+    return "text" if isinstance(value, str) else "structured"
+
+
+Address = Annotated[
+    Annotated[DeliveryAddressIn, Tag("structured")] | Annotated[LegacyAddress, Tag("text")],
+    Discriminator(_address_form),
+]
+"""The structured address; one line of text is still accepted (see docs/adr/0011)."""
+
+
 class PlaceOrder(Strict):
     customer_id: Id
     restaurant_id: Id
-    delivery_address: str = Field(min_length=1, max_length=500)
+    delivery_address: Address
     line_items: list[LineItemIn] = Field(min_length=1, max_length=50)
+
+    def address(self) -> dict[str, str | None]:
+        if isinstance(self.delivery_address, str):
+            return {"street": self.delivery_address}
+        return self.delivery_address.model_dump()
+
+
+class DeliveryAddressOut(BaseModel):
+    street: str
+    city: str | None
+    postal_code: str | None
+    country: str | None
 
 
 class CancelOrder(Strict):
@@ -61,7 +102,7 @@ class OrderOut(BaseModel):
     state: str
     customer_id: str
     restaurant_id: str
-    delivery_address: str
+    delivery_address: DeliveryAddressOut
     line_items: list[LineItemIn]
     total_cents: int
     rejection_reason: str | None
@@ -82,7 +123,7 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
             saved = app.place_order(
                 customer_id=body.customer_id,
                 restaurant_id=body.restaurant_id,
-                delivery_address=body.delivery_address,
+                delivery_address=body.address(),
                 line_items=[item.model_dump() for item in body.line_items],
             )
         return CommandAccepted.of(saved)
@@ -105,7 +146,7 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
             state=order.state.value,
             customer_id=order.customer_id,
             restaurant_id=order.restaurant_id,
-            delivery_address=order.delivery_address,
+            delivery_address=DeliveryAddressOut(**vars(order.delivery_address)),
             line_items=[LineItemIn(**vars(item)) for item in order.line_items],
             total_cents=order.total_cents,
             rejection_reason=order.rejection_reason,

@@ -1,13 +1,15 @@
 """The orders Application: each command is get → mutate → save, nothing else."""
 
+from dataclasses import asdict
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.errors import NotFound
-from write_side.orders.domain import Order
+from write_side.orders.domain import DeliveryAddress, LineItem, Order, OrderState
 
 
 class Saved:
@@ -22,11 +24,18 @@ class Saved:
 class OrdersApplication(ServiceApplication):
     name = "orders"  # table names: orders_events, orders_tracking
 
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        """The Order's value objects, for its snapshots (``IS_SNAPSHOTTING_ENABLED=y``)."""
+        super().register_transcodings(transcoder)
+        transcoder.register(_DataclassAsDict(LineItem, "order_line_item"))
+        transcoder.register(_DataclassAsDict(DeliveryAddress, "order_delivery_address"))
+        transcoder.register(_OrderStateAsName())
+
     def place_order(
         self,
         customer_id: str,
         restaurant_id: str,
-        delivery_address: str,
+        delivery_address: dict[str, Any],
         line_items: list[dict[str, Any]],
     ) -> Saved:
         order = Order(customer_id, restaurant_id, delivery_address, line_items)
@@ -57,3 +66,26 @@ class OrdersApplication(ServiceApplication):
     def _save(self, order: Order) -> Saved:
         recordings = self.save(order)
         return Saved(order.id, order.version, recordings[-1].notification.id)
+
+
+class _DataclassAsDict(Transcoding):
+    def __init__(self, type_: type, name: str):
+        self.type = type_
+        self.name = name
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        return asdict(obj)
+
+    def decode(self, data: dict[str, Any]) -> Any:
+        return self.type(**data)
+
+
+class _OrderStateAsName(Transcoding):
+    type = OrderState
+    name = "order_state"
+
+    def encode(self, obj: OrderState) -> str:
+        return obj.name
+
+    def decode(self, data: str) -> OrderState:
+        return OrderState[data]

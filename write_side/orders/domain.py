@@ -9,7 +9,7 @@ from eventsourcing.domain import Aggregate, event
 from write_side.kernel.errors import DomainError
 
 
-class OrderState(str, Enum):
+class OrderState(Enum):
     APPROVAL_PENDING = "APPROVAL_PENDING"
     APPROVED = "APPROVED"
     REJECTED = "REJECTED"
@@ -33,19 +33,49 @@ class LineItem:
         return self.quantity * self.unit_price_cents
 
 
+@dataclass(frozen=True)
+class DeliveryAddress:
+    """Where the order goes. Orders placed before addresses were structured hold their
+    whole free text in ``street`` and nothing else."""
+
+    street: str
+    city: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.street.strip():
+            raise DomainError("a delivery address needs a street")
+
+
 class Order(Aggregate):
     """An order placed by a consumer at a restaurant.
 
     It starts APPROVAL_PENDING while the createOrder saga checks the consumer, the
     kitchen and the card; it ends APPROVED or REJECTED. While the saga runs the order
     is locked (a semantic lock): it can be cancelled only once APPROVED.
+
+    Version 2 structured the delivery address (it was one string): events and
+    snapshots stored before are upcast as they are read.
     """
 
+    class_version = 2  # of the snapshots' state
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["delivery_address"] = DeliveryAddress(street=state["delivery_address"])
+
     class Placed(Aggregate.Created):
+        class_version = 2
+
         customer_id: str
         restaurant_id: str
-        delivery_address: str
+        delivery_address: dict[str, Any]
         line_items: list[dict[str, Any]]
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["delivery_address"] = {"street": state["delivery_address"]}
 
     class Approved(Aggregate.Event):
         pass
@@ -62,14 +92,14 @@ class Order(Aggregate):
         self,
         customer_id: str,
         restaurant_id: str,
-        delivery_address: str,
+        delivery_address: dict[str, Any],
         line_items: list[dict[str, Any]],
     ) -> None:
         if not line_items:
             raise DomainError("an order needs at least one line item")
         self.customer_id = customer_id
         self.restaurant_id = restaurant_id
-        self.delivery_address = delivery_address
+        self.delivery_address = DeliveryAddress(**delivery_address)
         self.line_items = [LineItem(**item) for item in line_items]
         self.state = OrderState.APPROVAL_PENDING
         self.rejection_reason: str | None = None

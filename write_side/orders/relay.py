@@ -24,7 +24,7 @@ def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
             order_id=order_id,
             customer_id=event.customer_id,
             restaurant_id=event.restaurant_id,
-            delivery_address=event.delivery_address,
+            delivery_address=contract.DeliveryAddress(**event.delivery_address),
             line_items=items,
             total_cents=sum(item.quantity * item.unit_price_cents for item in items),
         )
@@ -40,7 +40,14 @@ def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
 
 
 def orders_relay(app: OrdersApplication, settings: OrdersSettings) -> Relay:
-    return build_relay(app, settings, source=SOURCE, topic=contract.TOPIC, to_contract=to_contract)
+    return build_relay(
+        app,
+        settings,
+        source=SOURCE,
+        topic=contract.TOPIC,
+        to_contract=to_contract,
+        also_publish=settings.orders_relay_also_publish,
+    )
 
 
 if __name__ == "__main__":
@@ -51,4 +58,5 @@ if __name__ == "__main__":
         source=SOURCE,
         topic=contract.TOPIC,
         to_contract=to_contract,
+        also_publish=settings.orders_relay_also_publish,
     )

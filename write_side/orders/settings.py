@@ -6,3 +6,6 @@ class OrdersSettings(RelaySettings):
 
     orders_database_url: str = "sqlite:///var/orders.db"
     orders_database_schema: str | None = None
+    orders_relay_also_publish: frozenset[str] = frozenset({"orders.OrderCreated.v1"})
+    """Older majors the relay still publishes beside the current one (a JSON list):
+    the transition period of contracts/README.md. ``[]`` once every consumer reads v2."""

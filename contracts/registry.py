@@ -62,7 +62,9 @@ def model_of(type_: str) -> type[ContractEvent] | None:
 def topic_of(model: type[ContractEvent]) -> str:
     """The topic a contract event is published on (its service's)."""
     service = model.name.split(".", 1)[0]
-    return next(module.TOPIC for module in SERVICE_CONTRACTS if module.__name__ == f"contracts.{service}")
+    return next(
+        module.TOPIC for module in SERVICE_CONTRACTS if module.__name__ == f"contracts.{service}"
+    )
 
 
 def upcasters() -> Iterable[Conversion]:

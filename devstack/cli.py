@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from devstack import run
+from devstack import replay, run
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-REGISTRARS: list[Registrar] = [run.register]
+REGISTRARS: list[Registrar] = [run.register, replay.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

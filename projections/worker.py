@@ -23,6 +23,10 @@ settings = ProjectionSettings()
 app = faust_app(settings.projections_group_id, settings, settings.projections_data_dir)
 
 
+async def handle(runner: ProjectionRunner, batch: list[ConsumedMessage]) -> None:
+    await runner.handle(batch)
+
+
 def register(projection: Projection) -> None:
     topics = app.topic(
         *projection.topics,
@@ -48,7 +52,7 @@ def register(projection: Projection) -> None:
             ):
                 batch = [ConsumedMessage.of(event) for event in events]
                 await retry_until_done(
-                    partial(runner.handle, batch), f"projection {projection.name}", stopping
+                    partial(handle, runner, batch), f"projection {projection.name}", stopping
                 )
         finally:
             stopping.set()

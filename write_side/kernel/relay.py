@@ -102,25 +102,41 @@ class Relay:
         return new_position, len(notifications)
 
     def envelope(self, notification: Notification) -> Envelope | None:
-        domain_event = self.mapper.to_domain_event(notification)
-        contract = self.to_contract(domain_event)
-        if contract is None:
-            return None
-        metadata = self.mapper.metadata_of(notification)
-        aggregate_id = str(notification.originator_id)
-        event_id = event_id_for(self.source, aggregate_id, notification.originator_version)
-        return Envelope(
-            id=event_id,
-            type=contract.type(),
-            source=self.source,
-            subject=aggregate_id,
-            time=domain_event.timestamp,  # type: ignore[attr-defined]  # every aggregate event has one
-            correlationid=metadata.correlation_id if metadata else event_id,
-            causationid=metadata.causation_id if metadata else event_id,
-            sequence=notification.id,
-            aggregateversion=notification.originator_version,
-            data=contract.model_dump(mode="json"),
+        return contract_envelope(
+            notification, source=self.source, mapper=self.mapper, to_contract=self.to_contract
         )
+
+
+def contract_envelope(
+    notification: Notification,
+    *,
+    source: str,
+    mapper: MetadataMapper,
+    to_contract: ContractMapping,
+) -> Envelope | None:
+    """The envelope a stored event is published in; None for a private event.
+
+    The relay publishes it; ``cqrs replay`` rebuilds read models from it without a broker.
+    """
+    domain_event = mapper.to_domain_event(notification)
+    contract = to_contract(domain_event)
+    if contract is None:
+        return None
+    metadata = mapper.metadata_of(notification)
+    aggregate_id = str(notification.originator_id)
+    event_id = event_id_for(source, aggregate_id, notification.originator_version)
+    return Envelope(
+        id=event_id,
+        type=contract.type(),
+        source=source,
+        subject=aggregate_id,
+        time=domain_event.timestamp,  # type: ignore[attr-defined]  # every aggregate event has one
+        correlationid=metadata.correlation_id if metadata else event_id,
+        causationid=metadata.causation_id if metadata else event_id,
+        sequence=notification.id,
+        aggregateversion=notification.originator_version,
+        data=contract.model_dump(mode="json"),
+    )
 
 
 def build_relay(

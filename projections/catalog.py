@@ -16,6 +16,7 @@ version. See docs/adr/0013-versioned-projection-collections-behind-an-alias.md.
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -64,7 +65,8 @@ class BuildState:
 
 
 def build_collection_name(projection: Projection, now: datetime) -> str:
-    return f"{projection.name}_v{projection.version}_{now:%Y%m%d%H%M%S}"
+    """``orders_v2_20260101T120000_3f9a1c``: the version, then when the build started."""
+    return f"{projection.name}_v{projection.version}_{now:%Y%m%dT%H%M%S}_{uuid4().hex[:6]}"
 
 
 class Catalog:

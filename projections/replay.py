@@ -14,8 +14,8 @@ writes. Phases (docs/adr/0014-replay-and-cut-over.md):
 2. **Catch up.** Tail the topics from those offsets (a store rebuild) or from where
    the build stopped, until a pass finds less than a batch left.
 3. **Shadow check.** Compare the new collection with the live one document by
-   document (``_rev``, a count of writes, excluded); documents the live worker has
-   applied more or fewer events to are caught up and compared again.
+   document (``_rev``, a count of writes, excluded); documents that differ are
+   compared again after catching up (the live worker may be ahead or behind).
 4. **Switch.** One update of the alias; then **drain**: tail until the new collection
    has every offset the live worker applied to the old one before it saw the switch
    (it applies everything after to the new one itself). The version guard makes an
@@ -460,16 +460,31 @@ class Replay:
     async def _shadow_check(
         self, runner: ProjectionRunner, summary: ReplaySummary, live: LiveTarget
     ) -> ShadowReport:
-        """Compare; documents that differ only because one side is ahead are compared
-        again after catching up (the live worker may be a little ahead or behind)."""
+        """Compare the two collections. The live worker keeps writing, so a document may
+        differ only because one side has applied an event the other has not yet: each
+        differing document is read again after catching up, up to ``SHADOW_RECHECKS``
+        times; those still different after that are the differences."""
         report = await shadow_check(self.database, live.collection, summary.collection)
+        pending = set(report.only_live + report.only_new + report.different)
         for _ in range(SHADOW_RECHECKS):
-            if report.equal or live.version != self.projection.version:
-                return report
+            if not pending or live.version != self.projection.version:
+                break
             await asyncio.sleep(self.options.poll_timeout)
             await self._tail(runner, summary, await self._end_offsets(), "catch up")
-            report = await shadow_check(self.database, live.collection, summary.collection)
+            pending = await self._still_different(live.collection, summary.collection, pending)
+        for ids in (report.only_live, report.only_new, report.different):
+            ids[:] = [i for i in ids if i in pending]
         return report
+
+    async def _still_different(self, live: str, new: str, ids: set[str]) -> set[str]:
+        query = {"_id": {"$in": list(ids)}}
+        left = {d["_id"]: d async for d in self.database[live].find(query)}
+        right = {d["_id"]: d async for d in self.database[new].find(query)}
+        return {
+            i
+            for i in ids
+            if _without_bookkeeping(left.get(i, {})) != _without_bookkeeping(right.get(i, {}))
+        }
 
     def _count(self, summary: ReplaySummary, result: BatchResult) -> None:
         summary.events += result.events

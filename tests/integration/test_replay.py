@@ -4,6 +4,7 @@ worker; then rebuilds from the stores and from Kafka, a rebuild killed and resum
 queries during a rebuild, and writes during a cut-over."""
 
 import asyncio
+import json
 import sys
 import uuid
 from collections import Counter
@@ -18,6 +19,7 @@ import sqlalchemy
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from devstack.cli import main
 from devstack.replay import store_logs
 from devstack.servers import KafkaBroker
 from projections.catalog import BuildState, Catalog
@@ -150,7 +152,9 @@ async def test_rebuilds_from_the_stores_and_from_kafka_equal_the_live_read_model
         assert built["stores"] == built["kafka"] == live, projection.name
 
 
-async def test_a_rebuild_killed_mid_way_resumes_to_the_same_result(stack: Stack, tmp_path: Path):
+async def test_a_rebuild_killed_mid_way_resumes_to_the_same_result(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     argv = [sys.executable, "-m", "devstack", "replay", "orders", "--no-switch"]
     rebuild = processes.Process("replay", [*argv, "--batch-size", "5"], stack.env, tmp_path)
     builds = stack.database["projection_builds"]
@@ -169,6 +173,10 @@ async def test_a_rebuild_killed_mid_way_resumes_to_the_same_result(stack: Stack,
     killed = await builds.find_one({"_id": started["_id"]})
     assert killed is not None and killed["state"] == "building", "killed before it finished"
     assert killed["events"] < 300, "killed mid-way"
+    assert await asyncio.to_thread(main, ["projections", "status", "--json"]) == 0
+    status = {s["projection"]: s for s in json.loads(capsys.readouterr().out)}
+    assert [b["collection"] for b in status["orders"]["rebuilds"]] == [started["_id"]]
+    assert status["orders"]["lag_events"] == 0
 
     summary = await stack.replay(ORDERS, resume=True, switch=False).run()
 

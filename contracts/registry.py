@@ -1,5 +1,7 @@
 """Look up contract models by wire type and validate messages against them."""
 
+from functools import cache
+
 from pydantic import ValidationError
 
 from contracts import accounting, consumers, kitchen, orders
@@ -39,8 +41,7 @@ def parse_data(envelope: Envelope, accepted: tuple[type[ContractEvent], ...]) ->
     ``accepted`` are the contract versions the consumer handles; any other type is
     refused with a reason (unknown type or unsupported major).
     """
-    by_type = {model.type(): model for model in accepted}
-    model = by_type.get(envelope.type)
+    model = _by_type(accepted).get(envelope.type)
     if model is None:
         name = envelope.type.rsplit(".v", 1)[0]
         if any(accepted_model.name == name for accepted_model in accepted):
@@ -52,6 +53,11 @@ def parse_data(envelope: Envelope, accepted: tuple[type[ContractEvent], ...]) ->
         return model.model_validate(envelope.data)
     except ValidationError as error:
         raise ContractError(f"{envelope.type} violates its contract: {_short(error)}") from error
+
+
+@cache
+def _by_type(accepted: tuple[type[ContractEvent], ...]) -> dict[str, type[ContractEvent]]:
+    return {model.type(): model for model in accepted}
 
 
 def _short(error: Exception) -> str:

@@ -31,7 +31,7 @@ from read_side.api import create_app
 from read_side.projections_status import projections_status
 from read_side.settings import QuerySettings
 from tests import processes
-from tests.integration.replay_workload import SERVICES, Workload, new_schema, store_env
+from bench.saga_stores import SERVICES, Workload, new_schema, store_env
 from tests.stores import POSTGRES_URL
 from tests.support import wait_for_async
 from write_side.kernel.kafka import ensure_topics

@@ -1,5 +1,5 @@
 """A mixed saga workload written through the four services' Applications, published by
-their relays: the events the replay tests rebuild from."""
+their relays: the events the replay tests and the rebuild benchmark rebuild from."""
 
 import asyncio
 import uuid

@@ -76,7 +76,7 @@ async def projections_status(database: AsyncDatabase[Any], bootstrap: str) -> li
                 "collection": alias["collection"],
                 "version": alias["version"],
                 "switched_at": _aware(alias.get("switched_at")),
-                **_lag(progress.get(alias["collection"], []), ends, now),
+                **lag_of(progress.get(alias["collection"], []), ends, now),
                 "rebuilds": [
                     _build(build)
                     async for build in database[BUILDS].find(
@@ -89,7 +89,7 @@ async def projections_status(database: AsyncDatabase[Any], bootstrap: str) -> li
     return statuses
 
 
-def _lag(entries: list[Document], ends: dict[TopicPartition, int], now: datetime) -> Document:
+def lag_of(entries: list[Document], ends: dict[TopicPartition, int], now: datetime) -> Document:
     """Lag in events (end offset - 1 - last offset applied), and in seconds: how old
     the last event applied in a partition that is behind is (0 when none is behind)."""
     partitions = []

@@ -19,6 +19,7 @@ import sqlalchemy
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from bench.saga_stores import SERVICES, Workload, new_schema, store_env
 from devstack.cli import main
 from devstack.replay import store_logs
 from devstack.servers import KafkaBroker
@@ -31,7 +32,6 @@ from read_side.api import create_app
 from read_side.projections_status import projections_status
 from read_side.settings import QuerySettings
 from tests import processes
-from bench.saga_stores import SERVICES, Workload, new_schema, store_env
 from tests.stores import POSTGRES_URL
 from tests.support import wait_for_async
 from write_side.kernel.kafka import ensure_topics

@@ -185,6 +185,7 @@ class Replay:
         self.options = options
         self.listener = listener or QuietListener()
         self.consumer: AIOKafkaConsumer | None = None
+        self.from_position = options.from_position  # a resumed build keeps its own
 
     async def run(self) -> ReplaySummary:
         started = time.monotonic()
@@ -196,6 +197,7 @@ class Replay:
         try:
             build = await self._open_build()
             collection: str = build["_id"]
+            self.from_position = int(build.get("from_position", 0))
             summary = ReplaySummary(self.projection.name, collection, build["source"])
             runner = ProjectionRunner(self.projection, self.database, None, collection=collection)
             await runner.prepare()
@@ -376,9 +378,9 @@ class Replay:
         done = await self.catalog.offsets(summary.collection)
         start = {tp: done.get((tp.topic, tp.partition), -1) + 1 for tp in until}
         remaining = {tp: end for tp, end in until.items() if start[tp] < end}
-        self.listener.phase(phase, sum(end - start[tp] for tp, end in remaining.items()))
         if not remaining:
             return 0
+        self.listener.phase(phase, sum(end - start[tp] for tp, end in remaining.items()))
         consumer.assign(list(remaining))
         for tp in remaining:
             consumer.seek(tp, start[tp])
@@ -422,9 +424,9 @@ class Replay:
 
     def _decoded(self, runner: ProjectionRunner, messages: list[ConsumedMessage]) -> Batch:
         batch = runner.decode(messages)
-        if self.options.from_position:
+        if self.from_position:
             batch.readable = [
-                item for item in batch.readable if item[1].sequence > self.options.from_position
+                item for item in batch.readable if item[1].sequence > self.from_position
             ]
         return batch
 

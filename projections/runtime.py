@@ -135,6 +135,9 @@ class ProjectionRunner:
     async def apply(self, batch: Batch) -> BatchResult:
         target = await self.target()
         written, rejected_by_apply = await self._apply_retrying(target, batch)
+        rejected = batch.rejected + rejected_by_apply
+        if rejected:
+            await self._reject(rejected)
         await self._record_progress(target, batch)
         if self.collection is None:
             # Read the alias again; the next batch starts from what this read says.
@@ -142,11 +145,8 @@ class ProjectionRunner:
             switched_to = await self.target()
             if switched_to != target:  # a cut-over happened while the batch was written
                 log.info("projection %s switched to %s", self.projection.name, switched_to)
-                written, rejected_by_apply = await self._apply_retrying(switched_to, batch)
+                written, _ = await self._apply_retrying(switched_to, batch)  # rejected above
                 await self._record_progress(switched_to, batch)
-        rejected = batch.rejected + rejected_by_apply
-        if rejected:
-            await self._reject(rejected)
         return BatchResult(len(batch.readable) + len(batch.rejected), written, len(rejected))
 
     async def _reject(self, rejected: list[tuple[ConsumedMessage | None, str]]) -> None:

@@ -152,6 +152,20 @@ async def test_rebuilds_from_the_stores_and_from_kafka_equal_the_live_read_model
         assert built["stores"] == built["kafka"] == live, projection.name
 
 
+async def test_a_rebuild_from_a_position_applies_only_the_events_after_it(stack: Stack):
+    after = 100
+    expected = {
+        event_id for ids in expected_timelines(stack, after=after).values() for event_id in ids
+    }
+    built = {}
+    for source in ("stores", "kafka"):
+        summary = await stack.replay(ORDERS, source=source, switch=False, from_position=after).run()
+        built[source] = await documents(stack.database, summary.collection)
+    applied = {e["event_id"] for d in built["stores"].values() for e in d["timeline"]}
+    assert applied == expected and len(expected) > 0
+    assert built["stores"] == built["kafka"]
+
+
 async def test_a_rebuild_killed_mid_way_resumes_to_the_same_result(
     stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
@@ -265,12 +279,13 @@ async def test_writes_during_the_cut_over_are_neither_lost_nor_applied_twice(sta
     assert await documents(stack.database, fresh.collection) == live
 
 
-def expected_timelines(stack: Stack) -> dict[str, list[str]]:
-    """Every event of every order in the four stores, by order."""
+def expected_timelines(stack: Stack, after: int = 0) -> dict[str, list[str]]:
+    """Every event of every order in the four stores (after position ``after`` of its
+    own log), by order."""
     types = {model.type() for model in ORDERS.accepts}
     timelines: dict[str, list[str]] = {}
     for log in stack.logs:  # type: ignore[attr-defined]
-        for notification in log.read(1, 10**6, log.last_position()):
+        for notification in log.read(after + 1, 10**6, log.last_position()):
             envelope = log.envelope(notification)
             if envelope is not None and envelope.type in types:
                 timelines.setdefault(envelope.data["order_id"], []).append(envelope.id)

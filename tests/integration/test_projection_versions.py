@@ -3,6 +3,7 @@ writes into a collection another version built; old deployments keep working."""
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from contracts import orders as contract
+from contracts.envelope import Envelope, event_id_for
 from devstack.cli import main
 from projections.catalog import Catalog, LiveTarget, ProjectionVersionMismatch
 from projections.orders import ORDERS
@@ -17,6 +20,7 @@ from projections.runtime import ProjectionRunner
 from tests import processes
 from tests.support import wait_for
 from write_side.kernel.kafka import ensure_topics
+from write_side.kernel.messaging import ConsumedMessage
 
 
 @pytest.fixture
@@ -107,3 +111,51 @@ async def test_drop_refuses_the_live_collection_and_drops_a_retired_one(
     assert "orders_v2_new" in await database.list_collection_names()
     assert await catalog.build("orders") is None
     assert await catalog.live(ORDERS) == LiveTarget("orders_v2_new", ORDERS.version)
+
+
+async def test_a_batch_written_while_the_alias_switches_reaches_the_new_collection(
+    database: AsyncDatabase[Any],
+):
+    """The live worker's fence: it resolved the old collection before the switch, so it
+    applies the batch there, then sees the switch and applies it to the new one too."""
+    runner = ProjectionRunner(ORDERS, database, None)
+    await runner.prepare()
+    old = await runner.target()
+    catalog = Catalog(database)
+    await catalog.start_build(ORDERS, "orders_v2_next", {"source": "kafka"})
+    await catalog.switch(ORDERS, await catalog.live(ORDERS), "orders_v2_next")
+    order_id = str(uuid.uuid4())
+
+    await runner.handle([created(order_id, offset=7)])  # resolved before the switch
+
+    for collection in (old, "orders_v2_next"):
+        document = await database[collection].find_one({"_id": order_id})
+        assert document is not None and document["status"] == "APPROVAL_PENDING", collection
+    assert await catalog.offsets("orders_v2_next") == {("orders", 0): 7}
+    await runner.handle([created(str(uuid.uuid4()), offset=8)])
+    assert await database[old].count_documents({}) == 1, "later batches go to the new one only"
+    assert await database["orders_v2_next"].count_documents({}) == 2
+
+
+def created(order_id: str, offset: int) -> ConsumedMessage:
+    event = contract.OrderCreated(
+        order_id=order_id,
+        customer_id="c",
+        restaurant_id="r",
+        delivery_address="1 Main St",
+        line_items=[contract.LineItem(menu_item_id="pizza", quantity=1, unit_price_cents=900)],
+        total_cents=900,
+    )
+    envelope = Envelope(
+        id=event_id_for("orders", order_id, 1),
+        type=event.type(),
+        source="orders",
+        subject=order_id,
+        time=datetime.now(UTC),
+        correlationid="c",
+        causationid="c",
+        sequence=offset,
+        aggregateversion=1,
+        data=event.model_dump(mode="json"),
+    )
+    return ConsumedMessage("orders", 0, offset, order_id.encode(), envelope.to_bytes())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from devstack import contract_tools, dead_letters_command, run
+from devstack import contract_tools, dead_letters_command, replay, run
 from devstack.scaffold import commands as scaffold
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -18,6 +18,7 @@ REGISTRARS: list[Registrar] = [
     run.register,
     contract_tools.register,
     dead_letters_command.register,
+    replay.register,
     scaffold.register,
 ]
 

@@ -6,6 +6,7 @@ order itself (and ``created_position``, without which the query API does not sho
 the document). Field meanings: docs/read-models.md.
 """
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -90,17 +91,32 @@ def apply(document: Document | None, envelope: Envelope, event: object) -> Docum
             updated_at=envelope.time,
         )
     new["saga"] = saga
-    new["timeline"] = [
-        *new.get("timeline", []),
-        {
-            "service": envelope.source,
-            "event": envelope.type,
-            "time": envelope.time,
-            "event_id": envelope.id,
-            "detail": detail,
-        },
-    ]
+    new["timeline"] = sorted(
+        [
+            *new.get("timeline", []),
+            {
+                "service": envelope.source,
+                "event": envelope.type,
+                "time": envelope.time,
+                "event_id": envelope.id,
+                "detail": detail,
+            },
+        ],
+        key=_timeline_order,
+    )
     return new
+
+
+def _timeline_order(entry: Document) -> tuple[datetime, str]:
+    """Time, then event id: the same timeline whatever order the four topics arrive in.
+
+    Compared as MongoDB stores it (UTC, milliseconds), so an entry sorts the same
+    before and after a round trip through the database.
+    """
+    time: datetime = entry["time"]
+    if time.tzinfo is not None:
+        time = time.astimezone(UTC).replace(tzinfo=None)
+    return time.replace(microsecond=time.microsecond // 1000 * 1000), entry["event_id"]
 
 
 def _failed(saga: dict[str, str | None], step: str, reason: str) -> str:
@@ -113,6 +129,7 @@ ORDERS = Projection(
     name="orders",
     topics=(contract.TOPIC, consumers.TOPIC, kitchen.TOPIC, accounting.TOPIC),
     collection="orders",
+    version=2,  # 2: the timeline is sorted by (time, event id), not in arrival order
     accepts=(*contract.EVENTS, *consumers.EVENTS, *kitchen.EVENTS, *accounting.EVENTS),
     apply=apply,
     key=order_of,

@@ -32,6 +32,12 @@ class Projection:
     The runtime applies an event only if it is newer than the last one applied from
     the same source aggregate (the version guard), so a re-delivered or older event
     changes nothing, whatever the topic it comes from.
+
+    ``version`` names the logic: bump it whenever ``apply`` would build different
+    documents from the same events. The worker refuses to write into a collection
+    built by another version (``cqrs replay NAME`` builds a new one); see ADR 13.
+    ``collection`` is the name of the first collection (deployments from before
+    versioning), later builds are named ``<name>_v<version>_<build>``.
     """
 
     name: str
@@ -41,3 +47,4 @@ class Projection:
     apply: Callable[[Document | None, Envelope, Any], Document]
     key: Callable[[Envelope, Any], str] = by_subject
     indexes: list[IndexModel] = field(default_factory=list)
+    version: int = 1

@@ -5,17 +5,22 @@ dead-letter topic with their reason; known event types the projection does not u
 are skipped), load the batch's documents in one query, apply the events in order in
 memory, skipping any event not newer than what the document already holds from the
 same source aggregate (the version guard, ``_applied``), write the changed documents
-in one bulk write, then record per-partition progress.
+in one bulk write, then record per-partition progress (of the collection written).
+The live worker and ``cqrs replay`` run this same code; they differ only in where
+the messages come from and which collection they write.
 
 Writes are compare-and-set on a revision number (``_rev``): if another writer got
 there first (two workers on one partition during a rebalance), the batch is
 reloaded and applied again, which the version guard makes safe.
 """
 
+import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ReplaceOne, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -27,10 +32,13 @@ from contracts.registry import (
     parse_data,
     readable_types,
 )
+from projections.catalog import PROGRESS as PROGRESS_COLLECTION
+from projections.catalog import Catalog
 from projections.projection import Document, Projection, ProjectionError
 from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 
-PROGRESS_COLLECTION = "projection_progress"
+log = logging.getLogger(__name__)
+
 _DUPLICATE_KEY = 11000
 MAX_CONFLICT_RETRIES = 10
 
@@ -39,62 +47,148 @@ class WriteConflict(Exception):
     """Another writer changed a document of the batch since it was loaded."""
 
 
+@dataclass
+class Batch:
+    """Decoded messages, ready to apply.
+
+    ``readable`` pairs each envelope with its parsed event and the message it came in
+    (None when a rebuild reads the event stores); ``messages`` are every Kafka message
+    of the batch (progress is recorded for them all, unreadable ones included).
+    """
+
+    messages: list[ConsumedMessage] = field(default_factory=list)
+    readable: list[tuple[ConsumedMessage | None, Envelope, Any]] = field(default_factory=list)
+    rejected: list[tuple[ConsumedMessage | None, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    events: int  # events read (readable and rejected)
+    written: int  # documents written
+    rejected: int  # events dead-lettered (live) or skipped (rebuild)
+
+
 class ProjectionRunner:
+    """Applies batches to one collection of a projection.
+
+    ``collection=None`` is the live worker: before every batch it resolves the live
+    collection through the alias (refusing one built by another version), and after
+    the batch it looks again; if a rebuild switched the alias meanwhile, the batch is
+    applied to the new collection too (a no-op where the rebuild got there first), so
+    no event is lost at a cut-over (ADR 14). A rebuild names its own collection.
+    ``dead_letters=None`` (a rebuild) logs and counts rejected events instead: the
+    live worker dead-lettered them already.
+    """
+
     def __init__(
-        self, projection: Projection, database: AsyncDatabase[Any], dead_letters: DeadLetters
+        self,
+        projection: Projection,
+        database: AsyncDatabase[Any],
+        dead_letters: DeadLetters | None,
+        *,
+        collection: str | None = None,
     ):
         self.projection = projection
         self.database = database
-        self.documents = database[projection.collection]
+        self.catalog = Catalog(database)
+        self.collection = collection
         self.progress = database[PROGRESS_COLLECTION]
         self.dead_letters = dead_letters
         self.handled_types = readable_types(projection.accepts)  # with older majors, upcast
+        self._live: str | None = None  # the live target as last read (collection=None)
+
+    async def target(self) -> str:
+        """The collection the next batch goes to."""
+        if self.collection is not None:
+            return self.collection
+        if self._live is None:
+            self._live = await self.catalog.live_for_writing(self.projection)
+        return self._live
 
     async def prepare(self) -> None:
+        """Check the target may be written by this version; create its indexes."""
+        target = await self.target()
         if self.projection.indexes:
-            await self.documents.create_indexes(self.projection.indexes)
+            await self.database[target].create_indexes(self.projection.indexes)
 
-    async def handle(self, messages: list[ConsumedMessage]) -> None:
-        """Project one batch. Raises only for infrastructure errors (retry the batch)."""
-        rejected: list[tuple[ConsumedMessage, str]] = []
-        readable: list[tuple[ConsumedMessage, Envelope, Any]] = []
+    async def handle(self, messages: list[ConsumedMessage]) -> BatchResult:
+        """Project one batch. Raises only for infrastructure errors (retry the batch)
+        and when the live collection was built by another version."""
+        return await self.apply(self.decode(messages))
+
+    def decode(self, messages: list[ConsumedMessage]) -> Batch:
+        batch = Batch(messages=messages)
         for message in messages:
             try:
                 envelope = decode_envelope(message.value)
-                if envelope.type not in self.handled_types and is_known_type(envelope.type):
-                    continue  # another service's concern, not this read model's
-                event = parse_data(envelope, self.projection.accepts)
             except ContractError as error:
-                rejected.append((message, str(error)))
+                batch.rejected.append((message, str(error)))
             else:
-                readable.append((message, envelope, event))
+                self.add(batch, envelope, message)
+        return batch
 
+    def add(self, batch: Batch, envelope: Envelope, message: ConsumedMessage | None) -> None:
+        """Parse one envelope's event into the batch (or reject it, or skip it)."""
+        if envelope.type not in self.handled_types and is_known_type(envelope.type):
+            return  # another read model's concern
+        try:
+            event = parse_data(envelope, self.projection.accepts)
+        except ContractError as error:
+            batch.rejected.append((message, str(error)))
+        else:
+            batch.readable.append((message, envelope, event))
+
+    async def apply(self, batch: Batch) -> BatchResult:
+        target = await self.target()
+        written, rejected_by_apply = await self._apply_retrying(target, batch)
+        rejected = batch.rejected + rejected_by_apply
+        if rejected:
+            await self._reject(rejected)
+        await self._record_progress(target, batch)
+        if self.collection is None:
+            # Read the alias again; the next batch starts from what this read says.
+            self._live = None
+            switched_to = await self.target()
+            if switched_to != target:  # a cut-over happened while the batch was written
+                log.info("projection %s switched to %s", self.projection.name, switched_to)
+                written, _ = await self._apply_retrying(switched_to, batch)  # rejected above
+                await self._record_progress(switched_to, batch)
+        return BatchResult(len(batch.readable) + len(batch.rejected), written, len(rejected))
+
+    async def _reject(self, rejected: list[tuple[ConsumedMessage | None, str]]) -> None:
+        """Live: to the dead-letter topic (which logs and counts them). A rebuild only
+        logs them: the live worker dead-lettered them when they first came."""
+        if self.dead_letters is not None:
+            await self.dead_letters.send([(m, reason) for m, reason in rejected if m is not None])
+            return
+        for message, reason in rejected:
+            where = f"{message.topic}[{message.partition}]@{message.offset}" if message else ""
+            log.warning("projection %s skips %s: %s", self.projection.name, where, reason)
+
+    async def _apply_retrying(
+        self, target: str, batch: Batch
+    ) -> tuple[int, list[tuple[ConsumedMessage | None, str]]]:
         for _ in range(MAX_CONFLICT_RETRIES):
             try:
-                rejected_by_apply = await self._apply(readable)
-                break
+                return await self._apply(self.database[target], batch.readable)
             except WriteConflict:
                 continue
-        else:
-            raise TimeoutError(f"projection {self.projection.name}: batch kept conflicting")
-
-        rejected += rejected_by_apply
-        if rejected:
-            await self.dead_letters.send(rejected)
-        await self._record_progress(messages, readable)
+        raise TimeoutError(f"projection {self.projection.name}: batch kept conflicting")
 
     async def _apply(
-        self, readable: list[tuple[ConsumedMessage, Envelope, Any]]
-    ) -> list[tuple[ConsumedMessage, str]]:
+        self,
+        documents: AsyncCollection[Any],
+        readable: list[tuple[ConsumedMessage | None, Envelope, Any]],
+    ) -> tuple[int, list[tuple[ConsumedMessage | None, str]]]:
         keyed = [(m, e, ev, self.projection.key(e, ev)) for m, e, ev in readable]
         ids = list({key for *_, key in keyed})
         current: dict[str, Document] = {}
         if ids:
-            async for document in self.documents.find({"_id": {"$in": ids}}):
+            async for document in documents.find({"_id": {"$in": ids}}):
                 current[document["_id"]] = document
         revisions = {key: document.get("_rev") for key, document in current.items()}
         changed: dict[str, Document] = {}
-        rejected = []
+        rejected: list[tuple[ConsumedMessage | None, str]] = []
         for message, envelope, event, key in keyed:
             document = current.get(key)
             applied: dict[str, int] = dict(document.get("_applied", {})) if document else {}
@@ -109,10 +203,15 @@ class ProjectionRunner:
             applied[source] = envelope.aggregateversion
             new.update(_id=key, _applied=applied)
             current[key] = changed[key] = new
-        await self._write(changed, revisions)
-        return rejected
+        await self._write(documents, changed, revisions)
+        return len(changed), rejected
 
-    async def _write(self, changed: dict[str, Document], revisions: dict[str, Any]) -> None:
+    async def _write(
+        self,
+        documents: AsyncCollection[Any],
+        changed: dict[str, Document],
+        revisions: dict[str, Any],
+    ) -> None:
         if not changed:
             return
         operations = []
@@ -122,7 +221,7 @@ class ProjectionRunner:
             # Matches only the revision we loaded (None also matches "no document").
             operations.append(ReplaceOne({"_id": key, "_rev": revision}, document, upsert=True))
         try:
-            result = await self.documents.bulk_write(operations, ordered=False)
+            result = await documents.bulk_write(operations, ordered=False)
         except BulkWriteError as error:
             if error.details.get("writeConcernErrors") or any(
                 e["code"] != _DUPLICATE_KEY for e in error.details["writeErrors"]
@@ -132,16 +231,16 @@ class ProjectionRunner:
         if result.matched_count + result.upserted_count < len(operations):
             raise WriteConflict()
 
-    async def _record_progress(
-        self,
-        messages: list[ConsumedMessage],
-        readable: list[tuple[ConsumedMessage, Envelope, Any]],
-    ) -> None:
+    async def _record_progress(self, target: str, batch: Batch) -> None:
+        """Per (topic, partition) of ``target``: the last offset, and the position and
+        time of the last event applied."""
         last: dict[tuple[str, int], dict[str, Any]] = {}
-        for message in messages:
+        for message in batch.messages:
             last.setdefault((message.topic, message.partition), {})["offset"] = message.offset
-        for message, envelope, _ in readable:
-            entry = last[(message.topic, message.partition)]
+        for origin, envelope, _ in batch.readable:
+            if origin is None:
+                continue
+            entry = last[(origin.topic, origin.partition)]
             entry["position"] = envelope.sequence
             entry["event_time"] = envelope.time
         now = datetime.now(UTC)
@@ -149,6 +248,7 @@ class ProjectionRunner:
         for (topic, partition), entry in last.items():
             fields = {
                 "projection": self.projection.name,
+                "collection": target,
                 "topic": topic,
                 "partition": partition,
                 "updated_at": now,
@@ -156,9 +256,10 @@ class ProjectionRunner:
             }
             operations.append(
                 UpdateOne(
-                    {"_id": f"{self.projection.name}:{topic}:{partition}"},
+                    {"_id": f"{target}:{topic}:{partition}"},
                     {"$set": fields},
                     upsert=True,
                 )
             )
-        await self.progress.bulk_write(operations, ordered=False)
+        if operations:
+            await self.progress.bulk_write(operations, ordered=False)

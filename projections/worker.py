@@ -5,11 +5,13 @@ Thin entry point: Faust consumes the topics and hands batches of raw messages to
 """
 
 import asyncio
+import logging
 from functools import partial
 from typing import Any
 
 from pymongo import AsyncMongoClient
 
+from projections.catalog import ProjectionVersionMismatch
 from projections.orders import ORDERS
 from projections.projection import Projection
 from projections.runtime import ProjectionRunner
@@ -21,8 +23,13 @@ from write_side.kernel.streams import faust_app, retry_until_done
 
 # cqrs-scaffold: projection imports
 
+log = logging.getLogger(__name__)
 settings = ProjectionSettings()
 app = faust_app(settings.projections_group_id, settings, settings.projections_data_dir)
+
+
+async def handle(runner: ProjectionRunner, batch: list[ConsumedMessage]) -> None:
+    await runner.handle(batch)
 
 
 def register(projection: Projection) -> None:
@@ -44,14 +51,20 @@ def register(projection: Projection) -> None:
                 client[settings.mongodb_database],
                 DeadLetters(producer, consumer=f"projections.{projection.name}"),
             )
-            await runner.prepare()
-            async for events in stream.take_events(
-                settings.projection_batch_size, within=settings.projection_batch_within
-            ):
-                batch = [ConsumedMessage.of(event) for event in events]
-                await retry_until_done(
-                    partial(runner.handle, batch), f"projection {projection.name}", stopping
-                )
+            try:
+                await runner.prepare()
+                async for events in stream.take_events(
+                    settings.projection_batch_size, within=settings.projection_batch_within
+                ):
+                    batch = [ConsumedMessage.of(event) for event in events]
+                    await retry_until_done(
+                        partial(handle, runner, batch), f"projection {projection.name}", stopping
+                    )
+            except ProjectionVersionMismatch as error:
+                # Another version's collection is live (or this one was never rebuilt):
+                # stop the worker rather than mix two versions' logic in one collection.
+                log.critical("%s", error)
+                await app.crash(error)
         finally:
             stopping.set()
             await stop_producer(producer)

@@ -83,15 +83,18 @@ from read_side.models import (
     OrderPage,
     OrderStatus,
     OrderTimeline,
+    ProjectionStatus,
     StuckSaga,
     StuckSagas,
     Ticket,
     TicketPage,
     TicketStatus,
 )
+from read_side.projections_status import projections_status
 from read_side.read_model import (
     Document,
     InvalidCursor,
+    LiveCollections,
     OrdersReadModel,
     Staleness,
     TicketCursor,
@@ -507,6 +510,22 @@ async def stuck_sagas(
     )
 
 
+@router.get(
+    "/projections",
+    tags=["projections"],
+    summary="Each projection's live collection, lag and rebuilds in progress",
+    description="Per projection: the collection the query API reads and the version "
+    "that built it, per topic partition the last offset applied and the broker's end "
+    "offset, the lag in events and in seconds, and the rebuilds `cqrs replay` is "
+    "running. Lags are null when the broker cannot be reached.",
+    responses=_UNAVAILABLE,
+)
+async def list_projections(request: Request, settings: Settings) -> list[ProjectionStatus]:
+    database = request.app.state.database
+    statuses = await projections_status(database, settings.kafka_bootstrap_servers)
+    return [ProjectionStatus.model_validate(status) for status in statuses]
+
+
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("MongoDB unreachable: %s", exc)
     return JSONResponse(
@@ -526,8 +545,9 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
         )
         try:
             database = client[settings.mongodb_database]
-            read_model = OrdersReadModel(database)
-            tickets = TicketsReadModel(database)
+            live = LiveCollections(database)
+            read_model = OrdersReadModel(database, live)
+            tickets = TicketsReadModel(database, live)
             try:  # idempotent
                 await read_model.ensure_indexes()
                 await tickets.ensure_indexes()
@@ -535,7 +555,8 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
                 # The projections create theirs too; the API can serve without them.
                 log.warning("could not ensure the read models' indexes: %s", error)
             app.state.settings = settings
-            app.state.database = database  # the routers of the other read models
+            app.state.database = database
+            app.state.live = live  # the routers of the other read models read through it
             app.state.read_model = read_model
             app.state.tickets = tickets
             yield

@@ -28,6 +28,8 @@ Document = dict[str, Any]
 ORDERS = "orders"
 TICKETS = "tickets"
 PROGRESS = "projection_progress"
+ALIASES = "projection_aliases"
+ALIAS_CACHE_SECONDS = 1.0
 # The staleness headers of the orders routes: the orders projection's progress on the
 # orders topic only (positions of other services' logs are not comparable).
 PROJECTION = "orders"
@@ -60,6 +62,36 @@ async def _ensure(collection: AsyncCollection[Document], indexes: list[IndexMode
             )
 
 
+class LiveCollections:
+    """The collection that serves each read model, through ``projection_aliases``.
+
+    ``cqrs replay`` builds a new collection beside the live one and switches the alias
+    only once it is complete (ADR 13), so whatever the alias names is whole. A read
+    model without an alias (a deployment from before them) is its plain collection.
+    Looked up at most once a second per read model: after a switch, answers may come
+    from the previous (complete, no longer updated) collection for that long.
+    """
+
+    def __init__(self, database: AsyncDatabase[Document], ttl: float = ALIAS_CACHE_SECONDS):
+        self._database = database
+        self._aliases = database[ALIASES]
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    async def name(self, read_model: str) -> str:
+        now = asyncio.get_running_loop().time()
+        cached = self._cache.get(read_model)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        alias = await self._aliases.find_one({"_id": read_model}, {"collection": 1})
+        name = read_model if alias is None else str(alias["collection"])
+        self._cache[read_model] = (now, name)
+        return name
+
+    async def get(self, read_model: str) -> AsyncCollection[Document]:
+        return self._database[await self.name(read_model)]
+
+
 @dataclass(frozen=True)
 class Staleness:
     """How far the orders projection has got, from its progress documents."""
@@ -84,10 +116,15 @@ def _aware(moment: datetime) -> datetime:
 class OrdersReadModel:
     """The ``orders`` collection (orders with their sagas) and the orders progress."""
 
-    def __init__(self, database: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, database: AsyncDatabase[Document], live: LiveCollections | None = None
+    ) -> None:
         self._database = database
-        self._orders = database[ORDERS]
+        self._live = live or LiveCollections(database)
         self._progress = database[PROGRESS]
+
+    async def _orders(self) -> AsyncCollection[Document]:
+        return await self._live.get(ORDERS)
 
     async def ping(self) -> None:
         await self._database.command("ping")
@@ -95,7 +132,7 @@ class OrdersReadModel:
     async def ensure_indexes(self) -> None:
         """The indexes the list queries need (the projection creates them too)."""
         await _ensure(
-            self._orders,
+            await self._orders(),
             [
                 IndexModel([("customer_id", ASCENDING), ("created_position", DESCENDING)]),
                 IndexModel([("status", ASCENDING), ("created_position", DESCENDING)]),
@@ -106,7 +143,8 @@ class OrdersReadModel:
 
     async def get(self, order_id: str) -> Order | None:
         """The order, or None when there is none or its OrderCreated is not applied yet."""
-        document = await self._orders.find_one({"_id": order_id, **VISIBLE}, _BOOKKEEPING)
+        orders = await self._orders()
+        document = await orders.find_one({"_id": order_id, **VISIBLE}, _BOOKKEEPING)
         return None if document is None else Order.model_validate(document)
 
     async def newest_first(
@@ -126,9 +164,8 @@ class OrdersReadModel:
             query["customer_id"] = customer_id
         if status is not None:
             query["status"] = status.value
-        cursor = (
-            self._orders.find(query, _BOOKKEEPING).sort("created_position", DESCENDING).limit(limit)
-        )
+        orders = await self._orders()
+        cursor = orders.find(query, _BOOKKEEPING).sort("created_position", DESCENDING).limit(limit)
         return [Order.model_validate(document) async for document in cursor]
 
     async def pending_since(self, cutoff: datetime, *, limit: int) -> list[Order]:
@@ -138,15 +175,17 @@ class OrdersReadModel:
             "created_at": {"$lt": cutoff},
             **VISIBLE,
         }
+        orders = await self._orders()
         cursor = (
-            self._orders.find(query, _BOOKKEEPING)
+            orders.find(query, _BOOKKEEPING)
             .sort([("created_at", ASCENDING), ("_id", ASCENDING)])
             .limit(limit)
         )
         return [Order.model_validate(document) async for document in cursor]
 
     async def has_version(self, order_id: str, version: int) -> bool:
-        found = await self._orders.find_one(
+        orders = await self._orders()
+        found = await orders.find_one(
             {"_id": order_id, "version": {"$gte": version}, **VISIBLE}, projection={"_id": 1}
         )
         return found is not None
@@ -167,8 +206,14 @@ class OrdersReadModel:
     async def staleness(self) -> Staleness:
         position = 0
         event_time: datetime | None = None
+        collection = await self._live.name(ORDERS)
         async for progress in self._progress.find(
-            {"projection": PROJECTION, "topic": PROGRESS_TOPIC},
+            {
+                "projection": PROJECTION,
+                "topic": PROGRESS_TOPIC,
+                # Progress recorded before collections were versioned names none.
+                "collection": {"$in": [collection, None]} if collection == ORDERS else collection,
+            },
             projection={"position": 1, "event_time": 1},
         ):
             position = max(position, int(progress.get("position") or 0))
@@ -210,13 +255,18 @@ class TicketCursor:
 class TicketsReadModel:
     """The ``tickets`` collection: one document per kitchen ticket, ``_id`` = order id."""
 
-    def __init__(self, database: AsyncDatabase[Document]) -> None:
-        self._tickets = database[TICKETS]
+    def __init__(
+        self, database: AsyncDatabase[Document], live: LiveCollections | None = None
+    ) -> None:
+        self._live = live or LiveCollections(database)
+
+    async def _tickets(self) -> AsyncCollection[Document]:
+        return await self._live.get(TICKETS)
 
     async def ensure_indexes(self) -> None:
         """Keyset indexes of the list: (filter,) updated_at desc, _id desc."""
         await _ensure(
-            self._tickets,
+            await self._tickets(),
             [
                 IndexModel(
                     [("restaurant_id", ASCENDING), ("updated_at", DESCENDING), ("_id", DESCENDING)]
@@ -229,7 +279,8 @@ class TicketsReadModel:
         )
 
     async def get(self, order_id: str) -> Ticket | None:
-        document = await self._tickets.find_one({"_id": order_id})
+        tickets = await self._tickets()
+        document = await tickets.find_one({"_id": order_id})
         return None if document is None else Ticket.model_validate(document)
 
     async def newest_first(
@@ -253,8 +304,9 @@ class TicketsReadModel:
                 {"updated_at": after.updated_at, "_id": {"$lt": after.ticket_id}},
             ]
         # One more than asked tells whether another page follows.
+        collection = await self._tickets()
         cursor = (
-            self._tickets.find(query)
+            collection.find(query)
             .sort([("updated_at", DESCENDING), ("_id", DESCENDING)])
             .limit(limit + 1)
         )

@@ -5,7 +5,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class QuerySettings(BaseSettings):
-    """Environment: MONGODB_URL, MONGODB_DATABASE, READ_YOUR_WRITES_TIMEOUT."""
+    """Environment: MONGODB_URL, MONGODB_DATABASE, READ_YOUR_WRITES_TIMEOUT,
+    KAFKA_BOOTSTRAP_SERVERS (the projections' lag in ``GET /projections``)."""
 
     model_config = SettingsConfigDict(extra="ignore")
 
@@ -14,3 +15,4 @@ class QuerySettings(BaseSettings):
     # Seconds a query carrying a consistency token may wait for the read model to
     # reach it before answering 503.
     read_your_writes_timeout: float = Field(default=5.0, ge=0)
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"

@@ -105,34 +105,66 @@ class Relay:
         return new_position, len(notifications)
 
     def envelopes(self, notification: Notification) -> list[Envelope]:
-        """The messages of one notification: none for a private event, one per major
-        published (the current one, then those of ``also_publish``, newest first).
+        return contract_envelopes(
+            notification,
+            source=self.source,
+            mapper=self.mapper,
+            to_contract=self.to_contract,
+            also_publish=self.also_publish,
+        )
 
-        Every copy has the same id, sequence and aggregate version: it is one event in
-        several shapes, and consumers that read two of them keep the first.
-        """
-        domain_event = self.mapper.to_domain_event(notification)
-        contract = self.to_contract(domain_event)
-        if contract is None:
-            return []
-        metadata = self.mapper.metadata_of(notification)
-        aggregate_id = str(notification.originator_id)
-        event_id = event_id_for(self.source, aggregate_id, notification.originator_version)
-        return [
-            Envelope(
-                id=event_id,
-                type=edition.type(),
-                source=self.source,
-                subject=aggregate_id,
-                time=domain_event.timestamp,  # type: ignore[attr-defined]  # every aggregate event has one
-                correlationid=metadata.correlation_id if metadata else event_id,
-                causationid=metadata.causation_id if metadata else event_id,
-                sequence=notification.id,
-                aggregateversion=notification.originator_version,
-                data=edition.model_dump(mode="json"),
-            )
-            for edition in editions(contract, self.also_publish)
-        ]
+
+def contract_envelopes(
+    notification: Notification,
+    *,
+    source: str,
+    mapper: MetadataMapper,
+    to_contract: ContractMapping,
+    also_publish: Collection[str] = (),
+) -> list[Envelope]:
+    """The messages a stored event is published as: none for a private event, one per
+    major published (the current one, then those of ``also_publish``, newest first).
+
+    Every copy has the same id, sequence and aggregate version: it is one event in
+    several shapes, and consumers that read two of them keep the first. The relay
+    publishes them; ``cqrs replay`` rebuilds read models from the current one.
+    """
+    domain_event = mapper.to_domain_event(notification)
+    contract = to_contract(domain_event)
+    if contract is None:
+        return []
+    metadata = mapper.metadata_of(notification)
+    aggregate_id = str(notification.originator_id)
+    event_id = event_id_for(source, aggregate_id, notification.originator_version)
+    return [
+        Envelope(
+            id=event_id,
+            type=edition.type(),
+            source=source,
+            subject=aggregate_id,
+            time=domain_event.timestamp,  # type: ignore[attr-defined]  # every aggregate event has one
+            correlationid=metadata.correlation_id if metadata else event_id,
+            causationid=metadata.causation_id if metadata else event_id,
+            sequence=notification.id,
+            aggregateversion=notification.originator_version,
+            data=edition.model_dump(mode="json"),
+        )
+        for edition in editions(contract, also_publish)
+    ]
+
+
+def contract_envelope(
+    notification: Notification,
+    *,
+    source: str,
+    mapper: MetadataMapper,
+    to_contract: ContractMapping,
+) -> Envelope | None:
+    """The envelope of a stored event in its contract's current major; None if private."""
+    envelopes = contract_envelopes(
+        notification, source=source, mapper=mapper, to_contract=to_contract
+    )
+    return envelopes[0] if envelopes else None
 
 
 def build_relay(

@@ -28,6 +28,7 @@ from write_side.orders.settings import OrdersSettings
 
 SERVICES = ("orders", "consumers", "kitchen", "accounting")
 LINE_ITEMS = [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}]
+ADDRESS = {"street": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US"}
 TOTAL = 2500
 
 
@@ -123,7 +124,7 @@ class Workload:
         self.written += 1
         customer = "nobody" if outcome == 1 else "cust"
         restaurant = "nowhere" if outcome == 2 else "rest"
-        order_id = self.orders.place_order(customer, restaurant, "1 Main St", LINE_ITEMS).order_id
+        order_id = self.orders.place_order(customer, restaurant, ADDRESS, LINE_ITEMS).order_id
         order = str(order_id)
         verification = self.consumers.verify(order, customer, restaurant, LINE_ITEMS, TOTAL)
         assert verification is not None

@@ -142,7 +142,7 @@ def created(order_id: str, offset: int) -> ConsumedMessage:
         order_id=order_id,
         customer_id="c",
         restaurant_id="r",
-        delivery_address="1 Main St",
+        delivery_address=contract.DeliveryAddress(street="1 Main St"),
         line_items=[contract.LineItem(menu_item_id="pizza", quantity=1, unit_price_cents=900)],
         total_cents=900,
     )

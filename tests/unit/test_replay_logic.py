@@ -42,7 +42,7 @@ SAGA = [
             order_id=ORDER,
             customer_id="c",
             restaurant_id="r",
-            delivery_address="1 Main St",
+            delivery_address=contract.DeliveryAddress(street="1 Main St"),
             line_items=ITEMS,
             total_cents=900,
         ),
@@ -94,7 +94,7 @@ def test_the_order_view_is_the_same_in_any_arrival_order_across_services():
             arrival = [*permutation[:cut], *orders_events, *permutation[cut:]]
             assert project(arrival) == expected
     events = [entry["event"] for entry in expected["timeline"]]
-    assert events[0] == "orders.OrderCreated.v1" and events[-1] == "orders.OrderApproved.v1"
+    assert events[0] == contract.OrderCreated.type() and events[-1] == "orders.OrderApproved.v1"
 
 
 def test_the_timeline_sorts_the_same_after_a_round_trip_through_mongodb():

@@ -61,7 +61,8 @@ async def runners(kafka_bootstrap: str, mongo_url: str) -> AsyncIterator[list[Pr
 
 
 async def documents(runner: ProjectionRunner) -> dict[str, dict[str, Any]]:
-    return {doc["_id"]: doc async for doc in runner.documents.find({})}
+    collection = runner.database[await runner.target()]
+    return {doc["_id"]: doc async for doc in collection.find({})}
 
 
 def without_wire_types(document: dict[str, Any]) -> dict[str, Any]:

@@ -51,13 +51,11 @@ class Process:
 
 
 def python_module(module: str, *args: str, profile: Path | None = None) -> list[str]:
-    """`python -m module args...`; with `profile`, run under pyinstrument, which saves a
-    profile session there when the process exits (on SIGTERM too: the processes exit cleanly).
-    """
+    """`python -m module args...`; with `profile`, under pyinstrument, saving the profile
+    session there when the process exits (see `devstack.profiled`)."""
     if profile is None:
         return [sys.executable, "-m", module, *args]
-    wrapper = ["-m", "pyinstrument", "-r", "pyisession", "-o", str(profile)]
-    return [sys.executable, *wrapper, "-m", module, *args]
+    return [sys.executable, "-m", "devstack.profiled", str(profile), module, *args]
 
 
 def relay(

@@ -32,6 +32,7 @@ from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_produ
 from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 
 BATCH_SIZE = 500  # PROJECTION_BATCH_SIZE's default
+TARGET_RATIO = 0.8  # the live path's throughput against the raw bulk_write (issue 7)
 PARTITIONS = 4
 ITEMS = [contract.LineItem(menu_item_id="pizza", quantity=2, unit_price_cents=1250)]
 Progress = list[tuple[float, int]]
@@ -265,6 +266,13 @@ async def _run(context: BenchContext) -> ScenarioResult:
             baseline=baseline,
         ),
     ]
+    for measurement in result.measurements:
+        ratio = measurement.ratio or 0.0
+        verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+        result.notes.append(
+            f"{measurement.what.split(',')[0]}: {ratio:.2f} of the raw baseline, which "
+            f"{verdict} the target of {TARGET_RATIO:.2f}."
+        )
     result.notes += [
         (
             f"Runner {stats.spread(runner_rates)} events/s, raw bulk_write "

@@ -77,7 +77,7 @@ def set_up(urls: dict[str, str]) -> tuple[str, str]:
 
 
 async def _run(context: BenchContext) -> ScenarioResult:
-    rate, seconds = (2, 2.0) if context.quick else (10, 15.0)
+    rate, seconds = (2, 2.0) if context.quick else (4, 15.0)
     count = int(rate * seconds)
     result = ScenarioResult("Saga: order placed → APPROVED")
     env = {

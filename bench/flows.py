@@ -34,6 +34,16 @@ class Flow:
     effect: list[float] = field(default_factory=list)  # seconds from 201 to seen
     missing: int = 0  # accepted but never seen before the deadline
 
+    def saturation(self, offered: float) -> str | None:
+        """A note when the API answered clearly slower than the rate offered."""
+        achieved = self.accepted.rate
+        if achieved >= 0.9 * offered:
+            return None
+        return (
+            f"offered {offered:g} commands/s, answered {achieved:.0f}/s: the command API was "
+            "saturated, so its answer latencies include queueing"
+        )
+
 
 async def place_orders(
     orders_url: str,

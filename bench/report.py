@@ -38,6 +38,10 @@ run); SQLite files. SecantusDB is far slower than MongoDB, which is one reason t
 ratios. `python -m bench SCENARIO` reruns one section; `--quick` is a smoke run whose
 numbers mean nothing. Profiles: pyinstrument on each scenario's hot path; "time by
 place" attributes every sample to a library, the project's code, or waiting.
+
+A load average above the number of cores (machine table) means other work shared the
+machine during the run: its ratios are rough, and its absolute numbers are not
+comparable with another run's.
 """
 
 

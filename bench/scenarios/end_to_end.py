@@ -139,6 +139,8 @@ async def measure_store(
                     f"query API; raw one-hop p50/p95/p99 {hop_p['p50_ms']:.1f}/"
                     f"{hop_p['p95_ms']:.1f}/{hop_p['p99_ms']:.1f} ms."
                 )
+                if saturated := flow.saturation(rate):
+                    result.notes.append(f"{store}: {saturated}.")
                 latencies[f"{store}, {rate}/s"] = flow.effect
     finally:
         await client.close()

@@ -147,6 +147,8 @@ async def _run(context: BenchContext) -> ScenarioResult:
         "Profile of the kitchen saga worker (pyinstrument, 10 ms sampling, while measured): "
         + profiling.summary(kitchen),
     ]
+    if saturated := flow.saturation(rate):
+        result.notes.append(f"{saturated}.")
     result.charts.append(
         charts.latency_histogram(
             context.image_dir / "saga-latency.png",

@@ -160,13 +160,12 @@ async def measure_store(
 async def _run(context: BenchContext) -> ScenarioResult:
     result = ScenarioResult("End to end: command accepted → visible in the query API")
     loads = [(10, 1.0)] if context.quick else [(50, 10.0), (200, 6.0)]
-    stores = ["SQLite"]
-    if context.quick:
-        pass
-    elif stack.postgres_available(context.postgres_url):
-        stores.append("PostgreSQL")
-    else:
-        result.notes.append(f"PostgreSQL at {context.postgres_url} unreachable: not measured")
+    stores = ["SQLite"]  # a quick run skips PostgreSQL: one system started, not two
+    if not context.quick:
+        if stack.postgres_available(context.postgres_url):
+            stores.append("PostgreSQL")
+        else:
+            result.notes.append(f"PostgreSQL at {context.postgres_url} unreachable: not measured")
     latencies: dict[str, list[float]] = {}
     for store in stores:
         latencies |= await measure_store(context, store, loads, result)

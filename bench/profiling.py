@@ -96,23 +96,22 @@ def place_of(stack: list[str]) -> str:
 
 
 def hottest_project_functions(session: Session, top: int = 3) -> list[tuple[str, float]]:
-    """The project's functions with the most time inside them (inclusive), busy time only."""
-    inclusive: dict[str, float] = defaultdict(float)
+    """Busy time by the innermost function of the project's own code on each sample's
+    stack: the project code whose work (its own, and the libraries it calls) costs most.
+    Outer wrappers (`serve`, `run`) get only what they do themselves."""
+    spent: dict[str, float] = defaultdict(float)
     for stack, seconds in _records(session):
         if place_of(stack).startswith("waiting"):
             continue
-        seen = set()
-        for identifier in stack:
+        for identifier in reversed(stack):
             function, _, rest = identifier.partition("\x00")
             path = rest.partition("\x00")[0]
-            if function != "<module>" and any(
-                f"{os.sep}{p}{os.sep}" in path for p in PROJECT_PACKAGES[:4]
+            if function not in ("<module>", "<listcomp>", "<genexpr>", "<lambda>") and any(
+                f"{os.sep}{package}{os.sep}" in path for package in PROJECT_PACKAGES[:4]
             ):
-                name = f"{Path(path).parent.name}/{Path(path).name}:{function}"
-                if name not in seen:
-                    seen.add(name)
-                    inclusive[name] += seconds
-    return sorted(inclusive.items(), key=lambda item: -item[1])[:top]
+                spent[f"{Path(path).parent.name}/{Path(path).name}:{function}"] += seconds
+                break
+    return sorted(spent.items(), key=lambda item: -item[1])[:top]
 
 
 def summary(session: Session | None, top: int = 5) -> str:
@@ -130,5 +129,5 @@ def summary(session: Session | None, top: int = 5) -> str:
     hot_text = "; ".join(f"`{name}` {seconds / busy:.0%}" for name, seconds in hot) if busy else ""
     text = f"time by place: {shares}"
     if hot_text:
-        text += f". Busiest project code (share of busy time, inclusive): {hot_text}"
+        text += f". Busiest project code (share of busy time, innermost project frame): {hot_text}"
     return text + f" ({total:.1f} s of samples, start-up imports left out)."

@@ -1,9 +1,10 @@
 """projection: events/s from the broker into MongoDB, beside a raw bulk_write.
 
-The orders projection is fed placed-then-approved orders two ways: the runtime's
+The orders projection is fed placed-then-approved orders three ways: the runtime's
 `ProjectionRunner.handle` given 500-message batches in-process (decode, validate, one
-find, apply, one bulk write, one progress write per batch), and the real Faust worker
-process (`projections.worker`) reading them from the broker. The baseline writes the
+find, apply, one bulk write, one progress write per batch); the same runner fed from
+the broker by a bare aiokafka consumer; and the real Faust worker process
+(`projections.worker`) reading them from the broker. The baseline writes the
 very same documents, batch by batch, with one bare `bulk_write` of upserts to the same
 server, into a collection with the same indexes: the limit of the store. Runner and
 raw rounds alternate; each round writes to a fresh database.
@@ -16,7 +17,7 @@ import zlib
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pymongo import AsyncMongoClient, ReplaceOne
 
 from bench import charts, profiling, stack, stats
@@ -150,6 +151,54 @@ async def raw_round(
     return seconds, progress
 
 
+async def consumer_fed_rate(
+    context: BenchContext, envelopes: list[Envelope], client: Client, dead_letters: DeadLetters
+) -> float:
+    """Events/s of `ProjectionRunner` fed by a bare aiokafka consumer from a topic already
+    holding the events: the runtime on the live path, without Faust around it."""
+    topic = f"bench-projection-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(context.kafka_bootstrap, {topic: PARTITIONS})
+    producer = reliable_producer(context.kafka_bootstrap)
+    await producer.start()
+    try:
+        for envelope in envelopes:
+            await producer.send(
+                topic,
+                envelope.to_bytes(),
+                key=envelope.subject.encode(),
+                headers=envelope.kafka_headers(),
+            )
+    finally:
+        await stop_producer(producer)
+    database = client[f"bench_{uuid.uuid4().hex[:8]}"]
+    runner = ProjectionRunner(ORDERS, database, dead_letters)
+    await runner.prepare()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=context.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        start, done = time.perf_counter(), 0
+        while done < len(envelopes):
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=BATCH_SIZE)
+            batch = [
+                ConsumedMessage(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers))
+                for records in fetched.values()
+                for r in records
+            ]
+            if batch:
+                await runner.handle(batch)
+                done += len(batch)
+        seconds = time.perf_counter() - start
+    finally:
+        await consumer.stop()
+    await client.drop_database(database.name)
+    return len(envelopes) / seconds
+
+
 async def faust_worker_rate(
     context: BenchContext, envelopes: list[Envelope], client: Client
 ) -> tuple[float, str]:
@@ -242,6 +291,7 @@ async def _run(context: BenchContext) -> ScenarioResult:
             lambda: runner_round(client, batches, dead_letters),
             context.work_dir / "projection-runner.pyisession",
         )
+        consumer_rate = await consumer_fed_rate(context, envelopes, client, dead_letters)
         worker_rate, worker_profile = await faust_worker_rate(context, envelopes, client)
     finally:
         await stop_producer(producer)
@@ -254,6 +304,13 @@ async def _run(context: BenchContext) -> ScenarioResult:
         Measurement(
             what=f"ProjectionRunner.handle in-process, {what}",
             value=stats.median(runner_rates),
+            unit="events/s",
+            baseline_name="raw bulk_write",
+            baseline=baseline,
+        ),
+        Measurement(
+            what=f"ProjectionRunner fed by a bare aiokafka consumer, {what}",
+            value=consumer_rate,
             unit="events/s",
             baseline_name="raw bulk_write",
             baseline=baseline,
@@ -277,7 +334,8 @@ async def _run(context: BenchContext) -> ScenarioResult:
         (
             f"Runner {stats.spread(runner_rates)} events/s, raw bulk_write "
             f"{stats.spread(raw_rates)} events/s over {rounds} rounds; the worker ran once "
-            "(from the first send to the last event applied, after a warm-up event)."
+            "(from the first send to the last event applied, after a warm-up event); the "
+            "bare consumer ran once, on a topic already holding the events."
         ),
         f"Profile of `ProjectionRunner.handle`: {profiling.summary(session)}",
         f"Profile of the Faust worker process: {worker_profile}",

@@ -33,38 +33,20 @@ def latency_histogram(path: Path, title: str, latencies_s: Series) -> Path:
 def throughput_over_time(
     path: Path, title: str, progress: Mapping[str, Sequence[tuple[float, int]]], unit: str
 ) -> Path:
-    """Rate over time per series, from `(seconds since start, items done so far)` points."""
+    """Items done over time per series, from `(seconds since start, items done so far)`
+    points: the slope is the throughput (batches make a per-interval rate too spiky)."""
     figure, axes = plt.subplots(figsize=(8, 4.5))
     for label, points in progress.items():
-        times, rates = _rates(points)
-        axes.plot(times, rates, marker=".", linewidth=1, label=label)
+        ordered = sorted(points)
+        times, done = [t for t, _ in ordered], [n for _, n in ordered]
+        average = done[-1] / times[-1] if times and times[-1] > 0 else 0.0
+        axes.step(times, done, where="post", marker=".", label=f"{label}: {average:,.0f} {unit}")
     axes.set_xlabel("seconds since start")
-    axes.set_ylabel(unit)
+    axes.set_ylabel("done (slope = throughput)")
     axes.set_ylim(bottom=0)
     axes.set_title(title)
     axes.legend()
     return _save(figure, path)
-
-
-def _rates(
-    points: Sequence[tuple[float, int]], windows: int = 20
-) -> tuple[list[float], list[float]]:
-    """Items per second in `windows` equal slices of the run (per-batch rates are too spiky)."""
-    if len(points) < 2:
-        return [], []
-    ordered = sorted(points)
-    end = ordered[-1][0]
-    step = end / windows
-    times, rates, done, index = [], [], 0, 0
-    for window in range(1, windows + 1):
-        edge = window * step
-        before = done
-        while index < len(ordered) and ordered[index][0] <= edge:
-            done = ordered[index][1]
-            index += 1
-        times.append(edge)
-        rates.append((done - before) / step if step > 0 else 0.0)
-    return times, rates
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:

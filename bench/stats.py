@@ -38,3 +38,9 @@ def median(values: Sequence[float]) -> float:
 def spread(values: Sequence[float]) -> str:
     """`min–max` of repeated measurements, for the notes (how noisy the machine was)."""
     return f"{min(values):,.0f}–{max(values):,.0f}"
+
+
+def paired_ratios(values: Sequence[float], baselines: Sequence[float]) -> str:
+    """Each round's value / baseline: rounds ran back to back, so each pair saw about
+    the same machine load, which the medians of the two columns do not guarantee."""
+    return ", ".join(f"{v / b:.2f}" for v, b in zip(values, baselines, strict=True) if b)

@@ -333,7 +333,8 @@ async def _run(context: BenchContext) -> ScenarioResult:
     result.notes += [
         (
             f"Runner {stats.spread(runner_rates)} events/s, raw bulk_write "
-            f"{stats.spread(raw_rates)} events/s over {rounds} rounds; the worker ran once "
+            f"{stats.spread(raw_rates)} events/s over {rounds} rounds (ratio per round "
+            f"{stats.paired_ratios(runner_rates, raw_rates)}); the worker ran once "
             "(from the first send to the last event applied, after a warm-up event); the "
             "bare consumer ran once, on a topic already holding the events."
         ),

@@ -153,7 +153,8 @@ async def measure_store(
     )
     spread = (
         f"{kind}: relay {stats.spread(relay_rates)} events/s, raw {stats.spread(raw_rates)} "
-        f"events/s over {rounds} rounds"
+        f"events/s over {rounds} rounds; ratio per round "
+        f"{stats.paired_ratios(relay_rates, raw_rates)}"
     )
     return measurement, progress, f"{spread}. Profile of the relay: {profiling.summary(session)}"
 

@@ -30,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
         "temporary directory, removed afterwards)",
     )
     parser.add_argument("--postgres-url", default=POSTGRES_URL, help="%(default)s")
+    parser.add_argument("--note", help="a remark on this run for the report's machine table")
     return parser
 
 
@@ -53,5 +54,6 @@ def main(argv: list[str] | None = None) -> int:
         image_dir=args.images,
         work_dir=args.work_dir,
         postgres_url=args.postgres_url,
+        note=args.note,
     )
     return run(selected, [s.name for s in available], options)

@@ -28,8 +28,8 @@ run, on the same servers and data, with the bare library or driver and no framew
 around it. The machines are 2-core and shared, so absolute numbers move from run to run;
 read the **ratio** (value / baseline). For throughputs (events/s, reads/s) higher is
 better and 1.0 means "as fast as the raw library"; for latencies the baseline is a
-reference point named in the row, and the ratio says how many times it the measured
-latency is. Latencies are p50/p95/p99 in milliseconds. Where a throughput was measured
+reference point named in the row, and the ratio is the measured latency divided by
+that reference. Latencies are p50/p95/p99 in milliseconds. Where a throughput was measured
 more than once, the value is the median and the notes give the spread.
 
 Servers: a noida-db broker (Kafka protocol) and SecantusDB (MongoDB wire protocol) on
@@ -118,7 +118,7 @@ def _relative(path: Path, start: Path) -> str:
     return os.path.relpath(path.resolve(), start.resolve())
 
 
-def machine_block(machine: Machine) -> str:
+def machine_block(machine: Machine, note: str | None = None) -> str:
     libraries = ", ".join(f"{name} {version}" for name, version in machine.libraries.items())
     servers = ", ".join(f"{role}: {what}" for role, what in machine.servers.items())
     load = "/".join(f"{x:.1f}" for x in machine.load_before)
@@ -137,6 +137,7 @@ def machine_block(machine: Machine) -> str:
             f"| libraries | {libraries} |",
             f"| servers | {servers} |",
             f"| load average (1/5/15 min) | {load} before, {load_after} after |",
+            *([f"| note | {note} |"] if note else []),
             "",
         ]
     )
@@ -155,12 +156,13 @@ def write(
     machine: Machine,
     runs: list[SectionRun],
     order: list[str],
+    note: str | None = None,
 ) -> Path:
     """Rewrite `path`: new sections for `runs`, earlier ones kept for the other scenarios
     of `order` (the registry's names), a placeholder for scenarios never run."""
     previous = _blocks(path.read_text()) if path.is_file() else {}
     fresh = {run.name: section(run, path.parent) for run in runs}
-    parts = [HEADER, _wrap(MACHINE_BLOCK, machine_block(machine))]
+    parts = [HEADER, _wrap(MACHINE_BLOCK, machine_block(machine, note))]
     for name in order:
         body = fresh.get(name) or previous.get(name)
         if body is None:

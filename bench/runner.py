@@ -30,6 +30,7 @@ class Options:
     image_dir: Path = DEFAULT_IMAGES
     work_dir: Path | None = None  # default: a temporary directory, removed afterwards
     postgres_url: str = POSTGRES_URL
+    note: str | None = None  # about this run, in the report's machine table
 
 
 def run_scenario(scenario: Scenario, context: BenchContext) -> report.SectionRun:
@@ -93,6 +94,6 @@ def run_scenarios(
         scenario_dir.mkdir(exist_ok=True)
         runs.append(run_scenario(scenario, replace(context, work_dir=scenario_dir)))
     described = replace(described, load_after=os.getloadavg())
-    path = report.write(options.report_path, described, runs, every_name)
+    path = report.write(options.report_path, described, runs, every_name, options.note)
     log.info("wrote %s", path)
     return 1 if any(r.failed for r in runs) else 0

@@ -3,6 +3,7 @@
 #   make run    start the broker, MongoDB-compatible server and every process
 #   make test   run the test suite against real local servers
 #   make lint   ruff + mypy + the contracts' compatibility check
+#   make bench  every benchmark beside its raw baseline -> docs/benchmarks.md, docs/img/
 #   make clean  remove var/ and both virtual environments
 
 SHELL := /bin/bash
@@ -17,8 +18,9 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 SECANTUS_VENV := .venv-secantus
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: venv .venv secantus compose-tool run test lint clean
+.PHONY: venv .venv secantus compose-tool run test lint bench clean
 
 venv .venv: $(VENV_STAMP)
 
@@ -57,6 +59,10 @@ lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/cqrs contracts check
+
+# `make bench BENCH_ARGS='relay --quick'` runs one scenario; `python -m bench --list` names them.
+bench: $(VENV_STAMP) secantus
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf var $(VENV) $(SECANTUS_VENV)

@@ -149,7 +149,7 @@ class Workload:
                 await asyncio.to_thread(self.saga)
 
 
-def _own(env: dict[str, str], service: str) -> dict[str, str]:
+def _own(env: dict[str, str], service: str) -> dict[str, Any]:
     return {k: v for k, v in env.items() if k.startswith(f"{service}_")}
 
 

@@ -214,12 +214,21 @@ class ProjectionRunner:
     ) -> None:
         if not changed:
             return
-        operations = []
+        operations: list[ReplaceOne[Document] | UpdateOne] = []
+        created = 0
         for key, document in changed.items():
             revision = revisions.get(key)
             document["_rev"] = (revision or 0) + 1
-            # Matches only the revision we loaded (None also matches "no document").
-            operations.append(ReplaceOne({"_id": key, "_rev": revision}, document, upsert=True))
+            if revision is None:
+                # A document the batch found missing: insert it unless it exists by now.
+                # The filter names `_id` alone, which every server resolves as a point
+                # lookup, where `{_id, _rev: None}` may cost some a collection scan.
+                fields = {name: value for name, value in document.items() if name != "_id"}
+                operations.append(UpdateOne({"_id": key}, {"$setOnInsert": fields}, upsert=True))
+                created += 1
+            else:
+                # Matches only the revision we loaded.
+                operations.append(ReplaceOne({"_id": key, "_rev": revision}, document, upsert=True))
         try:
             result = await documents.bulk_write(operations, ordered=False)
         except BulkWriteError as error:
@@ -228,7 +237,9 @@ class ProjectionRunner:
             ):
                 raise
             raise WriteConflict() from error
-        if result.matched_count + result.upserted_count < len(operations):
+        # A missing document another writer created meanwhile is matched, not upserted;
+        # a changed revision makes its replacement try an insert: a duplicate key above.
+        if result.upserted_count < created or result.matched_count < len(operations) - created:
             raise WriteConflict()
 
     async def _record_progress(self, target: str, batch: Batch) -> None:

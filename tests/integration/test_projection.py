@@ -13,7 +13,7 @@ from contracts import orders as contract
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
 from projections.orders import ORDERS
-from projections.runtime import ProjectionRunner
+from projections.runtime import ProjectionRunner, WriteConflict
 from tests import processes
 from tests.integration.kafka_reading import read_topic
 from tests.support import wait_for, wait_for_async
@@ -341,3 +341,13 @@ async def test_a_rejected_saga_names_the_failed_step(runner):
         "consumer is deactivated",
     )
     assert doc["saga"]["ticket"] is None
+
+
+async def test_a_document_another_writer_created_meanwhile_is_a_write_conflict(runner):
+    log, order_id = Sequence(), str(uuid.uuid4())
+    await runner.handle([log.created(order_id)])
+    before = await document(runner, order_id)
+    # This writer loaded the batch before the document existed (no revision).
+    with pytest.raises(WriteConflict):
+        await runner._write({order_id: {"_id": order_id, "status": "APPROVED"}}, {})
+    assert await document(runner, order_id) == before

@@ -1,0 +1,151 @@
+"""Commands through the running system, timed until their effect shows in the read model.
+
+`place_orders` offers `POST /orders` at a fixed rate (open loop) and a watcher polls the
+read model every 10 ms, with one query for every order still awaited, until each order
+matches a condition (visible, or APPROVED). One query per tick instead of one request
+per order keeps the watching from loading the system it watches. Latency runs from the
+command's 201 to the first tick that sees the order.
+
+`raw_hops` is the reference: the same offered rate through `hops` topics of the same
+broker with bare aiokafka (produce, consume, produce to the next topic, ...), i.e. what
+the broker and client library alone cost per hop.
+"""
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pymongo.asynchronous.collection import AsyncCollection
+
+from bench.load import LoadRun, open_loop
+from write_side.kernel.kafka import ensure_topics
+
+PIZZA = {"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}
+WATCH_INTERVAL = 0.01  # seconds
+
+
+@dataclass
+class Flow:
+    accepted: LoadRun  # POST /orders: latency from due time to 201
+    effect: list[float] = field(default_factory=list)  # seconds from 201 to seen
+    missing: int = 0  # accepted but never seen before the deadline
+
+    def saturation(self, offered: float) -> str | None:
+        """A note when the API answered clearly slower than the rate offered."""
+        achieved = self.accepted.rate
+        if achieved >= 0.9 * offered:
+            return None
+        return (
+            f"offered {offered:g} commands/s, answered {achieved:.0f}/s: the command API was "
+            "saturated, so its answer latencies include queueing"
+        )
+
+
+async def place_orders(
+    orders_url: str,
+    collection: AsyncCollection[dict[str, Any]],
+    condition: dict[str, Any],
+    *,
+    rate: float,
+    count: int,
+    customer_id: str,
+    restaurant_id: str,
+    drain_timeout: float = 120,
+) -> Flow:
+    pending: dict[str, float] = {}
+    flow = Flow(LoadRun())
+    sending = True
+
+    async def watch() -> None:
+        while sending or pending:
+            if pending:
+                ids = list(pending)
+                seen = collection.find({"_id": {"$in": ids}, **condition}, {"_id": 1})
+                now = time.perf_counter()
+                async for document in seen:
+                    flow.effect.append(now - pending.pop(document["_id"]))
+            await asyncio.sleep(WATCH_INTERVAL)
+
+    body = {
+        "customer_id": customer_id,
+        "restaurant_id": restaurant_id,
+        "delivery_address": {"street": "1 Main St", "city": "Springfield", "country": "US"},
+        "line_items": [PIZZA],
+    }
+    limits = httpx.Limits(max_connections=200)
+    async with httpx.AsyncClient(base_url=orders_url, limits=limits, timeout=60) as http:
+
+        async def place(i: int) -> bool:
+            response = await http.post("/orders", json=body)
+            if response.status_code != 201:
+                return False
+            pending[response.json()["order_id"]] = time.perf_counter()
+            return True
+
+        watcher = asyncio.create_task(watch())
+        try:
+            flow.accepted = await open_loop(rate, count, place)
+            sending = False
+            await asyncio.wait_for(asyncio.shield(watcher), drain_timeout)
+        except TimeoutError:
+            flow.missing = len(pending)
+            pending.clear()
+        finally:
+            sending = False
+            await watcher
+    return flow
+
+
+async def raw_hops(bootstrap: str, hops: int, rate: float, count: int) -> list[float]:
+    """Latencies (seconds) of `count` messages offered at `rate` through `hops` topics."""
+    prefix = f"bench-hop-{uuid.uuid4().hex[:6]}"
+    topics = [f"{prefix}-{i}" for i in range(hops)]
+    await ensure_topics(bootstrap, dict.fromkeys(topics, 1))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+    )
+    consumers = [AIOKafkaConsumer(bootstrap_servers=bootstrap) for _ in topics]
+    await producer.start()
+    for consumer, topic in zip(consumers, topics, strict=True):
+        await consumer.start()
+        consumer.assign([TopicPartition(topic, 0)])
+        await consumer.seek_to_beginning()
+    sent: dict[bytes, float] = {}
+    latencies: list[float] = []
+    arrived = asyncio.Event()
+
+    async def forward(consumer: AIOKafkaConsumer, next_topic: str | None) -> None:
+        async for record in consumer:
+            if next_topic is not None:
+                await producer.send(next_topic, record.value)
+                continue
+            latencies.append(time.perf_counter() - sent.pop(record.value))
+            if len(latencies) == count:
+                arrived.set()
+
+    tasks = [
+        asyncio.create_task(forward(c, topics[i + 1] if i + 1 < hops else None))
+        for i, c in enumerate(consumers)
+    ]
+
+    async def send(i: int) -> bool:
+        key = str(i).encode()
+        sent[key] = time.perf_counter()
+        await producer.send(topics[0], key)
+        return True
+
+    try:
+        await open_loop(rate, count, send)
+        await asyncio.wait_for(arrived.wait(), 60)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for consumer in consumers:
+            await consumer.stop()
+        await producer.stop()
+    return latencies

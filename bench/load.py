@@ -1,0 +1,92 @@
+"""Load generators: open loop at a fixed offered rate, and closed loop with N clients.
+
+Both are bounded (a number of requests or a duration) and measure latency the honest
+way: the open loop times each request from when it was *due*, so a slow system that
+falls behind shows its queueing instead of hiding it (coordinated omission).
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoadRun:
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
+    done_at: list[float] = field(default_factory=list)  # seconds since start, each success
+    errors: int = 0
+    duration: float = 0.0  # seconds from the first request to the last answer
+
+    @property
+    def rate(self) -> float:
+        """Successful requests per second."""
+        return len(self.latencies) / self.duration if self.duration else 0.0
+
+    def progress(self) -> list[tuple[float, int]]:
+        """(seconds since start, requests done) for the throughput chart."""
+        return [(t, i + 1) for i, t in enumerate(sorted(self.done_at))]
+
+
+async def open_loop(
+    rate: float,
+    count: int,
+    request: Callable[[int], Awaitable[bool]],
+    max_in_flight: int = 1000,
+) -> LoadRun:
+    """Start request `i` at `i / rate` seconds, whatever the answers; `request` returns
+    whether it succeeded. Latency counts from the due time."""
+    run = LoadRun()
+    start = time.perf_counter()
+    limit = asyncio.Semaphore(max_in_flight)
+
+    async def one(i: int, due: float) -> None:
+        async with limit:
+            try:
+                ok = await request(i)
+            except Exception:  # noqa: BLE001 - counted; the load goes on
+                ok = False
+        now = time.perf_counter()
+        if ok:
+            run.latencies.append(now - due)
+            run.done_at.append(now - start)
+        else:
+            run.errors += 1
+
+    tasks = []
+    for i in range(count):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, due)))
+    await asyncio.gather(*tasks)
+    run.duration = time.perf_counter() - start
+    return run
+
+
+async def closed_loop(
+    clients: int, seconds: float, request: Callable[[int], Awaitable[bool]]
+) -> LoadRun:
+    """`clients` loops each sending its next request when the last one answered."""
+    run = LoadRun()
+    start = time.perf_counter()
+    deadline = start + seconds
+    counter = iter(range(10**9))
+
+    async def client() -> None:
+        while (sent := time.perf_counter()) < deadline:
+            try:
+                ok = await request(next(counter))
+            except Exception:  # noqa: BLE001 - counted; the load goes on
+                ok = False
+            now = time.perf_counter()
+            if ok:
+                run.latencies.append(now - sent)
+                run.done_at.append(now - start)
+            else:
+                run.errors += 1
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    run.duration = time.perf_counter() - start
+    return run

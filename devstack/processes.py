@@ -1,0 +1,115 @@
+"""Start the system's processes (APIs, relays, Faust workers); stop them by PID, never by name.
+
+Used by the tests and the benchmarks. Each process runs in its own session, logs to
+`<log_dir>/<name>.log`, and is stopped with SIGTERM to its group, SIGKILL after a grace period.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+class Process:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            argv,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up (a crash)."""
+        if self.alive():
+            os.killpg(self.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.alive():
+            os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def python_module(module: str, *args: str, profile: Path | None = None) -> list[str]:
+    """`python -m module args...`; with `profile`, under pyinstrument, saving the profile
+    session there when the process exits (see `devstack.profiled`)."""
+    if profile is None:
+        return [sys.executable, "-m", module, *args]
+    return [sys.executable, "-m", "devstack.profiled", str(profile), module, *args]
+
+
+def relay(
+    env: dict[str, str],
+    log_dir: Path,
+    name: str = "orders-relay",
+    service: str = "orders",
+    *,
+    profile: Path | None = None,
+) -> Process:
+    return Process(
+        name, python_module(f"write_side.{service}.relay", profile=profile), env, log_dir
+    )
+
+
+def faust_worker(
+    name: str, app: str, env: dict[str, str], log_dir: Path, *, profile: Path | None = None
+) -> Process:
+    argv = python_module(
+        "faust", "-A", app, "worker", "--without-web", "--loglevel=warn", profile=profile
+    )
+    return Process(name, argv, env, log_dir)
+
+
+def projections_worker(
+    env: dict[str, str], log_dir: Path, *, profile: Path | None = None
+) -> Process:
+    return faust_worker("projections", "projections.worker:app", env, log_dir, profile=profile)
+
+
+def api(
+    name: str,
+    factory: str,
+    port: int,
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    profile: Path | None = None,
+) -> Process:
+    argv = python_module(
+        "uvicorn",
+        factory,
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        profile=profile,
+    )
+    return Process(name, argv, env, log_dir)
+
+
+def logs(*running: Process) -> str:
+    """The tail of each process's log, to explain a failure."""
+    return "\n".join(f"--- {p.name} (alive: {p.alive()})\n{p.log()}" for p in running)

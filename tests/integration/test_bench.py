@@ -1,0 +1,66 @@
+"""The benchmark runner: scenarios are found, and a quick run writes the report's table.
+
+Structure only: speed is never asserted in a test.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from bench import registry
+from bench.runner import Options, run_scenarios
+from bench.scenario import BenchContext
+from tests.stores import POSTGRES_URL
+
+MINE = {"end_to_end", "projection", "query_api", "relay", "saga"}
+
+
+def test_every_module_with_a_run_function_is_a_scenario_and_names_are_forgiving():
+    available = registry.discover()
+    names = [scenario.name for scenario in available]
+    assert MINE <= set(names)
+    assert names == sorted(names)
+    assert [s.name for s in registry.select(["Query-API", "relay"], available)] == [
+        "query_api",
+        "relay",
+    ]
+    with pytest.raises(registry.UnknownScenario, match="nope"):
+        registry.select(["nope"], available)
+
+
+def test_a_quick_run_of_one_scenario_writes_its_table_and_keeps_the_other_sections(
+    kafka_bootstrap: str, mongo_url: str, tmp_path: Path
+):
+    report, images = tmp_path / "benchmarks.md", tmp_path / "img"
+    report.write_text(
+        "<!-- begin:saga -->\n## saga\n\nkept from an earlier run\n<!-- end:saga -->\n"
+    )
+    context = BenchContext(
+        kafka_bootstrap=kafka_bootstrap,
+        mongo_url=mongo_url,
+        postgres_url=POSTGRES_URL,
+        work_dir=tmp_path / "work",
+        image_dir=images,
+        quick=True,
+    )
+    context.work_dir.mkdir()
+    available = registry.discover()
+    options = Options(quick=True, report_path=report, image_dir=images)
+    code = run_scenarios(
+        context, registry.select(["relay"], available), [s.name for s in available], options
+    )
+
+    text = report.read_text()
+    assert code == 0, text
+    relay = text[text.index("<!-- begin:relay -->") : text.index("<!-- end:relay -->")]
+    assert "| measurement | value | raw baseline | ratio |" in relay
+    row = next(line for line in relay.splitlines() if line.startswith("| SQLite store"))
+    assert "raw aiokafka producer" in row and "**" in row  # a ratio, in bold
+    assert "quick smoke run" in relay
+    assert "Profile of the relay" in relay
+    assert "![relay-throughput](img/relay-throughput.png)" in relay
+    assert (images / "relay-throughput.png").stat().st_size > 0
+    assert "kept from an earlier run" in text
+    assert "## Machine" in text and "cores" in text
+    for name in MINE - {"relay"}:
+        assert f"<!-- begin:{name} -->" in text

@@ -349,5 +349,7 @@ async def test_a_document_another_writer_created_meanwhile_is_a_write_conflict(r
     before = await document(runner, order_id)
     # This writer loaded the batch before the document existed (no revision).
     with pytest.raises(WriteConflict):
-        await runner._write({order_id: {"_id": order_id, "status": "APPROVED"}}, {})
+        await runner._write(
+            runner.database["orders"], {order_id: {"_id": order_id, "status": "APPROVED"}}, {}
+        )
     assert await document(runner, order_id) == before

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from devstack import contract_tools, dead_letters_command, run
 from devstack.scaffold import commands as scaffold
+from devstack.scaffold import prune
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -19,6 +20,7 @@ REGISTRARS: list[Registrar] = [
     contract_tools.register,
     dead_letters_command.register,
     scaffold.register,
+    prune.register,
 ]
 
 

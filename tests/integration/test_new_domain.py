@@ -94,6 +94,7 @@ def test_a_generated_domain_passes_the_checks_and_its_tests_end_to_end(tmp_path:
     assert relay["command"] == ["python", "-m", "write_side.shipments.relay"]
 
 
+# cqrs-reference-saga: begin
 def test_events_projections_and_reactions_added_to_a_generated_domain_pass_too(
     tmp_path: Path,
 ) -> None:
@@ -145,6 +146,7 @@ def test_events_projections_and_reactions_added_to_a_generated_domain_pass_too(
     )
 
 
+# cqrs-reference-saga: end
 def checks_and_tests(
     copy: Path, generated: list[str], more_tests: list[str], end_to_end: bool = True
 ) -> None:

@@ -169,10 +169,13 @@ def test_entries_go_above_their_marker_with_its_indentation(root: Path) -> None:
     changes.apply(root, planned)
 
     registry = (root / "contracts" / "registry.py").read_text()
-    assert "    accounting,\n    shipments,\n    # cqrs-scaffold: service contracts\n" in registry
+    assert "\n    shipments,\n    # cqrs-scaffold: service contracts\n" in registry
     assert (
         (root / "Procfile")
         .read_text()
         .endswith("shipments-relay: exec python -m write_side.shipments.relay\n")
     )
+    # cqrs-reference-saga: begin
     assert '"SHIPMENTS_API_PORT": "8005",' in (root / "devstack" / "run.py").read_text()
+    # cqrs-reference-saga: end
+    # cqrs-reference-saga: instead assert '"SHIPMENTS_API_PORT": "8002",' in (root / "devstack" / "run.py").read_text()

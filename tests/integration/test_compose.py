@@ -169,7 +169,11 @@ def test_every_setting_a_process_reads_is_in_its_environment() -> None:
         missing = setting_names(modules[settings_of(process)]) - environment(process)
         assert not missing, f"{process} reads {sorted(missing)}; not in its environment"
     everywhere = set().union(*(environment(name) for name in compose_services()))
+    processes = set(procfile()) - {"demo"}
+    write_side = any(settings_of(process).startswith("write_side/") for process in processes)
     for where, module in modules.items():
+        if where.startswith("write_side/") and not write_side:
+            continue  # no write-side service runs yet: a new project before its first domain
         missing = setting_names(module) - everywhere
         assert not missing, f"{where} reads {sorted(missing)}; set nowhere in docker-compose.yml"
 

@@ -3,6 +3,7 @@
 Runs on a scratch root holding the files a generation edits (no server, no subprocess).
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -175,7 +176,6 @@ def test_entries_go_above_their_marker_with_its_indentation(root: Path) -> None:
         .read_text()
         .endswith("shipments-relay: exec python -m write_side.shipments.relay\n")
     )
-    # cqrs-reference-saga: begin
-    assert '"SHIPMENTS_API_PORT": "8005",' in (root / "devstack" / "run.py").read_text()
-    # cqrs-reference-saga: end
-    # cqrs-reference-saga: instead assert '"SHIPMENTS_API_PORT": "8002",' in (root / "devstack" / "run.py").read_text()
+    ports = re.findall(r'_API_PORT": "(\d+)"', (REPO_ROOT / "devstack" / "run.py").read_text())
+    following = max(int(port) for port in ports) + 1  # 8005 in the template
+    assert f'"SHIPMENTS_API_PORT": "{following}",' in (root / "devstack" / "run.py").read_text()

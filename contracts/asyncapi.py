@@ -83,10 +83,15 @@ def document() -> dict[str, Any]:
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
-            "title": "Event contracts of the createOrder saga",
             "version": installed_version("cqrs-template"),
+            # cqrs-reference-saga: begin
+            "title": "Event contracts of the createOrder saga",
             "description": "The integration events the orders, consumers, kitchen and "
             "accounting services publish on Kafka. Versioning rules: contracts/README.md.",
+            # cqrs-reference-saga: end
+            # cqrs-reference-saga: instead "title": "Event contracts",
+            # cqrs-reference-saga: instead "description": "The integration events the services publish on Kafka. "
+            # cqrs-reference-saga: instead "Versioning rules: contracts/README.md.",
         },
         "defaultContentType": CONTENT_TYPE,
         "channels": channels,

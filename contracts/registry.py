@@ -7,17 +7,24 @@ from types import ModuleType
 
 from pydantic import ValidationError
 
-from contracts import accounting, consumers, kitchen, orders
 from contracts.base import ContractEvent, Conversion
 from contracts.envelope import Envelope
 
+# cqrs-reference-saga: begin
+# isort: split
+from contracts import accounting, consumers, kitchen, orders
+
+# isort: split
+# cqrs-reference-saga: end
 # cqrs-scaffold: contract imports
 
 SERVICE_CONTRACTS: tuple[ModuleType, ...] = (
+    # cqrs-reference-saga: begin
     orders,
     consumers,
     kitchen,
     accounting,
+    # cqrs-reference-saga: end
     # cqrs-scaffold: service contracts
 )
 """Each service's contract module: its ``TOPIC`` and the events it publishes."""

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from devstack import contract_tools, dead_letters_command, replay, run
 from devstack.scaffold import commands as scaffold
+from devstack.scaffold import prune
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -20,6 +21,7 @@ REGISTRARS: list[Registrar] = [
     dead_letters_command.register,
     replay.register,
     scaffold.register,
+    prune.register,
 ]
 
 

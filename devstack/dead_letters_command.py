@@ -24,8 +24,8 @@ from devstack.dead_letters import (
     republish,
     safe_text,
 )
-from devstack.demo import table
 from devstack.servers import run_sync
+from devstack.text_table import table
 from write_side.kernel.settings import KafkaSettings
 
 REASON_WIDTH = 100

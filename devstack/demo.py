@@ -33,6 +33,8 @@ from typing import Any
 
 import httpx
 
+from devstack.text_table import table
+
 STARTUP_TIMEOUT = float(os.environ.get("DEMO_STARTUP_TIMEOUT", "120"))
 READ_TIMEOUT = float(os.environ.get("DEMO_READ_TIMEOUT", "60"))
 SAGA_TIMEOUT = float(os.environ.get("DEMO_SAGA_TIMEOUT", "90"))
@@ -345,17 +347,6 @@ def follow(client: httpx.Client, query: str, scenario: Scenario, deadline: float
 
 
 # ---------------------------------------------------------------------------- output
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "") -> str:
-    """A plain text table; `None` shows as `-`."""
-    cells = [[("-" if cell is None else str(cell)) for cell in row] for row in rows]
-    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
-
-    def line(values: Sequence[str]) -> str:
-        return indent + "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
 
 
 def _time(value: object) -> datetime | None:

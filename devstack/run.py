@@ -46,11 +46,13 @@ DEAD_LETTER_TOPICS = tuple(dead_letter_topic(topic) for topic in SERVICE_TOPICS)
 REPUBLISHED_TOPICS = tuple(records_topic(topic) for topic in DEAD_LETTER_TOPICS)
 """Where `cqrs dead-letters republish` records what it sent back (ADR 12)."""
 API_PORTS = {
-    "ORDERS_API_PORT": "8000",
     "QUERY_API_PORT": "8001",
+    # cqrs-reference-saga: begin
+    "ORDERS_API_PORT": "8000",
     "CONSUMERS_API_PORT": "8002",
     "KITCHEN_API_PORT": "8003",
     "ACCOUNTING_API_PORT": "8004",
+    # cqrs-reference-saga: end
     # cqrs-scaffold: api ports
 }
 """Each HTTP process's port; `<NAME>_API_URL` follows it."""

@@ -12,15 +12,20 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from projections.catalog import ProjectionVersionMismatch
-from projections.orders import ORDERS
 from projections.projection import Projection
 from projections.runtime import ProjectionRunner
 from projections.settings import ProjectionSettings
-from projections.tickets import TICKETS
 from write_side.kernel.kafka import reliable_producer, stop_producer
 from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 from write_side.kernel.streams import faust_app, retry_until_done
 
+# cqrs-reference-saga: begin
+# isort: split
+from projections.orders import ORDERS
+from projections.tickets import TICKETS
+
+# isort: split
+# cqrs-reference-saga: end
 # cqrs-scaffold: projection imports
 
 log = logging.getLogger(__name__)
@@ -74,6 +79,8 @@ def register(projection: Projection) -> None:
     app.agent(topics, name=f"projections.{projection.name}")(project)
 
 
+# cqrs-reference-saga: begin
 register(ORDERS)
 register(TICKETS)
+# cqrs-reference-saga: end
 # cqrs-scaffold: projections

@@ -1,10 +1,15 @@
 """The event stores tests run on."""
 
 from dataclasses import dataclass
+
+# cqrs-reference-saga: begin
+# isort: split
 from typing import Any
 
 from write_side.orders.settings import OrdersSettings
 
+# isort: split
+# cqrs-reference-saga: end
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -29,7 +34,11 @@ class Store:
         return env
 
 
+# cqrs-reference-saga: begin
 def orders_settings(store: Store, **overrides: Any) -> OrdersSettings:
     return OrdersSettings(
         orders_database_url=store.url("orders"), orders_database_schema=store.schema, **overrides
     )
+
+
+# cqrs-reference-saga: end

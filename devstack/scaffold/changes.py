@@ -106,6 +106,17 @@ class Transaction:
         self.originals.setdefault(path, path.read_bytes())
         path.write_text(text)
 
+    def remove(self, relative: str) -> None:
+        """Delete a file or a directory tree; `rollback` writes every file of it back."""
+        path = self.root / relative
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            self.originals.setdefault(file, file.read_bytes())
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
     @contextlib.contextmanager
     def watching(self, directory: Path) -> Iterator[None]:
         """What a subprocess creates or changes under ``directory`` is rolled back too."""
@@ -125,6 +136,7 @@ class Transaction:
 
     def rollback(self) -> None:
         for path, content in self.originals.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
         for path in reversed(self.created):
             if path.is_dir():

@@ -156,10 +156,12 @@ def test_each_process_runs_the_procfile_command() -> None:
 def test_every_setting_a_process_reads_is_in_its_environment() -> None:
     modules = settings_modules()
     assert set(modules) >= {
+        # cqrs-reference-saga: begin
         "write_side/orders",
         "write_side/consumers",
         "write_side/kitchen",
         "write_side/accounting",
+        # cqrs-reference-saga: end
         "projections",
         "read_side",
     }
@@ -167,7 +169,11 @@ def test_every_setting_a_process_reads_is_in_its_environment() -> None:
         missing = setting_names(modules[settings_of(process)]) - environment(process)
         assert not missing, f"{process} reads {sorted(missing)}; not in its environment"
     everywhere = set().union(*(environment(name) for name in compose_services()))
+    processes = set(procfile()) - {"demo"}
+    write_side = any(settings_of(process).startswith("write_side/") for process in processes)
     for where, module in modules.items():
+        if where.startswith("write_side/") and not write_side:
+            continue  # no write-side service runs yet: a new project before its first domain
         missing = setting_names(module) - everywhere
         assert not missing, f"{where} reads {sorted(missing)}; set nowhere in docker-compose.yml"
 
@@ -201,13 +207,17 @@ def test_every_service_database_is_created() -> None:
 def test_apis_have_healthchecks_and_the_others_wait_for_them() -> None:
     services = compose_services()
     apis = {name for name in procfile() if name.endswith("-api")}
-    assert apis >= {"orders-api", "consumers-api", "kitchen-api", "accounting-api", "query-api"}
+    assert "query-api" in apis
+    # cqrs-reference-saga: begin
+    assert apis >= {"orders-api", "consumers-api", "kitchen-api", "accounting-api"}
+    # cqrs-reference-saga: end
     for api in apis:
         assert section(services[api], "healthcheck"), f"{api} has no healthcheck"
     for process in procfile():
         if process.endswith(("-relay", "-saga")):
             api = f"{process.rsplit('-', 1)[0]}-api"
             assert f"{api}:" in section(services[process], "depends_on"), process
+    # cqrs-reference-saga: begin
     # The demo waits for every API it calls (a generated domain's API it does not call).
     demo_waits_for = set(section(services["demo"], "depends_on"))
     called = {
@@ -217,3 +227,4 @@ def test_apis_have_healthchecks_and_the_others_wait_for_them() -> None:
     }
     assert called >= {"orders-api:", "query-api:"}
     assert called <= demo_waits_for
+    # cqrs-reference-saga: end

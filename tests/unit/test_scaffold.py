@@ -3,6 +3,7 @@
 Runs on a scratch root holding the files a generation edits (no server, no subprocess).
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -169,10 +170,12 @@ def test_entries_go_above_their_marker_with_its_indentation(root: Path) -> None:
     changes.apply(root, planned)
 
     registry = (root / "contracts" / "registry.py").read_text()
-    assert "    accounting,\n    shipments,\n    # cqrs-scaffold: service contracts\n" in registry
+    assert "\n    shipments,\n    # cqrs-scaffold: service contracts\n" in registry
     assert (
         (root / "Procfile")
         .read_text()
         .endswith("shipments-relay: exec python -m write_side.shipments.relay\n")
     )
-    assert '"SHIPMENTS_API_PORT": "8005",' in (root / "devstack" / "run.py").read_text()
+    ports = re.findall(r'_API_PORT": "(\d+)"', (REPO_ROOT / "devstack" / "run.py").read_text())
+    following = max(int(port) for port in ports) + 1  # 8005 in the template
+    assert f'"SHIPMENTS_API_PORT": "{following}",' in (root / "devstack" / "run.py").read_text()

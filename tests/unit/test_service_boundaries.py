@@ -107,10 +107,12 @@ def checked_files() -> list[Path]:
     return files
 
 
+# cqrs-reference-saga: begin
 def test_the_services_are_found() -> None:
     assert set(SERVICES) >= {"orders", "consumers", "kitchen", "accounting"}
 
 
+# cqrs-reference-saga: end
 @pytest.mark.parametrize("path", checked_files(), ids=lambda path: str(path.relative_to(REPO_ROOT)))
 def test_module_stays_inside_its_boundary(path: Path) -> None:
     module = module_name(path)

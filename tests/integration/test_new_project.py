@@ -1,0 +1,136 @@
+"""`copier copy` of this repository makes a new project (copier.yml, ADR 18).
+
+Without the reference saga, the new project passes `make lint`'s checks, keeps no file of
+the saga and no marked block, and a domain generated in it passes its own unit tests with
+the kernel's. With it, the new project is this repository's files, byte for byte.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from copier import run_copy
+
+from devstack.scaffold.prune import MARKER, REFERENCE_PATHS
+from devstack.servers import REPO_ROOT
+from tests.integration.test_new_domain import repository_copy
+
+TEMPLATE_ONLY = {"copier.yml", "tests/integration/test_new_project.py"}
+"""In the template, not in the projects it makes (copier.yml's `_exclude`)."""
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This repository's files, as a plain directory (not a git repository)."""
+    source = repository_copy(tmp_path_factory.mktemp("template"))
+    for extra in (".venv-secantus", ".mypy_cache"):
+        path = source / extra
+        if path.is_symlink():
+            path.unlink()
+        elif path.exists():
+            shutil.rmtree(path)
+    return source
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in root.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+def run_in(project: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, *argv],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(project)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"{argv}: {result.stdout[-4000:]}{result.stderr[-2000:]}"
+    return result
+
+
+def test_with_the_reference_saga_the_project_is_the_template_byte_for_byte(
+    template: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "shop"
+
+    run_copy(
+        str(template),
+        project,
+        data={"reference_saga": True},
+        defaults=True,
+        unsafe=True,  # copier asks for `--trust` for any template with tasks
+        quiet=True,
+    )
+
+    expected = {path: data for path, data in files(template).items() if path not in TEMPLATE_ONLY}
+    assert files(project) == expected
+    assert (project / "devstack/scaffold/templates/domain/read_side/{{ domain }}.py.jinja").exists()
+
+
+def test_without_the_saga_the_project_passes_its_checks_and_a_generated_domain_its_tests(
+    template: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "shop"
+
+    run_copy(
+        str(template),
+        project,
+        data={"reference_saga": False},
+        defaults=True,
+        unsafe=True,  # `--trust`: the post-copy task runs the prune
+        quiet=True,
+    )
+
+    assert not [path for path in REFERENCE_PATHS if (project / path).exists()]
+    assert not list((project / "contracts" / "schemas").glob("orders.*"))
+    kept = files(project)
+    assert not TEMPLATE_ONLY & set(kept)
+    marked = [
+        path
+        for path, data in kept.items()
+        if any(MARKER.match(line) for line in data.decode("utf-8", "replace").splitlines())
+    ]
+    assert marked == []
+    assert "demo" not in (project / "Procfile").read_text()
+    assert "orders" not in (project / "contracts" / "registry.py").read_text()
+    template_files = files(template)
+    for path in ("write_side/kernel/store.py", "Makefile", "devstack/scaffold/generate.py"):
+        assert kept[path] == template_files[path]
+
+    (project / ".venv-secantus").symlink_to(os.path.realpath(REPO_ROOT / ".venv-secantus"))
+    if (REPO_ROOT / ".mypy_cache").is_dir():  # as in test_new_domain: mypy redoes only changes
+        shutil.copytree(REPO_ROOT / ".mypy_cache", project / ".mypy_cache")
+    run_in(project, "-m", "ruff", "check", ".")
+    run_in(project, "-m", "ruff", "format", "--check", ".")
+    run_in(project, "-m", "mypy")
+    run_in(project, "-m", "devstack", "contracts", "check")
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "devstack.scaffold.prune"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "has no reference saga" in refused.stdout
+
+    run_in(
+        project,
+        *("-m", "devstack", "new-domain", "shipments", "--aggregate", "Shipment"),
+        *("--field", "restaurant_id:str", "--field", "total_cents:int"),
+    )
+    run_in(project, "-m", "ruff", "check", ".")
+    run_in(project, "-m", "mypy")
+    assert (project / "tests" / "unit" / "test_shipment.py").is_file()
+    tests = run_in(project, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit")
+    assert " passed" in tests.stdout

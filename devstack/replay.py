@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import sys
@@ -39,29 +40,17 @@ from rich.table import Table
 from rich.text import Text
 
 from projections.catalog import Catalog
-from projections.orders import ORDERS
 from projections.projection import Projection
+from projections.registry import PROJECTIONS as ALL_PROJECTIONS
 from projections.replay import Replay, ReplayError, ReplayOptions, ReplaySummary, StoreLog
 from projections.settings import ProjectionSettings
-from projections.tickets import TICKETS
 from read_side.projections_status import projections_status
-from write_side.accounting import relay as accounting_relay
-from write_side.accounting.bootstrap import build_application as accounting_application
-from write_side.accounting.settings import AccountingSettings
-from write_side.consumers import relay as consumers_relay
-from write_side.consumers.bootstrap import build_application as consumers_application
-from write_side.consumers.settings import ConsumersSettings
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.relay import ContractMapping, contract_envelope
+from write_side.kernel.settings import RelaySettings
 from write_side.kernel.store import MetadataMapper
-from write_side.kitchen import relay as kitchen_relay
-from write_side.kitchen.bootstrap import build_application as kitchen_application
-from write_side.kitchen.settings import KitchenSettings
-from write_side.orders import relay as orders_relay
-from write_side.orders.bootstrap import build_application as orders_application
-from write_side.orders.settings import OrdersSettings
 
-PROJECTIONS: dict[str, Projection] = {p.name: p for p in (ORDERS, TICKETS)}
+PROJECTIONS: dict[str, Projection] = {p.name: p for p in ALL_PROJECTIONS}
 EXIT_NOT_SWITCHED = 1  # the shadow check found differences (use --force to switch anyway)
 EXIT_ERROR = 2
 
@@ -74,17 +63,20 @@ class Service:
     to_contract: ContractMapping
 
 
-SERVICES: dict[str, Service] = {
-    "orders": Service(lambda: orders_application(OrdersSettings()), orders_relay.to_contract),
-    "consumers": Service(
-        lambda: consumers_application(ConsumersSettings()), consumers_relay.to_contract
-    ),
-    "kitchen": Service(lambda: kitchen_application(KitchenSettings()), kitchen_relay.to_contract),
-    "accounting": Service(
-        lambda: accounting_application(AccountingSettings()), accounting_relay.to_contract
-    ),
-}
-"""Each service's topic has the service's name; its events are its relay's."""
+def service_of(name: str) -> Service:
+    """The service whose topic is ``name``, found by the shape every service has
+    (``write_side/<name>/{bootstrap,settings,relay}.py``, ``<Name>Settings``)."""
+    package = f"write_side.{name}"
+    try:
+        bootstrap = importlib.import_module(f"{package}.bootstrap")
+        settings_module = importlib.import_module(f"{package}.settings")
+        relay = importlib.import_module(f"{package}.relay")
+    except ModuleNotFoundError as error:
+        raise ReplayError(f"no service {name!r} to read events from: {error}") from error
+    settings_class: type[RelaySettings] = getattr(
+        settings_module, "".join(part.capitalize() for part in name.split("_")) + "Settings"
+    )
+    return Service(lambda: bootstrap.build_application(settings_class()), relay.to_contract)
 
 
 @contextmanager
@@ -94,7 +86,7 @@ def store_logs(sources: set[str]) -> Iterator[list[StoreLog]]:
     try:
         logs = []
         for source in sorted(sources):
-            service = SERVICES[source]
+            service = service_of(source)
             app = service.open()
             apps.append(app)
             assert isinstance(app.mapper, MetadataMapper)

@@ -13,20 +13,12 @@ from pymongo import AsyncMongoClient
 
 from projections.catalog import ProjectionVersionMismatch
 from projections.projection import Projection
+from projections.registry import PROJECTIONS
 from projections.runtime import ProjectionRunner
 from projections.settings import ProjectionSettings
 from write_side.kernel.kafka import reliable_producer, stop_producer
 from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 from write_side.kernel.streams import faust_app, retry_until_done
-
-# cqrs-reference-saga: begin
-# isort: split
-from projections.orders import ORDERS
-from projections.tickets import TICKETS
-
-# isort: split
-# cqrs-reference-saga: end
-# cqrs-scaffold: projection imports
 
 log = logging.getLogger(__name__)
 settings = ProjectionSettings()
@@ -79,8 +71,5 @@ def register(projection: Projection) -> None:
     app.agent(topics, name=f"projections.{projection.name}")(project)
 
 
-# cqrs-reference-saga: begin
-register(ORDERS)
-register(TICKETS)
-# cqrs-reference-saga: end
-# cqrs-scaffold: projections
+for projection in PROJECTIONS:
+    register(projection)

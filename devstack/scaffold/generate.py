@@ -118,11 +118,11 @@ def new_domain(root: Path, domain: str, aggregate: str | None, field_specs: list
     changes.insert("contracts/registry.py", f"{domain},", "service contracts")
     changes.insert("devstack/run.py", f'"{upper}_API_PORT": "{port}",', "api ports")
     changes.insert(
-        "projections/worker.py",
+        "projections/registry.py",
         f"from projections.{domain} import {constant}",
         "projection imports",
     )
-    changes.insert("projections/worker.py", f"register({constant})", "projections")
+    changes.insert("projections/registry.py", f"{constant},", "projections")
     changes.insert(
         "read_side/api.py",
         f"from read_side import {domain} as {domain}_routes",
@@ -319,11 +319,11 @@ def new_projection(root: Path, domain_name: str, projection: str) -> Changes:
     constant = projection.upper()
     changes = Changes(files=render("projection", answers))
     changes.insert(
-        "projections/worker.py",
+        "projections/registry.py",
         f"from projections.{projection} import {constant}",
         "projection imports",
     )
-    changes.insert("projections/worker.py", f"register({constant})", "projections")
+    changes.insert("projections/registry.py", f"{constant},", "projections")
     changes.after.append(format_python)
     return changes
 

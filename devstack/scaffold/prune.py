@@ -39,6 +39,16 @@ REFERENCE_PATHS = (
     "read_side/reference_saga.py",
     "docs/read-models.md",
     "devstack/demo.py",
+    "bench/flows.py",
+    "bench/saga_stores.py",
+    *(
+        f"bench/scenarios/{scenario}.py"
+        for scenario in ("end_to_end", "projection", "query_api", "rebuild", "relay", "saga")
+    ),
+    "tests/integration/test_bench.py",
+    "tests/integration/test_read_model_versions.py",
+    "tests/integration/test_replay.py",
+    "tests/unit/test_replay_logic.py",
     "tests/examples.py",
     "tests/fixtures/orders-topic-v1.jsonl",
     "tests/e2e/test_order_flow.py",

@@ -28,7 +28,7 @@ GENERATED = [
     "tests/unit/test_shipment.py",
     "tests/e2e/test_shipments_flow.py",
 ]
-EDITED = ["contracts/registry.py", "devstack/run.py", "projections/worker.py", "read_side/api.py"]
+EDITED = ["contracts/registry.py", "devstack/run.py", "projections/registry.py", "read_side/api.py"]
 
 
 pytestmark = pytest.mark.skipif(

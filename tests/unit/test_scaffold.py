@@ -16,7 +16,7 @@ from devstack.servers import REPO_ROOT
 EDITED = (
     "contracts/registry.py",
     "devstack/run.py",
-    "projections/worker.py",
+    "projections/registry.py",
     "read_side/api.py",
     "Procfile",
     "docker-compose.yml",
@@ -104,7 +104,7 @@ def test_dry_run_prints_every_change_and_changes_nothing(root: Path, capsys) -> 
     assert code == 0
     assert "create write_side/shipments/domain.py" in out
     assert "create tests/e2e/test_shipments_flow.py" in out
-    assert "+ register(SHIPMENTS)" in out
+    assert "+ SHIPMENTS," in out
     assert "dry run: nothing was changed" in out
     assert snapshot(root) == before
 
@@ -133,11 +133,11 @@ def test_an_existing_file_is_never_overwritten(root: Path) -> None:
 
 def test_a_missing_insertion_point_is_refused_before_anything_is_written(root: Path) -> None:
     planned = generate.new_domain(root, "shipments", None, ["title:str"])
-    worker = root / "projections" / "worker.py"
-    worker.write_text(worker.read_text().replace("# cqrs-scaffold: projections\n", ""))
+    registry = root / "projections" / "registry.py"
+    registry.write_text(registry.read_text().replace("# cqrs-scaffold: projections\n", ""))
     before = snapshot(root)
 
-    with pytest.raises(changes.ScaffoldError, match="projections/worker.py"):
+    with pytest.raises(changes.ScaffoldError, match="projections/registry.py"):
         changes.apply(root, planned)
 
     assert snapshot(root) == before

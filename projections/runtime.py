@@ -11,15 +11,23 @@ the messages come from and which collection they write.
 
 Writes are compare-and-set on a revision number (``_rev``): if another writer got
 there first (two workers on one partition during a rebalance), the batch is
-reloaded and applied again, which the version guard makes safe.
+reloaded and applied again, which the version guard makes safe. A document found
+missing is inserted (a duplicate key means another writer created it: a conflict).
+
+The documents this runner wrote last are kept in memory (``KNOWN_DOCUMENTS`` of them)
+and not loaded again: the compare-and-set catches any other writer's change, and a
+conflict forgets them all before the batch is reloaded. On a MongoDB-compatible
+server a batch's ``find`` costs about as much as its bulk write, so this is what
+keeps the live projection near the server's raw bulk-write speed (docs/benchmarks.md).
 """
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ReplaceOne, UpdateOne
+from pymongo import InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
@@ -40,6 +48,7 @@ from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 log = logging.getLogger(__name__)
 
 _DUPLICATE_KEY = 11000
+KNOWN_DOCUMENTS = 20_000
 MAX_CONFLICT_RETRIES = 10
 
 
@@ -96,6 +105,9 @@ class ProjectionRunner:
         self.dead_letters = dead_letters
         self.handled_types = readable_types(projection.accepts)  # with older majors, upcast
         self._live: str | None = None  # the live target as last read (collection=None)
+        # The documents last written, by id, and the collection they are in.
+        self._known: OrderedDict[str, Document] = OrderedDict()
+        self._known_in: str | None = None
 
     async def target(self) -> str:
         """The collection the next batch goes to."""
@@ -172,6 +184,7 @@ class ProjectionRunner:
             try:
                 return await self._apply(self.database[target], batch.readable)
             except WriteConflict:
+                self._known.clear()  # another writer was here: load everything again
                 continue
         raise TimeoutError(f"projection {self.projection.name}: batch kept conflicting")
 
@@ -181,10 +194,18 @@ class ProjectionRunner:
         readable: list[tuple[ConsumedMessage | None, Envelope, Any]],
     ) -> tuple[int, list[tuple[ConsumedMessage | None, str]]]:
         keyed = [(m, e, ev, self.projection.key(e, ev)) for m, e, ev in readable]
-        ids = list({key for *_, key in keyed})
+        if self._known_in != documents.name:
+            self._known.clear()
+            self._known_in = documents.name
         current: dict[str, Document] = {}
-        if ids:
-            async for document in documents.find({"_id": {"$in": ids}}):
+        unknown = []
+        for key in dict.fromkeys(key for *_, key in keyed):
+            if (known := self._known.get(key)) is not None:
+                current[key] = known
+            else:
+                unknown.append(key)
+        if unknown:
+            async for document in documents.find({"_id": {"$in": unknown}}):
                 current[document["_id"]] = document
         revisions = {key: document.get("_rev") for key, document in current.items()}
         changed: dict[str, Document] = {}
@@ -204,7 +225,15 @@ class ProjectionRunner:
             new.update(_id=key, _applied=applied)
             current[key] = changed[key] = new
         await self._write(documents, changed, revisions)
+        self._remember(changed)
         return len(changed), rejected
+
+    def _remember(self, written: dict[str, Document]) -> None:
+        for key, document in written.items():
+            self._known[key] = document
+            self._known.move_to_end(key)
+        while len(self._known) > KNOWN_DOCUMENTS:
+            self._known.popitem(last=False)
 
     async def _write(
         self,
@@ -214,20 +243,15 @@ class ProjectionRunner:
     ) -> None:
         if not changed:
             return
-        operations: list[ReplaceOne[Document] | UpdateOne] = []
-        created = 0
+        operations: list[InsertOne[Document] | ReplaceOne[Document]] = []
         for key, document in changed.items():
-            revision = revisions.get(key)
-            document["_rev"] = (revision or 0) + 1
-            if revision is None:
-                # A document the batch found missing: insert it unless it exists by now.
-                # The filter names `_id` alone, which every server resolves as a point
-                # lookup, where `{_id, _rev: None}` may cost some a collection scan.
-                fields = {name: value for name, value in document.items() if name != "_id"}
-                operations.append(UpdateOne({"_id": key}, {"$setOnInsert": fields}, upsert=True))
-                created += 1
+            document["_rev"] = (revisions.get(key) or 0) + 1
+            if key not in revisions:
+                operations.append(InsertOne(document))  # a duplicate key if it exists by now
             else:
-                # Matches only the revision we loaded.
+                # Matches only the revision we loaded; if it changed, the upsert tries an
+                # insert: a duplicate key too.
+                revision = revisions[key]
                 operations.append(ReplaceOne({"_id": key, "_rev": revision}, document, upsert=True))
         try:
             result = await documents.bulk_write(operations, ordered=False)
@@ -237,9 +261,7 @@ class ProjectionRunner:
             ):
                 raise
             raise WriteConflict() from error
-        # A missing document another writer created meanwhile is matched, not upserted;
-        # a changed revision makes its replacement try an insert: a duplicate key above.
-        if result.upserted_count < created or result.matched_count < len(operations) - created:
+        if result.inserted_count + result.matched_count + result.upserted_count < len(operations):
             raise WriteConflict()
 
     async def _record_progress(self, target: str, batch: Batch) -> None:

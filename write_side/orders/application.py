@@ -7,6 +7,7 @@ from eventsourcing.application import AggregateNotFoundError
 
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.errors import NotFound
+from write_side.kernel.group_commit import command
 from write_side.orders.domain import Order
 
 
@@ -22,6 +23,7 @@ class Saved:
 class OrdersApplication(ServiceApplication):
     name = "orders"  # table names: orders_events, orders_tracking
 
+    @command
     def place_order(
         self,
         customer_id: str,
@@ -32,16 +34,19 @@ class OrdersApplication(ServiceApplication):
         order = Order(customer_id, restaurant_id, delivery_address, line_items)
         return self._save(order)
 
+    @command
     def cancel_order(self, order_id: UUID, reason: str) -> Saved:
         order = self.get_order(order_id)
         order.cancel(reason)
         return self._save(order)
 
+    @command
     def approve_order(self, order_id: UUID) -> None:
         order = self.get_order(order_id)
         order.approve()
         self.save(order)
 
+    @command
     def reject_order(self, order_id: UUID, reason: str, failed_step: str) -> None:
         order = self.get_order(order_id)
         order.reject(reason, failed_step)

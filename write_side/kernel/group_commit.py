@@ -1,0 +1,414 @@
+"""Group commit: the concurrent commands of a service share one transaction.
+
+A command method marked with :func:`command` does not save on its own. Its call joins
+a queue; one writer thread takes what is waiting (up to ``max_batch_size``) and gives
+each command, in arrival order, a *turn*: the command runs, in its caller's thread
+and context, against the batch's identity map (each aggregate is loaded once per
+batch; a command sees the changes of the commands before it and gets its own copy,
+so one that fails leaves nothing behind). Its ``save`` stages its events and ends
+its turn. When every command of the batch had its turn, the writer inserts all
+staged events with one recorder call, one transaction, and only then does any
+command of the batch get its answer: its recordings (version, position), or the
+error it raised.
+
+- A domain error or a missing aggregate fails only its own command; it changed
+  nothing the others see.
+- A conflict with another writer (the store already holds a version a command
+  staged) fails that command with the ``IntegrityError`` it would get alone. The
+  commands that read what a failed command wrote decided on a state that will not be
+  stored: they are run again in a later batch. The rest is inserted again.
+- Any other error of the insert (database down, crash) fails every command of the
+  batch; the transaction is rolled back and nothing of the batch is stored.
+- A command whose turn lasts longer than ``max_turn`` seconds is detached: the others
+  go on without it, and it finishes on its own, saving in its own transaction as if
+  there were no batching (after its batch is settled, so it never builds on
+  unstored state).
+
+Why, and what it costs: docs/adr/0015-group-commit-on-the-write-side.md.
+"""
+
+import threading
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from copy import deepcopy
+from enum import Enum
+from functools import wraps
+from queue import Empty, SimpleQueue
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent, Repository
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    Mapper,
+    Notification,
+    Recording,
+    StoredEvent,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MAX_BATCH_SIZE = 500
+MAX_TURN_SECONDS = 0.25
+MAX_RERUNS = 10
+
+
+class _Rerun(BaseException):
+    """The command decided on state that was not stored: run it again.
+
+    A BaseException, so that a command's own ``except Exception`` does not swallow it.
+    """
+
+
+class _State(Enum):
+    QUEUED = "queued"
+    RUNNING = "running"  # its turn: the writer waits for it
+    STAGED = "staged"  # saved into the batch; waits for the batch's commit
+    FINISHED = "finished"  # ended its turn without saving (an error, or nothing to save)
+    DETACHED = "detached"  # its turn lasted too long; it goes on outside the batch
+
+
+def _locked() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
+class _Turn:
+    """One call of a command: its place in the queue and in a batch, and its outcome."""
+
+    def __init__(self, group: "GroupCommit"):
+        self.group = group
+        self.state = _State.QUEUED
+        self.batch: _Batch | None = None
+        self.reads: set[UUID] = set()
+        self.writes: set[UUID] = set()
+        self.events: list[Any] = []
+        self.stored: list[StoredEvent] = []
+        self.recordings: list[Recording[UUID]] = []
+        self.error: BaseException | None = None
+        self.rerun = False
+        # Plain locks handed over between threads: cheaper than Events.
+        self._started = _locked()  # released by the writer: the turn begins
+        self._ended = _locked()  # released by the command: the turn is over
+        self._settled = _locked()  # released by the writer: the batch is settled
+        self._settled_seen = False
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or self.rerun
+
+    def wait_until_settled(self) -> None:
+        if not self._settled_seen:
+            self._settled.acquire()
+            self._settled_seen = True
+
+    def outcome(self) -> None:
+        """Raise what the batch decided for this command, if anything."""
+        if self.rerun:
+            raise _Rerun
+        if self.error is not None:
+            raise self.error
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.turns: list[_Turn] = []
+        # The batch's identity map: the latest state of each aggregate a command of the
+        # batch read or saved; None for an aggregate that does not exist.
+        self.aggregates: dict[UUID, Any] = {}
+
+
+_current: ContextVar[_Turn | None] = ContextVar("group_commit_turn", default=None)
+
+
+class GroupCommit:
+    """Runs one Application's commands in turns and commits each batch at once."""
+
+    def __init__(
+        self,
+        mapper: Mapper[UUID],
+        recorder: ApplicationRecorder,
+        *,
+        max_batch_size: int = MAX_BATCH_SIZE,
+        max_turn: float = MAX_TURN_SECONDS,
+    ):
+        self._mapper = mapper
+        self._recorder = recorder
+        self.max_batch_size = max_batch_size
+        self.max_turn = max_turn
+        self._queue: SimpleQueue[_Turn | None] = SimpleQueue()
+        self._mutex = threading.Lock()
+        self._writer: threading.Thread | None = None
+        self._closed = False
+
+    # The caller's side
+
+    def run(self, command: Callable[[], R]) -> R:
+        """Run ``command`` (get → mutate → save) in its turn; answer once committed."""
+        if _current.get() is not None:
+            return command()  # called by another command: part of that one's turn
+        for _ in range(MAX_RERUNS + 1):
+            turn = self._enqueue()
+            turn._started.acquire()
+            token = _current.set(turn)
+            try:
+                result = command()
+            except _Rerun:
+                continue
+            except BaseException:
+                self._settle(turn)
+                if turn.rerun:
+                    continue
+                turn.outcome()
+                raise
+            finally:
+                _current.reset(token)
+            self._settle(turn)
+            if turn.rerun:
+                continue
+            turn.outcome()
+            return result
+        raise IntegrityError(f"a command kept meeting concurrent changes ({MAX_RERUNS} reruns)")
+
+    def save(
+        self, objs: Sequence[Any], plain_save: Callable[..., list[Recording[UUID]]]
+    ) -> list[Recording[UUID]]:
+        """Stage the aggregates' new events if a command is in its turn, else save them.
+
+        ``plain_save(*objs)`` is the Application's own save (one transaction).
+        """
+        turn = _current.get()
+        if turn is None or turn.group is not self:
+            return plain_save(*objs)
+        with self._mutex:
+            staging = turn.state is _State.RUNNING
+            if staging:
+                processing: ProcessingEvent[UUID] = ProcessingEvent()
+                processing.collect_events(*objs)
+                turn.events = processing.events
+                # Encoded here, in the command's context (its message metadata).
+                turn.stored = [self._mapper.to_stored_event(e) for e in turn.events]
+                turn.writes = {event.originator_id for event in turn.events}
+                assert turn.batch is not None
+                turn.batch.aggregates.update(processing.aggregates)
+                turn.state = _State.STAGED
+        if staging:
+            turn._ended.release()
+        turn.wait_until_settled()
+        turn.outcome()
+        if staging:
+            return turn.recordings
+        # Detached, or a second save of the same command: the batch it read from is
+        # settled and stored, so an ordinary save (optimistic concurrency) is right.
+        return plain_save(*objs)
+
+    def read(self, aggregate_id: UUID, load: Callable[[], Any]) -> Any:
+        """The aggregate as the current command's batch has it (a copy of its own)."""
+        turn = _current.get()
+        if turn is None or turn.group is not self or turn.state is not _State.RUNNING:
+            return load()
+        assert turn.batch is not None
+        aggregates = turn.batch.aggregates
+        turn.reads.add(aggregate_id)
+        if aggregate_id not in aggregates:
+            try:
+                aggregates[aggregate_id] = load()
+            except AggregateNotFoundError:
+                aggregates[aggregate_id] = None
+        aggregate = aggregates[aggregate_id]
+        if aggregate is None:
+            raise AggregateNotFoundError(aggregate_id)
+        return deepcopy(aggregate)
+
+    def waiting(self) -> int:
+        """How many commands are queued for a turn."""
+        return self._queue.qsize()
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the writer."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            writer = self._writer
+        if writer is not None:
+            self._queue.put(None)
+            writer.join()
+
+    def _enqueue(self) -> _Turn:
+        turn = _Turn(self)
+        with self._mutex:
+            if self._closed:
+                raise RuntimeError("the application is closed")
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write, name="group-commit-writer", daemon=True
+                )
+                self._writer.start()
+            self._queue.put(turn)
+        return turn
+
+    def _settle(self, turn: _Turn) -> None:
+        """End the turn (if the command did not save) and wait for its batch."""
+        with self._mutex:
+            ending = turn.state is _State.RUNNING
+            if ending:
+                turn.state = _State.FINISHED
+        if ending:
+            turn._ended.release()
+        turn.wait_until_settled()
+
+    # The writer's side
+
+    def _write(self) -> None:
+        stopping = False
+        while not stopping:
+            turn = self._queue.get()
+            if turn is None:
+                return
+            batch = _Batch()
+            while True:
+                self._give_turn(turn, batch)
+                if len(batch.turns) >= self.max_batch_size:
+                    break
+                try:
+                    next_turn = self._queue.get_nowait()
+                except Empty:
+                    break
+                if next_turn is None:
+                    stopping = True
+                    break
+                turn = next_turn
+            self._commit(batch)
+
+    def _give_turn(self, turn: _Turn, batch: _Batch) -> None:
+        turn.batch = batch
+        batch.turns.append(turn)
+        turn.state = _State.RUNNING
+        turn._started.release()
+        if not turn._ended.acquire(timeout=self.max_turn):
+            with self._mutex:
+                if turn.state is _State.RUNNING:
+                    turn.state = _State.DETACHED
+
+    def _commit(self, batch: _Batch) -> None:
+        try:
+            self._insert(batch)
+        except BaseException as error:  # noqa: BLE001 - nothing is stored; every caller is told
+            for turn in batch.turns:
+                if not turn.failed:
+                    turn.error = error
+        finally:
+            for turn in batch.turns:
+                turn._settled.release()
+
+    def _insert(self, batch: _Batch) -> None:
+        staged = [turn for turn in batch.turns if turn.state is _State.STAGED]
+        conflicted = _conflicts_within(staged)
+        while True:
+            _fail(batch, conflicted)
+            saving = [turn for turn in staged if not turn.failed and turn.stored]
+            if not saving:
+                return
+            stored = [event for turn in saving for event in turn.stored]
+            try:
+                notification_ids = self._recorder.insert_events(stored)
+            except IntegrityError:
+                conflicted = self._conflicts_with_store(saving)
+                if not conflicted:
+                    raise
+                continue
+            assert notification_ids is not None and len(notification_ids) == len(stored)
+            ids = iter(notification_ids)
+            for turn in saving:
+                turn.recordings = [
+                    Recording(event, _notification(stored_event, next(ids)))
+                    for event, stored_event in zip(turn.events, turn.stored, strict=True)
+                ]
+            return
+
+    def _conflicts_with_store(self, saving: list[_Turn]) -> set[_Turn]:
+        """The commands whose first event of an aggregate the store already holds."""
+        first: dict[UUID | str, tuple[int, _Turn]] = {}
+        for turn in saving:
+            for event in turn.stored:
+                first.setdefault(event.originator_id, (event.originator_version, turn))
+        return {
+            turn
+            for originator_id, (version, turn) in first.items()
+            if self._recorder.select_events(originator_id, gt=version - 1, limit=1)
+        }
+
+
+def _conflicts_within(staged: list[_Turn]) -> set[_Turn]:
+    """Commands staging a version an earlier command of the batch staged too."""
+    seen: set[tuple[UUID | str, int]] = set()
+    conflicted = set()
+    for turn in staged:
+        versions = {(e.originator_id, e.originator_version) for e in turn.stored}
+        if versions & seen:
+            conflicted.add(turn)
+        else:
+            seen |= versions
+    return conflicted
+
+
+def _fail(batch: _Batch, conflicted: set[_Turn]) -> None:
+    """Fail the conflicted commands; rerun those that read or wrote what a failed one wrote."""
+    unstored: set[UUID] = set()
+    for turn in batch.turns:
+        if turn in conflicted:
+            turn.error = IntegrityError(
+                "the aggregate was changed by another writer since this command read it"
+            )
+        elif not turn.failed and (turn.reads | turn.writes) & unstored:
+            turn.rerun = True
+        if turn.failed:
+            unstored |= turn.writes
+
+
+def _notification(stored: StoredEvent, notification_id: int) -> Notification:
+    return Notification(
+        id=notification_id,
+        originator_id=stored.originator_id,
+        originator_version=stored.originator_version,
+        topic=stored.topic,
+        state=stored.state,
+    )
+
+
+class BatchingRepository(Repository[UUID]):
+    """The Application's repository; inside a command's turn it reads the batch's state."""
+
+    def __init__(self, group_commit: GroupCommit, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._group_commit = group_commit
+
+    def get(self, aggregate_id: UUID, *, version: int | None = None, **kwargs: Any) -> Any:
+        if version is not None:
+            return super().get(aggregate_id, version=version, **kwargs)
+        load = super().get
+        return self._group_commit.read(aggregate_id, lambda: load(aggregate_id, **kwargs))
+
+
+class HasGroupCommit(Protocol):
+    group_commit: GroupCommit
+
+
+App = TypeVar("App", bound=HasGroupCommit)
+
+
+def command(method: Callable[Concatenate[App, P], R]) -> Callable[Concatenate[App, P], R]:
+    """Mark an Application method as a command: it runs in a turn of the group commit.
+
+    The method stays plain get → mutate → save; it answers once its batch is committed.
+    """
+
+    @wraps(method)
+    def in_turn(self: App, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.group_commit.run(lambda: method(self, *args, **kwargs))
+
+    return in_turn

@@ -1,22 +1,23 @@
 """Group commit: the concurrent commands of a service share one transaction.
 
 A command method marked with :func:`command` does not save on its own. Its call joins
-a queue; one writer thread takes what is waiting (up to ``max_batch_size``) and gives
-each command, in arrival order, a *turn*: the command runs, in its caller's thread
-and context, against the batch's identity map (each aggregate is loaded once per
-batch; a command sees the changes of the commands before it and gets its own copy,
-so one that fails leaves nothing behind). Its ``save`` stages its events and ends
-its turn. When every command of the batch had its turn, the writer inserts all
-staged events with one recorder call, one transaction, and only then does any
-command of the batch get its answer: its recordings (version, position), or the
-error it raised.
+a queue; a writer thread gives each waiting command, in arrival order, a *turn*: the
+command runs, in its caller's thread and context, against the service's identity map
+(each aggregate is loaded once; a command sees the changes of the commands before it
+and gets its own copy, so one that fails leaves nothing behind). Its ``save`` stages
+its events and ends its turn. The commands that had their turns form a batch; a
+committer thread inserts all of a batch's events with one recorder call, one
+transaction, and only then does any command of the batch get its answer: its
+recordings (version, position), or the error it raised. While a batch is being
+committed the next one is already running and grows until the committer is free (or
+``max_batch_size``): no command waits for anything but the transaction before it.
 
 - A domain error or a missing aggregate fails only its own command; it changed
   nothing the others see.
 - A conflict with another writer (the store already holds a version a command
-  staged) fails that command with the ``IntegrityError`` it would get alone. The
-  commands that read what a failed command wrote decided on a state that will not be
-  stored: they are run again in a later batch. The rest is inserted again.
+  staged) fails that command with the ``IntegrityError`` it would get alone. A
+  command that read what a failed command staged decided on a state that will not be
+  stored: it is run again in a later batch. The rest of the batch is inserted again.
 - Any other error of the insert (database down, crash) fails every command of the
   batch; the transaction is rolled back and nothing of the batch is stored.
 - A command whose turn lasts longer than ``max_turn`` seconds is detached: the others
@@ -31,6 +32,7 @@ import threading
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from copy import deepcopy
+from dataclasses import dataclass
 from enum import Enum
 from functools import wraps
 from queue import Empty, SimpleQueue
@@ -83,8 +85,7 @@ class _Turn:
         self.group = group
         self.state = _State.QUEUED
         self.batch: _Batch | None = None
-        self.reads: set[UUID] = set()
-        self.writes: set[UUID] = set()
+        self.depends_on: set[_Turn] = set()  # the commands whose staged state it read
         self.events: list[Any] = []
         self.stored: list[StoredEvent] = []
         self.recordings: list[Recording[UUID]] = []
@@ -93,7 +94,7 @@ class _Turn:
         # Plain locks handed over between threads: cheaper than Events.
         self._started = _locked()  # released by the writer: the turn begins
         self._ended = _locked()  # released by the command: the turn is over
-        self._settled = _locked()  # released by the writer: the batch is settled
+        self._settled = _locked()  # released by the committer: the batch is settled
         self._settled_seen = False
 
     @property
@@ -116,12 +117,19 @@ class _Turn:
 class _Batch:
     def __init__(self) -> None:
         self.turns: list[_Turn] = []
-        # The batch's identity map: the latest state of each aggregate a command of the
-        # batch read or saved; None for an aggregate that does not exist.
-        self.aggregates: dict[UUID, Any] = {}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """An aggregate in the identity map; ``None`` if it does not exist."""
+
+    aggregate: Any
+    batch: _Batch  # the batch that loaded or staged it
+    staged_by: _Turn | None  # None: as loaded from the store
 
 
 _current: ContextVar[_Turn | None] = ContextVar("group_commit_turn", default=None)
+_COMMITTED = object()  # put in the queue by the committer: it is free again
 
 
 class GroupCommit:
@@ -139,10 +147,16 @@ class GroupCommit:
         self._recorder = recorder
         self.max_batch_size = max_batch_size
         self.max_turn = max_turn
-        self._queue: SimpleQueue[_Turn | None] = SimpleQueue()
+        self._queue: SimpleQueue[_Turn | object | None] = SimpleQueue()
+        self._batches: SimpleQueue[_Batch | None] = SimpleQueue()
+        self._committer_free = threading.Event()
+        self._committer_free.set()
+        # The latest state of the aggregates that batches not yet settled read or staged.
+        self._aggregates: dict[UUID, _Entry] = {}
         self._mutex = threading.Lock()
-        self._writer: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._closed = False
+        self._waiting = 0
 
     # The caller's side
 
@@ -186,70 +200,86 @@ class GroupCommit:
         with self._mutex:
             staging = turn.state is _State.RUNNING
             if staging:
-                processing: ProcessingEvent[UUID] = ProcessingEvent()
-                processing.collect_events(*objs)
-                turn.events = processing.events
-                # Encoded here, in the command's context (its message metadata).
-                turn.stored = [self._mapper.to_stored_event(e) for e in turn.events]
-                turn.writes = {event.originator_id for event in turn.events}
-                assert turn.batch is not None
-                turn.batch.aggregates.update(processing.aggregates)
-                turn.state = _State.STAGED
+                self._stage(turn, objs)
         if staging:
             turn._ended.release()
         turn.wait_until_settled()
         turn.outcome()
         if staging:
             return turn.recordings
-        # Detached, or a second save of the same command: the batch it read from is
-        # settled and stored, so an ordinary save (optimistic concurrency) is right.
+        # Detached, or a second save of the same command: what it read is settled and
+        # stored, so an ordinary save (optimistic concurrency) is right.
         return plain_save(*objs)
 
     def read(self, aggregate_id: UUID, load: Callable[[], Any]) -> Any:
-        """The aggregate as the current command's batch has it (a copy of its own)."""
+        """The aggregate as the commands before this one left it (a copy of its own)."""
         turn = _current.get()
         if turn is None or turn.group is not self or turn.state is not _State.RUNNING:
             return load()
         assert turn.batch is not None
-        aggregates = turn.batch.aggregates
-        turn.reads.add(aggregate_id)
-        if aggregate_id not in aggregates:
+        entry = self._aggregates.get(aggregate_id)
+        if entry is None:
             try:
-                aggregates[aggregate_id] = load()
+                loaded = load()
             except AggregateNotFoundError:
-                aggregates[aggregate_id] = None
-        aggregate = aggregates[aggregate_id]
-        if aggregate is None:
+                loaded = None
+            with self._mutex:
+                entry = self._aggregates.setdefault(aggregate_id, _Entry(loaded, turn.batch, None))
+        if entry.staged_by is not None and entry.staged_by is not turn:
+            with self._mutex:
+                turn.depends_on.add(entry.staged_by)
+        if entry.aggregate is None:
             raise AggregateNotFoundError(aggregate_id)
-        return deepcopy(aggregate)
+        return deepcopy(entry.aggregate)
 
     def waiting(self) -> int:
         """How many commands are queued for a turn."""
-        return self._queue.qsize()
+        return self._waiting
 
     def close(self) -> None:
-        """Finish what is queued, then stop the writer."""
+        """Finish what is queued, then stop."""
         with self._mutex:
             if self._closed:
                 return
             self._closed = True
-            writer = self._writer
-        if writer is not None:
+        if self._threads:
             self._queue.put(None)
-            writer.join()
+            for thread in self._threads:
+                thread.join()
 
     def _enqueue(self) -> _Turn:
         turn = _Turn(self)
         with self._mutex:
             if self._closed:
                 raise RuntimeError("the application is closed")
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write, name="group-commit-writer", daemon=True
-                )
-                self._writer.start()
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._write, name="group-commit-writer", daemon=True),
+                    threading.Thread(
+                        target=self._commit_batches, name="group-commit-committer", daemon=True
+                    ),
+                ]
+                for thread in self._threads:
+                    thread.start()
+            self._waiting += 1
             self._queue.put(turn)
         return turn
+
+    def _stage(self, turn: _Turn, objs: Sequence[Any]) -> None:
+        """Under the mutex: the command's events join its batch; its turn is over."""
+        assert turn.batch is not None
+        processing: ProcessingEvent[UUID] = ProcessingEvent()
+        processing.collect_events(*objs)
+        turn.events = processing.events
+        # Encoded here, in the command's context (its message metadata).
+        turn.stored = [self._mapper.to_stored_event(event) for event in turn.events]
+        for event in turn.events:
+            aggregate = processing.aggregates.get(event.originator_id)
+            if aggregate is None:  # an event saved without its aggregate: read it again
+                self._aggregates.pop(event.originator_id, None)
+            else:
+                self._aggregates[event.originator_id] = _Entry(aggregate, turn.batch, turn)
+        turn.state = _State.STAGED
 
     def _settle(self, turn: _Turn) -> None:
         """End the turn (if the command did not save) and wait for its batch."""
@@ -261,38 +291,54 @@ class GroupCommit:
             turn._ended.release()
         turn.wait_until_settled()
 
-    # The writer's side
+    # The writer's side: turns
 
     def _write(self) -> None:
+        batch = _Batch()
         stopping = False
         while not stopping:
-            turn = self._queue.get()
-            if turn is None:
-                return
-            batch = _Batch()
-            while True:
-                self._give_turn(turn, batch)
-                if len(batch.turns) >= self.max_batch_size:
-                    break
+            item = self._queue.get()
+            if item is None:
+                stopping = True
+            elif isinstance(item, _Turn):
+                self._give_turn(item, batch)
+            # Take what else is waiting, without waiting for more.
+            while not stopping and len(batch.turns) < self.max_batch_size:
                 try:
-                    next_turn = self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except Empty:
                     break
-                if next_turn is None:
+                if item is None:
                     stopping = True
-                    break
-                turn = next_turn
-            self._commit(batch)
+                elif isinstance(item, _Turn):
+                    self._give_turn(item, batch)
+            full = len(batch.turns) >= self.max_batch_size
+            if batch.turns and (full or stopping or self._committer_free.is_set()):
+                self._committer_free.wait()
+                self._committer_free.clear()
+                self._batches.put(batch)
+                batch = _Batch()
+        self._batches.put(None)
 
     def _give_turn(self, turn: _Turn, batch: _Batch) -> None:
         turn.batch = batch
         batch.turns.append(turn)
-        turn.state = _State.RUNNING
+        with self._mutex:
+            self._waiting -= 1
+            turn.state = _State.RUNNING
         turn._started.release()
         if not turn._ended.acquire(timeout=self.max_turn):
             with self._mutex:
                 if turn.state is _State.RUNNING:
                     turn.state = _State.DETACHED
+
+    # The committer's side: one transaction per batch, in order
+
+    def _commit_batches(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            self._commit(batch)
+            self._committer_free.set()
+            self._queue.put(_COMMITTED)  # wakes the writer if it waits for commands
 
     def _commit(self, batch: _Batch) -> None:
         try:
@@ -302,11 +348,19 @@ class GroupCommit:
                 if not turn.failed:
                     turn.error = error
         finally:
+            with self._mutex:
+                # Stored now, or never: later reads go to the store.
+                self._aggregates = {
+                    aggregate_id: entry
+                    for aggregate_id, entry in self._aggregates.items()
+                    if entry.batch is not batch
+                }
             for turn in batch.turns:
                 turn._settled.release()
 
     def _insert(self, batch: _Batch) -> None:
-        staged = [turn for turn in batch.turns if turn.state is _State.STAGED]
+        with self._mutex:  # a detached command may still be reading
+            staged = [turn for turn in batch.turns if turn.state is _State.STAGED]
         conflicted = _conflicts_within(staged)
         while True:
             _fail(batch, conflicted)
@@ -357,17 +411,18 @@ def _conflicts_within(staged: list[_Turn]) -> set[_Turn]:
 
 
 def _fail(batch: _Batch, conflicted: set[_Turn]) -> None:
-    """Fail the conflicted commands; rerun those that read or wrote what a failed one wrote."""
-    unstored: set[UUID] = set()
+    """Fail the conflicted commands; rerun those that read what a failed one staged.
+
+    A command depends only on commands before it (in its batch or in an earlier one,
+    settled already), so one pass in arrival order is enough.
+    """
     for turn in batch.turns:
         if turn in conflicted:
             turn.error = IntegrityError(
                 "the aggregate was changed by another writer since this command read it"
             )
-        elif not turn.failed and (turn.reads | turn.writes) & unstored:
+        elif not turn.failed and any(earlier.failed for earlier in turn.depends_on):
             turn.rerun = True
-        if turn.failed:
-            unstored |= turn.writes
 
 
 def _notification(stored: StoredEvent, notification_id: int) -> Notification:

@@ -18,8 +18,10 @@ committed the next one is already running and grows until the committer is free 
   staged) fails that command with the ``IntegrityError`` it would get alone. A
   command that read what a failed command staged decided on a state that will not be
   stored: it is run again in a later batch. The rest of the batch is inserted again.
-- Any other error of the insert (database down, crash) fails every command of the
-  batch; the transaction is rolled back and nothing of the batch is stored.
+- Any other error of the insert (database down, crash) rolls the transaction back:
+  nothing of the batch is stored, every command that saved gets the error, and those
+  that read what they staged run again. A command that saved nothing and read only
+  stored state keeps its own answer (a 404 stays a 404).
 - A command whose turn lasts longer than ``max_turn`` seconds is detached: the others
   go on without it, and it finishes on its own, saving in its own transaction as if
   there were no batching (after its batch is settled, so it never builds on
@@ -45,6 +47,7 @@ from eventsourcing.persistence import (
     IntegrityError,
     Mapper,
     Notification,
+    PersistenceError,
     Recording,
     StoredEvent,
 )
@@ -343,7 +346,7 @@ class GroupCommit:
     def _commit(self, batch: _Batch) -> None:
         try:
             self._insert(batch)
-        except BaseException as error:  # noqa: BLE001 - nothing is stored; every caller is told
+        except BaseException as error:  # noqa: BLE001 - a bug: every caller must be told
             for turn in batch.turns:
                 if not turn.failed:
                     turn.error = error
@@ -370,11 +373,15 @@ class GroupCommit:
             stored = [event for turn in saving for event in turn.stored]
             try:
                 notification_ids = self._recorder.insert_events(stored)
-            except IntegrityError:
+            except IntegrityError as error:
                 conflicted = self._conflicts_with_store(saving)
                 if not conflicted:
-                    raise
+                    _fail_all(batch, saving, error)
+                    return
                 continue
+            except PersistenceError as error:  # rolled back: nothing of the batch is stored
+                _fail_all(batch, saving, error)
+                return
             assert notification_ids is not None and len(notification_ids) == len(stored)
             ids = iter(notification_ids)
             for turn in saving:
@@ -423,6 +430,13 @@ def _fail(batch: _Batch, conflicted: set[_Turn]) -> None:
             )
         elif not turn.failed and any(earlier.failed for earlier in turn.depends_on):
             turn.rerun = True
+
+
+def _fail_all(batch: _Batch, saving: list[_Turn], error: PersistenceError) -> None:
+    """The insert failed: the commands it held fail with its error, their readers rerun."""
+    for turn in saving:
+        turn.error = error
+    _fail(batch, set())
 
 
 def _notification(stored: StoredEvent, notification_id: int) -> Notification:

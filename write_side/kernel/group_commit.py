@@ -31,6 +31,7 @@ Why, and what it costs: docs/adr/0015-group-commit-on-the-write-side.md.
 """
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from copy import deepcopy
@@ -95,8 +96,7 @@ class _Turn:
         self.error: BaseException | None = None
         self.rerun = False
         # Plain locks handed over between threads: cheaper than Events.
-        self._started = _locked()  # released by the writer: the turn begins
-        self._ended = _locked()  # released by the command: the turn is over
+        self._started = _locked()  # released when its turn begins
         self._settled = _locked()  # released by the committer: the batch is settled
         self._settled_seen = False
 
@@ -160,6 +160,14 @@ class GroupCommit:
         self._threads: list[threading.Thread] = []
         self._closed = False
         self._waiting = 0
+        # The turn that runs now; when it ends, its command starts the next one itself
+        # (one thread hand-over per command). The writer only starts a chain of turns
+        # and watches that none lasts longer than max_turn.
+        self._running: _Turn | None = None
+        self._running_since = 0.0
+        self._chain_ended = threading.Event()
+        self._chain_ended.set()
+        self._stopping = False
 
     # The caller's side
 
@@ -204,8 +212,7 @@ class GroupCommit:
             staging = turn.state is _State.RUNNING
             if staging:
                 self._stage(turn, objs)
-        if staging:
-            turn._ended.release()
+                self._pass_turn(turn.batch)
         turn.wait_until_settled()
         turn.outcome()
         if staging:
@@ -287,53 +294,67 @@ class GroupCommit:
     def _settle(self, turn: _Turn) -> None:
         """End the turn (if the command did not save) and wait for its batch."""
         with self._mutex:
-            ending = turn.state is _State.RUNNING
-            if ending:
+            if turn.state is _State.RUNNING:
                 turn.state = _State.FINISHED
-        if ending:
-            turn._ended.release()
+                self._pass_turn(turn.batch)
         turn.wait_until_settled()
+
+    def _pass_turn(self, batch: _Batch | None) -> None:
+        """Under the mutex: start the next queued command in ``batch``, or end the chain."""
+        assert batch is not None
+        while len(batch.turns) < self.max_batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except Empty:
+                break
+            if isinstance(item, _Turn):
+                self._start(item, batch)
+                return
+            if item is None:
+                self._stopping = True
+                break
+        self._running = None
+        self._chain_ended.set()
+
+    def _start(self, turn: _Turn, batch: _Batch) -> None:
+        """Under the mutex: ``turn`` runs now, in ``batch``."""
+        turn.batch = batch
+        batch.turns.append(turn)
+        self._waiting -= 1
+        turn.state = _State.RUNNING
+        self._running = turn
+        self._running_since = time.monotonic()
+        turn._started.release()
 
     # The writer's side: turns
 
     def _write(self) -> None:
         batch = _Batch()
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            if item is None:
-                stopping = True
-            elif isinstance(item, _Turn):
-                self._give_turn(item, batch)
-            # Take what else is waiting, without waiting for more.
-            while not stopping and len(batch.turns) < self.max_batch_size:
-                try:
-                    item = self._queue.get_nowait()
-                except Empty:
-                    break
+        while not self._stopping:
+            item = self._queue.get()  # a command, the committer's "free", or None: close
+            with self._mutex:
                 if item is None:
-                    stopping = True
+                    self._stopping = True
                 elif isinstance(item, _Turn):
-                    self._give_turn(item, batch)
+                    self._chain_ended.clear()
+                    self._start(item, batch)
+            self._watch_chain(batch)
             full = len(batch.turns) >= self.max_batch_size
-            if batch.turns and (full or stopping or self._committer_free.is_set()):
+            if batch.turns and (full or self._stopping or self._committer_free.is_set()):
                 self._committer_free.wait()
                 self._committer_free.clear()
                 self._batches.put(batch)
                 batch = _Batch()
         self._batches.put(None)
 
-    def _give_turn(self, turn: _Turn, batch: _Batch) -> None:
-        turn.batch = batch
-        batch.turns.append(turn)
-        with self._mutex:
-            self._waiting -= 1
-            turn.state = _State.RUNNING
-        turn._started.release()
-        if not turn._ended.acquire(timeout=self.max_turn):
+    def _watch_chain(self, batch: _Batch) -> None:
+        """Wait until the chain of turns ends; detach a command that holds its turn."""
+        while not self._chain_ended.wait(timeout=self.max_turn / 2):
             with self._mutex:
-                if turn.state is _State.RUNNING:
+                turn = self._running
+                if turn is not None and time.monotonic() - self._running_since > self.max_turn:
                     turn.state = _State.DETACHED
+                    self._pass_turn(batch)
 
     # The committer's side: one transaction per batch, in order
 

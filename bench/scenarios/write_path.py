@@ -270,8 +270,11 @@ def raw_insert_commit_loop(url: str, schema: str | None, seconds: float, max_cal
 
 
 def profile_notes(app: OrdersApplication, clients: int, seconds: float) -> list[str]:
-    """Where a group-committed command's time goes, seen from one of ``clients`` callers."""
-    profiler = Profiler(interval=0.0005)
+    """Where a group-committed command's time goes (pyinstrument, wall time).
+
+    Seen from one of ``clients`` callers, then from the committer's side: one batch's
+    insert as the committer does it.
+    """
     stop = threading.Event()
 
     def others() -> None:
@@ -281,30 +284,63 @@ def profile_notes(app: OrdersApplication, clients: int, seconds: float) -> list[
     threads = [threading.Thread(target=others) for _ in range(clients - 1)]
     for thread in threads:
         thread.start()
-    profiler.start()
+    caller = Profiler(interval=0.0005)
+    caller.start()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         app.place_order(**ORDER)
-    profiler.stop()
+    caller.stop()
     stop.set()
     for thread in threads:
         thread.join()
+    turn = _frames_time(caller, "lock.acquire", parent="run")
+    commit = _frames_time(caller, "wait_until_settled")
+    total = _frames_time(caller, "in_turn")  # the whole call of the @command method
+    own = max(total - turn - commit, 0.0)
+    notes = [
+        f"profile, one caller among {clients}: {turn / total:.0%} waiting for its turn, "
+        + f"{commit / total:.0%} waiting for its batch's commit, "
+        + f"{own / total:.0%} its own work (Order, encoding)"
+    ]
+
+    events = []
+    for _ in range(clients):
+        events += [app.mapper.to_stored_event(e) for e in Order(**ORDER).collect_events()]
+    committer = Profiler(interval=0.0001)
+    committer.start()
+    app.recorder.insert_events(events)
+    committer.stop()
+    insert = _frames_time(committer, "insert_events")
+    parts = {
+        "table lock": _frames_time(committer, "_lock_table"),
+        "multi-row INSERT": _frames_time(committer, "execute", parent="_insert_stored_events"),
+        "NOTIFY": _frames_time(committer, "_notify_channel"),
+        "COMMIT": _frames_time(committer, "commit", parent="__exit__"),
+    }
+    notes.append(
+        f"profile, one batch of {clients} events ({insert * 1000:.1f} ms): "
+        + ", ".join(f"{name} {part / insert:.0%}" for name, part in parts.items())
+    )
+    return notes
+
+
+def _frames_time(profiler: Profiler, function: str, parent: str | None = None) -> float:
+    """Total time of the outermost frames of ``function`` (called from ``parent``)."""
     session = profiler.last_session
     assert session is not None
-    total = session.duration or 1.0
-    by_function: dict[str, float] = {}
+    total = 0.0
     stack = [session.root_frame()]
     while stack:
         frame = stack.pop()
         if frame is None:
             continue
+        if frame.function == function and (
+            parent is None or (frame.parent is not None and frame.parent.function == parent)
+        ):
+            total += frame.time
+            continue
         stack.extend(frame.children)
-        name = f"{frame.function} ({frame.file_path_short}:{frame.line_no})"
-        by_function[name] = by_function.get(name, 0.0) + frame.total_self_time
-    top = sorted(by_function.items(), key=lambda item: item[1], reverse=True)[:5]
-    return [f"profile of one caller among {clients} (wall time, self):"] + [
-        f"  {share / total:5.1%} {name}" for name, share in top
-    ]
+    return total
 
 
 # The scenario

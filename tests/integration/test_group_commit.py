@@ -206,6 +206,28 @@ def test_a_mixed_batch_answers_each_command_as_alone_and_stores_only_the_success
     assert orders.get_order(cancelled_here).cancellation_reason == "first"
 
 
+def test_a_command_that_fails_after_changing_an_aggregate_leaves_no_trace_in_the_batch(kitchen):
+    kitchen.register_restaurant("rest-1", "Pizzeria", ["pizza"])
+
+    def change_then_fail() -> None:
+        restaurant = kitchen.get_restaurant("rest-1")
+        restaurant.set_menu(["half-done"])  # a new state and a pending event ...
+        raise DomainError("refused after the change")  # ... then it fails
+
+    with ThreadPoolExecutor(4) as pool:
+        writer = HeldWriter(kitchen, pool)
+        failing = writer.queue(lambda: kitchen.group_commit.run(change_then_fail))
+        closing = writer.queue(lambda: kitchen.close_restaurant("rest-1"))
+        writer.let_go()
+        failed, closed = outcome(failing), outcome(closing)
+
+    assert isinstance(failed, DomainError)
+    assert closed.version == 2  # it saw version 1, without the failed change
+    restaurant = kitchen.get_restaurant("rest-1")
+    assert (restaurant.menu, restaurant.is_open, restaurant.version) == (["pizza"], False, 2)
+    assert [kind for (_, _, kind) in stored_events(kitchen)] == ["Registered", "Closed"]
+
+
 def test_a_failure_inside_the_transaction_stores_nothing_and_fails_every_command(
     orders, monkeypatch
 ):

@@ -121,7 +121,12 @@ class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
             return []
         self._lock_table(session)  # ids are given in commit order: no gaps for the relay
         table = self.events_record_cls.__table__
-        statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        # Each id is matched to its event by (aggregate, version), which is unique: this
+        # needs no promise about the order of RETURNING rows (cheaper than SQLAlchemy's
+        # sort_by_parameter_order).
+        statement = insert(table).returning(
+            table.c.id, table.c.originator_id, table.c.originator_version
+        )
         rows = [
             {
                 "originator_id": event.originator_id,
@@ -131,9 +136,12 @@ class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
             }
             for event in stored_events
         ]
-        notification_ids = list(session.execute(statement, rows).scalars())
+        ids = {
+            (originator_id, version): notification_id
+            for notification_id, originator_id, version in session.execute(statement, rows)
+        }
         self._notify_channel(session)
-        return notification_ids
+        return [ids[event.originator_id, event.originator_version] for event in stored_events]
 
 
 class Factory(SQLAlchemyFactory):

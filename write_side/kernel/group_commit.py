@@ -1,8 +1,9 @@
 """Group commit: the concurrent commands of a service share one transaction.
 
 A command method marked with :func:`command` does not save on its own. Its call joins
-a queue; a writer thread gives each waiting command, in arrival order, a *turn*: the
-command runs, in its caller's thread and context, against the service's identity map
+a queue, and the queued commands take *turns* in arrival order (a writer thread starts
+the first; each command starts the next when its turn ends). A command runs, in its
+caller's thread and context, against the service's identity map
 (each aggregate is loaded once; a command sees the changes of the commands before it
 and gets its own copy, so one that fails leaves nothing behind). Its ``save`` stages
 its events and ends its turn. The commands that had their turns form a batch; a

@@ -71,7 +71,7 @@ class _Rerun(BaseException):
 
 class _State(Enum):
     QUEUED = "queued"
-    RUNNING = "running"  # its turn: the writer waits for it
+    RUNNING = "running"  # its turn: the commands behind it wait
     STAGED = "staged"  # saved into the batch; waits for the batch's commit
     FINISHED = "finished"  # ended its turn without saving (an error, or nothing to save)
     DETACHED = "detached"  # its turn lasted too long; it goes on outside the batch

@@ -1,9 +1,13 @@
 """Helpers for group-commit tests: batches whose arrival order is known."""
 
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError
 
 from tests.support import wait_for
 from write_side.kernel.application import ServiceApplication
@@ -20,6 +24,8 @@ class HeldWriter:
         app.group_commit.max_turn = 60  # the holding turn must not be detached
 
         def hold() -> None:
+            with suppress(AggregateNotFoundError):
+                app.repository.get(uuid.uuid4())  # a read: the hold takes a turn
             started.set()
             self.release.wait(timeout=60)
 
@@ -27,11 +33,19 @@ class HeldWriter:
         assert started.wait(timeout=30), "the writer never gave the hold its turn"
 
     def queue(self, command: Callable[[], Any]) -> Future:
-        """Queue the command behind those queued before (its arrival is known)."""
+        """Queue the command behind those queued before (its arrival is known).
+
+        The command must read an aggregate: a command that reads nothing takes no turn
+        (it joins the open batch at once); use :meth:`submit` for those.
+        """
         waiting = self.app.group_commit.waiting()
         future = self.pool.submit(command)
         wait_for(lambda: self.app.group_commit.waiting() == waiting + 1, message="queued")
         return future
+
+    def submit(self, command: Callable[[], Any]) -> Future:
+        """Run a command that reads nothing: it joins the batch that is open."""
+        return self.pool.submit(command)
 
     def let_go(self) -> None:
         self.release.set()

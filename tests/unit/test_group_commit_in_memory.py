@@ -1,9 +1,12 @@
 """Group commit on eventsourcing's in-memory recorder (no server): batch-internal cases."""
 
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 
 import pytest
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from tests.batching import HeldWriter, outcome
@@ -35,7 +38,9 @@ def test_a_second_registration_in_the_same_batch_sees_the_first(kitchen):
 
 def test_two_blind_creations_of_one_aggregate_in_a_batch_store_the_first_only(kitchen):
     def create_without_looking(name: str) -> int:
-        restaurant = Restaurant("rest-1", name, ["pizza"])
+        with suppress(AggregateNotFoundError):
+            kitchen.repository.get(uuid.uuid4())  # a read, so that it takes a turn
+        restaurant = Restaurant("rest-1", name, ["pizza"])  # but not of rest-1
         return kitchen.save(restaurant)[0].notification.id
 
     with ThreadPoolExecutor(3) as pool:
@@ -49,6 +54,21 @@ def test_two_blind_creations_of_one_aggregate_in_a_batch_store_the_first_only(ki
     assert isinstance(conflict, IntegrityError)  # as alone: the id was taken just before
     assert kitchen.get_restaurant("rest-1").name == "A"
     assert kitchen.recorder.max_notification_id() == 1
+
+
+def test_a_command_that_reads_nothing_takes_no_turn(kitchen):
+    with ThreadPoolExecutor(3) as pool:
+        writer = HeldWriter(kitchen, pool)
+        created = writer.submit(
+            lambda: kitchen.group_commit.run(
+                lambda: kitchen.save(Restaurant("rest-1", "Pizzeria", ["pizza"]))
+            )
+        )
+        assert kitchen.group_commit.waiting() == 0  # it did not queue behind the hold
+        writer.let_go()  # its batch (the hold's) commits
+        [recording] = created.result(timeout=30)
+
+    assert recording.notification.id == 1
 
 
 def test_a_save_outside_any_command_is_an_ordinary_save(kitchen):

@@ -70,6 +70,7 @@ class _Rerun(BaseException):
 
 
 class _State(Enum):
+    FREE = "free"  # has read nothing yet: needs no turn (it takes one at its first read)
     QUEUED = "queued"
     RUNNING = "running"  # its turn: the commands behind it wait
     STAGED = "staged"  # saved into the batch; waits for the batch's commit
@@ -88,7 +89,7 @@ class _Turn:
 
     def __init__(self, group: "GroupCommit"):
         self.group = group
-        self.state = _State.QUEUED
+        self.state = _State.FREE
         self.batch: _Batch | None = None
         self.depends_on: set[_Turn] = set()  # the commands whose staged state it read
         self.events: list[Any] = []
@@ -133,7 +134,8 @@ class _Entry:
 
 
 _current: ContextVar[_Turn | None] = ContextVar("group_commit_turn", default=None)
-_COMMITTED = object()  # put in the queue by the committer: it is free again
+_WAKE = object()  # put in the queue to wake the writer: the committer is free, or a
+# command joined the open batch
 
 
 class GroupCommit:
@@ -169,6 +171,8 @@ class GroupCommit:
         self._chain_ended = threading.Event()
         self._chain_ended.set()
         self._stopping = False
+        self._open_batch = _Batch()  # the batch commands join now
+        self._writer_idle = False  # the writer waits for a command: wake it to commit
 
     # The caller's side
 
@@ -176,9 +180,9 @@ class GroupCommit:
         """Run ``command`` (get → mutate → save) in its turn; answer once committed."""
         if _current.get() is not None:
             return command()  # called by another command: part of that one's turn
+        self._start_threads()
         for _ in range(MAX_RERUNS + 1):
-            turn = self._enqueue()
-            turn._started.acquire()
+            turn = _Turn(self)
             token = _current.set(turn)
             try:
                 result = command()
@@ -210,8 +214,13 @@ class GroupCommit:
         if turn is None or turn.group is not self:
             return plain_save(*objs)
         with self._mutex:
-            staging = turn.state is _State.RUNNING
-            if staging:
+            staging = turn.state in (_State.RUNNING, _State.FREE)
+            if turn.state is _State.FREE:  # it read nothing: it joins the open batch
+                turn.batch = self._open_batch
+                turn.batch.turns.append(turn)
+                self._stage(turn, objs)
+                self._wake_writer()
+            elif staging:
                 self._stage(turn, objs)
                 self._pass_turn(turn.batch)
         turn.wait_until_settled()
@@ -225,7 +234,12 @@ class GroupCommit:
     def read(self, aggregate_id: UUID, load: Callable[[], Any]) -> Any:
         """The aggregate as the commands before this one left it (a copy of its own)."""
         turn = _current.get()
-        if turn is None or turn.group is not self or turn.state is not _State.RUNNING:
+        if turn is None or turn.group is not self:
+            return load()
+        if turn.state is _State.FREE:  # its first read: from now on it needs its turn
+            self._enqueue(turn)
+            turn._started.acquire()
+        if turn.state is not _State.RUNNING:
             return load()
         assert turn.batch is not None
         entry = self._aggregates.get(aggregate_id)
@@ -258,8 +272,7 @@ class GroupCommit:
             for thread in self._threads:
                 thread.join()
 
-    def _enqueue(self) -> _Turn:
-        turn = _Turn(self)
+    def _start_threads(self) -> None:
         with self._mutex:
             if self._closed:
                 raise RuntimeError("the application is closed")
@@ -272,9 +285,18 @@ class GroupCommit:
                 ]
                 for thread in self._threads:
                     thread.start()
+
+    def _enqueue(self, turn: _Turn) -> None:
+        with self._mutex:
+            turn.state = _State.QUEUED
             self._waiting += 1
             self._queue.put(turn)
-        return turn
+
+    def _wake_writer(self) -> None:
+        """Under the mutex: a command joined the open batch; the writer may commit it."""
+        if self._writer_idle:
+            self._writer_idle = False
+            self._queue.put(_WAKE)
 
     def _stage(self, turn: _Turn, objs: Sequence[Any]) -> None:
         """Under the mutex: the command's events join its batch; its turn is over."""
@@ -294,6 +316,8 @@ class GroupCommit:
 
     def _settle(self, turn: _Turn) -> None:
         """End the turn (if the command did not save) and wait for its batch."""
+        if turn.state is _State.FREE:
+            return  # it read and saved nothing: its answer is its own
         with self._mutex:
             if turn.state is _State.RUNNING:
                 turn.state = _State.FINISHED
@@ -330,22 +354,34 @@ class GroupCommit:
     # The writer's side: turns
 
     def _write(self) -> None:
-        batch = _Batch()
-        while not self._stopping:
-            item = self._queue.get()  # a command, the committer's "free", or None: close
+        while True:
             with self._mutex:
+                batch = self._open_batch
+                full = len(batch.turns) >= self.max_batch_size
+                ready = bool(batch.turns) and (
+                    full or self._stopping or self._committer_free.is_set()
+                )
+                if ready:
+                    self._open_batch = _Batch()
+                elif self._stopping:
+                    break
+                else:
+                    self._writer_idle = True
+            if ready:
+                self._committer_free.wait()
+                self._committer_free.clear()
+                self._batches.put(batch)
+                continue
+            # A command, a wake-up (the committer is free, a command joined), or None.
+            item = self._queue.get()
+            with self._mutex:
+                self._writer_idle = False
                 if item is None:
                     self._stopping = True
                 elif isinstance(item, _Turn):
                     self._chain_ended.clear()
-                    self._start(item, batch)
-            self._watch_chain(batch)
-            full = len(batch.turns) >= self.max_batch_size
-            if batch.turns and (full or self._stopping or self._committer_free.is_set()):
-                self._committer_free.wait()
-                self._committer_free.clear()
-                self._batches.put(batch)
-                batch = _Batch()
+                    self._start(item, self._open_batch)
+            self._watch_chain(self._open_batch)
         self._batches.put(None)
 
     def _watch_chain(self, batch: _Batch) -> None:
@@ -363,7 +399,7 @@ class GroupCommit:
         while (batch := self._batches.get()) is not None:
             self._commit(batch)
             self._committer_free.set()
-            self._queue.put(_COMMITTED)  # wakes the writer if it waits for commands
+            self._queue.put(_WAKE)
 
     def _commit(self, batch: _Batch) -> None:
         try:

@@ -3,7 +3,8 @@
 A command method marked with :func:`command` does not save on its own. Its call joins
 a queue, and the queued commands take *turns* in arrival order (a writer thread starts
 the first; each command starts the next when its turn ends). A command runs, in its
-caller's thread and context, against the service's identity map
+caller's thread and context (taking its turn at its first read: a command that reads
+nothing joins the open batch at once), against the service's identity map
 (each aggregate is loaded once; a command sees the changes of the commands before it
 and gets its own copy, so one that fails leaves nothing behind). Its ``save`` stages
 its events and ends its turn. The commands that had their turns form a batch; a

@@ -14,11 +14,13 @@ from eventsourcing.application import AggregateNotFoundError
 from write_side.accounting.domain import Account, Authorization
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.errors import DomainError, NotFound
+from write_side.kernel.group_commit import command
 
 
 class AccountingApplication(ServiceApplication):
     name = "accounting"  # table names: accounting_events, accounting_tracking
 
+    @command
     def open_account(self, consumer_id: str, credit_limit_cents: int) -> Account:
         if Account.create_id(consumer_id) in self.repository:
             raise DomainError(f"consumer {consumer_id} already has an account")
@@ -26,12 +28,14 @@ class AccountingApplication(ServiceApplication):
         self.save(account)
         return account
 
+    @command
     def block_card(self, consumer_id: str, reason: str) -> Account:
         account = self.get_account(consumer_id)
         account.block_card(reason)
         self.save(account)
         return account
 
+    @command
     def unblock_card(self, consumer_id: str) -> Account:
         account = self.get_account(consumer_id)
         account.unblock_card()

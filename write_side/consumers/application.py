@@ -12,11 +12,13 @@ from eventsourcing.application import AggregateNotFoundError
 from write_side.consumers.domain import Consumer, Verification
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.errors import DomainError, NotFound
+from write_side.kernel.group_commit import command
 
 
 class ConsumersApplication(ServiceApplication):
     name = "consumers"  # table names: consumers_events, consumers_tracking
 
+    @command
     def register_consumer(self, consumer_id: str, name: str) -> Consumer:
         if Consumer.create_id(consumer_id) in self.repository:
             raise DomainError(f"consumer {consumer_id} is already registered")
@@ -24,12 +26,14 @@ class ConsumersApplication(ServiceApplication):
         self.save(consumer)
         return consumer
 
+    @command
     def deactivate_consumer(self, consumer_id: str, reason: str) -> Consumer:
         consumer = self.get_consumer(consumer_id)
         consumer.deactivate(reason)
         self.save(consumer)
         return consumer
 
+    @command
     def reactivate_consumer(self, consumer_id: str) -> Consumer:
         consumer = self.get_consumer(consumer_id)
         consumer.reactivate()

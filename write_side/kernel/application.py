@@ -4,25 +4,51 @@ from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.application import Application, ProcessingEvent, Repository
 from eventsourcing.persistence import ProcessRecorder, Recording, Tracking
 from sqlalchemy.engine import make_url
 
+from write_side.kernel.group_commit import BatchingRepository, GroupCommit
 from write_side.kernel.store import event_store_env
 
 
 class ServiceApplication(Application[UUID]):
-    """An Application whose saves can carry the position of a consumed message.
+    """A service's Application: commands share transactions; saves can carry a position.
+
+    Methods marked ``@command`` (write_side.kernel.group_commit) run in turns of the
+    service's group commit: concurrent commands are applied in arrival order and
+    committed together, one transaction per batch.
 
     Saga reactions save their new events together with a ``Tracking`` record (the
     inbox) in one transaction, through eventsourcing's process recorder; a message
     whose position is already tracked has been handled and is not handled again.
+    They are not batched.
     """
 
     recorder: ProcessRecorder
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()
+
+    def construct_repository(self) -> Repository[UUID]:
+        # Called by Application.__init__ once the mapper, recorder and stores exist.
+        if self.snapshotting_intervals:
+            # Batched saves skip Application.save's automatic snapshots; loading from
+            # snapshots and take_snapshot() work as usual.
+            raise ValueError(
+                "group commit takes no automatic snapshots: unset snapshotting_intervals "
+                "(take_snapshot() still works)"
+            )
+        self.group_commit = GroupCommit(self.mapper, self.recorder)
+        return BatchingRepository(
+            self.group_commit, event_store=self.events, snapshot_store=self.snapshots
+        )
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """Inside a command's turn, stage the events in its batch; else save them now."""
+        if kwargs:
+            return super().save(*objs, **kwargs)
+        return self.group_commit.save(objs, super().save)
 
     def has_processed(self, tracking: Tracking) -> bool:
         return self.recorder.has_tracking_id(tracking.application_name, tracking.notification_id)
@@ -39,6 +65,9 @@ class ServiceApplication(Application[UUID]):
         return self._record(processing_event)
 
     def close(self) -> None:
+        group_commit = getattr(self, "group_commit", None)
+        if group_commit is not None:
+            group_commit.close()
         super().close()
         engine = getattr(getattr(self.recorder, "datastore", None), "engine", None)
         if engine is not None:

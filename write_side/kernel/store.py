@@ -1,12 +1,15 @@
 """Event store configuration: eventsourcing + SQLAlchemy on SQLite or PostgreSQL."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from eventsourcing.persistence import Cipher, Compressor, Mapper, StoredEvent, Transcoder
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyProcessRecorder
+from sqlalchemy import insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from write_side.kernel.metadata import MessageMetadata, current_metadata
 
@@ -76,11 +79,14 @@ class MetadataMapper(Mapper[Any]):
 
 
 class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
-    """The library's process recorder, with its events table in the configured schema.
+    """The library's process recorder, with its events table in the configured schema,
+    inserting many events with one statement.
 
     eventsourcing-sqlalchemy 1.0.1 does not pass ``schema_name`` on to the events
     table of a process recorder (only the tracking table gets it), so with
     ``<SERVICE>_DATABASE_SCHEMA`` set the events would land in the default schema.
+    It also inserts through the ORM, one object per event (about 300 µs an event on
+    PostgreSQL); a group commit's batch goes in as one multi-row INSERT ... RETURNING.
     """
 
     def __init__(
@@ -107,6 +113,35 @@ class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
                 base_cls=self.datastore.base_stored_event_record_cls,
             )
             self.tables.append(self.events_record_cls.__table__)
+
+    def _insert_stored_events(
+        self, session: Session, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int]:
+        if not stored_events:
+            return []
+        self._lock_table(session)  # ids are given in commit order: no gaps for the relay
+        table = self.events_record_cls.__table__
+        # Each id is matched to its event by (aggregate, version), which is unique: this
+        # needs no promise about the order of RETURNING rows (cheaper than SQLAlchemy's
+        # sort_by_parameter_order).
+        statement = insert(table).returning(
+            table.c.id, table.c.originator_id, table.c.originator_version
+        )
+        rows = [
+            {
+                "originator_id": event.originator_id,
+                "originator_version": event.originator_version,
+                "topic": event.topic,
+                "state": event.state,
+            }
+            for event in stored_events
+        ]
+        ids = {
+            (originator_id, version): notification_id
+            for notification_id, originator_id, version in session.execute(statement, rows)
+        }
+        self._notify_channel(session)
+        return [ids[event.originator_id, event.originator_version] for event in stored_events]
 
 
 class Factory(SQLAlchemyFactory):

@@ -13,6 +13,7 @@ from eventsourcing.application import AggregateNotFoundError
 
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.errors import DomainError, NotFound
+from write_side.kernel.group_commit import command
 from write_side.kitchen.domain import Restaurant, Ticket, restaurant_uuid
 
 
@@ -34,6 +35,7 @@ class KitchenApplication(ServiceApplication):
 
     # Restaurants (HTTP commands)
 
+    @command
     def register_restaurant(self, restaurant_id: str, name: str, menu: list[str]) -> Saved:
         """Register an open restaurant; registering an existing id is a DomainError (409)."""
         if restaurant_uuid(restaurant_id) in self.repository:
@@ -41,16 +43,19 @@ class KitchenApplication(ServiceApplication):
         # If another command registers it in between, the save collides (IntegrityError).
         return self._save(Restaurant(restaurant_id, name, menu))
 
+    @command
     def open_restaurant(self, restaurant_id: str) -> Saved:
         restaurant = self.get_restaurant(restaurant_id)
         restaurant.open()
         return self._save(restaurant)
 
+    @command
     def close_restaurant(self, restaurant_id: str) -> Saved:
         restaurant = self.get_restaurant(restaurant_id)
         restaurant.close()
         return self._save(restaurant)
 
+    @command
     def set_menu(self, restaurant_id: str, menu: Iterable[str]) -> Saved:
         restaurant = self.get_restaurant(restaurant_id)
         restaurant.set_menu(menu)

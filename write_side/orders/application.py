@@ -9,6 +9,7 @@ from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.errors import NotFound
+from write_side.kernel.group_commit import command
 from write_side.orders.domain import DeliveryAddress, LineItem, Order, OrderState
 
 
@@ -31,6 +32,7 @@ class OrdersApplication(ServiceApplication):
         transcoder.register(_DataclassAsDict(DeliveryAddress, "order_delivery_address"))
         transcoder.register(_OrderStateAsName())
 
+    @command
     def place_order(
         self,
         customer_id: str,
@@ -41,16 +43,19 @@ class OrdersApplication(ServiceApplication):
         order = Order(customer_id, restaurant_id, delivery_address, line_items)
         return self._save(order)
 
+    @command
     def cancel_order(self, order_id: UUID, reason: str) -> Saved:
         order = self.get_order(order_id)
         order.cancel(reason)
         return self._save(order)
 
+    @command
     def approve_order(self, order_id: UUID) -> None:
         order = self.get_order(order_id)
         order.approve()
         self.save(order)
 
+    @command
     def reject_order(self, order_id: UUID, reason: str, failed_step: str) -> None:
         order = self.get_order(order_id)
         order.reject(reason, failed_step)

@@ -1,0 +1,495 @@
+"""Write path: commands/s and latency, with group commit, beside raw baselines.
+
+On SQLite and on PostgreSQL (a fresh schema in the ``test`` database), at the same
+offered concurrency (``CLIENTS`` callers, each sending its next command when the last
+one is answered):
+
+(a) ``POST /orders`` through the orders command API (a uvicorn process), and the same
+    request to a trivial FastAPI endpoint that validates the body and stores nothing:
+    the ceiling of the HTTP layer on this machine;
+(b) ``OrdersApplication.place_order`` called directly: group commit;
+(c) baseline: a plain eventsourcing Application saving one ``Order`` per command (one
+    transaction each, the library's recorder);
+(d) baseline: a raw ``INSERT`` + ``COMMIT`` loop on one connection (SQLAlchemy Core).
+
+The issue's target compares (b) with (c): at least 10x on PostgreSQL, p99 < 50 ms.
+A profile of (b) goes in the notes. ``python -m bench.scenarios.write_path [--quick]``
+runs it alone (PostgreSQL must be running; it starts nothing but uvicorn).
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy
+from eventsourcing.application import Application
+from fastapi import FastAPI
+from pyinstrument import Profiler
+from sqlalchemy.engine import make_url
+
+from bench.scenario import BenchContext, Measurement, ScenarioResult
+from devstack.servers import free_port
+from write_side.kernel.application import open_application
+from write_side.kernel.store import event_store_env
+from write_side.orders.api import PlaceOrder
+from write_side.orders.application import OrdersApplication
+from write_side.orders.domain import Order
+
+CLIENTS = 64
+ORDER: dict[str, Any] = {
+    "customer_id": "bench-customer",
+    "restaurant_id": "bench-restaurant",
+    "delivery_address": "1 Bench Street",
+    "line_items": [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}],
+}
+TARGET_RATIO = 10.0
+TARGET_P99_MS = 50.0
+
+
+class Run:
+    """Throughput and latencies of one measured workload."""
+
+    def __init__(self, count: int, seconds: float, latencies: list[float]):
+        self.per_second = count / seconds
+        ordered = sorted(latencies)
+        self.p50, self.p95, self.p99 = (_percentile(ordered, q) * 1000 for q in (0.50, 0.95, 0.99))
+
+
+def _median(runs: list[Run]) -> Run:
+    return sorted(runs, key=lambda run: run.per_second)[len(runs) // 2]
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def drive(call: Callable[[], Any], clients: int, seconds: float, max_calls: int) -> Run:
+    """``clients`` threads call ``call`` back to back for ``seconds`` (or ``max_calls``)."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients + 1)
+    deadline = 0.0
+
+    def client() -> None:
+        mine: list[float] = []
+        start.wait()
+        while time.perf_counter() < deadline and len(mine) * clients < max_calls:
+            began = time.perf_counter()
+            call()
+            mine.append(time.perf_counter() - began)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    began = time.perf_counter()
+    deadline = began + seconds
+    start.wait()
+    for thread in threads:
+        thread.join()
+    return Run(len(latencies), time.perf_counter() - began, latencies)
+
+
+# The stores
+
+
+@contextmanager
+def stores(context: BenchContext) -> Iterator[list[tuple[str, str, str | None]]]:
+    """(name, URL, schema) of a fresh SQLite file and a fresh PostgreSQL schema."""
+    schema = f"bench_write_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(context.postgres_url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    try:
+        sqlite = f"sqlite:///{context.work_dir}/write_path_{uuid.uuid4().hex[:8]}_{{}}.db"
+        yield [("SQLite", sqlite, None), ("PostgreSQL", context.postgres_url, schema)]
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
+def _url(template: str, part: str) -> str:
+    return template.format(part) if "{}" in template else template
+
+
+# (a) HTTP
+
+
+def trivial_app() -> FastAPI:
+    """The ceiling: the same request validated by FastAPI, nothing stored."""
+    api = FastAPI()
+
+    @api.post("/orders", status_code=201)
+    def place_order(body: PlaceOrder) -> dict[str, str]:
+        return {"order_id": str(uuid.uuid4())}
+
+    @api.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return api
+
+
+@contextmanager
+def uvicorn(factory: str, env: dict[str, str], log: Path) -> Iterator[str]:
+    """A uvicorn process on a free port; stopped by its PID."""
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+    with open(log, "ab") as output:
+        process = subprocess.Popen(
+            argv, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{factory} did not start; see {log}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class _Poster:
+    """``POST /orders`` for ``drive``: each caller thread takes one keep-alive client."""
+
+    def __init__(self, clients: list[httpx.Client]):
+        self._free = list(clients)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def __call__(self) -> None:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            with self._lock:
+                client = self._local.client = self._free.pop()
+        response = client.post("/orders", json=ORDER)
+        if response.status_code != 201:
+            raise RuntimeError(f"POST /orders answered {response.status_code}: {response.text}")
+
+
+def drive_http(url: str, clients: int, seconds: float, max_calls: int) -> Run:
+    """A warm-up, then the measured run, on connections made before the clock starts."""
+    made = [httpx.Client(base_url=url, timeout=30) for _ in range(clients)]
+    try:
+        drive(_Poster(made), clients, seconds / 3, max_calls)
+        return drive(_Poster(made), clients, seconds, max_calls)
+    finally:
+        for client in made:
+            client.close()
+
+
+# (c) the library baseline
+
+
+class LibraryOrders(Application[uuid.UUID]):
+    """The eventsourcing library as it comes: one save, one transaction per command."""
+
+    name = "library_orders"
+
+    def place_order(self, **order: Any) -> None:
+        self.save(Order(**order))
+
+
+def library_application(url: str, schema: str | None) -> LibraryOrders:
+    env = {"PERSISTENCE_MODULE": "eventsourcing_sqlalchemy", "SQLALCHEMY_URL": url}
+    if schema:
+        env["SQLALCHEMY_SCHEMA"] = schema
+    return LibraryOrders(env=env)
+
+
+# (d) the raw driver baseline
+
+
+def raw_insert_commit_loop(url: str, schema: str | None, seconds: float, max_calls: int) -> Run:
+    """One row per transaction, one connection, no framework."""
+    engine = sqlalchemy.create_engine(make_url(event_store_env(url)["SQLALCHEMY_URL"]))
+    table = f"{schema}.raw_events" if schema else "raw_events"
+    postgres = engine.dialect.name == "postgresql"
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text(
+                f"CREATE TABLE IF NOT EXISTS {table} ("
+                + (
+                    "id BIGSERIAL PRIMARY KEY"
+                    if postgres
+                    else "id INTEGER PRIMARY KEY AUTOINCREMENT"
+                )
+                + ", originator_id VARCHAR(36), originator_version INTEGER, topic TEXT, state "
+                + ("BYTEA" if postgres else "BLOB")
+                + ")"
+            )
+        )
+    insert = sqlalchemy.text(
+        f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+        "VALUES (:originator_id, 1, 'Order.Placed', :state)"
+    )
+    state = b'{"customer_id": "bench-customer"}'
+    latencies: list[float] = []
+    try:
+        with engine.connect() as connection:
+            began = time.perf_counter()
+            deadline = began + seconds
+            while time.perf_counter() < deadline and len(latencies) < max_calls:
+                started = time.perf_counter()
+                connection.execute(insert, {"originator_id": str(uuid.uuid4()), "state": state})
+                connection.commit()
+                latencies.append(time.perf_counter() - started)
+            elapsed = time.perf_counter() - began
+    finally:
+        engine.dispose()
+    return Run(len(latencies), elapsed, latencies)
+
+
+# The profile
+
+
+def profile_notes(app: OrdersApplication, clients: int, seconds: float) -> list[str]:
+    """Where a group-committed command's time goes (pyinstrument, wall time).
+
+    Seen from one of ``clients`` callers, then from the committer's side: one batch's
+    insert as the committer does it.
+    """
+    stop = threading.Event()
+
+    def others() -> None:
+        while not stop.is_set():
+            app.place_order(**ORDER)
+
+    threads = [threading.Thread(target=others) for _ in range(clients - 1)]
+    for thread in threads:
+        thread.start()
+    caller = Profiler(interval=0.0005)
+    caller.start()
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        app.place_order(**ORDER)
+    caller.stop()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    turn = _frames_time(caller, "lock.acquire", parent="run")
+    commit = _frames_time(caller, "wait_until_settled")
+    total = _frames_time(caller, "in_turn")  # the whole call of the @command method
+    own = max(total - turn - commit, 0.0)
+    notes = [
+        f"profile, one caller among {clients}: {turn / total:.0%} waiting for its turn, "
+        + f"{commit / total:.0%} waiting for its batch's commit, "
+        + f"{own / total:.0%} its own work (Order, encoding)"
+    ]
+
+    batches = 20
+    events = [
+        [
+            app.mapper.to_stored_event(e)
+            for _ in range(clients)
+            for e in Order(**ORDER).collect_events()
+        ]
+        for _ in range(batches)
+    ]
+    committer = Profiler(interval=0.0002)
+    committer.start()
+    for batch in events:
+        app.recorder.insert_events(batch)
+    committer.stop()
+    insert = _frames_time(committer, "insert_events")
+    parts = {
+        "table lock": _frames_time(committer, "_lock_table"),
+        "multi-row INSERT": _frames_time(committer, "execute", parent="_insert_stored_events"),
+        "NOTIFY": _frames_time(committer, "_notify_channel"),
+        "COMMIT": _frames_time(committer, "commit", parent="__exit__"),
+    }
+    notes.append(
+        f"profile, the committer's insert of a batch of {clients} events "
+        + f"({insert / batches * 1000:.1f} ms): "
+        + ", ".join(f"{name} {part / insert:.0%}" for name, part in parts.items())
+    )
+    return notes
+
+
+def _frames_time(profiler: Profiler, function: str, parent: str | None = None) -> float:
+    """Total time of the outermost frames of ``function`` (called from ``parent``)."""
+    session = profiler.last_session
+    assert session is not None
+    total = 0.0
+    stack = [session.root_frame()]
+    while stack:
+        frame = stack.pop()
+        if frame is None:
+            continue
+        if frame.function == function and (
+            parent is None or (frame.parent is not None and frame.parent.function == parent)
+        ):
+            total += frame.time
+            continue
+        stack.extend(frame.children)
+    return total
+
+
+# The scenario
+
+
+def run(context: BenchContext) -> ScenarioResult:
+    seconds = 1.5 if context.quick else 6.0
+    max_calls = 3_000 if context.quick else 100_000
+    clients = 8 if context.quick else CLIENTS
+    rounds = 1 if context.quick else 3
+    result = ScenarioResult(name="write path")
+    log = context.work_dir / "write_path_uvicorn.log"
+    with stores(context) as targets:
+        for store, url_template, schema in targets:
+            orders_url = _url(url_template, "orders")
+            at = f"{store}, {clients} clients"
+
+            with uvicorn("bench.scenarios.write_path:trivial_app", {}, log) as url:
+                ceiling = drive_http(url, clients, seconds, max_calls)
+            env = {
+                "ORDERS_DATABASE_URL": orders_url,
+                **({"ORDERS_DATABASE_SCHEMA": schema} if schema else {}),
+            }
+            with uvicorn("write_side.orders.api:create_app", env, log) as url:
+                http = drive_http(url, clients, seconds, max_calls)
+
+            # (b) and (c) take turns, so that a change in the machine's load (it is
+            # shared) weighs on both alike; each side's median round is reported.
+            library = library_application(_url(url_template, "library"), schema)
+            app = open_application(OrdersApplication, _url(url_template, "direct"), schema)
+            library_call = partial(library.place_order, **ORDER)
+            grouped_call = partial(app.place_order, **ORDER)
+            try:
+                library_call()  # the first save sets SQLite's WAL mode: not concurrently
+                grouped_call()
+                drive(library_call, clients, seconds / 6, max_calls)  # warm-up
+                drive(grouped_call, clients, seconds / 6, max_calls)
+                library_runs, grouped_runs = [], []
+                for _ in range(rounds):
+                    library_runs.append(drive(library_call, clients, seconds / rounds, max_calls))
+                    grouped_runs.append(drive(grouped_call, clients, seconds / rounds, max_calls))
+                one_save_each, grouped = _median(library_runs), _median(grouped_runs)
+                if store == "PostgreSQL":
+                    result.notes += profile_notes(app, clients, seconds / 2)
+            finally:
+                app.close()
+                library.close()
+
+            raw = raw_insert_commit_loop(_url(url_template, "raw"), schema, seconds, max_calls)
+
+            library_name = "eventsourcing library, one save per command"
+            result.measurements += [
+                Measurement(
+                    f"commands/s, group commit (Application), {at}",
+                    grouped.per_second,
+                    "commands/s",
+                    library_name,
+                    one_save_each.per_second,
+                    grouped.p50,
+                    grouped.p95,
+                    grouped.p99,
+                ),
+                Measurement(
+                    f"commands/s, HTTP command API (group commit), {at}",
+                    http.per_second,
+                    "commands/s",
+                    library_name,
+                    one_save_each.per_second,
+                    http.p50,
+                    http.p95,
+                    http.p99,
+                ),
+                Measurement(
+                    f"requests/s, trivial FastAPI endpoint (stores nothing), {at}",
+                    ceiling.per_second,
+                    "requests/s",
+                    p50_ms=ceiling.p50,
+                    p95_ms=ceiling.p95,
+                    p99_ms=ceiling.p99,
+                ),
+                Measurement(
+                    f"commands/s, {library_name}, {at}",
+                    one_save_each.per_second,
+                    "commands/s",
+                    "raw INSERT+COMMIT loop, 1 connection",
+                    raw.per_second,
+                    one_save_each.p50,
+                    one_save_each.p95,
+                    one_save_each.p99,
+                ),
+                Measurement(
+                    f"rows/s, raw INSERT+COMMIT loop, 1 connection, {store}",
+                    raw.per_second,
+                    "rows/s",
+                    p50_ms=raw.p50,
+                    p95_ms=raw.p95,
+                    p99_ms=raw.p99,
+                ),
+            ]
+            ratio = grouped.per_second / one_save_each.per_second
+            verdict = "met" if ratio >= TARGET_RATIO and grouped.p99 < TARGET_P99_MS else "NOT met"
+            result.notes.append(
+                f"{store}: group commit {grouped.per_second:.0f}/s vs library "
+                f"{one_save_each.per_second:.0f}/s = {ratio:.1f}x at p99 {grouped.p99:.1f} ms "
+                f"(target >= {TARGET_RATIO:.0f}x, p99 < {TARGET_P99_MS:.0f} ms: {verdict}); "
+                f"HTTP {http.per_second:.0f}/s = {http.per_second / one_save_each.per_second:.1f}x, "
+                f"p99 {http.p99:.1f} ms, under a trivial-endpoint ceiling of "
+                f"{ceiling.per_second:.0f} req/s ({http.per_second / ceiling.per_second:.0%} of it)"
+            )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small workloads (a smoke run)")
+    parser.add_argument(
+        "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work_dir:
+        context = BenchContext(
+            kafka_bootstrap="",  # not used by this scenario
+            mongo_url="",
+            postgres_url=arguments.postgres_url,
+            work_dir=Path(work_dir),
+            image_dir=Path(work_dir),
+            quick=arguments.quick,
+        )
+        result = run(context)
+    print(f"{result.name}")
+    for m in result.measurements:
+        ratio = f"  {m.ratio:.1f}x {m.baseline_name}" if m.ratio is not None else ""
+        latency = (
+            f"  p50 {m.p50_ms:.1f} / p95 {m.p95_ms:.1f} / p99 {m.p99_ms:.1f} ms"
+            if m.p99_ms is not None
+            else ""
+        )
+        print(f"- {m.what}: {m.value:,.0f} {m.unit}{ratio}{latency}")
+    for note in result.notes:
+        print(note)
+
+
+if __name__ == "__main__":
+    main()

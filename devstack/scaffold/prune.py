@@ -43,9 +43,19 @@ REFERENCE_PATHS = (
     "bench/saga_stores.py",
     *(
         f"bench/scenarios/{scenario}.py"
-        for scenario in ("end_to_end", "projection", "query_api", "rebuild", "relay", "saga")
+        for scenario in (
+            "end_to_end",
+            "projection",
+            "query_api",
+            "rebuild",
+            "relay",
+            "saga",
+            "write_path",
+        )
     ),
     "tests/integration/test_bench.py",
+    "tests/integration/test_group_commit.py",
+    "tests/unit/test_group_commit_in_memory.py",
     "tests/integration/test_read_model_versions.py",
     "tests/integration/test_replay.py",
     "tests/unit/test_replay_logic.py",

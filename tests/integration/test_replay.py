@@ -71,7 +71,10 @@ class Stack:
         try:
             await wait_for_async(lambda: self.caught_up(*names), timeout=90, interval=0.2)
         except TimeoutError:
-            pytest.fail(f"the live projections did not catch up\n{processes.logs(self.worker)}")
+            statuses = await projections_status(self.database, self.bootstrap)
+            pytest.fail(
+                f"the live projections did not catch up: {statuses}\n{processes.logs(self.worker)}"
+            )
 
 
 @pytest.fixture(scope="module")

@@ -266,7 +266,10 @@ class ProjectionRunner:
 
     async def _record_progress(self, target: str, batch: Batch) -> None:
         """Per (topic, partition) of ``target``: the last offset, and the position and
-        time of the last event applied."""
+        time of the last event applied.
+
+        Never backwards (``$max``): during a cut-over the live worker and the rebuild's
+        drain both write the new collection's progress, in either order."""
         last: dict[tuple[str, int], dict[str, Any]] = {}
         for message in batch.messages:
             last.setdefault((message.topic, message.partition), {})["offset"] = message.offset
@@ -285,12 +288,11 @@ class ProjectionRunner:
                 "topic": topic,
                 "partition": partition,
                 "updated_at": now,
-                **entry,
             }
             operations.append(
                 UpdateOne(
                     {"_id": f"{target}:{topic}:{partition}"},
-                    {"$set": fields},
+                    {"$set": fields, "$max": entry},
                     upsert=True,
                 )
             )

@@ -376,3 +376,16 @@ async def test_a_document_another_writer_created_meanwhile_is_a_write_conflict(r
             runner.database["orders"], {order_id: {"_id": order_id, "status": "APPROVED"}}, {}
         )
     assert await document(runner, order_id) == before
+
+
+async def test_progress_never_goes_back(runner):
+    """A cut-over's drain may record an older offset of a partition after the live
+    worker recorded a newer one: the progress keeps the newer."""
+    log, first, second = Sequence(), str(uuid.uuid4()), str(uuid.uuid4())
+    newer = [log.created(first), log.created(second)]
+    older = ConsumedMessage("orders", 0, newer[0].offset, newer[0].key, newer[0].value)
+    await runner.handle(newer)
+    await runner.handle([older])  # already applied: changes nothing but the progress
+
+    progress = await runner.progress.find_one({"_id": f"{await runner.target()}:orders:0"})
+    assert progress is not None and progress["offset"] == newer[-1].offset

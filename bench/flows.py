@@ -21,6 +21,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pymongo.asynchronous.collection import AsyncCollection
 
+from bench.examples import ADDRESS
 from bench.load import LoadRun, open_loop
 from write_side.kernel.kafka import ensure_topics
 
@@ -73,7 +74,7 @@ async def place_orders(
     body = {
         "customer_id": customer_id,
         "restaurant_id": restaurant_id,
-        "delivery_address": {"street": "1 Main St", "city": "Springfield", "country": "US"},
+        "delivery_address": ADDRESS,
         "line_items": [PIZZA],
     }
     limits = httpx.Limits(max_connections=200)

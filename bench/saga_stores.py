@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.examples import ADDRESS
 from write_side.accounting import relay as accounting_relay
 from write_side.accounting.application import AccountingApplication
 from write_side.accounting.bootstrap import build_application as accounting_application
@@ -28,7 +29,6 @@ from write_side.orders.settings import OrdersSettings
 
 SERVICES = ("orders", "consumers", "kitchen", "accounting")
 LINE_ITEMS = [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}]
-ADDRESS = {"street": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US"}
 TOTAL = 2500
 
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from aiokafka import AIOKafkaProducer
 
 from bench import charts, profiling, stack, stats
+from bench.examples import ADDRESS
 from bench.scenario import BenchContext, Measurement, ScenarioResult
 from contracts.envelope import Envelope
 from write_side.kernel.kafka import ensure_topics, stop_producer
@@ -27,7 +28,6 @@ from write_side.orders.relay import SOURCE, to_contract
 from write_side.orders.settings import OrdersSettings
 
 ITEMS = [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}]
-ADDRESS = {"street": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US"}
 BATCH_SIZE = 500  # RELAY_BATCH_SIZE's default
 Progress = list[tuple[float, int]]
 

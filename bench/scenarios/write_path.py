@@ -38,6 +38,7 @@ from fastapi import FastAPI
 from pyinstrument import Profiler
 from sqlalchemy.engine import make_url
 
+from bench.examples import ADDRESS
 from bench.scenario import BenchContext, Measurement, ScenarioResult
 from devstack.servers import free_port
 from write_side.kernel.application import open_application
@@ -50,7 +51,7 @@ CLIENTS = 64
 ORDER: dict[str, Any] = {
     "customer_id": "bench-customer",
     "restaurant_id": "bench-restaurant",
-    "delivery_address": "1 Bench Street",
+    "delivery_address": ADDRESS,
     "line_items": [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}],
 }
 TARGET_RATIO = 10.0

@@ -39,6 +39,7 @@ REFERENCE_PATHS = (
     "read_side/reference_saga.py",
     "docs/read-models.md",
     "devstack/demo.py",
+    "bench/examples.py",
     "bench/flows.py",
     "bench/saga_stores.py",
     *(

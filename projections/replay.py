@@ -398,7 +398,7 @@ class Replay:
                 for tp, records in fetched.items():
                     for record in records:
                         if tp in remaining:
-                            messages.append(_consumed(record))
+                            messages.append(ConsumedMessage.of_record(record))
                     if tp in remaining and await consumer.position(tp) >= remaining[tp]:
                         del remaining[tp]
                 if len(messages) >= self.options.batch_size or (messages and not remaining):
@@ -496,17 +496,6 @@ class Replay:
 
 def _time_of(envelope: Envelope | None) -> datetime:
     return envelope.time if envelope is not None else datetime.min.replace(tzinfo=UTC)
-
-
-def _consumed(record: Any) -> ConsumedMessage:
-    return ConsumedMessage(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        headers=tuple((k, bytes(v)) for k, v in (record.headers or ())),
-    )
 
 
 def _progress_at(

@@ -41,14 +41,18 @@ class ConsumedMessage:
     @classmethod
     def of(cls, event: Any) -> "ConsumedMessage":
         """From a Faust stream event."""
-        message = event.message
+        return cls.of_record(event.message)
+
+    @classmethod
+    def of_record(cls, record: Any) -> "ConsumedMessage":
+        """From an aiokafka ``ConsumerRecord`` (or a Faust message: the same fields)."""
         return cls(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            headers=tuple((k, bytes(v)) for k, v in (message.headers or ())),
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=tuple((k, bytes(v)) for k, v in (record.headers or ())),
         )
 
 

@@ -23,6 +23,7 @@ from tests.examples import PLACE_ORDER
 from tests.support import wait_for
 from write_side.kernel.application import ServiceApplication, open_application
 from write_side.kernel.errors import DomainError, NotFound
+from write_side.kernel.group_commit import _current, _State
 from write_side.kitchen.application import KitchenApplication
 from write_side.orders.application import OrdersApplication, Saved
 from write_side.orders.domain import Order
@@ -241,6 +242,30 @@ def test_a_command_that_holds_its_turn_too_long_does_not_hold_up_the_others(orde
 
     assert [saved.version for saved in [*cancelled, late]] == [3, 3, 3, 3]
     assert late.position > cancelled[-1].position
+
+
+def test_what_a_command_detached_while_loading_read_is_not_kept_for_later_ones(orders, store):
+    """Seen in the saga: a slow first load (a cold process) outlived its turn, and the
+    order it loaded stayed in the identity map, so a later command in the same process
+    saw it pending after another process had approved it."""
+    order_id = orders.place_order(**ORDER).order_id
+    orders.group_commit.max_turn = 0.05
+
+    def load_once_detached() -> Order:
+        turn = _current.get()
+        assert turn is not None
+        wait_for(lambda: turn.state is _State.DETACHED, timeout=10)
+        order: Order = orders.get_order(order_id)  # outside any turn now: the store
+        return order
+
+    orders.group_commit.run(lambda: orders.group_commit.read(order_id, load_once_detached))
+    other_process = opened(OrdersApplication, store, "orders")
+    try:
+        other_process.approve_order(order_id)
+    finally:
+        other_process.close()
+
+    assert orders.cancel_order(order_id, "changed my mind").version == 3
 
 
 # A crash with batches in flight

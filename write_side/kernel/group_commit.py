@@ -250,6 +250,12 @@ class GroupCommit:
             except AggregateNotFoundError:
                 loaded = None
             with self._mutex:
+                if turn.state is not _State.RUNNING:
+                    # Detached while loading: its batch may be committed already, and an
+                    # entry of a committed batch would never leave the map (stale reads).
+                    if loaded is None:
+                        raise AggregateNotFoundError(aggregate_id)
+                    return loaded
                 entry = self._aggregates.setdefault(aggregate_id, _Entry(loaded, turn.batch, None))
         if entry.staged_by is not None and entry.staged_by is not turn:
             with self._mutex:

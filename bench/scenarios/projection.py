@@ -2,7 +2,8 @@
 
 The orders projection is fed placed-then-approved orders three ways: the runtime's
 `ProjectionRunner.handle` given 500-message batches in-process (decode, validate, one
-find, apply, one bulk write, one progress write per batch); the same runner fed from
+find of the documents it did not write last, apply, one bulk write, one progress
+write per batch); the same runner fed from
 the broker by a bare aiokafka consumer; and the real Faust worker process
 (`projections.worker`) reading them from the broker. The baseline writes the
 very same documents, batch by batch, with one bare `bulk_write` of upserts to the same

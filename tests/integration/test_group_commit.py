@@ -268,6 +268,76 @@ def test_what_a_command_detached_while_loading_read_is_not_kept_for_later_ones(o
     assert orders.cancel_order(order_id, "changed my mind").version == 3
 
 
+# Batches while the committer is busy
+
+
+class HeldCommit:
+    """Holds the committer inside its first batch's transaction until ``let_go``."""
+
+    def __init__(self, app: ServiceApplication, monkeypatch: pytest.MonkeyPatch):
+        self.app = app
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.batch_sizes: list[int] = []
+        insert = app.recorder._insert_stored_events
+
+        def counted_insert(session, stored, **kwargs):
+            self.batch_sizes.append(len(stored))
+            if len(self.batch_sizes) == 1:
+                self.inside.set()
+                self.release.wait(timeout=60)
+            return insert(session, stored, **kwargs)
+
+        monkeypatch.setattr(app.recorder, "_insert_stored_events", counted_insert)
+
+    def joined(self) -> int:
+        """How many commands wait in batches not yet handed to the recorder."""
+        group = self.app.group_commit
+        with group._mutex:
+            return len(group._open_batch.turns) + sum(len(b.turns) for b in group._ready)
+
+    def let_go(self) -> None:
+        self.release.set()
+
+
+def test_while_the_committer_is_busy_the_next_batches_fill_up_to_the_limit(orders, monkeypatch):
+    orders.group_commit.max_batch_size = 5
+    held = HeldCommit(orders, monkeypatch)
+    with ThreadPoolExecutor(24) as pool:
+        first = pool.submit(orders.place_order, **ORDER)
+        assert held.inside.wait(timeout=30)
+        rest = [pool.submit(orders.place_order, **ORDER) for _ in range(23)]
+        wait_for(lambda: held.joined() == 23, message="commands joined while busy")
+        held.let_go()
+        answers = [answer.result(timeout=60) for answer in [first, *rest]]
+
+    assert held.batch_sizes[0] == 1
+    assert sorted(held.batch_sizes[1:]) == [3, 5, 5, 5, 5]  # full batches, then the rest
+    positions = [saved.position for saved in answers]
+    assert len(set(positions)) == 24
+    assert sorted(positions) == [n.id for n in orders.recorder.select_notifications(1, 100)]
+
+
+def test_closing_the_application_commits_and_answers_the_commands_in_flight(
+    orders, monkeypatch
+):
+    held = HeldCommit(orders, monkeypatch)
+    with ThreadPoolExecutor(12) as pool:
+        first = pool.submit(orders.place_order, **ORDER)
+        assert held.inside.wait(timeout=30)
+        rest = [pool.submit(orders.place_order, **ORDER) for _ in range(10)]
+        wait_for(lambda: held.joined() == 10, message="commands joined while busy")
+        closing = pool.submit(orders.group_commit.close)
+        held.let_go()
+        closing.result(timeout=30)
+        answers = [answer.result(timeout=30) for answer in [first, *rest]]
+
+    stored = {n.id: n.originator_id for n in orders.recorder.select_notifications(1, 100)}
+    assert {saved.position: saved.order_id for saved in answers} == stored
+    with pytest.raises(RuntimeError, match="closed"):
+        orders.place_order(**ORDER)
+
+
 # A crash with batches in flight
 
 

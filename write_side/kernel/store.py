@@ -1,6 +1,6 @@
 """Event store configuration: eventsourcing + SQLAlchemy on SQLite or PostgreSQL."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from eventsourcing.persistence import Cipher, Compressor, Mapper, StoredEvent, Transcoder
@@ -86,7 +86,7 @@ class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
     table of a process recorder (only the tracking table gets it), so with
     ``<SERVICE>_DATABASE_SCHEMA`` set the events would land in the default schema.
     It also inserts through the ORM, one object per event (about 300 µs an event on
-    PostgreSQL); a group commit's batch goes in as one multi-row INSERT ... RETURNING.
+    PostgreSQL); a group commit's batch goes in as one INSERT ... RETURNING.
     """
 
     def __init__(
@@ -113,6 +113,7 @@ class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
                 base_cls=self.datastore.base_stored_event_record_cls,
             )
             self.tables.append(self.events_record_cls.__table__)
+        self._unnest_insert: str | None = None
 
     def _insert_stored_events(
         self, session: Session, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -120,10 +121,55 @@ class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
         if not stored_events:
             return []
         self._lock_table(session)  # ids are given in commit order: no gaps for the relay
-        table = self.events_record_cls.__table__
+        if session.get_bind().dialect.name == "postgresql":
+            inserted = self._insert_postgresql(session, stored_events)
+        else:
+            inserted = self._insert_many_values(session, stored_events)
         # Each id is matched to its event by (aggregate, version), which is unique: this
-        # needs no promise about the order of RETURNING rows (cheaper than SQLAlchemy's
-        # sort_by_parameter_order).
+        # needs no promise about the order of RETURNING rows.
+        ids = {
+            (originator_id, version): notification_id
+            for notification_id, originator_id, version in inserted
+        }
+        self._notify_channel(session)
+        return [ids[event.originator_id, event.originator_version] for event in stored_events]
+
+    def _insert_postgresql(
+        self, session: Session, stored_events: Sequence[StoredEvent]
+    ) -> Iterable[Any]:
+        """One INSERT ... SELECT FROM unnest(arrays): four parameters, however many events.
+
+        A multi-row VALUES statement has four parameters per event, and psycopg parses
+        such a long statement again on every call (it caches only short ones); arrays in
+        psycopg's binary format need no escaping. Over two thirds of the insert's time
+        went there. The statement goes to psycopg as written (``%b``: binary format).
+        """
+        if self._unnest_insert is None:
+            table = session.get_bind().dialect.identifier_preparer.format_table(
+                self.events_record_cls.__table__
+            )
+            self._unnest_insert = (
+                f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+                "SELECT originator_id, originator_version, topic, state "
+                "FROM unnest(%b::uuid[], %b::integer[], %b::text[], %b::bytea[]) "
+                "WITH ORDINALITY AS e(originator_id, originator_version, topic, state, n) "
+                "ORDER BY n RETURNING id, originator_id, originator_version"
+            )
+        return session.connection().exec_driver_sql(
+            self._unnest_insert,
+            (
+                [event.originator_id for event in stored_events],
+                [event.originator_version for event in stored_events],
+                [event.topic for event in stored_events],
+                [event.state for event in stored_events],
+            ),
+        )
+
+    def _insert_many_values(
+        self, session: Session, stored_events: Sequence[StoredEvent]
+    ) -> Iterable[Any]:
+        """One multi-row INSERT ... VALUES ... RETURNING (SQLite)."""
+        table = self.events_record_cls.__table__
         statement = insert(table).returning(
             table.c.id, table.c.originator_id, table.c.originator_version
         )
@@ -136,12 +182,7 @@ class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
             }
             for event in stored_events
         ]
-        ids = {
-            (originator_id, version): notification_id
-            for notification_id, originator_id, version in session.execute(statement, rows)
-        }
-        self._notify_channel(session)
-        return [ids[event.originator_id, event.originator_version] for event in stored_events]
+        return session.execute(statement, rows)
 
 
 class Factory(SQLAlchemyFactory):

@@ -318,9 +318,7 @@ def test_while_the_committer_is_busy_the_next_batches_fill_up_to_the_limit(order
     assert sorted(positions) == [n.id for n in orders.recorder.select_notifications(1, 100)]
 
 
-def test_closing_the_application_commits_and_answers_the_commands_in_flight(
-    orders, monkeypatch
-):
+def test_closing_the_application_commits_and_answers_the_commands_in_flight(orders, monkeypatch):
     held = HeldCommit(orders, monkeypatch)
     with ThreadPoolExecutor(12) as pool:
         first = pool.submit(orders.place_order, **ORDER)

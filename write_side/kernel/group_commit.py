@@ -13,6 +13,9 @@ transaction, and only then does any command of the batch get its answer: its
 recordings (version, position), or the error it raised. While a batch is being
 committed the next one is already running and grows until the committer is free (or
 ``max_batch_size``): no command waits for anything but the transaction before it.
+Whoever finds the open batch due (a command that joined it, a command whose turn
+ended, the committer when it is done) hands it to the committer: no extra thread
+hand-over on the way.
 
 - A domain error or a missing aggregate fails only its own command; it changed
   nothing the others see.

@@ -42,6 +42,7 @@ from bench.examples import ADDRESS
 from bench.scenario import BenchContext, Measurement, ScenarioResult
 from devstack.servers import free_port
 from write_side.kernel.application import open_application
+from write_side.kernel.group_commit import _Staged
 from write_side.kernel.store import event_store_env
 from write_side.orders.api import PlaceOrder
 from write_side.orders.application import OrdersApplication
@@ -276,6 +277,7 @@ def profile_notes(app: OrdersApplication, clients: int, seconds: float) -> list[
     Seen from one of ``clients`` callers, then from the committer's side: one batch's
     insert as the committer does it.
     """
+    own_work = command_work(app)
     stop = threading.Event()
 
     def others() -> None:
@@ -291,6 +293,8 @@ def profile_notes(app: OrdersApplication, clients: int, seconds: float) -> list[
     while time.perf_counter() < deadline:
         app.place_order(**ORDER)
     caller.stop()
+    # Without the profiler: the process's CPU time and its threads' sleeps per command.
+    cpu, switches, commands = process_costs(app, seconds / 2)
     stop.set()
     for thread in threads:
         thread.join()
@@ -301,7 +305,12 @@ def profile_notes(app: OrdersApplication, clients: int, seconds: float) -> list[
     notes = [
         f"profile, one caller among {clients}: {turn / total:.0%} waiting for its turn, "
         + f"{commit / total:.0%} waiting for its batch's commit, "
-        + f"{own / total:.0%} its own work (Order, encoding)"
+        + f"{own / total:.0%} its own work (Order, encoding)",
+        f"cost per command at {clients} callers: {cpu / commands * 1e6:.0f} µs of the "
+        + f"process's CPU time (user + system), {switches / commands:.1f} voluntary "
+        + "context switches (a thread sleeping on a lock or waiting for the GIL); the "
+        + "command's own work (Order, collecting and encoding its event), timed alone, "
+        + f"is {own_work * 1e6:.0f} µs: most of the rest is threads handing over",
     ]
 
     batches = 20
@@ -321,7 +330,9 @@ def profile_notes(app: OrdersApplication, clients: int, seconds: float) -> list[
     insert = _frames_time(committer, "insert_events")
     parts = {
         "table lock": _frames_time(committer, "_lock_table"),
-        "multi-row INSERT": _frames_time(committer, "execute", parent="_insert_stored_events"),
+        "INSERT from arrays": _frames_time(
+            committer, "exec_driver_sql", parent="_insert_postgresql"
+        ),
         "NOTIFY": _frames_time(committer, "_notify_channel"),
         "COMMIT": _frames_time(committer, "commit", parent="__exit__"),
     }
@@ -331,6 +342,35 @@ def profile_notes(app: OrdersApplication, clients: int, seconds: float) -> list[
         + ", ".join(f"{name} {part / insert:.0%}" for name, part in parts.items())
     )
     return notes
+
+
+def command_work(app: OrdersApplication, count: int = 2000) -> float:
+    """Seconds of a place_order's own work, in one thread: the Order and its encoding."""
+    began = time.perf_counter()
+    for _ in range(count):
+        _Staged([Order(**ORDER)], app.mapper)
+    return (time.perf_counter() - began) / count
+
+
+def process_costs(app: OrdersApplication, seconds: float) -> tuple[float, int, int]:
+    """(CPU seconds, voluntary context switches, orders stored) of this process over
+    ``seconds`` while its callers place orders (this thread places them too)."""
+
+    def switches() -> int:
+        total = 0
+        for status in Path("/proc/self/task").glob("*/status"):
+            for line in status.read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+        return total
+
+    first = app.recorder.max_notification_id() or 0
+    cpu, before = time.process_time(), switches()
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        app.place_order(**ORDER)
+    cpu, after = time.process_time() - cpu, switches()
+    return cpu, after - before, (app.recorder.max_notification_id() or 0) - first
 
 
 def _frames_time(profiler: Profiler, function: str, parent: str | None = None) -> float:

@@ -191,19 +191,19 @@ async def _read_models(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(lifespan=_read_models)
 
 
-def _read_model(request: Request) -> OrdersReadModel:
+async def _read_model(request: Request) -> OrdersReadModel:
     return cast(OrdersReadModel, request.app.state.read_model)
 
 
-def _tickets(request: Request) -> TicketsReadModel:
+async def _tickets(request: Request) -> TicketsReadModel:
     return cast(TicketsReadModel, request.app.state.tickets)
 
 
-def _settings(request: Request) -> QuerySettings:
+async def _settings(request: Request) -> QuerySettings:
     return cast(QuerySettings, request.app.state.settings)
 
 
-def consistency_token(
+async def consistency_token(
     header: Annotated[
         str | None,
         Header(

@@ -47,10 +47,14 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
-def command_metadata(
+async def command_metadata(
     x_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
 ) -> MessageMetadata:
-    """Each HTTP command is its own cause; it joins the caller's correlation if given."""
+    """Each HTTP command is its own cause; it joins the caller's correlation if given.
+
+    Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` one in
+    its thread pool, a thread hand-over per request for nothing.
+    """
     command_id = str(uuid.uuid4())
     return MessageMetadata(correlation_id=x_correlation_id or command_id, causation_id=command_id)
 
@@ -78,10 +82,10 @@ def command_api(
     install_error_handlers(api)
 
     @api.get("/health")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    def application(request: Request) -> App:
+    async def application(request: Request) -> App:
         opened: App = getattr(request.app.state, service)
         return opened
 

@@ -54,7 +54,16 @@ _DOWNCASTERS: dict[type[ContractEvent], Conversion] = {
 
 
 class ContractError(ValueError):
-    """A message that no consumer can read: its reason goes to the dead-letter topic."""
+    """A message that no consumer can read: its reason goes to the dead-letter topic.
+
+    ``kind`` names the reason for counting (the ``dlq_reason_kind`` header):
+    ``malformed``, ``unknown-type``, ``unsupported-version``, ``unsupported-type`` or
+    ``schema-violation``.
+    """
+
+    def __init__(self, reason: str, kind: str):
+        super().__init__(reason)
+        self.kind = kind
 
 
 def is_known_type(type_: str) -> bool:
@@ -107,11 +116,11 @@ def readable_types(accepted: Collection[type[ContractEvent]]) -> frozenset[str]:
 
 def decode_envelope(raw: bytes | None) -> Envelope:
     if raw is None:
-        raise ContractError("empty message (no value)")
+        raise ContractError("empty message (no value)", "malformed")
     try:
         return Envelope.from_bytes(raw)
     except ValueError as error:  # JSON and pydantic errors both subclass ValueError
-        raise ContractError(f"not a valid envelope: {_short(error)}") from error
+        raise ContractError(f"not a valid envelope: {_short(error)}", "malformed") from error
 
 
 def parse_data(envelope: Envelope, accepted: tuple[type[ContractEvent], ...]) -> ContractEvent:
@@ -126,14 +135,20 @@ def parse_data(envelope: Envelope, accepted: tuple[type[ContractEvent], ...]) ->
     if model is None or chain is None:
         name = envelope.type.rsplit(".v", 1)[0]
         if any(accepted_model.name == name for accepted_model in accepted):
-            raise ContractError(f"unsupported version for this consumer: {envelope.type}")
+            raise ContractError(
+                f"unsupported version for this consumer: {envelope.type}", "unsupported-version"
+            )
         if model is not None:
-            raise ContractError(f"unsupported event type for this consumer: {envelope.type}")
-        raise ContractError(f"unknown event type: {envelope.type}")
+            raise ContractError(
+                f"unsupported event type for this consumer: {envelope.type}", "unsupported-type"
+            )
+        raise ContractError(f"unknown event type: {envelope.type}", "unknown-type")
     try:
         event = model.model_validate(envelope.data)
     except ValidationError as error:
-        raise ContractError(f"{envelope.type} violates its contract: {_short(error)}") from error
+        raise ContractError(
+            f"{envelope.type} violates its contract: {_short(error)}", "schema-violation"
+        ) from error
     for upcast in chain:
         event = upcast(event)
     return event

@@ -35,7 +35,6 @@ from write_side.kernel.messaging import (
     DEAD_LETTER_HEADER_PREFIX,
     DEAD_LETTER_SUFFIX,
     dead_letter_topic,
-    reason_kind,
 )
 
 log = logging.getLogger(__name__)
@@ -136,8 +135,8 @@ class DeadLetter:
 
     @property
     def kind(self) -> str:
-        """The reason's kind, as recorded; classified again for letters without one."""
-        return self.header("dlq_reason_kind") or reason_kind(self.reason)
+        """The reason's kind, as recorded (``other`` for a letter without one)."""
+        return self.header("dlq_reason_kind") or "other"
 
     @property
     def original_headers(self) -> Headers:

@@ -43,7 +43,7 @@ from contracts.registry import (
 from projections.catalog import PROGRESS as PROGRESS_COLLECTION
 from projections.catalog import Catalog
 from projections.projection import Document, Projection, ProjectionError
-from write_side.kernel.messaging import ConsumedMessage, DeadLetters
+from write_side.kernel.messaging import ConsumedMessage, DeadLetters, Reason
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Batch:
 
     messages: list[ConsumedMessage] = field(default_factory=list)
     readable: list[tuple[ConsumedMessage | None, Envelope, Any]] = field(default_factory=list)
-    rejected: list[tuple[ConsumedMessage | None, str]] = field(default_factory=list)
+    rejected: list[tuple[ConsumedMessage | None, Reason]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class ProjectionRunner:
             try:
                 envelope = decode_envelope(message.value)
             except ContractError as error:
-                batch.rejected.append((message, str(error)))
+                batch.rejected.append((message, Reason.of(error)))
             else:
                 self.add(batch, envelope, message)
         return batch
@@ -146,7 +146,7 @@ class ProjectionRunner:
         try:
             event = parse_data(envelope, self.projection.accepts)
         except ContractError as error:
-            batch.rejected.append((message, str(error)))
+            batch.rejected.append((message, Reason.of(error)))
         else:
             batch.readable.append((message, envelope, event))
 
@@ -167,7 +167,7 @@ class ProjectionRunner:
                 await self._record_progress(switched_to, batch)
         return BatchResult(len(batch.readable) + len(batch.rejected), written, len(rejected))
 
-    async def _reject(self, rejected: list[tuple[ConsumedMessage | None, str]]) -> None:
+    async def _reject(self, rejected: list[tuple[ConsumedMessage | None, Reason]]) -> None:
         """Live: to the dead-letter topic (which logs and counts them). A rebuild only
         logs them: the live worker dead-lettered them when they first came."""
         if self.dead_letters is not None:
@@ -179,7 +179,7 @@ class ProjectionRunner:
 
     async def _apply_retrying(
         self, target: str, batch: Batch
-    ) -> tuple[int, list[tuple[ConsumedMessage | None, str]]]:
+    ) -> tuple[int, list[tuple[ConsumedMessage | None, Reason]]]:
         for _ in range(MAX_CONFLICT_RETRIES):
             try:
                 return await self._apply(self.database[target], batch.readable)
@@ -192,7 +192,7 @@ class ProjectionRunner:
         self,
         documents: AsyncCollection[Any],
         readable: list[tuple[ConsumedMessage | None, Envelope, Any]],
-    ) -> tuple[int, list[tuple[ConsumedMessage | None, str]]]:
+    ) -> tuple[int, list[tuple[ConsumedMessage | None, Reason]]]:
         keyed = [(m, e, ev, self.projection.key(e, ev)) for m, e, ev in readable]
         if self._known_in != documents.name:
             self._known.clear()
@@ -209,7 +209,7 @@ class ProjectionRunner:
                 current[document["_id"]] = document
         revisions = {key: document.get("_rev") for key, document in current.items()}
         changed: dict[str, Document] = {}
-        rejected: list[tuple[ConsumedMessage | None, str]] = []
+        rejected: list[tuple[ConsumedMessage | None, Reason]] = []
         for message, envelope, event, key in keyed:
             document = current.get(key)
             applied: dict[str, int] = dict(document.get("_applied", {})) if document else {}
@@ -219,7 +219,8 @@ class ProjectionRunner:
             try:
                 new = self.projection.apply(document, envelope, event)
             except ProjectionError as error:
-                rejected.append((message, f"projection failed: {error}"))
+                reason = Reason(f"projection failed: {error}", "projection-failed")
+                rejected.append((message, reason))
                 continue
             applied[source] = envelope.aggregateversion
             new.update(_id=key, _applied=applied)

@@ -309,6 +309,7 @@ def test_the_card_outcome_for_an_order_without_a_ticket_is_dead_lettered(app, re
     reason = reactor.react(message)
 
     assert reason == f"reaction failed: NotFound: ticket for order {order_id} not found"
+    assert reason.kind == "reaction-failed"
     assert stored(app) == before
     assert not handled(reactor, message)  # recorded by skip() once the dead letter is sent
 
@@ -359,6 +360,7 @@ def test_an_unreadable_message_gets_a_dead_letter_reason_and_changes_nothing(
     dead_letter_reason = reactor.react(message)
 
     assert dead_letter_reason is not None and reason in dead_letter_reason
+    assert dead_letter_reason.kind == "malformed"
     assert stored(app) == before
     assert not handled(reactor, message)
     reactor.skip(message)  # what the worker does once the dead letter is sent
@@ -374,6 +376,7 @@ def test_a_verified_order_that_violates_its_contract_gets_a_dead_letter_reason(
     reason = reactor.react(at(0, broken))
 
     assert reason is not None and "consumers.ConsumerVerified.v1 violates its contract" in reason
+    assert reason.kind == "schema-violation"
     with pytest.raises(NotFound):
         ticket(app, order_id)
 

@@ -18,7 +18,7 @@ from devstack.dead_letters import (
     plan,
     safe_text,
 )
-from write_side.kernel.messaging import reason_kind
+from write_side.kernel.messaging import REASON_KINDS, Reason
 
 ORDER_ID = "0b8a3c52-6f0e-4c6e-9d65-7d1c8f3b2a10"
 CREATED = Envelope(
@@ -42,12 +42,12 @@ CREATED = Envelope(
 )
 
 
-def reason_of(envelope: Envelope | bytes | None, accepts: tuple = (orders.OrderCreated,)) -> str:
+def reason_of(envelope: Envelope | bytes | None, accepts: tuple = (orders.OrderCreated,)) -> Reason:
     """The reason a consumer of ``accepts`` gives for these bytes (as the runtimes do)."""
     raw = envelope.to_bytes() if isinstance(envelope, Envelope) else envelope
     with pytest.raises(ContractError) as refused:
         parse_data(decode_envelope(raw), accepts)
-    return str(refused.value)
+    return Reason.of(refused.value)
 
 
 @pytest.mark.parametrize(
@@ -64,15 +64,14 @@ def reason_of(envelope: Envelope | bytes | None, accepts: tuple = (orders.OrderC
 )
 def test_each_refusal_of_the_contracts_has_its_kind(message: object, kind: str) -> None:
     assert parse_data(CREATED, (orders.OrderCreated,)), "only the change makes it poison"
-    assert reason_kind(reason_of(message)) == kind
+    reason = reason_of(message)
+    assert reason.kind == kind and kind in REASON_KINDS
+    assert isinstance(reason, str) and reason  # the dlq_reason text
 
 
-def test_a_consumer_own_refusals_have_their_kind_whatever_the_error_says() -> None:
-    assert reason_kind("reaction failed: NotFound: unknown event type x") == "reaction-failed"
-    assert reason_kind("projection failed: TicketApproved for ticket t never created") == (
-        "projection-failed"
-    )
-    assert reason_kind("the disk is on fire") == "other"
+def test_a_dead_letter_without_a_kind_header_counts_as_other() -> None:
+    dead = letter((("dlq_reason", b"the disk is on fire"),))
+    assert (dead.kind, dead.reason) == ("other", "the disk is on fire")
 
 
 def test_a_dead_letter_id_names_topic_partition_and_offset() -> None:
@@ -93,6 +92,7 @@ def test_republishing_sends_the_original_back_with_its_provenance() -> None:
             ("ce_type", b"orders.OrderCreated.v1"),
             (PROVENANCE_HEADER, b"orders.dead-letters:0:2"),  # it was re-published once
             ("dlq_reason", b"not a valid envelope: x"),
+            ("dlq_reason_kind", b"malformed"),
             ("dlq_consumer", b"orders-saga"),
             ("dlq_topic", b"orders"),
             ("dlq_partition", b"3"),

@@ -1,7 +1,7 @@
 """HTTP plumbing shared by the command APIs: error mapping and message metadata."""
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, TypeVar
 
@@ -64,7 +64,7 @@ App = TypeVar("App", bound=ServiceApplication)
 
 def command_api(
     title: str, service: str, open_application: Callable[[], App]
-) -> tuple[FastAPI, Callable[[Request], App]]:
+) -> tuple[FastAPI, Callable[[Request], Awaitable[App]]]:
     """A command service's FastAPI app and the dependency that gives its Application.
 
     The Application is opened once at start-up (``app.state.<service>``) and closed

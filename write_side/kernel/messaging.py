@@ -1,30 +1,48 @@
 """Consumed messages and dead letters, shared by projections and saga reactions."""
 
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
+
+from contracts.registry import ContractError
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_HEADER_PREFIX = "dlq_"
 """Every header a dead letter adds starts with it; re-publishing removes them all."""
 
-REASON_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("reaction-failed", re.compile(r"reaction failed: ")),
-    ("projection-failed", re.compile(r"projection failed: ")),
-    ("malformed", re.compile(r"empty message|not a valid envelope")),
-    ("unknown-type", re.compile(r"unknown event type")),
-    ("unsupported-version", re.compile(r"unsupported version")),
-    ("unsupported-type", re.compile(r"unsupported event type")),
-    ("schema-violation", re.compile(r"\S+ violates its contract")),
+REASON_KINDS = (
+    "malformed",
+    "unknown-type",
+    "unsupported-version",
+    "unsupported-type",
+    "schema-violation",
+    "reaction-failed",
+    "projection-failed",
 )
-"""Reason kind → how the reasons of ``contracts.registry``, the reactor and the
-projection runtime begin; the first that matches wins."""
+"""The kinds of dead-letter reasons (``dlq_reason_kind``): the first five are the
+kinds of ``contracts.registry.ContractError``; a reaction or a projection that raised
+gives the last two."""
+
+
+class Reason(str):
+    """Why a message goes to the dead-letter topic (the ``dlq_reason`` text), and the
+    kind of reason, for counting (``dlq_reason_kind``, one of ``REASON_KINDS``)."""
+
+    kind: str
+
+    def __new__(cls, text: str, kind: str) -> Self:
+        reason = super().__new__(cls, text)
+        reason.kind = kind
+        return reason
+
+    @classmethod
+    def of(cls, error: ContractError) -> Self:
+        return cls(str(error), error.kind)
 
 
 @dataclass(frozen=True)
@@ -63,17 +81,6 @@ def dead_letter_topic(topic: str) -> str:
     return f"{topic}{DEAD_LETTER_SUFFIX}"
 
 
-def reason_kind(reason: str) -> str:
-    """The kind of a dead letter's reason, for counting: ``malformed``,
-    ``unknown-type``, ``unsupported-version``, ``unsupported-type``,
-    ``schema-violation``, ``reaction-failed``, ``projection-failed``; ``other`` for
-    a reason none of these phrases names."""
-    for kind, pattern in REASON_KINDS:
-        if pattern.match(reason):
-            return kind
-    return "other"
-
-
 class DeadLetters:
     """Sends rejected messages to ``<topic>.dead-letters``: original key, bytes and
     headers, plus ``dlq_*`` headers saying who rejected it, why, and where it was.
@@ -88,14 +95,13 @@ class DeadLetters:
         self.consumer = consumer
         self.counts: Counter[tuple[str, str]] = Counter()
 
-    async def send(self, rejected: list[tuple[ConsumedMessage, str]]) -> None:
+    async def send(self, rejected: list[tuple[ConsumedMessage, Reason]]) -> None:
         acks = []
         for message, reason in rejected:
-            kind = reason_kind(reason)
             headers = [
                 *message.headers,
                 ("dlq_reason", reason.encode()),
-                ("dlq_reason_kind", kind.encode()),
+                ("dlq_reason_kind", reason.kind.encode()),
                 ("dlq_consumer", self.consumer.encode()),
                 ("dlq_topic", message.topic.encode()),
                 ("dlq_partition", str(message.partition).encode()),
@@ -113,14 +119,14 @@ class DeadLetters:
         for ack in acks:
             await ack
         for message, reason in rejected:
-            self.counts[(message.topic, reason_kind(reason))] += 1
+            self.counts[(message.topic, reason.kind)] += 1
             log.warning(
                 "%s dead-lettered %s[%d]@%d (%s): %s; dead letters so far: %s",
                 self.consumer,
                 message.topic,
                 message.partition,
                 message.offset,
-                reason_kind(reason),
+                reason.kind,
                 reason,
                 self.summary(),
             )

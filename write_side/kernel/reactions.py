@@ -32,7 +32,7 @@ from contracts.registry import (
     readable_types,
 )
 from write_side.kernel.application import ServiceApplication
-from write_side.kernel.messaging import ConsumedMessage
+from write_side.kernel.messaging import ConsumedMessage, Reason
 from write_side.kernel.metadata import MessageMetadata, caused_by
 from write_side.kernel.streams import TRANSIENT_ERRORS
 
@@ -68,7 +68,7 @@ class Reactor:
         # Kafka's convention: the position to record is the next offset to read.
         return Tracking(f"{self.consumer}:{message.topic}:{message.partition}", message.offset + 1)
 
-    def react(self, message: ConsumedMessage) -> str | None:
+    def react(self, message: ConsumedMessage) -> Reason | None:
         """Handle one message; return a reason if it must go to the dead-letter topic.
 
         When a reason is returned nothing was recorded: send the dead letter, then
@@ -80,14 +80,14 @@ class Reactor:
         try:
             envelope = decode_envelope(message.value)
         except ContractError as error:
-            return str(error)
+            return Reason.of(error)
         if envelope.type not in self.readable and is_known_type(envelope.type):
             self.skip(message)  # a known event this service does not react to
             return None
         try:
             event = parse_data(envelope, self.accepts)
         except ContractError as error:
-            return str(error)
+            return Reason.of(error)
         reaction = self.reactions[event.type()]
         with caused_by(
             MessageMetadata(correlation_id=envelope.correlationid, causation_id=envelope.id)
@@ -104,7 +104,7 @@ class Reactor:
 
     def _react(
         self, reaction: Reaction, event: Any, envelope: Envelope, tracking: Tracking
-    ) -> str | None:
+    ) -> Reason | None:
         for _ in range(MAX_CONFLICT_RETRIES):
             if self.app.has_processed(tracking):
                 return None
@@ -116,16 +116,17 @@ class Reactor:
                 reason = f"{type(error).__name__}: {error}"
                 log.exception("%s: reaction to %s failed", self.consumer, envelope.type)
                 if reaction.on_failure is None:
-                    return f"reaction failed: {reason}"
+                    return Reason(f"reaction failed: {reason}", "reaction-failed")
                 try:
                     aggregates = reaction.on_failure(event, envelope, reason)
                 except TRANSIENT_ERRORS:
                     raise
                 except Exception as failure:
                     log.exception("%s: on_failure for %s failed", self.consumer, envelope.type)
-                    return (
+                    return Reason(
                         f"reaction failed: {reason}; "
-                        f"on_failure failed: {type(failure).__name__}: {failure}"
+                        f"on_failure failed: {type(failure).__name__}: {failure}",
+                        "reaction-failed",
                     )
             try:
                 self.app.save_processed(tracking, *aggregates)

@@ -3,9 +3,9 @@
 import pytest
 import sqlalchemy
 
+from tests.kernel_example.application import TalliesApplication
 from tests.stores import POSTGRES_URL
 from write_side.kernel.application import open_application
-from write_side.orders.application import OrdersApplication
 
 pytestmark = pytest.mark.postgres
 
@@ -13,14 +13,9 @@ pytestmark = pytest.mark.postgres
 def test_events_and_tracking_live_in_the_configured_schema(store):
     if store.schema is None:
         pytest.skip("only PostgreSQL has schemas")
-    app = open_application(OrdersApplication, store.url("orders"), store.schema)
+    app = open_application(TalliesApplication, store.url("tallies"), store.schema)
     try:
-        app.place_order(
-            "c-1",
-            "r-1",
-            {"street": "1 Main St"},
-            [{"menu_item_id": "pizza", "quantity": 1, "unit_price_cents": 100}],
-        )
+        app.start_tally("t-1")
     finally:
         app.close()
     engine = sqlalchemy.create_engine(POSTGRES_URL)
@@ -28,8 +23,10 @@ def test_events_and_tracking_live_in_the_configured_schema(store):
         tables = connection.execute(
             sqlalchemy.text(
                 "SELECT table_schema, table_name FROM information_schema.tables "
-                "WHERE table_name IN ('orders_events', 'orders_tracking')"
-            )
+                "WHERE table_name IN ('tallies_events', 'tallies_tracking') "
+                "AND table_schema IN (:schema, current_schema())"  # not other tests' schemas
+            ),
+            {"schema": store.schema},
         ).all()
     engine.dispose()
-    assert sorted(tables) == [(store.schema, "orders_events"), (store.schema, "orders_tracking")]
+    assert sorted(tables) == [(store.schema, "tallies_events"), (store.schema, "tallies_tracking")]

@@ -3,27 +3,20 @@
 import pytest
 from eventsourcing.persistence import Mapper
 
+from tests.kernel_example.application import TalliesApplication
+from tests.kernel_example.domain import Tally
 from write_side.kernel.metadata import MessageMetadata, caused_by, current_metadata
 from write_side.kernel.store import MetadataMapper, event_store_env
-from write_side.orders.application import OrdersApplication
-from write_side.orders.domain import Order, OrderState
-
-PLACE = {
-    "customer_id": "customer-1",
-    "restaurant_id": "restaurant-1",
-    "delivery_address": {"street": "1 Main Street"},
-    "line_items": [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}],
-}
 
 
 @pytest.fixture
 def app(tmp_path):
-    application = OrdersApplication(env=event_store_env(f"sqlite:///{tmp_path}/o.db"))
+    application = TalliesApplication(env=event_store_env(f"sqlite:///{tmp_path}/t.db"))
     yield application
     application.close()
 
 
-def stored_metadata(app: OrdersApplication) -> list[MessageMetadata | None]:
+def stored_metadata(app: TalliesApplication) -> list[MessageMetadata | None]:
     return [app.mapper.metadata_of(n) for n in app.recorder.select_notifications(1, 10)]
 
 
@@ -33,9 +26,9 @@ def test_the_store_env_installs_the_metadata_mapper(app):
 
 def test_events_saved_inside_caused_by_carry_its_ids(app):
     with caused_by(MessageMetadata(correlation_id="checkout-1", causation_id="command-1")):
-        order_id = app.place_order(**PLACE).order_id
+        app.start_tally("t-1")
     with caused_by(MessageMetadata(correlation_id="checkout-1", causation_id="command-2")):
-        app.reject_order(order_id, "changed my mind", "kitchen")
+        app.close_tally("t-1", "changed my mind")
 
     assert stored_metadata(app) == [
         MessageMetadata(correlation_id="checkout-1", causation_id="command-1"),
@@ -53,42 +46,41 @@ def test_caused_by_only_lasts_for_its_block():
 
 
 def test_an_event_saved_outside_caused_by_is_its_own_new_correlation(app):
-    order_id = app.place_order(**PLACE).order_id
-    app.reject_order(order_id, "changed my mind", "kitchen")
+    app.start_tally("t-1")
+    app.close_tally("t-1", "changed my mind")
 
-    placed, cancelled = stored_metadata(app)
-    assert placed.correlation_id == placed.causation_id
-    assert cancelled.correlation_id == cancelled.causation_id
-    assert placed.correlation_id != cancelled.correlation_id
+    started, closed = stored_metadata(app)
+    assert started.correlation_id == started.causation_id
+    assert closed.correlation_id == closed.causation_id
+    assert started.correlation_id != closed.correlation_id
 
 
 def test_decoded_domain_events_do_not_see_the_metadata(app):
     with caused_by(MessageMetadata(correlation_id="checkout-1", causation_id="command-1")):
-        order_id = app.place_order(**PLACE).order_id
-        app.reject_order(order_id, "changed my mind", "kitchen")
+        app.start_tally("t-1")
+        app.close_tally("t-1", "changed my mind")
 
     notifications = app.recorder.select_notifications(1, 10)
     domain_events = [app.mapper.to_domain_event(n) for n in notifications]
 
     assert all(b"checkout-1" in n.state for n in notifications)  # stored...
-    assert [type(e) for e in domain_events] == [Order.Placed, Order.Rejected]
+    assert [type(e) for e in domain_events] == [Tally.Started, Tally.Closed]
     for domain_event in domain_events:  # ...but not decoded
         assert "__metadata__" not in vars(domain_event)
         assert "checkout-1" not in repr(vars(domain_event))
 
-    order = app.get_order(order_id)
-    assert (order.state, order.version) == (OrderState.REJECTED, 2)
-    assert order.rejection_reason == "changed my mind"
-    assert not hasattr(order, "__metadata__")
+    tally = app.get_tally("t-1")
+    assert (tally.closed_because, tally.version) == ("changed my mind", 2)
+    assert not hasattr(tally, "__metadata__")
 
 
 def test_an_event_stored_without_metadata_still_reads(app):
     """Events written before the metadata mapper (or by a plain mapper) have none."""
-    [placed] = Order(**PLACE).collect_events()
-    stored = Mapper(app.construct_transcoder()).to_stored_event(placed)
+    [started] = Tally("t-1").collect_events()
+    stored = Mapper(app.construct_transcoder()).to_stored_event(started)
 
     assert app.mapper.metadata_of(stored) is None
-    assert vars(app.mapper.to_domain_event(stored)) == vars(placed)
+    assert vars(app.mapper.to_domain_event(stored)) == vars(started)
 
 
 def test_the_store_env_gives_postgresql_the_psycopg_driver_and_a_schema():

@@ -7,12 +7,28 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from contracts import orders
+from contracts import registry
+from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
+from tests.kernel_example.application import TalliesApplication
 from write_side.kernel.messaging import ConsumedMessage
 from write_side.kernel.reactions import Reaction, Reactor
 from write_side.kernel.streams import retry_until_done
-from write_side.orders.application import OrdersApplication
+
+
+class TallyClosed(ContractEvent):
+    """A test's contract event, known to the registry only while the test runs."""
+
+    name = "tallies.TallyClosed"
+    version = "1.0"
+
+    tally_id: str
+
+
+@pytest.fixture
+def registered(monkeypatch: pytest.MonkeyPatch) -> type[TallyClosed]:
+    monkeypatch.setitem(registry._MODELS, TallyClosed.type(), TallyClosed)
+    return TallyClosed
 
 
 async def test_retry_until_done_retries_transient_errors_until_the_work_succeeds():
@@ -35,29 +51,29 @@ async def test_retry_until_done_lets_a_bug_through():
         await retry_until_done(broken, "test")
 
 
-def test_a_reaction_failing_for_a_transient_reason_records_nothing_and_propagates():
-    app = OrdersApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+def test_a_reaction_failing_for_a_transient_reason_records_nothing_and_propagates(registered):
+    app = TalliesApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     calls = []
 
     def database_away(event: object, envelope: Envelope) -> list[object]:
         calls.append(1)
         raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
 
-    reactor = Reactor(app, "test-saga", [Reaction(orders.OrderApproved, database_away)])
-    order_id = str(uuid.uuid4())
+    reactor = Reactor(app, "test-saga", [Reaction(registered, database_away)])
+    tally_id = str(uuid.uuid4())
     envelope = Envelope(
-        id=event_id_for("orders", order_id, 2),
-        type=orders.OrderApproved.type(),
-        source="orders",
-        subject=order_id,
+        id=event_id_for("tallies", tally_id, 2),
+        type=registered.type(),
+        source="tallies",
+        subject=tally_id,
         time=datetime.now(UTC),
         correlationid="c",
         causationid="c",
         sequence=2,
         aggregateversion=2,
-        data={"order_id": order_id},
+        data={"tally_id": tally_id},
     )
-    message = ConsumedMessage("orders", 0, 5, None, envelope.to_bytes())
+    message = ConsumedMessage("tallies", 0, 5, None, envelope.to_bytes())
 
     with pytest.raises(OperationalError):
         reactor.react(message)

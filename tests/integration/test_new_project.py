@@ -1,8 +1,9 @@
 """`copier copy` of this repository makes a new project (copier.yml, ADR 18).
 
 Without the reference saga, the new project passes `make lint`'s checks, keeps no file of
-the saga and no marked block, and a domain generated in it passes its own unit tests with
-the kernel's. With it, the new project is this repository's files, byte for byte.
+the saga and no marked block, keeps the kernel's tests (on their own tallies domain), and
+a domain generated in it passes its own unit tests with the kernel's unit tests and group
+commit tests on SQLite. With it, the new project is this repository's files, byte for byte.
 """
 
 import os
@@ -20,6 +21,15 @@ from tests.integration.test_new_domain import repository_copy
 
 TEMPLATE_ONLY = {"copier.yml", "tests/integration/test_new_project.py"}
 """In the template, not in the projects it makes (copier.yml's `_exclude`)."""
+KERNEL_TESTS = (
+    "tests/unit/test_group_commit_in_memory.py",
+    "tests/unit/test_metadata.py",
+    "tests/unit/test_retries.py",
+    "tests/integration/test_group_commit.py",
+    "tests/integration/test_store.py",
+)
+"""The kernel's tests (on the domain of tests/kernel_example): a project without the saga
+keeps them, and that domain, as they are."""
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +113,13 @@ def test_without_the_saga_the_project_passes_its_checks_and_a_generated_domain_i
     assert "demo" not in (project / "Procfile").read_text()
     assert "orders" not in (project / "contracts" / "registry.py").read_text()
     template_files = files(template)
-    for path in ("write_side/kernel/store.py", "Makefile", "devstack/scaffold/generate.py"):
+    for path in (
+        "write_side/kernel/store.py",
+        "Makefile",
+        "devstack/scaffold/generate.py",
+        *KERNEL_TESTS,
+        *(path for path in template_files if path.startswith("tests/kernel_example/")),
+    ):
         assert kept[path] == template_files[path]
 
     (project / ".venv-secantus").symlink_to(os.path.realpath(REPO_ROOT / ".venv-secantus"))
@@ -132,5 +148,9 @@ def test_without_the_saga_the_project_passes_its_checks_and_a_generated_domain_i
     run_in(project, "-m", "ruff", "check", ".")
     run_in(project, "-m", "mypy")
     assert (project / "tests" / "unit" / "test_shipment.py").is_file()
-    tests = run_in(project, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit")
+    tests = run_in(
+        project,
+        *("-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not postgres"),
+        *("tests/unit", "tests/integration/test_group_commit.py"),
+    )
     assert " passed" in tests.stdout

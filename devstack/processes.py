@@ -46,6 +46,16 @@ class Process:
                 self.kill()
         self._log.close()
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user and system, all threads) the process has used so far, from
+        /proc (None where there is none, or once it has exited)."""
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (name) "
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 

@@ -7,8 +7,9 @@ write per batch); the same runner fed from
 the broker by a bare aiokafka consumer; and the real Faust worker process
 (`projections.worker`) reading them from the broker. The baseline writes the
 very same documents, batch by batch, with one bare `bulk_write` of upserts to the same
-server, into a collection with the same indexes: the limit of the store. Runner and
-raw rounds alternate; each round writes to a fresh database.
+server, into a collection with the same indexes: the limit of the store. Each round runs
+the runner, the raw baseline, then the worker (a fresh broker and process); each writes
+to a fresh database. The worker is profiled in a separate run, never while measured.
 """
 
 import asyncio
@@ -16,6 +17,7 @@ import time
 import uuid
 import zlib
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -201,12 +203,15 @@ async def consumer_fed_rate(
 
 
 async def faust_worker_rate(
-    context: BenchContext, envelopes: list[Envelope], client: Client
-) -> tuple[float, str]:
-    """Events/s of the real worker process, from the first send to the last event applied."""
+    context: BenchContext, envelopes: list[Envelope], client: Client, profile: Path | None = None
+) -> tuple[float, float | None]:
+    """Events/s of the real worker process, from the first send to the last event applied
+    (after a warm-up event, so the worker's start and partition assignment are left out),
+    and the CPU the process used meanwhile, in cores (None where /proc is missing).
+
+    With `profile`, the process runs under pyinstrument, which saves its session there."""
     database = f"bench_{uuid.uuid4().hex[:8]}"
-    profile = context.work_dir / "projection-worker.pyisession"
-    with stack.system_broker(context.work_dir / "kafka") as broker:
+    with stack.system_broker(context.work_dir / f"kafka-{database}") as broker:
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
             "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
@@ -220,7 +225,9 @@ async def faust_worker_rate(
         )
         await producer.start()
         with stack.System(env, context.work_dir) as system:
-            system.start(processes.projections_worker(env, context.work_dir, profile=profile))
+            worker = system.start(
+                processes.projections_worker(env, context.work_dir, profile=profile)
+            )
             progress = client[database][PROGRESS_COLLECTION]
             try:
                 warm_up = order_events(1)[0]
@@ -228,7 +235,7 @@ async def faust_worker_rate(
                     "orders", warm_up.to_bytes(), key=warm_up.subject.encode()
                 )
                 await _until(lambda: progress.count_documents({}), system, timeout=120)
-                start = time.perf_counter()
+                start, cpu_at_start = time.perf_counter(), worker.cpu_seconds()
                 acks = [
                     await producer.send(
                         "orders",
@@ -251,11 +258,14 @@ async def faust_worker_rate(
                     return all(reached.get(p, -1) >= offset for p, offset in last.items())
 
                 await _until(caught_up, system, timeout=300)
-                seconds = time.perf_counter() - start
+                seconds, cpu_at_end = time.perf_counter() - start, worker.cpu_seconds()
             finally:
                 await producer.stop()
         await client.drop_database(database)
-    return len(envelopes) / seconds, profiling.summary(profiling.load(profile))
+    cores = None
+    if cpu_at_start is not None and cpu_at_end is not None:
+        cores = (cpu_at_end - cpu_at_start) / seconds
+    return len(envelopes) / seconds, cores
 
 
 async def _until(predicate: Any, system: stack.System, timeout: float) -> None:
@@ -280,12 +290,16 @@ async def _run(context: BenchContext) -> ScenarioResult:
     await producer.start()
     dead_letters = DeadLetters(producer, consumer="bench")
     try:
-        runner_rates, raw_rates, charted = [], [], {}
+        runner_rates, raw_rates, worker_rates, charted = [], [], [], {}
+        worker_cores: list[float] = []
         for round_ in range(rounds):
             seconds, runner_progress = await runner_round(client, batches, dead_letters)
             runner_rates.append(len(envelopes) / seconds)
             raw_seconds, raw_progress = await raw_round(client, documents, sizes)
             raw_rates.append(len(envelopes) / raw_seconds)
+            worker_rate, cores = await faust_worker_rate(context, envelopes, client)
+            worker_rates.append(worker_rate)
+            worker_cores += [cores * 100] if cores is not None else []
             if round_ == 0:
                 charted = {"ProjectionRunner": runner_progress, "raw bulk_write": raw_progress}
         _, session = await profiling.profiled(
@@ -293,7 +307,10 @@ async def _run(context: BenchContext) -> ScenarioResult:
             context.work_dir / "projection-runner.pyisession",
         )
         consumer_rate = await consumer_fed_rate(context, envelopes, client, dead_letters)
-        worker_rate, worker_profile = await faust_worker_rate(context, envelopes, client)
+        worker_profile = context.work_dir / "projection-worker.pyisession"
+        profiled_rate, _ = await faust_worker_rate(
+            context, envelopes, client, profile=worker_profile
+        )
     finally:
         await stop_producer(producer)
         await client.close()
@@ -318,7 +335,7 @@ async def _run(context: BenchContext) -> ScenarioResult:
         ),
         Measurement(
             what=f"Faust worker process fed from the broker, {what}",
-            value=worker_rate,
+            value=stats.median(worker_rates),
             unit="events/s",
             baseline_name="raw bulk_write",
             baseline=baseline,
@@ -331,16 +348,30 @@ async def _run(context: BenchContext) -> ScenarioResult:
             f"{measurement.what.split(',')[0]}: {ratio:.2f} of the raw baseline, which "
             f"{verdict} the target of {TARGET_RATIO:.2f}."
         )
+    cpu = (
+        f"; the worker process used {stats.spread(worker_cores)} % of a core while measured"
+        if worker_cores
+        else ""
+    )
     result.notes += [
         (
             f"Runner {stats.spread(runner_rates)} events/s, raw bulk_write "
             f"{stats.spread(raw_rates)} events/s over {rounds} rounds (ratio per round "
-            f"{stats.paired_ratios(runner_rates, raw_rates)}); the worker ran once "
-            "(from the first send to the last event applied, after a warm-up event); the "
-            "bare consumer ran once, on a topic already holding the events."
+            f"{stats.paired_ratios(runner_rates, raw_rates)}); the bare consumer ran once, "
+            "on a topic already holding the events."
+        ),
+        (
+            f"Faust worker {stats.spread(worker_rates)} events/s over {rounds} rounds, each "
+            "a fresh worker process and broker, timed from the first send to the last event "
+            "applied, after a warm-up event (ratio to the same round's raw bulk_write "
+            f"{stats.paired_ratios(worker_rates, raw_rates)}){cpu}."
         ),
         f"Profile of `ProjectionRunner.handle`: {profiling.summary(session)}",
-        f"Profile of the Faust worker process: {worker_profile}",
+        (
+            f"Profile of the Faust worker process (a separate run, at {profiled_rate:,.0f} "
+            "events/s under the profiler; its main thread only, not aiokafka's consumer "
+            f"thread): {profiling.summary(profiling.load(worker_profile))}"
+        ),
     ]
     result.charts.append(
         charts.throughput_over_time(

@@ -2,12 +2,23 @@
 
 import asyncio
 import logging
+import time
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.errors import TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
+
+EMPTY_FETCH_INTERVAL = 0.01
+"""Seconds between the starts of two fetches to one broker when the first brought nothing.
+
+Kafka holds a fetch with nothing to return for ``fetch.max.wait.ms`` (long polling), so
+there this never waits. The local broker (noida-db) answers at once, and aiokafka then
+asks again at once: thousands of fetches a second, about a core per idle consumer, taken
+from the worker's own thread and from the servers beside it (ADR 19)."""
 
 
 class TopicMismatch(RuntimeError):
@@ -66,3 +77,31 @@ async def stop_producer(producer: AIOKafkaProducer, timeout: float = 5.0) -> Non
         await asyncio.wait_for(producer.stop(), timeout)
     except TimeoutError:
         log.warning("producer stopped with unacknowledged messages; they will be resent")
+
+
+def pace_empty_fetches(interval: float = EMPTY_FETCH_INTERVAL) -> None:
+    """Make every aiokafka consumer of this process wait out ``interval`` after a fetch
+    that brought no records, counted from when that fetch was sent (idempotent).
+
+    aiokafka (pinned) sends the next fetch to a broker as soon as the last one returns;
+    this wraps its fetch task so an empty answer that came back sooner than ``interval``
+    is held until then. A fetch that brought records returns at once, as before.
+    """
+    fetch = Fetcher._proc_fetch_request
+    if getattr(fetch, "paced", False):
+        return
+
+    async def paced_fetch(self: Fetcher, *args: Any) -> bool:
+        sent = time.monotonic()
+        fetched: bool = await fetch(self, *args)
+        if not fetched and (left := interval - (time.monotonic() - sent)) > 0:
+            try:
+                await asyncio.sleep(left)
+            except asyncio.CancelledError:
+                # As aiokafka's own fetch task does: cancelled by `close()` or by losing the
+                # assignment, and both await it expecting it to end quietly.
+                return False
+        return fetched
+
+    paced_fetch.paced = True  # type: ignore[attr-defined]
+    Fetcher._proc_fetch_request = paced_fetch

@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaError
 from pymongo.errors import PyMongoError
 from sqlalchemy.exc import DBAPIError
 
+from write_side.kernel.kafka import pace_empty_fetches
 from write_side.kernel.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust") -> faust.App:
-    """A Faust app reading raw bytes (decoding is ours, so bad bytes can be dead-lettered)."""
+    """A Faust app reading raw bytes (decoding is ours, so bad bytes can be dead-lettered).
+
+    Its consumer does not spin on a broker that answers empty fetches at once
+    (`pace_empty_fetches`)."""
     Path(data_dir).mkdir(parents=True, exist_ok=True)
+    pace_empty_fetches()
     return faust.App(
         app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],

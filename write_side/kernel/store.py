@@ -1,5 +1,6 @@
 """Event store configuration: eventsourcing + SQLAlchemy on SQLite or PostgreSQL."""
 
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -7,13 +8,15 @@ from eventsourcing.persistence import Cipher, Compressor, Mapper, StoredEvent, T
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyProcessRecorder
-from sqlalchemy import insert
-from sqlalchemy.engine import make_url
+from sqlalchemy import insert, text
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
 from write_side.kernel.metadata import MessageMetadata, current_metadata
 
 _METADATA_KEY = "__metadata__"
+_CREATE_TABLES = zlib.crc32(b"cqrs-template: create event store tables")
+"""The PostgreSQL advisory lock held while a process creates its store's tables."""
 
 
 def event_store_env(database_url: str, schema: str | None = None) -> dict[str, str]:
@@ -114,6 +117,25 @@ class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
             )
             self.tables.append(self.events_record_cls.__table__)
         self._unnest_insert: str | None = None
+
+    def create_table(self) -> None:
+        """Create the tables if they do not exist, one process at a time on PostgreSQL.
+
+        A service's processes (API, relay, saga worker) start together, and "create if
+        not exists" is a check, then a create: on a fresh schema two of them may both
+        create a table, and one fails. A session advisory lock around the creation
+        makes the others wait, then find the tables there.
+        """
+        engine = self.datastore.engine
+        if not isinstance(engine, Engine) or engine.dialect.name != "postgresql":
+            super().create_table()
+            return
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _CREATE_TABLES})
+            try:
+                super().create_table()
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _CREATE_TABLES})
 
     def _insert_stored_events(
         self, session: Session, stored_events: Sequence[StoredEvent], **kwargs: Any

@@ -9,7 +9,7 @@ import itertools
 import threading
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +269,7 @@ def test_what_a_command_detached_while_loading_read_is_not_kept_for_later_ones(t
 class HeldCommit:
     """Holds the committer inside its first batch's transaction until ``let_go``."""
 
-    def __init__(self, app: ServiceApplication, monkeypatch: pytest.MonkeyPatch):
+    def __init__(self, app: TalliesApplication, monkeypatch: pytest.MonkeyPatch):
         self.app = app
         self.inside = threading.Event()
         self.release = threading.Event()
@@ -291,6 +291,14 @@ class HeldCommit:
         with group._mutex:
             return len(group._open_batch.turns) + sum(len(b.turns) for b in group._ready)
 
+    def start_tallies(self, pool: ThreadPoolExecutor, count: int) -> list[Future]:
+        """One tally started (its batch is held), then ``count`` more that join while busy."""
+        first = pool.submit(self.app.start_tally, new_name())
+        assert self.inside.wait(timeout=30)
+        rest = [pool.submit(self.app.start_tally, new_name()) for _ in range(count)]
+        wait_for(lambda: self.joined() == count, message="commands joined while busy")
+        return [first, *rest]
+
     def let_go(self) -> None:
         self.release.set()
 
@@ -299,12 +307,9 @@ def test_while_the_committer_is_busy_the_next_batches_fill_up_to_the_limit(talli
     tallies.group_commit.max_batch_size = 5
     held = HeldCommit(tallies, monkeypatch)
     with ThreadPoolExecutor(24) as pool:
-        first = pool.submit(tallies.start_tally, new_name())
-        assert held.inside.wait(timeout=30)
-        rest = [pool.submit(tallies.start_tally, new_name()) for _ in range(23)]
-        wait_for(lambda: held.joined() == 23, message="commands joined while busy")
+        started = held.start_tallies(pool, 23)
         held.let_go()
-        answers = [answer.result(timeout=60) for answer in [first, *rest]]
+        answers = [answer.result(timeout=60) for answer in started]
 
     assert held.batch_sizes[0] == 1
     assert sorted(held.batch_sizes[1:]) == [3, 5, 5, 5, 5]  # full batches, then the rest
@@ -316,14 +321,11 @@ def test_while_the_committer_is_busy_the_next_batches_fill_up_to_the_limit(talli
 def test_closing_the_application_commits_and_answers_the_commands_in_flight(tallies, monkeypatch):
     held = HeldCommit(tallies, monkeypatch)
     with ThreadPoolExecutor(12) as pool:
-        first = pool.submit(tallies.start_tally, new_name())
-        assert held.inside.wait(timeout=30)
-        rest = [pool.submit(tallies.start_tally, new_name()) for _ in range(10)]
-        wait_for(lambda: held.joined() == 10, message="commands joined while busy")
+        started = held.start_tallies(pool, 10)
         closing = pool.submit(tallies.group_commit.close)
         held.let_go()
         closing.result(timeout=30)
-        answers = [answer.result(timeout=30) for answer in [first, *rest]]
+        answers = [answer.result(timeout=30) for answer in started]
 
     stored = {n.id: n.originator_id for n in tallies.recorder.select_notifications(1, 100)}
     assert {saved.position: saved.tally_id for saved in answers} == stored

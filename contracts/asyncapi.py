@@ -31,8 +31,8 @@ _HEADER_DESCRIPTIONS = {
 _DEAD_LETTER_HEADERS = {
     "dlq_reason": "Why the consumer could not handle the message.",
     "dlq_reason_kind": "The reason's kind, for counting: malformed, unknown-type, "
-    "unsupported-version, unsupported-type, schema-violation, reaction-failed, "
-    "projection-failed or other.",
+    "unsupported-version, unsupported-type, schema-violation, reaction-failed or "
+    "projection-failed.",
     "dlq_consumer": "Who rejected it (projection or saga worker).",
     "dlq_topic": "The topic it was read from.",
     "dlq_partition": "Its partition there.",

@@ -1,5 +1,6 @@
 """Event store configuration: eventsourcing + SQLAlchemy on SQLite or PostgreSQL."""
 
+import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -17,6 +18,10 @@ from write_side.kernel.metadata import MessageMetadata, current_metadata
 _METADATA_KEY = "__metadata__"
 _CREATE_TABLES = zlib.crc32(b"cqrs-template: create event store tables")
 """The PostgreSQL advisory lock held while a process creates its store's tables."""
+_DEFINING_RECORD_CLASSES = threading.Lock()
+"""eventsourcing-sqlalchemy caches record classes per table in a class-level dict,
+checked and then filled: applications opened by two threads at once could both define
+the same table, and the second fails ("already defined for this MetaData")."""
 
 
 def event_store_env(database_url: str, schema: str | None = None) -> dict[str, str]:
@@ -100,22 +105,23 @@ class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
         tracking_table_name: str,
         schema_name: str | None = None,
     ):
-        super().__init__(
-            datastore,
-            events_table_name=events_table_name,
-            tracking_table_name=tracking_table_name,
-            schema_name=schema_name,
-        )
-        if schema_name and self.events_record_cls.__table__.schema != schema_name:
-            self.schema_name = schema_name  # also names the table in LOCK TABLE
-            self.tables.remove(self.events_record_cls.__table__)
-            self.events_record_cls = self.datastore.define_record_class(
-                cls_name=f"{schema_name.title().replace('_', '')}ProcessEventRecord",
-                table_name=events_table_name,
+        with _DEFINING_RECORD_CLASSES:
+            super().__init__(
+                datastore,
+                events_table_name=events_table_name,
+                tracking_table_name=tracking_table_name,
                 schema_name=schema_name,
-                base_cls=self.datastore.base_stored_event_record_cls,
             )
-            self.tables.append(self.events_record_cls.__table__)
+            if schema_name and self.events_record_cls.__table__.schema != schema_name:
+                self.schema_name = schema_name  # also names the table in LOCK TABLE
+                self.tables.remove(self.events_record_cls.__table__)
+                self.events_record_cls = self.datastore.define_record_class(
+                    cls_name=f"{schema_name.title().replace('_', '')}ProcessEventRecord",
+                    table_name=events_table_name,
+                    schema_name=schema_name,
+                    base_cls=self.datastore.base_stored_event_record_cls,
+                )
+                self.tables.append(self.events_record_cls.__table__)
         self._unnest_insert: str | None = None
 
     def create_table(self) -> None:

@@ -333,6 +333,38 @@ def test_closing_the_application_commits_and_answers_the_commands_in_flight(tall
         tallies.start_tally(new_name())
 
 
+@pytest.mark.parametrize("reads", [False, True], ids=["joins-the-batch", "takes-a-turn"])
+def test_a_command_that_reaches_its_save_or_read_after_close_is_refused_not_left_waiting(
+    tallies, reads
+):
+    """A command that began before close() but reads or saves only once the committer
+    has stopped: nothing would ever give it a turn or commit its batch."""
+    tallies.start_tally("shared")
+    began, closed, answer = threading.Event(), threading.Event(), Future[Saved]()
+
+    def late() -> Saved:
+        began.set()
+        closed.wait(timeout=30)
+        tally = tallies.get_tally("shared") if reads else Tally(new_name(), "items")
+        tally.add(1)
+        return tallies._save(tally)
+
+    def call() -> None:
+        try:
+            answer.set_result(tallies.group_commit.run(late))
+        except BaseException as error:  # noqa: BLE001 - the answer under test
+            answer.set_exception(error)
+
+    threading.Thread(target=call, daemon=True).start()  # daemon: a hang fails, not blocks
+    assert began.wait(timeout=30)
+    tallies.group_commit.close()
+    closed.set()
+    with pytest.raises(RuntimeError, match="closed"):
+        answer.result(timeout=30)
+
+    assert [version for (_, version, _) in stored_events(tallies)] == [1]  # the first tally
+
+
 # A crash with batches in flight
 
 

@@ -31,6 +31,9 @@ hand-over on the way.
   go on without it, and it finishes on its own, saving in its own transaction as if
   there were no batching (after its batch is settled, so it never builds on
   unstored state).
+- ``close()`` lets the commands in that have joined a batch or the queue, commits them
+  and answers them; a command that gets that far only after ``close()`` is refused
+  (``RuntimeError``), having changed nothing.
 
 Why, and what it costs: docs/adr/0015-group-commit-on-the-write-side.md.
 """
@@ -247,6 +250,7 @@ class GroupCommit:
         with self._mutex:
             staging = staged is not None and turn.state in _MAY_STAGE
             if turn.state is _State.FREE:  # it read nothing: it joins the open batch
+                self._refuse_if_closed()
                 turn.batch = self._open_batch
                 turn.batch.turns.append(turn)
                 self._stage(turn, staged)
@@ -308,12 +312,18 @@ class GroupCommit:
             for thread in self._threads:
                 thread.join()
 
+    def _refuse_if_closed(self) -> None:
+        """Under the mutex: a command that joins no batch and holds no turn yet when the
+        application closes is refused (the writer and the committer may have stopped:
+        nothing would give it a turn or commit it). It has changed nothing."""
+        if self._closed:
+            raise RuntimeError("the application is closed")
+
     def _start_threads(self) -> None:
         if self._threads and not self._closed:
             return  # started: no need to take the mutex
         with self._mutex:
-            if self._closed:
-                raise RuntimeError("the application is closed")
+            self._refuse_if_closed()
             if not self._threads:
                 self._threads = [
                     threading.Thread(target=self._write, name="group-commit-writer", daemon=True),
@@ -326,8 +336,9 @@ class GroupCommit:
 
     def _enqueue(self, turn: _Turn) -> threading.Lock:
         """Queue the command for a turn; the lock it gets is released when it starts."""
-        turn._started = started = _locked()
         with self._mutex:
+            self._refuse_if_closed()
+            turn._started = started = _locked()
             turn.state = _State.QUEUED
             self._waiting += 1
             self._queue.put(turn)

@@ -122,6 +122,7 @@ class OrdersReadModel:
         self._database = database
         self._live = live or LiveCollections(database)
         self._progress = database[PROGRESS]
+        self._staleness_read: asyncio.Future[Staleness] | None = None
 
     async def _orders(self) -> AsyncCollection[Document]:
         return await self._live.get(ORDERS)
@@ -204,6 +205,27 @@ class OrdersReadModel:
         return True
 
     async def staleness(self) -> Staleness:
+        """The projection's progress, read before the answer's documents.
+
+        Requests that come while a read of it is in flight share that read: one query
+        for them all under load. What it returns is never ahead of what they read next
+        (the progress is written after the documents), only as fresh as a read that
+        began at most one query's time before they came.
+        """
+        if self._staleness_read is None:
+            read = asyncio.ensure_future(self._read_staleness())
+            read.add_done_callback(self._staleness_read_done)
+            self._staleness_read = read
+        # Shielded: one request cancelled does not cancel the read the others await.
+        return await asyncio.shield(self._staleness_read)
+
+    def _staleness_read_done(self, read: "asyncio.Future[Staleness]") -> None:
+        if self._staleness_read is read:
+            self._staleness_read = None
+        if not read.cancelled():
+            read.exception()  # retrieved: not logged as "never retrieved" if none awaits
+
+    async def _read_staleness(self) -> Staleness:
         position = 0
         event_time: datetime | None = None
         collection = await self._live.name(ORDERS)

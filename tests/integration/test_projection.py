@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 
 from contracts import accounting, consumers, kitchen
 from contracts import orders as contract
@@ -16,6 +16,7 @@ from projections.orders import ORDERS
 from projections.runtime import ProjectionRunner, WriteConflict
 from tests import processes
 from tests.integration.kafka_reading import read_topic
+from tests.mongo_commands import CommandCounter
 from tests.support import wait_for, wait_for_async
 from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
 from write_side.kernel.messaging import ConsumedMessage, DeadLetters
@@ -65,21 +66,6 @@ class Sequence:
             total_cents=2500,
         )
         return self.message(event, order_id, 1)
-
-
-class CommandCounter(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, str]] = []  # (command, collection)
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        name = event.command_name
-        self.commands.append((name, str(event.command.get(name))))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 @pytest.fixture

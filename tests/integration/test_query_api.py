@@ -21,7 +21,9 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from read_side.api import create_app
+from read_side.read_model import OrdersReadModel
 from read_side.settings import QuerySettings
+from tests.mongo_commands import CommandCounter
 
 Document = dict[str, Any]
 STALENESS_HEADERS = ("x-read-model-position", "x-read-model-event-time", "x-read-model-age")
@@ -546,6 +548,26 @@ async def test_staleness_headers_report_the_projection_progress(
         age = answer.headers["x-read-model-age"]
         assert len(age.split(".")[1]) == 3
         assert 30.0 <= float(age) < 40.0
+
+
+async def test_reads_of_the_progress_in_flight_are_shared_and_later_ones_read_it_again(
+    mongo_url: str, db: AsyncDatabase[Document]
+) -> None:
+    await db["projection_progress"].insert_one(progress_doc(0, 5, now_ms()))
+    counter = CommandCounter()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, event_listeners=[counter])
+    read_model = OrdersReadModel(client[db.name])
+    try:
+        together = await asyncio.gather(*(read_model.staleness() for _ in range(20)))
+        progress_reads = counter.commands.count(("find", "projection_progress"))
+        await db["projection_progress"].insert_one(progress_doc(1, 9, now_ms()))
+        after = await read_model.staleness()
+    finally:
+        await client.close()
+
+    assert {staleness.position for staleness in together} == {5}
+    assert progress_reads == 1  # twenty requests at once, one query
+    assert after.position == 9  # nothing kept beyond the read in flight
 
 
 async def test_staleness_headers_before_any_progress(

@@ -16,10 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from eventsourcing.persistence import IntegrityError, OperationalError
+from fastapi.testclient import TestClient
 
 from devstack.servers import free_port
 from tests import processes
 from tests.batching import HeldWriter, outcome
+from tests.kernel_example.api import TalliesSettings
+from tests.kernel_example.api import create_app as create_tallies_api
 from tests.kernel_example.application import Saved, TalliesApplication
 from tests.kernel_example.domain import Tally
 from tests.support import wait_for
@@ -363,6 +366,21 @@ def test_a_command_that_reaches_its_save_or_read_after_close_is_refused_not_left
         answer.result(timeout=30)
 
     assert [version for (_, version, _) in stored_events(tallies)] == [1]  # the first tally
+
+
+def test_a_command_sent_to_an_api_whose_application_has_closed_is_a_503_to_retry(store):
+    settings = TalliesSettings(
+        tallies_database_url=store.url("tallies"), tallies_database_schema=store.schema
+    )
+    with TestClient(create_tallies_api(settings)) as client:
+        assert client.post("/tallies", json={"name": "t-1"}).status_code == 201
+        client.app.state.tallies.close()  # as at shutdown, with requests still coming
+
+        response = client.post("/tallies", json={"name": "t-2"})
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert "shutting down" in response.json()["detail"]
 
 
 # A crash with batches in flight

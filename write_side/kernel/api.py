@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from write_side.kernel.application import ServiceApplication
-from write_side.kernel.errors import DomainError, NotFound
+from write_side.kernel.errors import ApplicationClosed, DomainError, NotFound
 from write_side.kernel.metadata import MessageMetadata
 
 ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
@@ -35,6 +35,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def forbidden_by_state(_: Request, error: DomainError) -> JSONResponse:
         return JSONResponse(status_code=409, content={"detail": str(error)})
+
+    @app.exception_handler(ApplicationClosed)
+    async def shutting_down(_: Request, error: ApplicationClosed) -> JSONResponse:
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "the service is shutting down; retry"},
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(IntegrityError)
     async def concurrency_conflict(_: Request, __: IntegrityError) -> JSONResponse:

@@ -7,3 +7,7 @@ class DomainError(Exception):
 
 class NotFound(Exception):
     """No aggregate with that id (HTTP 404)."""
+
+
+class ApplicationClosed(RuntimeError):
+    """The service is shutting down and takes no more commands (HTTP 503, retry)."""

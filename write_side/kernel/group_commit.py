@@ -33,7 +33,7 @@ hand-over on the way.
   unstored state).
 - ``close()`` lets the commands in that have joined a batch or the queue, commits them
   and answers them; a command that gets that far only after ``close()`` is refused
-  (``RuntimeError``), having changed nothing.
+  (``ApplicationClosed``), having changed nothing.
 
 Why, and what it costs: docs/adr/0015-group-commit-on-the-write-side.md.
 """
@@ -62,6 +62,8 @@ from eventsourcing.persistence import (
     Recording,
     StoredEvent,
 )
+
+from write_side.kernel.errors import ApplicationClosed
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -317,7 +319,7 @@ class GroupCommit:
         application closes is refused (the writer and the committer may have stopped:
         nothing would give it a turn or commit it). It has changed nothing."""
         if self._closed:
-            raise RuntimeError("the application is closed")
+            raise ApplicationClosed("the application is closed")
 
     def _start_threads(self) -> None:
         if self._threads and not self._closed:

@@ -23,6 +23,7 @@ TEMPLATE_ONLY = {"copier.yml", "tests/integration/test_new_project.py"}
 """In the template, not in the projects it makes (copier.yml's `_exclude`)."""
 KERNEL_TESTS = (
     "tests/unit/test_group_commit_in_memory.py",
+    "tests/unit/test_kernel_example_contracts.py",
     "tests/unit/test_metadata.py",
     "tests/unit/test_retries.py",
     "tests/integration/test_group_commit.py",

@@ -11,11 +11,12 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from contracts import registry
@@ -42,7 +43,7 @@ def tally_contracts() -> Iterator[None]:
         yield
 
 
-def relay_settings(store: Store, **overrides) -> TalliesRelaySettings:  # type: ignore[no-untyped-def]
+def relay_settings(store: Store, **overrides: Any) -> TalliesRelaySettings:
     return TalliesRelaySettings(
         tallies_database_url=store.url("tallies"),
         tallies_database_schema=store.schema,
@@ -64,14 +65,14 @@ def write_tallies(
             app.add_to_tally(name, amount)
     for name in names[::close_every]:
         app.close_tally(name, "counted")
-    return int(app.recorder.max_notification_id())
+    return app.recorder.max_notification_id() or 0
 
 
-def envelopes_of(records) -> list[Envelope]:  # type: ignore[no-untyped-def]
+def envelopes_of(records: list[ConsumerRecord[bytes, bytes]]) -> list[Envelope]:
     return [Envelope.from_bytes(r.value) for r in records]
 
 
-def every_position(last: int):  # type: ignore[no-untyped-def]
+def every_position(last: int) -> Callable[[list[ConsumerRecord[bytes, bytes]]], bool]:
     return lambda records: (
         {Envelope.from_bytes(r.value).sequence for r in records} >= set(range(1, last + 1))
     )
@@ -242,7 +243,7 @@ def test_relay_killed_and_restarted_mid_stream_loses_nothing(kafka, store, tmp_p
             relay = start_relay(env, tmp_path, f"tallies-relay-{kills}")
         writer.join(timeout=120)
         assert writer_done.is_set()
-        last = int(app.recorder.max_notification_id())
+        last = app.recorder.max_notification_id() or 0
         records = asyncio.run(read_topic(kafka, TOPIC, until=every_position(last), timeout=60))
     finally:
         relay.stop()

@@ -78,14 +78,17 @@ def registered() -> Iterator[None]:
     Only the lookup tables change: ``SERVICE_CONTRACTS`` and ``ALL_EVENTS``, from which
     the schemas, their check and the AsyncAPI document are made, stay as they are.
     """
-    tables = (registry._MODELS, registry._UPCASTERS, registry._DOWNCASTERS)
-    before = [dict(table) for table in tables]
-    registry._MODELS.update({model.type(): model for model in (*EVENTS, *SUPERSEDED)})
-    registry._UPCASTERS.update({step.source: step for step in UPCASTERS})
-    registry._DOWNCASTERS.update({step.source: step for step in DOWNCASTERS})
+    before = registry._MODELS, registry._UPCASTERS, registry._DOWNCASTERS
+    registry._MODELS = {
+        **registry._MODELS,
+        **{model.type(): model for model in (*EVENTS, *SUPERSEDED)},
+    }
+    registry._UPCASTERS = {**registry._UPCASTERS, **{step.source: step for step in UPCASTERS}}
+    registry._DOWNCASTERS = {
+        **registry._DOWNCASTERS,
+        **{step.source: step for step in DOWNCASTERS},
+    }
     try:
         yield
     finally:
-        for table, saved in zip(tables, before, strict=True):
-            table.clear()
-            table.update(saved)
+        registry._MODELS, registry._UPCASTERS, registry._DOWNCASTERS = before

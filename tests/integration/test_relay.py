@@ -54,13 +54,15 @@ def relay_settings(store: Store, **overrides: Any) -> TalliesRelaySettings:
 def write_tallies(
     app: TalliesApplication, count: int, rounds: int = 2, close_every: int = 3
 ) -> int:
-    """Start ``count`` tallies, add to each of them ``rounds`` times in turn (so the
-    aggregates' events interleave in the log), close every ``close_every``-th; return
-    the last position."""
+    """Start ``count`` tallies and add to each at once (events of one aggregate next to
+    each other in the log), then add to each of them ``rounds - 1`` more times in turn
+    (the aggregates' events interleave), close every ``close_every``-th; return the
+    last position."""
     names = [f"tally-{i}" for i in range(count)]
     for i, name in enumerate(names):
         app.start_tally(name, unit=f"unit-{i % 4}")
-    for amount in range(1, rounds + 1):
+        app.add_to_tally(name, 1)
+    for amount in range(2, rounds + 1):
         for name in names:
             app.add_to_tally(name, amount)
     for name in names[::close_every]:

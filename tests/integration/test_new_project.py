@@ -2,8 +2,8 @@
 
 Without the reference saga, the new project passes `make lint`'s checks, keeps no file of
 the saga and no marked block, keeps the kernel's tests (on their own tallies domain), and
-a domain generated in it passes its own unit tests with the kernel's unit tests and group
-commit tests on SQLite. With it, the new project is this repository's files, byte for byte.
+a domain generated in it passes its own unit tests with the kernel's unit, group commit and
+relay tests on SQLite. With it, the new project is this repository's files, byte for byte.
 """
 
 import os
@@ -23,13 +23,15 @@ TEMPLATE_ONLY = {"copier.yml", "tests/integration/test_new_project.py"}
 """In the template, not in the projects it makes (copier.yml's `_exclude`)."""
 KERNEL_TESTS = (
     "tests/unit/test_group_commit_in_memory.py",
+    "tests/unit/test_kernel_example_contracts.py",
     "tests/unit/test_metadata.py",
     "tests/unit/test_retries.py",
     "tests/integration/test_group_commit.py",
+    "tests/integration/test_relay.py",
     "tests/integration/test_store.py",
 )
 """The kernel's tests (on the domain of tests/kernel_example): a project without the saga
-keeps them, and that domain, as they are."""
+keeps them, and that domain, as they are, and runs them on SQLite."""
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +119,7 @@ def test_without_the_saga_the_project_passes_its_checks_and_a_generated_domain_i
         "write_side/kernel/store.py",
         "Makefile",
         "devstack/scaffold/generate.py",
+        "tests/integration/kafka_reading.py",  # the relay's tests read their topic with it
         *KERNEL_TESTS,
         *(path for path in template_files if path.startswith("tests/kernel_example/")),
     ):
@@ -150,7 +153,15 @@ def test_without_the_saga_the_project_passes_its_checks_and_a_generated_domain_i
     assert (project / "tests" / "unit" / "test_shipment.py").is_file()
     tests = run_in(
         project,
-        *("-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not postgres"),
-        *("tests/unit", "tests/integration/test_group_commit.py"),
+        *("-m", "pytest", "-q", "-rp", "-p", "no:cacheprovider", "-m", "not postgres"),
+        *("tests/unit", *(path for path in KERNEL_TESTS if path.startswith("tests/integration/"))),
     )
     assert " passed" in tests.stdout
+    for test in (  # the relay's guarantees, without the saga (-rp lists each test passed)
+        "test_relay_publishes_every_event_in_order_with_cloudevents_headers[sqlite]",
+        "test_relay_keeps_its_position_when_the_broker_does_not_acknowledge[sqlite]",
+        "test_relay_killed_and_restarted_mid_stream_loses_nothing[sqlite]",
+        "test_the_setting_decides_which_majors_the_relay_publishes[sqlite-transition]",
+        "test_the_setting_decides_which_majors_the_relay_publishes[sqlite-after-transition]",
+    ):
+        assert f"PASSED tests/integration/test_relay.py::{test}" in tests.stdout

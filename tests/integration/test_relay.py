@@ -1,44 +1,80 @@
-"""The relay against a real broker, with the event store on SQLite and on PostgreSQL."""
+"""The relay against a real broker, with the event store on SQLite and on PostgreSQL.
+
+On the kernel's own tallies domain (tests/kernel_example), so a project made without the
+reference saga keeps these tests: every event published in order with CloudEvents headers,
+the position recorded only after the broker's acks, nothing lost when the relay is killed
+mid-stream and restarted, and the setting that decides which majors are published.
+"""
 
 import asyncio
 import json
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
+from contracts import registry
 from contracts.envelope import Envelope
+from devstack.processes import python_module
 from devstack.servers import KafkaBroker
 from tests import processes
 from tests.integration.kafka_reading import read_topic
-from tests.stores import orders_settings
+from tests.kernel_example.application import TalliesApplication
+from tests.kernel_example.contracts import TOPIC, registered
+from tests.kernel_example.relay import TalliesRelaySettings, open_tallies, tallies_relay
+from tests.stores import Store
 from write_side.kernel.kafka import ensure_topics, stop_producer
 from write_side.kernel.metadata import MessageMetadata, caused_by
-from write_side.orders.bootstrap import build_application
-from write_side.orders.relay import orders_relay as build_relay
 
-ITEMS = [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}]
-ADDRESS = {"street": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US"}
+PROJECT = Path(__file__).resolve().parents[2]
+"""Where the tallies relay's module is (the kill test runs it in a process of its own)."""
 
 
-def place_orders(app, count: int, cancel_every: int = 3) -> int:  # type: ignore[no-untyped-def]
-    for i in range(count):
-        saved = app.place_order(f"customer-{i % 5}", "restaurant-1", ADDRESS, ITEMS)
-        if i % cancel_every == 0:
-            app.approve_order(saved.order_id)
-            app.cancel_order(saved.order_id, "changed my mind")
-    return int(app.recorder.max_notification_id())
+@pytest.fixture(autouse=True)
+def tally_contracts() -> Iterator[None]:
+    """The registry knows the tallies' contracts only while each test runs."""
+    with registered():
+        yield
 
 
-def envelopes_of(records) -> list[Envelope]:  # type: ignore[no-untyped-def]
+def relay_settings(store: Store, **overrides: Any) -> TalliesRelaySettings:
+    return TalliesRelaySettings(
+        tallies_database_url=store.url("tallies"),
+        tallies_database_schema=store.schema,
+        **overrides,
+    )
+
+
+def write_tallies(
+    app: TalliesApplication, count: int, rounds: int = 2, close_every: int = 3
+) -> int:
+    """Start ``count`` tallies and add to each at once (events of one aggregate next to
+    each other in the log), then add to each of them ``rounds - 1`` more times in turn
+    (the aggregates' events interleave), close every ``close_every``-th; return the
+    last position."""
+    names = [f"tally-{i}" for i in range(count)]
+    for i, name in enumerate(names):
+        app.start_tally(name, unit=f"unit-{i % 4}")
+        app.add_to_tally(name, 1)
+    for amount in range(2, rounds + 1):
+        for name in names:
+            app.add_to_tally(name, amount)
+    for name in names[::close_every]:
+        app.close_tally(name, "counted")
+    return app.recorder.max_notification_id() or 0
+
+
+def envelopes_of(records: list[ConsumerRecord[bytes, bytes]]) -> list[Envelope]:
     return [Envelope.from_bytes(r.value) for r in records]
 
 
-def every_position(last: int):  # type: ignore[no-untyped-def]
+def every_position(last: int) -> Callable[[list[ConsumerRecord[bytes, bytes]]], bool]:
     return lambda records: (
         {Envelope.from_bytes(r.value).sequence for r in records} >= set(range(1, last + 1))
     )
@@ -55,13 +91,13 @@ def assert_complete_and_in_order(envelopes: list[Envelope], last_position: int) 
 
 
 async def test_relay_publishes_every_event_in_order_with_cloudevents_headers(kafka, store):
-    settings = orders_settings(store, kafka_bootstrap_servers=kafka)
-    app = build_application(settings)
+    settings = relay_settings(store, kafka_bootstrap_servers=kafka)
+    app = open_tallies(settings)
     with caused_by(MessageMetadata(correlation_id="corr-1", causation_id="cause-1")):
-        first = app.place_order("customer-1", "restaurant-1", ADDRESS, ITEMS)
-    last = place_orders(app, 30)
-    relay = build_relay(app, settings)
-    await ensure_topics(kafka, {"orders": 4})
+        first = app.start_tally("first", unit="apples")
+    last = write_tallies(app, 30)
+    relay = tallies_relay(app, settings)
+    await ensure_topics(kafka, {TOPIC: 4})
     await relay.producer.start()
     try:
         position, read = await relay.publish_next_batch(0)
@@ -70,50 +106,64 @@ async def test_relay_publishes_every_event_in_order_with_cloudevents_headers(kaf
     assert (position, read) == (last, last), "one call publishes the whole batch"
     assert relay.position() == last
 
-    records = await read_topic(kafka, "orders", until=every_position(last))
+    records = await read_topic(kafka, TOPIC, until=every_position(last))
     envelopes = envelopes_of(records)
     assert_complete_and_in_order(envelopes, last)
     assert all(r.key == e.subject.encode() for r, e in zip(records, envelopes, strict=True))
+    assert {e.source for e in envelopes} == {"tallies"}
+    for envelope in envelopes:  # each one's data is valid in the contract its type names
+        model = registry.model_of(envelope.type)
+        assert model is not None, envelope.type
+        model.model_validate(envelope.data)
 
     [record, v1_record] = [r for r, e in zip(records, envelopes, strict=True) if e.sequence == 1]
     headers = dict(record.headers)
-    created = Envelope.from_bytes(record.value)
-    assert created.type == "orders.OrderCreated.v2"
-    assert created.subject == str(first.order_id)
-    assert created.data["total_cents"] == 2500
-    assert headers["ce_id"].decode() == created.id
-    assert headers["ce_type"] == b"orders.OrderCreated.v2"
-    assert headers["ce_source"] == b"orders"
-    assert headers["ce_time"].decode() == created.time.isoformat()
+    started = Envelope.from_bytes(record.value)
+    assert started.type == "tallies.TallyStarted.v2"
+    assert started.subject == str(first.tally_id)
+    assert (started.aggregateversion, started.specversion) == (1, "1.0")
+    assert started.data == {
+        "tally_id": str(first.tally_id),
+        "tally_name": "first",
+        "unit": "apples",
+    }
+    assert headers["ce_specversion"] == b"1.0"
+    assert headers["ce_id"].decode() == started.id
+    assert headers["ce_type"] == b"tallies.TallyStarted.v2"
+    assert headers["ce_source"] == b"tallies"
+    assert headers["ce_subject"].decode() == str(first.tally_id)
+    assert headers["ce_time"].decode() == started.time.isoformat()
     assert headers["content-type"] == b"application/cloudevents+json"
     assert headers["ce_correlationid"] == b"corr-1"
     assert headers["ce_causationid"] == b"cause-1"
-    # The transition period (ORDERS_RELAY_ALSO_PUBLISH): the v1 copy follows, as one event.
+    # The transition period (TALLIES_RELAY_ALSO_PUBLISH): the v1 copy follows, as one event.
     v1 = Envelope.from_bytes(v1_record.value)
-    assert dict(v1_record.headers)["ce_type"] == b"orders.OrderCreated.v1"
-    assert (v1.type, v1.id, v1.aggregateversion) == ("orders.OrderCreated.v1", created.id, 1)
-    assert v1.data["delivery_address"] == "1 Main St, 12345 Springfield, US"
-    assert sum(e.type == "orders.OrderCreated.v1" for e in envelopes) == 31
+    assert dict(v1_record.headers)["ce_type"] == b"tallies.TallyStarted.v1"
+    assert (v1.type, v1.id, v1.aggregateversion) == ("tallies.TallyStarted.v1", started.id, 1)
+    assert v1.data == {"tally_id": str(first.tally_id), "label": "first (apples)"}
+    assert sum(e.type == "tallies.TallyStarted.v1" for e in envelopes) == 31
+    assert sum(e.type == "tallies.TallyStarted.v2" for e in envelopes) == 31
     app.close()
 
 
 @pytest.mark.parametrize(
-    ("also_publish", "created_types"),
+    ("also_publish", "started_types"),
     [
-        (None, ["orders.OrderCreated.v2", "orders.OrderCreated.v1"]),  # the default
-        (frozenset(), ["orders.OrderCreated.v2"]),  # after the transition
+        (None, ["tallies.TallyStarted.v2", "tallies.TallyStarted.v1"]),  # the default
+        (frozenset(), ["tallies.TallyStarted.v2"]),  # after the transition
     ],
     ids=["transition", "after-transition"],
 )
 async def test_the_setting_decides_which_majors_the_relay_publishes(
-    store, also_publish, created_types
+    store, also_publish, started_types
 ):
-    overrides = {} if also_publish is None else {"orders_relay_also_publish": also_publish}
-    settings = orders_settings(store, **overrides)
-    app = build_application(settings)
-    saved = app.place_order("customer-1", "restaurant-1", ADDRESS, ITEMS)
-    app.approve_order(saved.order_id)
-    relay = build_relay(app, settings)  # the producer is not started: nothing is sent
+    overrides = {} if also_publish is None else {"tallies_relay_also_publish": also_publish}
+    settings = relay_settings(store, **overrides)
+    app = open_tallies(settings)
+    app.start_tally("t-1")
+    app.add_to_tally("t-1", 3)
+    app.close_tally("t-1", "counted")
+    relay = tallies_relay(app, settings)  # the producer is not started: nothing is sent
     try:
         notifications = app.recorder.select_notifications(1, 10)
         published = [[e.type for e in relay.envelopes(n)] for n in notifications]
@@ -121,22 +171,34 @@ async def test_the_setting_decides_which_majors_the_relay_publishes(
         await stop_producer(relay.producer, timeout=1)
         app.close()
 
-    assert published == [created_types, ["orders.OrderApproved.v1"]]
+    assert published == [started_types, ["tallies.TallyAdded.v1"], ["tallies.TallyClosed.v1"]]
+
+
+async def test_the_relay_refuses_a_setting_naming_a_major_it_cannot_publish(store):
+    settings = relay_settings(
+        store, tallies_relay_also_publish=frozenset({"tallies.TallyAdded.v0"})
+    )
+    app = open_tallies(settings)
+    try:
+        with pytest.raises(ValueError, match="cannot also publish tallies.TallyAdded.v0"):
+            tallies_relay(app, settings)
+    finally:
+        app.close()
 
 
 async def test_relay_keeps_its_position_when_the_broker_does_not_acknowledge(store, tmp_path):
     with KafkaBroker(tmp_path / "doomed-kafka") as broker:  # stopped by PID on the way out
-        settings = orders_settings(store, kafka_bootstrap_servers=broker.bootstrap)
-        app = build_application(settings)
-        place_orders(app, 5)
-        relay = build_relay(app, settings)
+        settings = relay_settings(store, kafka_bootstrap_servers=broker.bootstrap)
+        app = open_tallies(settings)
+        write_tallies(app, 5)
+        relay = tallies_relay(app, settings)
         relay.producer = AIOKafkaProducer(
             bootstrap_servers=broker.bootstrap,
             enable_idempotence=True,
             acks="all",
             request_timeout_ms=1000,
         )
-        await ensure_topics(broker.bootstrap, {"orders": 4})
+        await ensure_topics(broker.bootstrap, {TOPIC: 4})
         await relay.producer.start()
         broker.stop()  # the broker goes away: no send can be acknowledged
         try:
@@ -148,62 +210,55 @@ async def test_relay_keeps_its_position_when_the_broker_does_not_acknowledge(sto
         assert relay.position() == 0
 
 
+def start_relay(env: dict[str, str], log_dir: Path, name: str) -> processes.Process:
+    argv = python_module("tests.kernel_example.relay")
+    return processes.Process(name, argv, {**env, "PYTHONPATH": str(PROJECT)}, log_dir)
+
+
 def test_relay_killed_and_restarted_mid_stream_loses_nothing(kafka, store, tmp_path: Path):
     env = {
-        **store.env("orders"),
+        **store.env("tallies"),
         "KAFKA_BOOTSTRAP_SERVERS": kafka,
         "RELAY_BATCH_SIZE": "7",
         "RELAY_POLL_INTERVAL": "0.01",
     }
-    app = build_application(orders_settings(store, kafka_bootstrap_servers=kafka))
+    app = open_tallies(relay_settings(store, kafka_bootstrap_servers=kafka))
     writer_done = threading.Event()
 
     def write_continuously() -> None:
-        place_orders(app, 150, cancel_every=2)
+        write_tallies(app, 60, rounds=3, close_every=2)
         writer_done.set()
 
     writer = threading.Thread(target=write_continuously)
     writer.start()
-    relay = processes.relay(env, tmp_path)
+    relay = start_relay(env, tmp_path, "tallies-relay")
     kills = 0
     try:
         while kills < 4:
             deadline = time.monotonic() + 30
-            while relay.alive() and not _has_published(relay, tmp_path):
+            while relay.alive() and "starts after position" not in relay.log():
                 assert time.monotonic() < deadline, relay.log()
                 time.sleep(0.02)
             time.sleep(0.05 * kills)  # let it get a little further each round
             relay.kill()
             kills += 1
-            relay = processes.relay(env, tmp_path, name=f"orders-relay-{kills}")
+            relay = start_relay(env, tmp_path, f"tallies-relay-{kills}")
         writer.join(timeout=120)
         assert writer_done.is_set()
-        last = int(app.recorder.max_notification_id())
-        records = asyncio.run(
-            read_topic(
-                kafka,
-                "orders",
-                until=lambda r: (
-                    {Envelope.from_bytes(x.value).sequence for x in r} >= set(range(1, last + 1))
-                ),
-                timeout=60,
-            )
-        )
+        last = app.recorder.max_notification_id() or 0
+        records = asyncio.run(read_topic(kafka, TOPIC, until=every_position(last), timeout=60))
     finally:
         relay.stop()
+        writer.join(timeout=120)
         app.close()
     envelopes = envelopes_of(records)
     assert_complete_and_in_order(envelopes, last)
     assert all(json.loads(r.value)["subject"] == r.key.decode() for r in records)
     resumed_from = [
         int(match)
-        for log in tmp_path.glob("orders-relay*.log")
+        for log in tmp_path.glob("tallies-relay*.log")
         for match in re.findall(r"starts after position (\d+)", log.read_text())
     ]
     assert any(0 < position < last for position in resumed_from), (
         f"no relay was killed mid-stream: {resumed_from} of {last}"
     )
-
-
-def _has_published(relay: processes.Process, log_dir: Path) -> bool:
-    return "starts after position" in relay.log()

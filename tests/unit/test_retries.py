@@ -2,33 +2,26 @@
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from contracts import registry
-from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
 from tests.kernel_example.application import TalliesApplication
+from tests.kernel_example.contracts import TallyClosed
+from tests.kernel_example.contracts import registered as tally_contracts
 from write_side.kernel.messaging import ConsumedMessage
 from write_side.kernel.reactions import Reaction, Reactor
 from write_side.kernel.streams import retry_until_done
 
 
-class TallyClosed(ContractEvent):
-    """A test's contract event, known to the registry only while the test runs."""
-
-    name = "tallies.TallyClosed"
-    version = "1.0"
-
-    tally_id: str
-
-
 @pytest.fixture
-def registered(monkeypatch: pytest.MonkeyPatch) -> type[TallyClosed]:
-    monkeypatch.setitem(registry._MODELS, TallyClosed.type(), TallyClosed)
-    return TallyClosed
+def registered() -> Iterator[type[TallyClosed]]:
+    """The tallies' contracts, known to the registry only while the test runs."""
+    with tally_contracts():
+        yield TallyClosed
 
 
 async def test_retry_until_done_retries_transient_errors_until_the_work_succeeds():
@@ -71,7 +64,7 @@ def test_a_reaction_failing_for_a_transient_reason_records_nothing_and_propagate
         causationid="c",
         sequence=2,
         aggregateversion=2,
-        data={"tally_id": tally_id},
+        data={"tally_id": tally_id, "reason": "counted"},
     )
     message = ConsumedMessage("tallies", 0, 5, None, envelope.to_bytes())
 

@@ -1,0 +1,26 @@
+"""The tallies' test-only contracts are known to the registry's lookups only inside
+``registered()``, and never to what the schemas, their check and the AsyncAPI document
+are made from."""
+
+import pytest
+
+from contracts import registry
+from tests.kernel_example.contracts import TallyStarted, TallyStartedV1, registered
+
+
+def test_the_tallies_contracts_are_looked_up_only_while_registered():
+    def known() -> bool:
+        return registry.model_of("tallies.TallyStarted.v2") is TallyStarted
+
+    assert not known()
+    with registered():
+        assert known()
+        assert registry.model_of("tallies.TallyStarted.v1") is TallyStartedV1
+        registry.check_also_publish({"tallies.TallyStarted.v1"})
+        assert not {TallyStarted, TallyStartedV1} & set(registry.ALL_EVENTS)
+        assert not any(
+            service.__name__.startswith("tests.") for service in registry.SERVICE_CONTRACTS
+        )
+    assert not known()
+    with pytest.raises(ValueError, match="cannot also publish tallies.TallyStarted.v1"):
+        registry.check_also_publish({"tallies.TallyStarted.v1"})

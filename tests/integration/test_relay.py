@@ -8,16 +8,19 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from contracts.envelope import Envelope
-from devstack.servers import KafkaBroker
+from devstack.servers import KafkaBroker, free_port
 from tests import processes
 from tests.integration.kafka_reading import read_topic
-from tests.stores import orders_settings
+from tests.stores import POSTGRES_URL, Store, orders_settings
+from tests.support import wait_for, wait_for_async
 from write_side.kernel.kafka import ensure_topics, stop_producer
 from write_side.kernel.metadata import MessageMetadata, caused_by
+from write_side.kernel.wakeup import PostgresListener
 from write_side.orders.bootstrap import build_application
 from write_side.orders.relay import orders_relay as build_relay
 
@@ -207,3 +210,131 @@ def test_relay_killed_and_restarted_mid_stream_loses_nothing(kafka, store, tmp_p
 
 def _has_published(relay: processes.Process, log_dir: Path) -> bool:
     return "starts after position" in relay.log()
+
+
+# The relay wakes on its store's commits (docs/adr/0020). Its poll is set to 30 s here, so
+# an event published within the 10 s deadline was published because of a wake-up.
+WAKING = re.compile(r"listens for commits on channel|checks the store for commits")
+LISTENING = "listens for commits on channel"
+NOT_LISTENING = "no connection listening on channel"
+
+
+def relay_env(kafka: str, store: Store, **settings: str) -> dict[str, str]:
+    return {**store.env("orders"), "KAFKA_BOOTSTRAP_SERVERS": kafka, **settings}
+
+
+def place_one_order_at_a_time(app, kafka: str, count: int) -> None:  # type: ignore[no-untyped-def]
+    """Each order must reach the broker before the next is placed, within 10 s."""
+    for _ in range(count):
+        last = place_orders(app, 1)
+        asyncio.run(read_topic(kafka, "orders", until=every_position(last), timeout=10))
+
+
+def full_log(relay: processes.Process) -> str:
+    return relay.log_path.read_text(errors="replace")
+
+
+def listener_pids(store: Store) -> list[int]:
+    """The backends of the relay's listening connection (by its application_name)."""
+    engine = sqlalchemy.create_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sqlalchemy.text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": f"relay:orders {store.schema}"},
+            )
+            return [row.pid for row in rows]
+    finally:
+        engine.dispose()
+
+
+def kill_listener(store: Store) -> int:
+    [pid] = listener_pids(store)
+    engine = sqlalchemy.create_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        engine.dispose()
+    return pid
+
+
+def test_relay_publishes_a_commit_long_before_its_next_poll(kafka, store, tmp_path: Path):
+    app = build_application(orders_settings(store, kafka_bootstrap_servers=kafka))
+    relay = processes.relay(relay_env(kafka, store, RELAY_POLL_INTERVAL="30"), tmp_path)
+    try:
+        wait_for(lambda: WAKING.search(relay.log()), timeout=30, message=relay.log())
+        place_one_order_at_a_time(app, kafka, 3)
+    finally:
+        relay.stop()
+        app.close()
+    assert relay.popen.returncode == 0, relay.log()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_relay_listens_again_after_its_connection_is_killed(kafka, store, tmp_path: Path):
+    env = relay_env(kafka, store, RELAY_POLL_INTERVAL="30", RELAY_LISTEN_RETRY_INTERVAL="0.2")
+    app = build_application(orders_settings(store, kafka_bootstrap_servers=kafka))
+    relay = processes.relay(env, tmp_path)
+    try:
+        wait_for(lambda: LISTENING in relay.log(), timeout=30, message=relay.log())
+        for outage in (1, 2):
+            killed = kill_listener(store)
+            wait_for(
+                lambda n=1 + outage: full_log(relay).count(LISTENING) == n, message=relay.log()
+            )
+            assert full_log(relay).count(NOT_LISTENING) == outage, "each outage is logged once"
+            assert killed not in listener_pids(store)
+            place_one_order_at_a_time(app, kafka, 3)
+    finally:
+        relay.stop()
+        app.close()
+    assert relay.popen.returncode == 0, relay.log()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_relay_polls_while_its_listening_connection_is_down(kafka, store, tmp_path: Path):
+    env = relay_env(kafka, store, RELAY_POLL_INTERVAL="0.2", RELAY_LISTEN_RETRY_INTERVAL="600")
+    app = build_application(orders_settings(store, kafka_bootstrap_servers=kafka))
+    relay = processes.relay(env, tmp_path)
+    try:
+        wait_for(lambda: LISTENING in relay.log(), timeout=30, message=relay.log())
+        kill_listener(store)
+        wait_for(lambda: NOT_LISTENING in relay.log(), timeout=10, message=relay.log())
+        last = place_orders(app, 3)
+        asyncio.run(read_topic(kafka, "orders", until=every_position(last), timeout=20))
+        assert full_log(relay).count(LISTENING) == 1, "published by the poll, not a new listener"
+    finally:
+        relay.stop()  # while the listener waits out its 600 s: it must not hold the relay up
+        app.close()
+    assert relay.popen.returncode == 0, relay.log()
+
+
+async def test_an_unreachable_server_is_logged_once_however_many_attempts_fail(caplog):
+    attempts = 0
+
+    class CountingListener(PostgresListener):
+        async def listen(self, changed: asyncio.Event) -> None:
+            nonlocal attempts
+            attempts += 1
+            await super().listen(changed)
+
+    nobody_listens = {"host": "127.0.0.1", "port": free_port(), "dbname": "test"}
+    listener = CountingListener(
+        nobody_listens,
+        channel="orders_events",
+        application_name="relay:orders",
+        retry_interval=0.01,
+        name="relay:orders",
+    )
+    task = asyncio.create_task(listener(asyncio.Event()))
+    try:
+        await wait_for_async(lambda: attempts >= 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [r.getMessage().split(" (")[0] for r in caplog.records if r.levelname == "WARNING"] == [
+        "relay:orders: no connection listening on channel orders_events"
+    ]

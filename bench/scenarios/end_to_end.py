@@ -8,8 +8,9 @@ API serves (see `bench.flows`). A sample of the orders is then read through the
 query API itself.
 
 Reference: a bare aiokafka message through one topic of the same broker at the same
-rate, the one hop the event makes. The system adds, by design, the relay's poll of the
-log (`RELAY_POLL_INTERVAL`, 50 ms), the projection's batching window
+rate, the one hop the event makes. The system adds, by design, the relay's wake-up on
+the commit (NOTIFY on PostgreSQL, a `PRAGMA data_version` check every 5 ms on SQLite;
+its 50 ms poll is only the fallback, ADR 21), the projection's batching window
 (`PROJECTION_BATCH_WITHIN`, 50 ms) and two stores' writes.
 """
 

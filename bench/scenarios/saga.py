@@ -9,7 +9,8 @@ order is timed from its 201 until the read model shows it APPROVED (`bench.flows
 Reference: a bare aiokafka message through five topics of the same broker at the same
 rate: the five hops an approved order's events make (OrderCreated, ConsumerVerified,
 TicketCreated, CardAuthorized, OrderApproved). Each hop of the system adds a relay's
-poll of its log (50 ms), a Faust worker's batch and a store write.
+wake-up on its store's commit (a `PRAGMA data_version` check every 5 ms on SQLite; the
+50 ms poll is only the fallback, ADR 21), a Faust worker's batch and a store write.
 """
 
 import asyncio

@@ -11,26 +11,30 @@ import json
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from contracts import registry
 from contracts.envelope import Envelope
 from devstack.processes import python_module
-from devstack.servers import KafkaBroker
+from devstack.servers import KafkaBroker, free_port
 from tests import processes
 from tests.integration.kafka_reading import read_topic
 from tests.kernel_example.application import TalliesApplication
 from tests.kernel_example.contracts import TOPIC, registered
 from tests.kernel_example.relay import TalliesRelaySettings, open_tallies, tallies_relay
-from tests.stores import Store
+from tests.stores import POSTGRES_URL, Store
+from tests.support import wait_for, wait_for_async
 from write_side.kernel.kafka import ensure_topics, stop_producer
 from write_side.kernel.metadata import MessageMetadata, caused_by
+from write_side.kernel.wakeup import PostgresListener
 
 PROJECT = Path(__file__).resolve().parents[2]
 """Where the tallies relay's module is (the kill test runs it in a process of its own)."""
@@ -262,3 +266,134 @@ def test_relay_killed_and_restarted_mid_stream_loses_nothing(kafka, store, tmp_p
     assert any(0 < position < last for position in resumed_from), (
         f"no relay was killed mid-stream: {resumed_from} of {last}"
     )
+
+
+# The relay wakes on its store's commits (docs/adr/0021). Its poll is set to 30 s here, so
+# an event published within the 10 s deadline was published because of a wake-up.
+WAKING = re.compile(r"listens for commits on channel|checks the store for commits")
+LISTENING = "listens for commits on channel"
+NOT_LISTENING = "no connection listening on channel"
+
+
+def relay_env(kafka: str, store: Store, **settings: str) -> dict[str, str]:
+    return {**store.env("tallies"), "KAFKA_BOOTSTRAP_SERVERS": kafka, **settings}
+
+
+def start_tallies_one_at_a_time(app: TalliesApplication, kafka: str, count: int) -> None:
+    """Each tally's start must reach the broker before the next one's, within 10 s."""
+    for _ in range(count):
+        last = app.start_tally(f"tally-{uuid.uuid4().hex[:8]}").position
+        asyncio.run(read_topic(kafka, TOPIC, until=every_position(last), timeout=10))
+
+
+def full_log(relay: processes.Process) -> str:
+    return relay.log_path.read_text(errors="replace")
+
+
+def listener_pids(store: Store) -> list[int]:
+    """The backends of the relay's listening connection (by its application_name)."""
+    engine = sqlalchemy.create_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sqlalchemy.text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": f"relay:{TOPIC} {store.schema}"},
+            )
+            return [row.pid for row in rows]
+    finally:
+        engine.dispose()
+
+
+def kill_listener(store: Store) -> int:
+    [pid] = listener_pids(store)
+    engine = sqlalchemy.create_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        engine.dispose()
+    return pid
+
+
+def test_relay_publishes_a_commit_long_before_its_next_poll(kafka, store, tmp_path: Path):
+    app = open_tallies(relay_settings(store, kafka_bootstrap_servers=kafka))
+    relay = start_relay(relay_env(kafka, store, RELAY_POLL_INTERVAL="30"), tmp_path, "relay")
+    try:
+        wait_for(lambda: WAKING.search(relay.log()), timeout=30, message=relay.log())
+        start_tallies_one_at_a_time(app, kafka, 3)
+    finally:
+        relay.stop()
+        app.close()
+    assert relay.popen.returncode == 0, relay.log()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_relay_listens_again_after_its_connection_is_killed(kafka, store, tmp_path: Path):
+    env = relay_env(kafka, store, RELAY_POLL_INTERVAL="30", RELAY_LISTEN_RETRY_INTERVAL="0.2")
+    app = open_tallies(relay_settings(store, kafka_bootstrap_servers=kafka))
+    relay = start_relay(env, tmp_path, "relay")
+    try:
+        wait_for(lambda: LISTENING in relay.log(), timeout=30, message=relay.log())
+        for outage in (1, 2):
+            killed = kill_listener(store)
+            wait_for(
+                lambda n=1 + outage: full_log(relay).count(LISTENING) == n, message=relay.log()
+            )
+            assert full_log(relay).count(NOT_LISTENING) == outage, "each outage is logged once"
+            assert killed not in listener_pids(store)
+            start_tallies_one_at_a_time(app, kafka, 3)
+    finally:
+        relay.stop()
+        app.close()
+    assert relay.popen.returncode == 0, relay.log()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_relay_polls_while_its_listening_connection_is_down(kafka, store, tmp_path: Path):
+    env = relay_env(kafka, store, RELAY_POLL_INTERVAL="0.2", RELAY_LISTEN_RETRY_INTERVAL="600")
+    app = open_tallies(relay_settings(store, kafka_bootstrap_servers=kafka))
+    relay = start_relay(env, tmp_path, "relay")
+    try:
+        wait_for(lambda: LISTENING in relay.log(), timeout=30, message=relay.log())
+        kill_listener(store)
+        wait_for(lambda: NOT_LISTENING in relay.log(), timeout=10, message=relay.log())
+        last = write_tallies(app, 3)
+        asyncio.run(read_topic(kafka, TOPIC, until=every_position(last), timeout=20))
+        assert full_log(relay).count(LISTENING) == 1, "published by the poll, not a new listener"
+    finally:
+        relay.stop()  # while the listener waits out its 600 s: it must not hold the relay up
+        app.close()
+    assert relay.popen.returncode == 0, relay.log()
+
+
+async def test_an_unreachable_server_is_logged_once_however_many_attempts_fail(caplog):
+    attempts = 0
+
+    class CountingListener(PostgresListener):
+        async def listen(self, changed: asyncio.Event) -> None:
+            nonlocal attempts
+            attempts += 1
+            await super().listen(changed)
+
+    nobody_listens = {"host": "127.0.0.1", "port": free_port(), "dbname": "test"}
+    listener = CountingListener(
+        nobody_listens,
+        channel="tallies_events",
+        application_name="relay:tallies",
+        retry_interval=0.01,
+        name="relay:tallies",
+    )
+    task = asyncio.create_task(listener(asyncio.Event()))
+    try:
+        await wait_for_async(lambda: attempts >= 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    warnings = [
+        r.getMessage().split(" (")[0]
+        for r in caplog.records
+        if r.name == "write_side.kernel.wakeup" and r.levelname == "WARNING"
+    ]
+    assert warnings == ["relay:tallies: no connection listening on channel tallies_events"]

@@ -10,9 +10,15 @@ Gaps: the SQLAlchemy recorder serialises writers (an exclusive table lock on
 PostgreSQL, a single writer on SQLite), so notification ids become visible in id
 order; an id missing below a visible one belongs to a rolled-back transaction and will
 never appear. See docs/adr/0003-relay-reads-the-notification-log.md.
+
+Waiting: when the log has nothing new, the relay waits until its store announces a
+commit (``write_side.kernel.wakeup``) or ``poll_interval`` has passed, whichever comes
+first. The announcement only wakes it sooner: what it publishes is always what the
+SELECT after its position finds.
 """
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable, Collection
@@ -29,6 +35,7 @@ from write_side.kernel.application import ServiceApplication
 from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
 from write_side.kernel.settings import RelaySettings
 from write_side.kernel.store import MetadataMapper
+from write_side.kernel.wakeup import CommitWatch, commit_watch
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,7 @@ class Relay:
         batch_size: int = 500,
         poll_interval: float = 0.05,
         also_publish: Collection[str] = (),
+        watch_commits: CommitWatch | None = None,
     ):
         check_also_publish(also_publish)
         self.source = source
@@ -62,6 +70,7 @@ class Relay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.also_publish = frozenset(also_publish)
+        self.watch_commits = watch_commits
         self.tracking_name = f"relay:{topic}"
 
     def position(self) -> int:
@@ -71,13 +80,33 @@ class Relay:
     async def run(self, stopping: asyncio.Event) -> None:
         position = await asyncio.to_thread(self.position)
         log.info("relay %s starts after position %d", self.tracking_name, position)
-        while not stopping.is_set():
-            position, read = await self.publish_next_batch(position)
-            if read == 0:
-                try:
-                    await asyncio.wait_for(stopping.wait(), self.poll_interval)
-                except TimeoutError:
-                    pass
+        wake = asyncio.Event()
+        helpers = [asyncio.create_task(self._wake_when_set(stopping, wake))]
+        if self.watch_commits is not None:
+            helpers.append(asyncio.create_task(self._watch_commits(self.watch_commits, wake)))
+        try:
+            while not stopping.is_set():
+                wake.clear()  # before the SELECT: a commit after it sets it again
+                position, read = await self.publish_next_batch(position)
+                if read == 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), self.poll_interval)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+
+    @staticmethod
+    async def _wake_when_set(stopping: asyncio.Event, wake: asyncio.Event) -> None:
+        await stopping.wait()
+        wake.set()
+
+    async def _watch_commits(self, watch: CommitWatch, wake: asyncio.Event) -> None:
+        """Run the commit watch; if it fails, log it and go on polling without it."""
+        try:
+            await watch(wake)
+        except Exception:
+            log.exception("relay %s: commit watch failed; polling only", self.tracking_name)
 
     async def publish_next_batch(self, position: int) -> tuple[int, int]:
         """Publish the notifications after ``position``; return the new position and how
@@ -188,6 +217,14 @@ def build_relay(
         batch_size=settings.relay_batch_size,
         poll_interval=settings.relay_poll_interval,
         also_publish=also_publish,
+        watch_commits=commit_watch(
+            app.recorder,
+            name=f"relay:{topic}",
+            listen_retry_interval=settings.relay_listen_retry_interval,
+            sqlite_check_interval=settings.relay_sqlite_check_interval,
+        )
+        if settings.relay_wake_on_commit
+        else None,
     )
 
 

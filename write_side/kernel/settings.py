@@ -13,3 +13,10 @@ class KafkaSettings(BaseSettings):
 class RelaySettings(KafkaSettings):
     relay_batch_size: int = 500
     relay_poll_interval: float = 0.05
+    relay_wake_on_commit: bool = True
+    """Wake on the store's commits (LISTEN on PostgreSQL, PRAGMA data_version on
+    SQLite) sooner than the next poll; the poll stays (docs/adr/0021)."""
+    relay_listen_retry_interval: float = 1.0
+    """PostgreSQL: seconds between attempts to reconnect a lost listening connection."""
+    relay_sqlite_check_interval: float = 0.005
+    """SQLite: seconds between checks of PRAGMA data_version; 0 turns the check off."""

@@ -290,28 +290,27 @@ def full_log(relay: processes.Process) -> str:
     return relay.log_path.read_text(errors="replace")
 
 
-def listener_pids(store: Store) -> list[int]:
-    """The backends of the relay's listening connection (by its application_name)."""
+def on_postgres(sql: str, **params: Any) -> list[Any]:
     engine = sqlalchemy.create_engine(POSTGRES_URL)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(
-                sqlalchemy.text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
-                {"name": f"relay:{TOPIC} {store.schema}"},
-            )
-            return [row.pid for row in rows]
+            return list(connection.execute(sqlalchemy.text(sql), params))
     finally:
         engine.dispose()
+
+
+def listener_pids(store: Store) -> list[int]:
+    """The backends of the relay's listening connection (by its application_name)."""
+    rows = on_postgres(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = :name",
+        name=f"relay:{TOPIC} {store.schema}",
+    )
+    return [row.pid for row in rows]
 
 
 def kill_listener(store: Store) -> int:
     [pid] = listener_pids(store)
-    engine = sqlalchemy.create_engine(POSTGRES_URL)
-    try:
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    finally:
-        engine.dispose()
+    on_postgres("SELECT pg_terminate_backend(:pid)", pid=pid)
     return pid
 
 

@@ -6,6 +6,7 @@ Thin entry point: Faust consumes the topics and hands batches of raw messages to
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -18,7 +19,7 @@ from projections.runtime import ProjectionRunner
 from projections.settings import ProjectionSettings
 from write_side.kernel.kafka import reliable_producer, stop_producer
 from write_side.kernel.messaging import ConsumedMessage, DeadLetters
-from write_side.kernel.streams import faust_app, retry_until_done
+from write_side.kernel.streams import faust_app, handle_batches, retry_until_done
 
 log = logging.getLogger(__name__)
 settings = ProjectionSettings()
@@ -50,13 +51,19 @@ def register(projection: Projection) -> None:
             )
             try:
                 await runner.prepare()
-                async for events in stream.take_events(
-                    settings.projection_batch_size, within=settings.projection_batch_within
-                ):
+
+                async def project_batch(events: Sequence[Any]) -> None:
                     batch = [ConsumedMessage.of(event) for event in events]
                     await retry_until_done(
                         partial(handle, runner, batch), f"projection {projection.name}", stopping
                     )
+
+                await handle_batches(
+                    stream,
+                    settings.projection_batch_size,
+                    settings.projection_batch_within,
+                    project_batch,
+                )
             except ProjectionVersionMismatch as error:
                 # Another version's collection is live (or this one was never rebuilt):
                 # stop the worker rather than mix two versions' logic in one collection.

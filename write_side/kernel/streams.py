@@ -1,9 +1,11 @@
-"""Faust workers: one way to build the app, one way to retry a batch until it is done."""
+"""Faust workers: one way to build the app, to take batches, to retry a batch until it is done."""
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
@@ -66,3 +68,45 @@ async def retry_until_done(
             log.warning("%s failed (%r); retrying in %.1fs", what, error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+async def handle_batches(
+    stream: Any,
+    size: int,
+    within: float,
+    handle: Callable[[Sequence[Any]], Awaitable[None]],
+) -> None:
+    """Take the stream's events in batches and ``handle`` each, in order, one at a time,
+    while the next batch is being taken.
+
+    Faust does its own per-message work as it fills a batch (about 150 µs a message
+    here); with plain ``take_events`` that work and the handling of the batch before
+    take turns. Here they overlap, and a batch is still acknowledged only once handled:
+    ``take_events`` acknowledges a batch's events as soon as the loop asks for the next
+    batch, so each message is held (one more reference, Faust's own counting) until
+    ``handle`` has finished with it. If the worker stops meanwhile, the held messages
+    are never acknowledged and come again (at least once).
+    """
+    handling: asyncio.Task[None] | None = None
+    try:
+        async for events in stream.take_events(size, within=within):
+            for event in events:
+                event.message.incref()
+            if handling is not None:
+                await handling
+            handling = asyncio.create_task(_handle_then_ack(stream, events, handle))
+        if handling is not None:
+            await handling
+    finally:
+        if handling is not None and not handling.done():
+            handling.cancel()
+            with suppress(asyncio.CancelledError):
+                await handling
+
+
+async def _handle_then_ack(
+    stream: Any, events: Sequence[Any], handle: Callable[[Sequence[Any]], Awaitable[None]]
+) -> None:
+    await handle(events)
+    for event in events:
+        await stream.ack(event)

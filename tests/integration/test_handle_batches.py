@@ -1,0 +1,127 @@
+"""``handle_batches`` in a real Faust worker on a real broker: a batch's offsets are
+committed only once it is handled, though the next batch is taken meanwhile.
+
+The worker is tests/kernel_example/batches.py; it commits every 0.1 s.
+"""
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests import processes
+from tests.support import wait_for
+from write_side.kernel.kafka import ensure_topics
+
+HELD_FOR = 2.0  # seconds: twenty of the worker's commit intervals
+
+
+class Batches:
+    """One worker's topic, group and record of handled batches."""
+
+    def __init__(self, kafka: str, directory: Path):
+        self.kafka = kafka
+        self.directory = directory
+        self.topic = f"batches-{uuid.uuid4().hex[:8]}"
+        self.group = f"batches-{uuid.uuid4().hex[:8]}"
+        self.env = {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "BATCHES_TOPIC": self.topic,
+            "BATCHES_GROUP_ID": self.group,
+            "BATCHES_DIR": str(directory),
+        }
+
+    def start(self) -> processes.Process:
+        return processes.faust_worker(
+            "batches", "tests.kernel_example.batches:app", self.env, self.directory
+        )
+
+    def lines(self) -> list[str]:
+        handled = self.directory / "handled"
+        return handled.read_text().splitlines() if handled.exists() else []
+
+    def handled(self) -> list[str]:
+        """The values of the batches handled to the end, in order."""
+        return [v for line in self.lines() if line.startswith("end ") for v in line.split()[1:]]
+
+    async def send(self, *values: str) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.kafka)
+        await producer.start()
+        try:
+            for value in values:
+                await producer.send_and_wait(self.topic, value.encode())
+        finally:
+            await producer.stop()
+
+    async def committed(self) -> int:
+        """The group's committed offset of the topic's one partition (0: none)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(self.group)
+        finally:
+            await admin.close()
+        found = offsets.get(TopicPartition(self.topic, 0))
+        return max(found.offset, 0) if found is not None else 0
+
+
+@pytest.fixture
+async def batches(kafka: str, tmp_path: Path) -> Batches:
+    found = Batches(kafka, tmp_path)
+    await ensure_topics(kafka, {found.topic: 1})
+    return found
+
+
+async def until(predicate, timeout: float, message: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(message)
+        await asyncio.sleep(0.05)
+
+
+async def test_every_batch_is_handled_in_order_and_then_committed(batches: Batches):
+    worker = batches.start()
+    values = [f"m{i}" for i in range(30)]
+    try:
+        await batches.send(*values)
+        wait_for(lambda: batches.handled() == values, timeout=60, message=worker.log())
+
+        async def all_committed() -> bool:
+            return await batches.committed() == len(values)
+
+        await until(all_committed, 30, f"offsets never committed\n{worker.log()}")
+    finally:
+        worker.stop()
+
+
+async def test_a_batch_taken_while_the_one_before_is_handled_commits_neither(
+    batches: Batches,
+):
+    """The worker takes ``after`` while ``hold`` is still being handled: neither is
+    committed until both are handled (a worker that died meanwhile would leave both to
+    the next one). Once released, both are handled in order, then committed."""
+    worker = batches.start()
+    try:
+        await batches.send("hold")
+        wait_for(lambda: "begin hold" in batches.lines(), timeout=60, message=worker.log())
+        await batches.send("after")
+        loop = asyncio.get_running_loop()
+        held_until = loop.time() + HELD_FOR
+        while loop.time() < held_until:
+            assert await batches.committed() == 0, "a batch was committed before it was handled"
+            await asyncio.sleep(0.1)
+        assert batches.handled() == []
+
+        (batches.directory / "release").touch()
+        wait_for(lambda: batches.handled() == ["hold", "after"], timeout=60, message=worker.log())
+
+        async def both_committed() -> bool:
+            return await batches.committed() == 2
+
+        await until(both_committed, 30, f"offsets never committed\n{worker.log()}")
+    finally:
+        worker.stop()

@@ -27,6 +27,7 @@ KERNEL_TESTS = (
     "tests/unit/test_metadata.py",
     "tests/unit/test_retries.py",
     "tests/integration/test_group_commit.py",
+    "tests/integration/test_handle_batches.py",
     "tests/integration/test_relay.py",
     "tests/integration/test_store.py",
 )
@@ -165,3 +166,8 @@ def test_without_the_saga_the_project_passes_its_checks_and_a_generated_domain_i
         "test_the_setting_decides_which_majors_the_relay_publishes[sqlite-after-transition]",
     ):
         assert f"PASSED tests/integration/test_relay.py::{test}" in tests.stdout
+    for test in (  # the Faust workers' batches, acknowledged once handled
+        "test_every_batch_is_handled_in_order_and_then_committed",
+        "test_a_batch_taken_while_the_one_before_is_handled_commits_neither",
+    ):
+        assert f"PASSED tests/integration/test_handle_batches.py::{test}" in tests.stdout

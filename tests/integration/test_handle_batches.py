@@ -125,3 +125,32 @@ async def test_a_batch_taken_while_the_one_before_is_handled_commits_neither(
         await until(both_committed, 30, f"offsets never committed\n{worker.log()}")
     finally:
         worker.stop()
+
+
+async def test_an_error_of_the_handler_ends_the_agent_at_once_and_commits_nothing(
+    batches: Batches,
+):
+    """Raised in the agent's own task as it happens, not when the next batch comes."""
+    worker = batches.start()
+    try:
+        await batches.send("first")
+        wait_for(lambda: batches.handled() == ["first"], timeout=60, message=worker.log())
+        await batches.send("boom")
+        wait_for(
+            lambda: "RuntimeError('boom in batch boom')" in worker.log(),
+            timeout=30,
+            message=f"the handler's error was not raised\n{worker.log()}",
+        )
+
+        async def first_committed() -> bool:
+            return await batches.committed() == 1
+
+        await until(first_committed, 30, f"offsets never committed\n{worker.log()}")
+        loop = asyncio.get_running_loop()
+        held_until = loop.time() + HELD_FOR
+        while loop.time() < held_until:
+            assert await batches.committed() == 1, "the failed batch was committed"
+            await asyncio.sleep(0.1)
+        assert batches.handled() == ["first"]
+    finally:
+        worker.stop()

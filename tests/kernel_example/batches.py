@@ -5,7 +5,7 @@ tests/integration/test_handle_batches.py:
 Environment: KAFKA_BOOTSTRAP_SERVERS, BATCHES_TOPIC, BATCHES_GROUP_ID, BATCHES_DIR.
 Each batch is a line ``begin v1 v2 ...`` in BATCHES_DIR/handled, then ``end ...`` once
 handled. A batch holding ``hold`` is not finished until the file BATCHES_DIR/release
-exists. Offsets are committed every 0.1 s (Faust's default is 2.8 s), so that a
+exists; one holding ``boom`` raises. Offsets are committed every 0.1 s (Faust's default is 2.8 s), so that a
 batch acknowledged too early would be committed well within a test's patience.
 """
 
@@ -36,6 +36,8 @@ def record(line: str) -> None:
 async def handle(events: Sequence[Any]) -> None:
     values = " ".join(event.value.decode() for event in events)
     record(f"begin {values}")
+    if "boom" in values.split():
+        raise RuntimeError(f"boom in batch {values}")
     if "hold" in values.split():
         while not (directory / "release").exists():
             await asyncio.sleep(0.02)

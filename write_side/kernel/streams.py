@@ -81,32 +81,33 @@ async def handle_batches(
 
     Faust does its own per-message work as it fills a batch (about 150 µs a message
     here); with plain ``take_events`` that work and the handling of the batch before
-    take turns. Here they overlap, and a batch is still acknowledged only once handled:
-    ``take_events`` acknowledges a batch's events as soon as the loop asks for the next
-    batch, so each message is held (one more reference, Faust's own counting) until
-    ``handle`` has finished with it. If the worker stops meanwhile, the held messages
-    are never acknowledged and come again (at least once).
+    take turns. Here they overlap: the next batch is taken in a task of its own while
+    this one is handled in the caller's task (so an error of ``handle`` is raised at
+    once). A batch is still acknowledged only once handled: ``take_events``
+    acknowledges a batch's events as soon as the next batch is asked for, so each
+    message is held (one more reference, Faust's own counting) until ``handle`` has
+    finished with it. If the worker stops or dies meanwhile, a held message is never
+    acknowledged and comes again (at least once).
     """
-    handling: asyncio.Task[None] | None = None
+    batches = aiter(stream.take_events(size, within=within))
+    taking: asyncio.Future[Sequence[Any]] = asyncio.ensure_future(anext(batches))
     try:
-        async for events in stream.take_events(size, within=within):
+        while True:
+            try:
+                events = await taking
+            except StopAsyncIteration:
+                return
+            _hold(events)
+            taking = asyncio.ensure_future(anext(batches))
+            await handle(events)
             for event in events:
-                event.message.incref()
-            if handling is not None:
-                await handling
-            handling = asyncio.create_task(_handle_then_ack(stream, events, handle))
-        if handling is not None:
-            await handling
+                await stream.ack(event)
     finally:
-        if handling is not None and not handling.done():
-            handling.cancel()
-            with suppress(asyncio.CancelledError):
-                await handling
+        taking.cancel()
+        with suppress(asyncio.CancelledError, Exception):  # the error that ends us counts
+            _hold(await taking)  # taken, and will not be handled: never acknowledged
 
 
-async def _handle_then_ack(
-    stream: Any, events: Sequence[Any], handle: Callable[[Sequence[Any]], Awaitable[None]]
-) -> None:
-    await handle(events)
+def _hold(events: Sequence[Any]) -> None:
     for event in events:
-        await stream.ack(event)
+        event.message.incref()

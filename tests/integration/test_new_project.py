@@ -169,5 +169,6 @@ def test_without_the_saga_the_project_passes_its_checks_and_a_generated_domain_i
     for test in (  # the Faust workers' batches, acknowledged once handled
         "test_every_batch_is_handled_in_order_and_then_committed",
         "test_a_batch_taken_while_the_one_before_is_handled_commits_neither",
+        "test_an_error_of_the_handler_ends_the_agent_at_once_and_commits_nothing",
     ):
         assert f"PASSED tests/integration/test_handle_batches.py::{test}" in tests.stdout

@@ -53,9 +53,10 @@ async def retry_until_done(
 ) -> None:
     """Run ``work`` until it succeeds, backing off on infrastructure errors.
 
-    Faust acknowledges a batch once the agent's loop moves on, so a batch must be
-    finished (or dead-lettered) before this returns; while a server is away the
-    worker waits instead of losing the batch. Anything else is a bug and propagates.
+    A batch is acknowledged once its handler returns (when the agent's loop moves on,
+    or in ``handle_batches``), so it must be finished (or dead-lettered) before this
+    returns; while a server is away the worker waits instead of losing the batch.
+    Anything else is a bug and propagates.
     """
     delay = 0.1
     while True:

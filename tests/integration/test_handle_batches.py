@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests import processes
-from tests.support import wait_for
+from tests.support import wait_for, wait_for_async
 from write_side.kernel.kafka import ensure_topics
 
 HELD_FOR = 2.0  # seconds: twenty of the worker's commit intervals
@@ -75,12 +75,20 @@ async def batches(kafka: str, tmp_path: Path) -> Batches:
     return found
 
 
-async def until(predicate, timeout: float, message: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(message)
-        await asyncio.sleep(0.05)
+async def committed_reaches(batches: Batches, offset: int, worker: processes.Process) -> None:
+    async def reached() -> bool:
+        return await batches.committed() == offset
+
+    await wait_for_async(reached, timeout=30, message=f"offsets never committed\n{worker.log()}")
+
+
+async def committed_stays(batches: Batches, offset: int, why: str) -> None:
+    """The committed offset stays at ``offset`` for HELD_FOR seconds."""
+    loop = asyncio.get_running_loop()
+    held_until = loop.time() + HELD_FOR
+    while loop.time() < held_until:
+        assert await batches.committed() == offset, why
+        await asyncio.sleep(0.1)
 
 
 async def test_every_batch_is_handled_in_order_and_then_committed(batches: Batches):
@@ -89,11 +97,7 @@ async def test_every_batch_is_handled_in_order_and_then_committed(batches: Batch
     try:
         await batches.send(*values)
         wait_for(lambda: batches.handled() == values, timeout=60, message=worker.log())
-
-        async def all_committed() -> bool:
-            return await batches.committed() == len(values)
-
-        await until(all_committed, 30, f"offsets never committed\n{worker.log()}")
+        await committed_reaches(batches, len(values), worker)
     finally:
         worker.stop()
 
@@ -109,20 +113,12 @@ async def test_a_batch_taken_while_the_one_before_is_handled_commits_neither(
         await batches.send("hold")
         wait_for(lambda: "begin hold" in batches.lines(), timeout=60, message=worker.log())
         await batches.send("after")
-        loop = asyncio.get_running_loop()
-        held_until = loop.time() + HELD_FOR
-        while loop.time() < held_until:
-            assert await batches.committed() == 0, "a batch was committed before it was handled"
-            await asyncio.sleep(0.1)
+        await committed_stays(batches, 0, "a batch was committed before it was handled")
         assert batches.handled() == []
 
         (batches.directory / "release").touch()
         wait_for(lambda: batches.handled() == ["hold", "after"], timeout=60, message=worker.log())
-
-        async def both_committed() -> bool:
-            return await batches.committed() == 2
-
-        await until(both_committed, 30, f"offsets never committed\n{worker.log()}")
+        await committed_reaches(batches, 2, worker)
     finally:
         worker.stop()
 
@@ -141,16 +137,8 @@ async def test_an_error_of_the_handler_ends_the_agent_at_once_and_commits_nothin
             timeout=30,
             message=f"the handler's error was not raised\n{worker.log()}",
         )
-
-        async def first_committed() -> bool:
-            return await batches.committed() == 1
-
-        await until(first_committed, 30, f"offsets never committed\n{worker.log()}")
-        loop = asyncio.get_running_loop()
-        held_until = loop.time() + HELD_FOR
-        while loop.time() < held_until:
-            assert await batches.committed() == 1, "the failed batch was committed"
-            await asyncio.sleep(0.1)
+        await committed_reaches(batches, 1, worker)
+        await committed_stays(batches, 1, "the failed batch was committed")
         assert batches.handled() == ["first"]
     finally:
         worker.stop()

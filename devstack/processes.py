@@ -113,8 +113,10 @@ def api(
         "127.0.0.1",
         "--port",
         str(port),
+        # Start-up and shutdown lines explain a failed test; the access log would only be noise.
         "--log-level",
-        "warning",
+        "info",
+        "--no-access-log",
         profile=profile,
     )
     return Process(name, argv, env, log_dir)

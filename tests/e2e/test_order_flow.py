@@ -48,12 +48,12 @@ def system(
         for url in urls.values():
             try:
                 wait_for(
-                    lambda url=url: httpx.get(f"{url}/health").status_code == 200,
+                    lambda url=url: httpx.get(f"{url}/health").raise_for_status(),
                     timeout=60,
-                    ignore=(httpx.TransportError,),
+                    ignore=(httpx.TransportError, httpx.HTTPStatusError),
                 )
-            except TimeoutError:
-                pytest.fail(f"{url} never became healthy\n{processes.logs(*running)}")
+            except TimeoutError as error:
+                pytest.fail(f"{url} never became healthy ({error})\n{processes.logs(*running)}")
         yield urls
         if not all(p.alive() for p in running):
             pytest.fail(f"a process died during the test\n{processes.logs(*running)}")

@@ -179,12 +179,12 @@ def system(tmp_path_factory: pytest.TempPathFactory, mongo_url: str) -> Iterator
         for service, url in urls.items():
             try:
                 wait_for(
-                    lambda url=url: httpx.get(f"{url}/health").status_code == 200,
+                    lambda url=url: httpx.get(f"{url}/health").raise_for_status(),
                     timeout=90,
-                    ignore=(httpx.TransportError,),
+                    ignore=(httpx.TransportError, httpx.HTTPStatusError),
                 )
-            except TimeoutError:
-                pytest.fail(f"{service} never became healthy\n{running.logs()}")
+            except TimeoutError as error:
+                pytest.fail(f"{service} never became healthy ({error})\n{running.logs()}")
         yield running
     finally:
         for process in running.running.values():

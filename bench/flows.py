@@ -17,10 +17,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pymongo.asynchronous.collection import AsyncCollection
 
+from bench import http as bench_http
 from bench.examples import ADDRESS
 from bench.load import LoadRun, open_loop
 from write_side.kernel.kafka import ensure_topics
@@ -77,14 +77,13 @@ async def place_orders(
         "delivery_address": ADDRESS,
         "line_items": [PIZZA],
     }
-    limits = httpx.Limits(max_connections=200)
-    async with httpx.AsyncClient(base_url=orders_url, limits=limits, timeout=60) as http:
+    async with bench_http.client(orders_url, connections=200) as http:
 
         async def place(i: int) -> bool:
-            response = await http.post("/orders", json=body)
-            if response.status_code != 201:
+            placed = await bench_http.post_json(http, "/orders", body, expect=201)
+            if placed is None:
                 return False
-            pending[response.json()["order_id"]] = time.perf_counter()
+            pending[placed["order_id"]] = time.perf_counter()
             return True
 
         watcher = asyncio.create_task(watch())

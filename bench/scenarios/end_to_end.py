@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from pymongo import AsyncMongoClient
 
 from bench import charts, flows, profiling, stack, stats
+from bench import http as bench_http
 from bench.scenario import BenchContext, Measurement, ScenarioResult
 from devstack import processes
 from devstack.servers import free_port
@@ -73,9 +73,9 @@ async def orders_system(context: BenchContext, store: str) -> AsyncIterator[Runn
 
 async def read_back(query_url: str, ids: list[str]) -> int:
     """How many of `ids` the query API serves (200)."""
-    async with httpx.AsyncClient(base_url=query_url, timeout=30) as http:
-        answers = [await http.get(f"/orders/{order_id}") for order_id in ids]
-    return sum(answer.status_code == 200 for answer in answers)
+    async with bench_http.client(query_url, connections=1) as http:
+        answers = [await bench_http.get_json(http, f"/orders/{order_id}") for order_id in ids]
+    return sum(answer is not None for answer in answers)
 
 
 async def measure_store(

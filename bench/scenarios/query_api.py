@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from pymongo import DESCENDING, AsyncMongoClient
 
 from bench import charts, profiling, stack
+from bench import http as bench_http
 from bench.load import LoadRun, closed_loop
 from bench.scenario import BenchContext, Measurement, ScenarioResult
 from bench.scenarios.projection import consumed_batches, order_events
@@ -74,19 +75,20 @@ def query_api(context: BenchContext, database: str, profile: Path | None) -> Ite
 class Reads:
     """The two reads, over HTTP and straight on MongoDB."""
 
-    def __init__(self, http: httpx.AsyncClient, orders: Any, ids: list[str]):
+    def __init__(self, http: aiohttp.ClientSession, orders: Any, ids: list[str]):
         self.http, self.orders, self.ids = http, orders, ids
 
     async def api_get(self, i: int) -> bool:
-        response = await self.http.get(f"/orders/{random.choice(self.ids)}")
-        return response.status_code == 200
+        return (
+            await bench_http.get_json(self.http, f"/orders/{random.choice(self.ids)}") is not None
+        )
 
     async def raw_get(self, i: int) -> bool:
         return await self.orders.find_one({"_id": random.choice(self.ids)}) is not None
 
     async def api_list(self, i: int) -> bool:
-        response = await self.http.get("/orders", params={**list_filter(i), "limit": 20})
-        return response.status_code == 200 and len(response.json()["items"]) > 0
+        listed = await bench_http.get_json(self.http, "/orders", {**list_filter(i), "limit": 20})
+        return listed is not None and len(listed["items"]) > 0
 
     async def raw_list(self, i: int) -> bool:
         query = {**list_filter(i), "created_position": {"$ne": None}}
@@ -100,11 +102,10 @@ async def measure(
     """Each read over HTTP then raw; then a shorter run of both under the profiler."""
     client: Client = AsyncMongoClient(context.mongo_url, maxPoolSize=CLIENTS)
     orders = client[database][ORDERS.collection]
-    limits = httpx.Limits(max_connections=CLIENTS)
     runs: dict[str, tuple[LoadRun, LoadRun]] = {}
     try:
         with query_api(context, database, profile=None) as url:
-            async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
+            async with bench_http.client(url, connections=CLIENTS) as http:
                 reads = Reads(http, orders, ids)
                 pairs = (
                     ("get-by-id", reads.api_get, reads.raw_get),
@@ -118,7 +119,7 @@ async def measure(
                     )
         profile = context.work_dir / "query-api.pyisession"
         with query_api(context, database, profile=profile) as url:
-            async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
+            async with bench_http.client(url, connections=CLIENTS) as http:
                 reads = Reads(http, orders, ids)
                 await closed_loop(CLIENTS, seconds / 3, reads.api_get)
                 await closed_loop(CLIENTS, seconds / 3, reads.api_list)

@@ -22,6 +22,7 @@ runs it alone (PostgreSQL must be running; it starts nothing but uvicorn).
 """
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
@@ -42,7 +43,9 @@ from fastapi import FastAPI
 from pyinstrument import Profiler
 from sqlalchemy.engine import make_url
 
+from bench import http as bench_http
 from bench.examples import ADDRESS
+from bench.load import LoadRun, closed_loop
 from bench.scenario import BenchContext, Measurement, ScenarioResult
 from devstack.servers import free_port
 from write_side.kernel.application import open_application
@@ -202,33 +205,23 @@ def uvicorn(factory: str, env: dict[str, str], log: Path) -> Iterator[str]:
             process.wait()
 
 
-class _Poster:
-    """``POST /orders`` for ``drive``: each caller thread takes one keep-alive client."""
+def drive_http(url: str, clients: int, seconds: float) -> Run:
+    """``clients`` connections each POSTing its next order when the last one answered
+    (aiohttp, `bench.http`): a warm-up, then the measured run."""
 
-    def __init__(self, clients: list[httpx.Client]):
-        self._free = list(clients)
-        self._lock = threading.Lock()
-        self._local = threading.local()
+    async def measured() -> LoadRun:
+        async with bench_http.client(url, connections=clients) as http:
 
-    def __call__(self) -> None:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            with self._lock:
-                client = self._local.client = self._free.pop()
-        response = client.post("/orders", json=ORDER)
-        if response.status_code != 201:
-            raise RuntimeError(f"POST /orders answered {response.status_code}: {response.text}")
+            async def place(i: int) -> bool:
+                return await bench_http.post_json(http, "/orders", ORDER, expect=201) is not None
 
+            await closed_loop(clients, seconds / 3, place)
+            return await closed_loop(clients, seconds, place)
 
-def drive_http(url: str, clients: int, seconds: float, max_calls: int) -> Run:
-    """A warm-up, then the measured run, on connections made before the clock starts."""
-    made = [httpx.Client(base_url=url, timeout=30) for _ in range(clients)]
-    try:
-        drive(_Poster(made), clients, seconds / 3, max_calls)
-        return drive(_Poster(made), clients, seconds, max_calls)
-    finally:
-        for client in made:
-            client.close()
+    run = asyncio.run(measured())
+    if run.errors:
+        raise RuntimeError(f"POST /orders failed {run.errors} times; see the uvicorn log")
+    return Run(len(run.latencies), run.duration, run.latencies)
 
 
 # (c) the library baseline
@@ -433,13 +426,13 @@ def run(context: BenchContext) -> ScenarioResult:
             at = f"{store}, {clients} clients"
 
             with uvicorn("bench.scenarios.write_path:trivial_app", {}, log) as url:
-                ceiling = drive_http(url, clients, seconds, max_calls)
+                ceiling = drive_http(url, clients, seconds)
             env = {
                 "ORDERS_DATABASE_URL": orders_url,
                 **({"ORDERS_DATABASE_SCHEMA": schema} if schema else {}),
             }
             with uvicorn("write_side.orders.api:create_app", env, log) as url:
-                http = drive_http(url, clients, seconds, max_calls)
+                http = drive_http(url, clients, seconds)
 
             # (b) and (c) take turns, so that a change in the machine's load (it is
             # shared) weighs on both alike; each side's median round is reported.

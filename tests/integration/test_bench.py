@@ -6,10 +6,12 @@ Structure only: speed is never asserted in a test.
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI, HTTPException
 
 from bench import registry
 from bench.runner import Options, run_scenarios
 from bench.scenario import BenchContext
+from bench.scenarios.write_path import drive_http, uvicorn
 from tests.stores import POSTGRES_URL
 
 MINE = {"end_to_end", "projection", "query_api", "relay", "saga"}
@@ -64,3 +66,29 @@ def test_a_quick_run_of_one_scenario_writes_its_table_and_keeps_the_other_sectio
     assert "## Machine" in text and "cores" in text
     for name in MINE - {"relay"}:
         assert f"<!-- begin:{name} -->" in text
+
+
+def test_the_http_load_client_counts_answers_and_a_refused_command_stops_the_run(tmp_path: Path):
+    log = tmp_path / "uvicorn.log"
+    with uvicorn("bench.scenarios.write_path:trivial_app", {}, log) as url:
+        run = drive_http(url, clients=4, seconds=0.3)
+    assert run.per_second > 0 and run.p50 > 0
+
+    refusing = uvicorn("tests.integration.test_bench:refusing_app", {}, log)
+    with refusing as url, pytest.raises(RuntimeError, match="POST /orders failed"):
+        drive_http(url, clients=2, seconds=0.2)
+
+
+def refusing_app() -> FastAPI:
+    """A server that answers /health and refuses every order (422)."""
+    api = FastAPI()
+
+    @api.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.post("/orders")
+    def place_order() -> None:
+        raise HTTPException(422, "refused")
+
+    return api

@@ -1,0 +1,44 @@
+"""The benchmarks' HTTP client: aiohttp's session, not httpx's AsyncClient (ADR 16).
+
+Under load the client must cost far less than the server it measures. httpx's
+AsyncClient spends several times aiohttp's CPU per request, and once requests queue in
+its pool it slows down further (encode/httpx#3215): offered 200 orders/s, the bench
+process itself fell behind and the orders API looked saturated at 90-140/s while it
+answered 200/s in ~10 ms with aiohttp. The tests keep httpx, where no load is made.
+"""
+
+from typing import Any
+
+import aiohttp
+
+
+def client(base_url: str, connections: int) -> aiohttp.ClientSession:
+    """A session with up to `connections` keep-alive connections to `base_url`."""
+    return aiohttp.ClientSession(
+        base_url,
+        connector=aiohttp.TCPConnector(limit=connections),
+        timeout=aiohttp.ClientTimeout(total=60),
+    )
+
+
+async def post_json(
+    http: aiohttp.ClientSession, path: str, body: dict[str, Any], expect: int
+) -> dict[str, Any] | None:
+    """POST `body`; the answer's JSON when the status is `expect`, else None."""
+    async with http.post(path, json=body) as response:
+        if response.status != expect:
+            await response.read()
+            return None
+        answer: dict[str, Any] = await response.json()
+        return answer
+
+
+async def get_json(
+    http: aiohttp.ClientSession, path: str, params: dict[str, Any] | None = None
+) -> Any:
+    """GET `path`; the answer's JSON when the status is 200, else None."""
+    async with http.get(path, params=params) as response:
+        if response.status != 200:
+            await response.read()
+            return None
+        return await response.json()

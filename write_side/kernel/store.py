@@ -12,6 +12,7 @@ from eventsourcing_sqlalchemy.recorders import SQLAlchemyProcessRecorder
 from sqlalchemy import insert, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from write_side.kernel.metadata import MessageMetadata, current_metadata
 
@@ -125,16 +126,25 @@ class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
         self._unnest_insert: str | None = None
 
     def create_table(self) -> None:
-        """Create the tables if they do not exist, one process at a time on PostgreSQL.
+        """Create the tables if they do not exist, safely when processes race to do it.
 
-        A service's processes (API, relay, saga worker) start together, and "create if
-        not exists" is a check, then a create: on a fresh schema two of them may both
-        create a table, and one fails. A session advisory lock around the creation
-        makes the others wait, then find the tables there.
+        A service's processes (API, relay, saga worker) start together, and the
+        library's "create if not exists" is a check, then a create: on a fresh store two
+        of them may both create a table, and one fails. SQLite checks for itself with
+        ``CREATE ... IF NOT EXISTS``. On PostgreSQL that can still collide in the
+        catalog, so a session advisory lock around the creation makes the others wait,
+        then find the tables there.
         """
         engine = self.datastore.engine
-        if not isinstance(engine, Engine) or engine.dialect.name != "postgresql":
+        if not isinstance(engine, Engine):
             super().create_table()
+            return
+        if engine.dialect.name == "sqlite":
+            with engine.begin() as connection:
+                for table in [*self.tables, self.tracking_table]:
+                    connection.execute(CreateTable(table, if_not_exists=True))
+                    for index in table.indexes:
+                        connection.execute(CreateIndex(index, if_not_exists=True))
             return
         with engine.connect() as connection:
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _CREATE_TABLES})

@@ -24,8 +24,6 @@ runs it alone (PostgreSQL must be running; it starts nothing but uvicorn).
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,7 +34,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import sqlalchemy
 from eventsourcing.application import Application
 from fastapi import FastAPI
@@ -44,9 +41,11 @@ from pyinstrument import Profiler
 from sqlalchemy.engine import make_url
 
 from bench import http as bench_http
+from bench import stack
 from bench.examples import ADDRESS
 from bench.load import LoadRun, closed_loop
 from bench.scenario import BenchContext, Measurement, ScenarioResult
+from devstack import processes
 from devstack.servers import free_port
 from write_side.kernel.application import open_application
 from write_side.kernel.group_commit import _Staged
@@ -174,35 +173,15 @@ def trivial_app() -> FastAPI:
 
 
 @contextmanager
-def uvicorn(factory: str, env: dict[str, str], log: Path) -> Iterator[str]:
-    """A uvicorn process on a free port; stopped by its PID."""
+def uvicorn(factory: str, env: dict[str, str], log_dir: Path) -> Iterator[str]:
+    """A uvicorn process serving ``factory`` on a free port; its URL. Stopped by its PID."""
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
-    with open(log, "ab") as output:
-        process = subprocess.Popen(
-            argv, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{factory} did not start; see {log}")
-            time.sleep(0.1)
+    name = factory.rsplit(":", 1)[-1].replace("_", "-")
+    with stack.System(env, log_dir) as system:
+        system.start(processes.api(name, factory, port, env, log_dir))
+        url = f"http://127.0.0.1:{port}"
+        system.wait_healthy(url, timeout=60)
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def drive_http(url: str, clients: int, seconds: float) -> Run:
@@ -220,7 +199,9 @@ def drive_http(url: str, clients: int, seconds: float) -> Run:
 
     run = asyncio.run(measured())
     if run.errors:
-        raise RuntimeError(f"POST /orders failed {run.errors} times; see the uvicorn log")
+        raise RuntimeError(
+            f"POST /orders failed {run.errors} times; see the API process log in the work directory"
+        )
     return Run(len(run.latencies), run.duration, run.latencies)
 
 
@@ -419,19 +400,18 @@ def run(context: BenchContext) -> ScenarioResult:
     clients = 8 if context.quick else CLIENTS
     rounds = 1 if context.quick else 3
     result = ScenarioResult(name="write path")
-    log = context.work_dir / "write_path_uvicorn.log"
     with stores(context) as targets:
         for store, url_template, schema in targets:
             orders_url = _url(url_template, "orders")
             at = f"{store}, {clients} clients"
 
-            with uvicorn("bench.scenarios.write_path:trivial_app", {}, log) as url:
+            with uvicorn("bench.scenarios.write_path:trivial_app", {}, context.work_dir) as url:
                 ceiling = drive_http(url, clients, seconds)
             env = {
                 "ORDERS_DATABASE_URL": orders_url,
                 **({"ORDERS_DATABASE_SCHEMA": schema} if schema else {}),
             }
-            with uvicorn("write_side.orders.api:create_app", env, log) as url:
+            with uvicorn("write_side.orders.api:create_app", env, context.work_dir) as url:
                 http = drive_http(url, clients, seconds)
 
             # (b) and (c) take turns, so that a change in the machine's load (it is

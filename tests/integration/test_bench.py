@@ -69,12 +69,11 @@ def test_a_quick_run_of_one_scenario_writes_its_table_and_keeps_the_other_sectio
 
 
 def test_the_http_load_client_counts_answers_and_a_refused_command_stops_the_run(tmp_path: Path):
-    log = tmp_path / "uvicorn.log"
-    with uvicorn("bench.scenarios.write_path:trivial_app", {}, log) as url:
+    with uvicorn("bench.scenarios.write_path:trivial_app", {}, tmp_path) as url:
         run = drive_http(url, clients=4, seconds=0.3)
     assert run.per_second > 0 and run.p50 > 0
 
-    refusing = uvicorn("tests.integration.test_bench:refusing_app", {}, log)
+    refusing = uvicorn("tests.integration.test_bench:refusing_app", {}, tmp_path)
     with refusing as url, pytest.raises(RuntimeError, match="POST /orders failed"):
         drive_http(url, clients=2, seconds=0.2)
 

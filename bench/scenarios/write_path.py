@@ -176,7 +176,7 @@ def trivial_app() -> FastAPI:
 def uvicorn(factory: str, env: dict[str, str], log_dir: Path) -> Iterator[str]:
     """A uvicorn process serving ``factory`` on a free port; its URL. Stopped by its PID."""
     port = free_port()
-    name = factory.rsplit(":", 1)[-1].replace("_", "-")
+    name = factory.split(":")[0]  # its log: <work dir>/<module>.log
     with stack.System(env, log_dir) as system:
         system.start(processes.api(name, factory, port, env, log_dir))
         url = f"http://127.0.0.1:{port}"

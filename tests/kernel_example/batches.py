@@ -5,8 +5,9 @@ tests/integration/test_handle_batches.py:
 Environment: KAFKA_BOOTSTRAP_SERVERS, BATCHES_TOPIC, BATCHES_GROUP_ID, BATCHES_DIR.
 Each batch is a line ``begin v1 v2 ...`` in BATCHES_DIR/handled, then ``end ...`` once
 handled. A batch holding ``hold`` is not finished until the file BATCHES_DIR/release
-exists; one holding ``boom`` raises. Offsets are committed every 0.1 s (Faust's default is 2.8 s), so that a
-batch acknowledged too early would be committed well within a test's patience.
+exists; one holding ``boom`` raises. Offsets are committed every 0.1 s (Faust's default
+is 2.8 s), so that a batch acknowledged too early would be committed well within a
+test's patience.
 """
 
 import asyncio

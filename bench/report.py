@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.machine import Machine
-from bench.scenario import Measurement, ScenarioResult
+from bench.scenario import Measurement, ScenarioResult, Table
 
 _BLOCK = re.compile(
     r"<!-- begin:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- end:(?P=name) -->\n", re.DOTALL
@@ -88,6 +88,18 @@ def measurement_row(m: Measurement) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def table_lines(table: Table) -> list[str]:
+    """A titled markdown table, then a blank line."""
+    return [
+        f"**{table.title}**",
+        "",
+        "| " + " | ".join(table.header) + " |",
+        "|" + "|".join("---" for _ in table.header) + "|",
+        *("| " + " | ".join(row) + " |" for row in table.rows),
+        "",
+    ]
+
+
 def section(run: SectionRun, report_dir: Path) -> str:
     result = run.result
     kind = "quick smoke run: numbers mean nothing" if run.quick else "full run"
@@ -105,6 +117,8 @@ def section(run: SectionRun, report_dir: Path) -> str:
             *(measurement_row(m) for m in result.measurements),
             "",
         ]
+    for table in result.tables:
+        lines += table_lines(table)
     lines += [f"- {note}" for note in result.notes]
     if result.notes:
         lines.append("")

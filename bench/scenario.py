@@ -6,6 +6,7 @@ raw baseline (the same work done with the bare library or driver) in the same ru
 the report can show ratios: absolute numbers mean little on a noisy 2-core machine.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,9 +45,20 @@ class Measurement:
         return self.value / self.baseline
 
 
+@dataclass(frozen=True)
+class Table:
+    """A table of its own in a scenario's section (e.g. one row per offered rate), for
+    what does not fit the value-beside-baseline rows."""
+
+    title: str
+    header: Sequence[str]
+    rows: Sequence[Sequence[str]]
+
+
 @dataclass
 class ScenarioResult:
     name: str  # e.g. "write path"
     measurements: list[Measurement] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)  # after the measurements
     notes: list[str] = field(default_factory=list)  # what dominates (profile), caveats
     charts: list[Path] = field(default_factory=list)  # PNGs under context.image_dir

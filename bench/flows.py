@@ -1,10 +1,11 @@
 """Commands through the running system, timed until their effect shows in the read model.
 
-`place_orders` offers `POST /orders` at a fixed rate (open loop) and a watcher polls the
-read model every 10 ms, with one query for every order still awaited, until each order
-matches a condition (visible, or APPROVED). One query per tick instead of one request
-per order keeps the watching from loading the system it watches. Latency runs from the
-command's 201 to the first tick that sees the order.
+`place_orders` offers `POST /orders` at a fixed rate (open loop; `offer` does it for any
+way of placing one) and a watcher polls the read model every 10 ms, with one query for
+every order still awaited, until each order matches a condition (visible, or APPROVED).
+One query per tick instead of one request per order keeps the watching from loading the
+system it watches. Latency runs from the command's 201 to the first tick that sees the
+order.
 
 `raw_hops` is the reference: the same offered rate through `hops` topics of the same
 broker with bare aiokafka (produce, consume, produce to the next topic, ...), i.e. what
@@ -14,6 +15,7 @@ the broker and client library alone cost per hop.
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +31,23 @@ PIZZA = {"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}
 WATCH_INTERVAL = 0.01  # seconds
 
 
+@dataclass(frozen=True)
+class Completion:
+    """One order seen: `time.perf_counter()` at its 201 and at the tick that saw it."""
+
+    key: str
+    accepted: float
+    seen: float
+
+
 @dataclass
 class Flow:
     accepted: LoadRun  # POST /orders: latency from due time to 201
     effect: list[float] = field(default_factory=list)  # seconds from 201 to seen
     missing: int = 0  # accepted but never seen before the deadline
+    completions: list[Completion] = field(default_factory=list)
+    started: float = 0.0  # perf_counter when the first command was due
+    wall_offset: float = 0.0  # time.time() - time.perf_counter(), to match event times
 
     def saturation(self, offered: float) -> str | None:
         """A note when the API answered clearly slower than the rate offered."""
@@ -44,6 +58,57 @@ class Flow:
             f"offered {offered:g} commands/s, answered {achieved:.0f}/s: the command API was "
             "saturated, so its answer latencies include queueing"
         )
+
+
+async def offer(
+    place: Callable[[int], Awaitable[str | None]],
+    collection: AsyncCollection[dict[str, Any]],
+    condition: dict[str, Any],
+    *,
+    rate: float,
+    count: int,
+    drain_timeout: float = 120,
+) -> Flow:
+    """Call `place(i)` at `rate` (open loop); each returns the id of the document to
+    watch for (None: failed), timed from its return until the document matches
+    `condition`."""
+    pending: dict[str, float] = {}
+    flow = Flow(LoadRun())
+    sending = True
+
+    async def watch() -> None:
+        while sending or pending:
+            if pending:
+                ids = list(pending)
+                seen = collection.find({"_id": {"$in": ids}, **condition}, {"_id": 1})
+                now = time.perf_counter()
+                async for document in seen:
+                    accepted = pending.pop(document["_id"])
+                    flow.effect.append(now - accepted)
+                    flow.completions.append(Completion(document["_id"], accepted, now))
+            await asyncio.sleep(WATCH_INTERVAL)
+
+    async def one(i: int) -> bool:
+        key = await place(i)
+        if key is None:
+            return False
+        pending[key] = time.perf_counter()
+        return True
+
+    watcher = asyncio.create_task(watch())
+    flow.wall_offset = time.time() - time.perf_counter()
+    flow.started = time.perf_counter()
+    try:
+        flow.accepted = await open_loop(rate, count, one)
+        sending = False
+        await asyncio.wait_for(asyncio.shield(watcher), drain_timeout)
+    except TimeoutError:
+        flow.missing = len(pending)
+        pending.clear()
+    finally:
+        sending = False
+        await watcher
+    return flow
 
 
 async def place_orders(
@@ -57,20 +122,6 @@ async def place_orders(
     restaurant_id: str,
     drain_timeout: float = 120,
 ) -> Flow:
-    pending: dict[str, float] = {}
-    flow = Flow(LoadRun())
-    sending = True
-
-    async def watch() -> None:
-        while sending or pending:
-            if pending:
-                ids = list(pending)
-                seen = collection.find({"_id": {"$in": ids}, **condition}, {"_id": 1})
-                now = time.perf_counter()
-                async for document in seen:
-                    flow.effect.append(now - pending.pop(document["_id"]))
-            await asyncio.sleep(WATCH_INTERVAL)
-
     body = {
         "customer_id": customer_id,
         "restaurant_id": restaurant_id,
@@ -79,25 +130,13 @@ async def place_orders(
     }
     async with bench_http.client(orders_url, connections=200) as http:
 
-        async def place(i: int) -> bool:
+        async def place(i: int) -> str | None:
             placed = await bench_http.post_json(http, "/orders", body, expect=201)
-            if placed is None:
-                return False
-            pending[placed["order_id"]] = time.perf_counter()
-            return True
+            return None if placed is None else str(placed["order_id"])
 
-        watcher = asyncio.create_task(watch())
-        try:
-            flow.accepted = await open_loop(rate, count, place)
-            sending = False
-            await asyncio.wait_for(asyncio.shield(watcher), drain_timeout)
-        except TimeoutError:
-            flow.missing = len(pending)
-            pending.clear()
-        finally:
-            sending = False
-            await watcher
-    return flow
+        return await offer(
+            place, collection, condition, rate=rate, count=count, drain_timeout=drain_timeout
+        )
 
 
 async def raw_hops(bootstrap: str, hops: int, rate: float, count: int) -> list[float]:

@@ -49,6 +49,42 @@ def throughput_over_time(
     return _save(figure, path)
 
 
+def latency_against_rate(
+    path: Path,
+    title: str,
+    points: Mapping[str, Sequence[tuple[float, float, float]]],
+    limit_s: float | None = None,
+) -> Path:
+    """p50 (solid) and p99 (dashed) latency against the offered rate, one colour per
+    series, from `(offered per second, p50 s, p99 s)` points; log scales, and the
+    latency limit as a dotted line."""
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for label, series in points.items():
+        ordered = sorted(series)
+        if not ordered:
+            continue
+        rates = [rate for rate, _, _ in ordered]
+        (line,) = axes.plot(
+            rates, [p50 * 1000 for _, p50, _ in ordered], "o-", label=f"{label} p50"
+        )
+        axes.plot(
+            rates,
+            [p99 * 1000 for _, _, p99 in ordered],
+            "s--",
+            color=line.get_color(),
+            label=f"{label} p99",
+        )
+    if limit_s is not None:
+        axes.axhline(limit_s * 1000, linestyle=":", color="black", alpha=0.6, label="p99 limit")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("offered orders/s")
+    axes.set_ylabel("latency (ms)")
+    axes.set_title(title)
+    axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
 def _save(figure: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()

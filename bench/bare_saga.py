@@ -113,14 +113,18 @@ async def run_hop(args: argparse.Namespace) -> None:
         bootstrap_servers=args.bootstrap, enable_auto_commit=False, group_id=None
     )
     # As the system's producers (write_side.kernel.kafka.reliable_producer).
-    producer = AIOKafkaProducer(
-        bootstrap_servers=args.bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+    producer = (
+        AIOKafkaProducer(
+            bootstrap_servers=args.bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+        )
+        if target is not None
+        else None
     )
     mongo: AsyncMongoClient[dict[str, Any]] | None = None
     if target is None:
         mongo = AsyncMongoClient(args.mongo_url)
     await consumer.start()
-    if target is not None:
+    if producer is not None:
         await producer.start()
     partitions = [TopicPartition(source, p) for p in range(args.partitions)]
     consumer.assign(partitions)
@@ -143,7 +147,7 @@ async def run_hop(args: argparse.Namespace) -> None:
                     ordered=False,
                 )
                 continue
-            assert target is not None
+            assert producer is not None and target is not None
             acks = [
                 await producer.send(target, value=record.value, key=record.key)
                 for record in records
@@ -151,7 +155,7 @@ async def run_hop(args: argparse.Namespace) -> None:
             await asyncio.gather(*acks)
     finally:
         await consumer.stop()
-        if target is not None:
+        if producer is not None:
             await producer.stop()
         if mongo is not None:
             await mongo.close()

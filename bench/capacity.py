@@ -128,6 +128,16 @@ def capacity_ratio(steps: Sequence[Step], baseline: Sequence[Step]) -> tuple[flo
     return mine / theirs, ""
 
 
+def at_least(value: float, bound: str, target: float) -> bool | None:
+    """Whether a value read as `bound` ("" exact, "≥" a lower bound, "<" or "≤" an upper
+    bound) is at least `target`; None when the bound cannot tell."""
+    if bound == "":
+        return value >= target
+    if bound == "≥":
+        return True if value >= target else None
+    return False if value < target else None
+
+
 async def search(rates: Iterable[float], measure: Callable[[float], Awaitable[Step]]) -> list[Step]:
     """Measure each rate in turn; stop after the first step that fails."""
     steps = []

@@ -49,7 +49,7 @@ class Hop:
 
 
 APPROVED_PATH = (
-    Hop("order placed → OrderCreated published", None, "orders.OrderCreated",
+    Hop("placed: OrderCreated made → published", None, "orders.OrderCreated",
         ("orders-api", "orders-relay")),
     Hop("→ ConsumerVerified published", "orders.OrderCreated", "consumers.ConsumerVerified",
         ("consumers-saga", "consumers-relay")),

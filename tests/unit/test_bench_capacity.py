@@ -86,6 +86,15 @@ def test_capacity_text_and_ratio_say_when_a_knee_is_only_a_bound():
     assert capacity.capacity_ratio(found, failed_first) == (None, "")
 
 
+def test_a_bounded_ratio_meets_a_target_only_when_the_bound_says_so():
+    assert capacity.at_least(0.6, "", 0.5) is True
+    assert capacity.at_least(0.4, "", 0.5) is False
+    assert capacity.at_least(0.6, "≥", 0.5) is True
+    assert capacity.at_least(0.4, "≥", 0.5) is None
+    assert capacity.at_least(0.4, "≤", 0.5) is False
+    assert capacity.at_least(0.6, "<", 0.5) is None
+
+
 async def test_the_search_stops_after_the_first_failing_rate():
     measured = []
 

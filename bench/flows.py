@@ -83,7 +83,9 @@ async def offer(
                 seen = collection.find({"_id": {"$in": ids}, **condition}, {"_id": 1})
                 now = time.perf_counter()
                 async for document in seen:
-                    accepted = pending.pop(document["_id"])
+                    accepted = pending.pop(document["_id"], None)
+                    if accepted is None:  # given up on at the deadline meanwhile
+                        continue
                     flow.effect.append(now - accepted)
                     flow.completions.append(Completion(document["_id"], accepted, now))
             await asyncio.sleep(WATCH_INTERVAL)

@@ -23,6 +23,7 @@ process's CPU time is read from /proc, idle and under that load.
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import time
 import uuid
@@ -43,6 +44,8 @@ from bench.examples import ADDRESS
 from bench.scenario import BenchContext, Measurement, ScenarioResult, Table
 from devstack import processes
 from devstack.servers import free_port
+
+log = logging.getLogger("bench")
 
 SERVICES = ("orders", "consumers", "kitchen", "accounting")
 CONSUMERS, HOT, HOT_SHARE, RESTAURANTS = 50, 3, 0.5, 3
@@ -170,6 +173,18 @@ async def run_search(
         step.wall_seconds = time.perf_counter() - started
         step.cpu_seconds = hops.cpu_between(before, hops.cpu_seconds(running))
         run.flows_by_rate[rate] = flow
+        reasons = capacity.shortfalls(step)
+        log.info(
+            "%s, %g orders/s: %.1f/s completed, p50 %s ms, p99 %s ms, %d errors, %d pending: %s",
+            run.label,
+            rate,
+            step.completed_rate,
+            _ms(step.p(50)),
+            _ms(step.p(99)),
+            step.errors,
+            step.pending,
+            "; ".join(reasons) or "pass",
+        )
         await asyncio.sleep(1)  # the last acknowledgements and commits settle
         return step
 

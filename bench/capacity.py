@@ -33,6 +33,7 @@ class Step:
     accept_latencies: list[float]  # seconds from due time to accepted
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # per process, this step
     wall_seconds: float = 0.0  # from the step's start until its last order was done
+    load_average: float | None = None  # the machine's, 1 minute, at the step's end
 
     @classmethod
     def of(cls, rate: float, seconds: float, flow: Flow) -> "Step":

@@ -172,6 +172,7 @@ async def run_search(
         step = Step.of(rate, plan.seconds, flow)
         step.wall_seconds = time.perf_counter() - started
         step.cpu_seconds = hops.cpu_between(before, hops.cpu_seconds(running))
+        step.load_average = os.getloadavg()[0]
         run.flows_by_rate[rate] = flow
         reasons = capacity.shortfalls(step)
         log.info(
@@ -304,6 +305,7 @@ def step_rows(run: SearchRun) -> list[tuple[str, ...]]:
                 _ms(accept_p99),
                 str(step.errors),
                 str(step.pending),
+                "–" if step.load_average is None else f"{step.load_average:.1f}",
                 "pass" if not reasons else "; ".join(reasons),
             )
         )
@@ -513,6 +515,7 @@ async def _run(context: BenchContext) -> ScenarioResult:
                 "accepted p99 ms",
                 "errors",
                 "pending",
+                "load avg",
                 "verdict",
             ),
             [row for run in runs for row in step_rows(run)],
@@ -530,7 +533,8 @@ async def _run(context: BenchContext) -> ScenarioResult:
             f"done at {capacity.KEEP_UP:g} × the offered rate or more (over the last two thirds "
             "of the step). completed/s is that rate; the percentiles are of the orders APPROVED; "
             "accepted is POST /orders answered (saga) or the first message acknowledged (bare), "
-            "from its due time."
+            "from its due time. load avg: the machine's 1-minute load average at the step's end "
+            "(above the core count, other work shared the machine)."
         ),
         (
             f"Orders: {CONSUMERS} consumers, {HOT} of them placing {HOT_SHARE:.0%} of the orders; "

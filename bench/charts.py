@@ -58,7 +58,7 @@ def latency_against_rate(
     """p50 (solid) and p99 (dashed) latency against the offered rate, one colour per
     series, from `(offered per second, p50 s, p99 s)` points; log scales, and the
     latency limit as a dotted line."""
-    figure, axes = plt.subplots(figsize=(8, 4.5))
+    figure, axes = plt.subplots(figsize=(10, 4.5))
     for label, series in points.items():
         ordered = sorted(series)
         if not ordered:
@@ -81,7 +81,7 @@ def latency_against_rate(
     axes.set_xlabel("offered orders/s")
     axes.set_ylabel("latency (ms)")
     axes.set_title(title)
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(figure, path)
 
 

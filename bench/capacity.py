@@ -32,6 +32,8 @@ class Step:
     pending: int  # accepted, still not done at the drain deadline
     accept_latencies: list[float]  # seconds from due time to accepted
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # per process, this step
+    run_queue_seconds: dict[str, float] = field(default_factory=dict)  # waited for a core
+    messages: dict[str, int] = field(default_factory=dict)  # per topic, where counted
     wall_seconds: float = 0.0  # from the step's start until its last order was done
     load_average: float | None = None  # the machine's, 1 minute, at the step's end
 

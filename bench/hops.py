@@ -24,9 +24,11 @@ import contextlib
 import json
 import logging
 import statistics
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -126,7 +128,7 @@ class Tap:
         self.bootstrap = bootstrap
         self.partitions = [TopicPartition(t, p) for t in topics for p in range(partitions)]
         self.events: dict[str, EventTimes] = {}
-        self.read = 0
+        self.counts: Counter[str] = Counter()  # messages read per topic
 
     def record(self, value: bytes, timestamp_ms: int) -> None:
         try:
@@ -152,11 +154,11 @@ class Tap:
         async def tap() -> None:
             while True:
                 batches = await consumer.getmany(timeout_ms=500)
-                for records in batches.values():
+                for partition, records in batches.items():
                     for record in records:
                         if record.value is not None:
                             self.record(record.value, record.timestamp)
-                    self.read += len(records)
+                    self.counts[partition.topic] += len(records)
 
         task = asyncio.create_task(tap())
         try:
@@ -166,6 +168,26 @@ class Tap:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await consumer.stop()
+
+
+INPUTS = {
+    "orders-saga": ("consumers", "kitchen", "accounting"),
+    "consumers-saga": ("orders",),
+    "kitchen-saga": ("consumers", "accounting"),
+    "accounting-saga": ("kitchen",),
+    "projections": ("orders", "consumers", "kitchen", "accounting"),
+    **{
+        f"{service}-relay": (service,)
+        for service in ("orders", "consumers", "kitchen", "accounting")
+    },
+}
+"""The topics each process reads (a saga worker, the projections worker) or writes (a
+relay): every message on them is one it handles, reacted to or skipped."""
+
+
+def messages_per_process(counts: Mapping[str, int]) -> dict[str, int]:
+    """Messages each process of `INPUTS` handled, from messages per topic."""
+    return {name: sum(counts.get(t, 0) for t in topics) for name, topics in INPUTS.items()}
 
 
 def cpu_seconds(running: Iterable[Process]) -> dict[str, float]:
@@ -178,5 +200,19 @@ def cpu_seconds(running: Iterable[Process]) -> dict[str, float]:
     return used
 
 
-def cpu_between(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+def run_queue_seconds(running: Iterable[Process]) -> dict[str, float]:
+    """Seconds each running process's threads have waited for a core so far (the run
+    queue, /proc/<pid>/task/<tid>/schedstat; threads that ended are not counted)."""
+    waited = {}
+    for process in running:
+        total = 0.0
+        for stat in Path(f"/proc/{process.pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(stat.read_text().split()[1]) / 1e9
+        waited[process.name] = total
+    return waited
+
+
+def between(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """What each counter of `after` grew by since `before`."""
     return {name: after[name] - before[name] for name in after if name in before}

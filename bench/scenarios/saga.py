@@ -27,6 +27,7 @@ import logging
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,7 @@ async def run_search(
     place: Callable[[int], Awaitable[str | None]],
     collection: Any,
     running: list[processes.Process],
+    tap: hops.Tap | None = None,
 ) -> None:
     """Warm up, measure idle CPU, then step the offered rate up."""
     # Warm-up: every worker's partitions assigned, every connection open.
@@ -156,11 +158,12 @@ async def run_search(
     run.idle_seconds = plan.idle
     run.idle_cpu = {
         name: used / plan.idle
-        for name, used in hops.cpu_between(before, hops.cpu_seconds(running)).items()
+        for name, used in hops.between(before, hops.cpu_seconds(running)).items()
     }
 
     async def measure(rate: float) -> Step:
-        before, started = hops.cpu_seconds(running), time.perf_counter()
+        cpu, waited = hops.cpu_seconds(running), hops.run_queue_seconds(running)
+        counted, started = Counter(tap.counts if tap else {}), time.perf_counter()
         flow = await flows.offer(
             place,
             collection,
@@ -171,7 +174,10 @@ async def run_search(
         )
         step = Step.of(rate, plan.seconds, flow)
         step.wall_seconds = time.perf_counter() - started
-        step.cpu_seconds = hops.cpu_between(before, hops.cpu_seconds(running))
+        step.cpu_seconds = hops.between(cpu, hops.cpu_seconds(running))
+        step.run_queue_seconds = hops.between(waited, hops.run_queue_seconds(running))
+        if tap is not None:
+            step.messages = dict(tap.counts - counted)
         step.load_average = os.getloadavg()[0]
         run.flows_by_rate[rate] = flow
         reasons = capacity.shortfalls(step)
@@ -224,7 +230,7 @@ async def measure_saga(context: BenchContext, store: str, plan: Plan) -> SearchR
                     placed = await bench_http.post_json(http, "/orders", body, expect=201)
                     return None if placed is None else str(placed["order_id"])
 
-                await run_search(run, plan, place, collection, system.running)
+                await run_search(run, plan, place, collection, system.running, tap)
         finally:
             await client.close()
         run.tap = tap
@@ -366,29 +372,53 @@ def cpu_table(run: SearchRun) -> Table | None:
     if step is None or not step.cpu_seconds:
         return None
     done, wall = max(len(step.latencies), 1), step.wall_seconds
+    above_idle = work_per_order_ms(run, step)
+    messages = hops.messages_per_process(step.messages)
 
-    def row(name: str, used: float, idle: float) -> tuple[str, ...]:
-        above_idle = max(used - idle * wall, 0.0)
+    def row(name: str, used: float, idle: float, above: float, waited: float) -> tuple[str, ...]:
+        handled = messages.get(name)
+        queue = "–" if not used else f"{waited / used:.1f}"
         return (
             name,
+            "–" if not handled else f"{handled / done:.1f}",
             f"{idle:.3f}",
             f"{used / wall:.2f}",
             f"{used / done * 1000:.1f}",
-            f"{above_idle / done * 1000:.1f}",
+            f"{above:.1f}",
+            queue,
         )
 
     by_use = sorted(step.cpu_seconds.items(), key=lambda item: -item[1])
-    rows = [row(name, used, run.idle_cpu.get(name, 0.0)) for name, used in by_use]
-    rows.append(row("all", sum(step.cpu_seconds.values()), sum(run.idle_cpu.values())))
+    rows = [
+        row(
+            name,
+            used,
+            run.idle_cpu.get(name, 0.0),
+            above_idle[name],
+            step.run_queue_seconds.get(name, 0.0),
+        )
+        for name, used in by_use
+    ]
+    rows.append(
+        row(
+            "all",
+            sum(step.cpu_seconds.values()),
+            sum(run.idle_cpu.values()),
+            sum(above_idle.values()),
+            sum(step.run_queue_seconds.values()),
+        )
+    )
     return Table(
         f"CPU per process, {run.label}: idle ({run.idle_seconds:g} s) and at "
         f"{step.offered:g} orders/s ({wall:.0f} s with the drain)",
         (
             "process",
+            "messages per order",
             "idle, cores",
             "under load, cores",
             "CPU ms per order",
-            "of which above idle",
+            "above idle",
+            "run queue per CPU second",
         ),
         rows,
     )
@@ -567,6 +597,10 @@ async def _run(context: BenchContext) -> ScenarioResult:
             "use (all their threads, from /proc; the orders relay's counts for both its hops; "
             "the CPU table gives it with the idle use too, an upper bound); waiting is the "
             "rest of the median: for a batch to fill, a poll, the broker, I/O, or a core. "
+            "Run queue per CPU second: seconds the process's threads waited, runnable, for a "
+            "core per second they ran (/proc/<pid>/task/*/schedstat; idle wake-ups count "
+            "too): how much the cores were fought over. Messages per order: those on the topics "
+            "the process reads (a worker: reacted to or skipped) or writes (a relay). "
             "pyinstrument is not used for the split: it samples the main thread only, and "
             "the saga workers react in worker threads."
         ),

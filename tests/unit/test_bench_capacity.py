@@ -166,3 +166,11 @@ def test_the_tap_keeps_the_first_copy_of_an_event_and_ignores_other_messages():
     made, published = tap.events["o1"]["orders.OrderCreated"]
     assert published - made == pytest.approx(0.050)
     assert len(tap.partitions) == 4
+
+
+def test_messages_per_process_count_the_topics_each_reads_or_writes():
+    handled = hops.messages_per_process({"orders": 2, "kitchen": 3, "elsewhere": 7})
+    assert handled["orders-saga"] == 3  # reads consumers, kitchen, accounting
+    assert handled["consumers-saga"] == 2
+    assert handled["projections"] == 5
+    assert handled["orders-relay"] == 2 and handled["accounting-relay"] == 0

@@ -18,6 +18,8 @@ ratio of the bare pipeline's.
 Where the time goes: at the knee (or the first rate, if none passed) each approved
 order's path is split into hops by the times its events carry (`bench.hops`), and each
 process's CPU time is read from /proc, idle and under that load.
+
+`BEFORE` keeps what this scenario measured on the pipeline before issue 13's rebuild.
 """
 
 import asyncio
@@ -71,9 +73,42 @@ FULL = Plan(rates=(5, 10, 20, 50, 100, 200, 500), seconds=30, drain=20, idle=10)
 QUICK = Plan(rates=(5, 20), seconds=3, drain=10, idle=2)
 
 BEFORE = Table(
-    "Before issue 13 (not regenerated): not measured yet",
-    ("store", "offered/s", "completed/s", "p50 ms", "p99 ms", "verdict"),
-    [],
+    "Before issue 13: the saga on main at ef50b66, measured with this scenario on "
+    "2026-12-03 (three full runs on the shared 2-core machine; kept, not regenerated)",
+    (
+        "run (UTC)",
+        "store",
+        "offered/s",
+        "completed/s",
+        "p50 ms",
+        "p99 ms",
+        "load avg",
+        "verdict",
+        "bare knee",
+    ),
+    [
+        ("15:19", "SQLite", "5", "5.1", "384", "728", "10.4", "pass", "50/s"),
+        ("15:19", "SQLite", "10", "4.7", "2,050", "16,387", "17.0", "fails (p99, behind)", ""),
+        ("15:19", "PostgreSQL", "5", "2.3", "17,280", "21,802", "20.1", "fails", "200/s"),
+        ("15:34", "SQLite", "5", "3.2", "3,307", "8,499", "14.1", "fails", "200/s"),
+        ("15:34", "PostgreSQL", "5", "2.7", "15,103", "17,417", "15.8", "fails", "200/s"),
+        ("15:48", "SQLite", "5", "4.8", "837", "2,041", "9.7", "fails (p99)", "200/s"),
+        ("15:48", "PostgreSQL", "5", "4.0", "5,849", "8,340", "13.3", "fails", "200/s"),
+    ],
+)
+BEFORE_NOTE = (
+    "Before issue 13, where the time went (the table above; SQLite at 5 orders/s in the "
+    "15:19 run, the one that passed): each of the four saga hops took 72-79 ms, 59-65 ms "
+    "of it from an event's publication to the next service's reaction making its event "
+    "(the saga worker's `take_events(100, within=0.05)` waited 50 ms for a batch to fill, "
+    "then handled the messages one transaction each) and 12-14 ms from the making to the "
+    "publication (commit, relay wake-up, send); the read model's hop took 71 ms (the "
+    "projections' 50 ms batch window). CPU above idle was 10-20 ms per order in each "
+    "worker and relay; the 14 processes used 1.06 cores at 5 orders/s and 0.52 idle. On "
+    "a busier machine the workers with the most messages per order fell behind first: "
+    "orders (4, each a transaction, reacted to or skipped) and consumers (3), 0.9-7.6 s "
+    "per hop on PostgreSQL while using 0.15-0.2 of a core each (their threads waited "
+    "6-9 s in the run queue per second on a core)."
 )
 
 
@@ -604,6 +639,7 @@ async def _run(context: BenchContext) -> ScenarioResult:
             "pyinstrument is not used for the split: it samples the main thread only, and "
             "the saga workers react in worker threads."
         ),
+        BEFORE_NOTE,
         "Load average (1/5/15 min) at the start of this scenario "
         + "/".join(f"{x:.2f}" for x in load_before)
         + ", at its end "

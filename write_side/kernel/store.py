@@ -2,14 +2,21 @@
 
 import threading
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from eventsourcing.persistence import Cipher, Compressor, Mapper, StoredEvent, Transcoder
+from eventsourcing.persistence import (
+    Cipher,
+    Compressor,
+    IntegrityError,
+    Mapper,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyProcessRecorder
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -87,6 +94,14 @@ class MetadataMapper(Mapper[Any]):
         return MessageMetadata(**raw) if raw else None
 
 
+class InboxConflict(IntegrityError):
+    """A message of the batch was recorded as handled already (by another worker)."""
+
+    def __init__(self, names: Sequence[str]):
+        super().__init__(f"already recorded in the inbox: {', '.join(names)}")
+        self.names = frozenset(names)
+
+
 class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
     """The library's process recorder, with its events table in the configured schema,
     inserting many events with one statement.
@@ -152,6 +167,43 @@ class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
                 super().create_table()
             finally:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _CREATE_TABLES})
+
+    def _insert_events(
+        self, session: Session, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """Also ``inbox={name: (first, last)}``: a batch of consumed messages' positions."""
+        inbox: Mapping[str, tuple[int, int]] | None = kwargs.get("inbox")
+        if inbox:
+            self._lock_table(session)  # one writer at a time, as for the events
+            self._advance_inbox(session, inbox)
+        super()._insert_events(session, stored_events, **kwargs)
+
+    def _advance_inbox(self, session: Session, inbox: Mapping[str, tuple[int, int]]) -> None:
+        """Move each name's position to ``last``, if it is still before ``first``.
+
+        The tracking table keeps one row per name (eventsourcing updates it in place),
+        the next position to handle: a batch that finds it at ``first`` or beyond holds a
+        message handled before, and must not be stored (``InboxConflict``).
+        """
+        table = self.tracking_table
+        conflicts = []
+        for name, (first, last) in inbox.items():
+            moved = session.execute(
+                update(table)
+                .where(table.c.application_name == name, table.c.notification_id < first)
+                .values(notification_id=last)
+            )
+            if moved.rowcount:  # type: ignore[attr-defined]  # a CursorResult
+                continue
+            found = session.execute(
+                select(table.c.notification_id).where(table.c.application_name == name)
+            ).first()
+            if found is not None:
+                conflicts.append(name)
+            else:
+                session.execute(insert(table).values(application_name=name, notification_id=last))
+        if conflicts:
+            raise InboxConflict(conflicts)
 
     def _insert_stored_events(
         self, session: Session, stored_events: Sequence[StoredEvent], **kwargs: Any

@@ -20,8 +20,11 @@ the order, so handlers see the work is done and save nothing new.
   is dead-lettered with the error. It fails only its own message.
 
 A dead letter is sent before its message's position is recorded (a crash in between
-sends it again): the batch records the messages before it, the worker sends the dead
-letters, and the next round records the dead-lettered messages and runs the rest.
+sends it again). Unreadable messages are found before anything runs: the worker sends
+their dead letters, then the batch runs with them recorded as handled. A reaction that
+fails with no failure to record ends its round for its partition: the batch records what
+came before it, the worker sends the dead letter, and the next round records it and runs
+the partition's messages after it again.
 """
 
 import logging
@@ -114,7 +117,16 @@ class Reactor:
         handled, with no effect.
         """
         todo = self._not_handled(messages)
-        commands = [self._command(message, dead_lettered) for message in todo]
+        commands: list[Callable[[], None]] = []
+        unreadable: list[tuple[ConsumedMessage, Reason]] = []
+        for message in todo:
+            command = self._command(message, dead_lettered)
+            if isinstance(command, Reason):
+                unreadable.append((message, command))
+            else:
+                commands.append(command)
+        if unreadable:  # their dead letters first: then the batch runs without them
+            return Round(dead_letters=unreadable, again=todo)
         settled = self.app.group_commit.run_in_order(
             commands, [self.tracking(message) for message in todo]
         )
@@ -175,20 +187,21 @@ class Reactor:
 
     def _command(
         self, message: ConsumedMessage, dead_lettered: Collection[MessageKey]
-    ) -> Callable[[], None]:
-        """What the message's turn runs: nothing, if it is only to be recorded."""
+    ) -> Callable[[], None] | Reason:
+        """What the message's turn runs (nothing, if it is only to be recorded), or why
+        it cannot be read."""
         if key_of(message) in dead_lettered:
             return _nothing
         try:
             envelope = decode_envelope(message.value)
         except ContractError as error:
-            return _dead_letter(Reason.of(error))
+            return Reason.of(error)
         if envelope.type not in self.readable and is_known_type(envelope.type):
             return _nothing  # a known event this service does not react to
         try:
             event = parse_data(envelope, self.accepts)
         except ContractError as error:
-            return _dead_letter(Reason.of(error))
+            return Reason.of(error)
         reaction = self.reactions[event.type()]
 
         def react() -> None:
@@ -228,10 +241,3 @@ class Reactor:
 
 def _nothing() -> None:
     return None
-
-
-def _dead_letter(reason: Reason) -> Callable[[], None]:
-    def refuse() -> None:
-        raise _DeadLetter(reason)
-
-    return refuse

@@ -50,6 +50,11 @@ def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust")
         store="memory://",
         web_enabled=False,
         datadir=f"{data_dir}/{{conf.name}}",
+        # Stopping does not wait for the batch in hand to be handled (with a server
+        # away it would wait for ever): its messages are not acknowledged, so the next
+        # worker gets them again, and the inbox or the version guard keeps their
+        # effects once.
+        stream_wait_empty=False,
     )
 
 

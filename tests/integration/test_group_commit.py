@@ -649,3 +649,49 @@ def test_a_command_on_an_aggregate_with_a_long_history_loads_from_its_last_snaps
 
     assert saved.version == 54
     assert read == [51, 52, 53], "the command read events its last snapshot (50) holds"
+
+
+def test_messages_with_nothing_to_run_are_recorded_with_their_partition_and_no_turn(tallies):
+    tallies.start_tally("t-1")
+    turns = []
+    started = tallies.group_commit._start
+
+    def counting(turn: Any, batch: Any) -> None:
+        turns.append(turn)
+        started(turn, batch)
+
+    tallies.group_commit._start = counting  # type: ignore[method-assign]
+
+    def refuse() -> None:
+        raise DomainError("no")
+
+    settled = tallies.group_commit.run_in_order(
+        [None, adding(tallies, "t-1", 1), None, None, refuse, None, None, None],
+        [
+            position("p0", 0),
+            position("p0", 1),
+            position("p0", 2),
+            position("p1", 0),  # a partition with nothing to run
+            position("p2", 0),
+            position("p2", 1),  # after a failure: not recorded
+            position("p1", 1),
+            position("p0", 3),
+        ],
+    )
+
+    assert len(turns) == 3  # the two commands, and p1's positions alone
+    assert [outcome.done for outcome in settled] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+        True,
+        True,
+    ]
+    assert settled[5].rerun
+    assert tallies.get_tally("t-1").total == 1
+    assert tallies.recorder.max_tracking_id("p0") == 4
+    assert tallies.recorder.max_tracking_id("p1") == 2
+    assert tallies.recorder.max_tracking_id("p2") is None

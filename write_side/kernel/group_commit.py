@@ -112,16 +112,16 @@ def _locked() -> threading.Lock:
 class _Turn:
     """One call of a command: its place in the queue and in a batch, and its outcome."""
 
-    def __init__(self, group: "GroupCommit", tracking: Tracking | None = None):
+    def __init__(self, group: "GroupCommit", inbox: tuple[str, int, int] | None = None):
         self.group = group
         self.state = _State.FREE
         self.batch: _Batch | None = None
         # The commands whose staged state it read (and, run in order, the one before it
         # of the same message partition).
         self.depends_on: set[_Turn] = set()
-        # Run in order (``run_in_order``): the message it handles, recorded with its
-        # events; its save does not wait for the commit.
-        self.tracking = tracking
+        # Run in order (``run_in_order``): the positions it records in its partition's
+        # inbox with its events (name, first, last); its save does not wait for the commit.
+        self.inbox = inbox
         self.events: list[Any] = []
         self.aggregates: dict[UUID, Any] = {}
         self.stored: list[StoredEvent] = []
@@ -274,68 +274,65 @@ class GroupCommit:
         raise IntegrityError(f"a command kept meeting concurrent changes ({MAX_RERUNS} reruns)")
 
     def run_in_order(
-        self, commands: Sequence[Callable[[], R]], trackings: Sequence[Tracking]
+        self, commands: Sequence[Callable[[], R] | None], trackings: Sequence[Tracking]
     ) -> list[Settled[R]]:
         """Run the commands of consumed messages one after another in this thread, each
         in a turn of its own, their turns queued together in this order; answer once all
-        are settled. Each command's events are stored with its message's ``tracking``
-        (a command that saves nothing records its message alone).
+        are settled. Each command's events are stored with its message's position
+        (``tracking``); a message with no command (``None``) is only recorded, in the
+        turn of the command before it of its partition (or after, or in a turn of its
+        own for a partition with no command).
 
         A command's ``save`` stages its events and returns at once (no recordings): it
         must be the command's last step. A command that raises records nothing; so do
-        the commands after it of the same partition (they rerun). Nothing is retried
-        here: the caller decides what to run again.
+        the messages after it of the same partition (their commands rerun). Nothing is
+        retried here: the caller decides what to run again.
         """
         assert len(commands) == len(trackings)
         if _current.get() is not None:
             raise ProgrammingError("run_in_order is not for use inside a command")
         self._start_threads()
-        turns = [_Turn(self, tracking) for tracking in trackings]
-        before: dict[str, _Turn] = {}
-        for turn in turns:
-            assert turn.tracking is not None
-            name = turn.tracking.application_name
-            if name in before:  # a partition's messages are recorded in order, or not at all
-                turn.depends_on.add(before[name])
-            before[name] = turn
+        runs, covering = _turns_in_order(self, commands, trackings)
         with self._mutex:
             self._refuse_if_closed()
-            for turn in turns:
+            for _, turn in runs:
                 self._queue_locked(turn)
-        values: list[R | None] = []
-        for command, turn in zip(commands, turns, strict=True):
+        values: dict[_Turn, R | None] = {}
+        for command, turn in runs:
             assert turn._started is not None
             turn._started.acquire()  # the turn before it (of ours, or another's) has ended
-            token = _current.set(turn)
-            try:
-                values.append(command())
-                error = None
-            except BaseException as raised:  # noqa: BLE001 - reported in its Settled
-                values.append(None)
-                error = raised
-            finally:
-                _current.reset(token)
+            error = None
+            if command is not None:
+                token = _current.set(turn)
+                try:
+                    values[turn] = command()
+                except BaseException as raised:  # noqa: BLE001 - reported in its Settled
+                    error = raised
+                finally:
+                    _current.reset(token)
             with self._mutex:
                 if turn.state is _State.RUNNING:  # it did not save
                     if error is None:
-                        self._stage(turn, _Staged((), self._mapper))  # its tracking alone
+                        self._stage(turn, _Staged((), self._mapper))  # its position alone
                     else:
                         turn.error = error
                         turn.state = _State.FINISHED
                     self._pass_turn(turn.batch)
                 elif error is not None:  # raised after its save: a bug; not counted as done
                     turn.error = error
-        for turn in turns:
+        for _, turn in runs:
             turn.wait_until_settled()
+        for _, turn in runs:
+            if not turn.failed:
+                self._committed(turn)
         settled: list[Settled[R]] = []
-        for value, turn in zip(values, turns, strict=True):
-            if turn.rerun:
-                settled.append(Settled(rerun=True))
+        for command, turn in zip(commands, covering, strict=True):
+            if turn.rerun or (turn.error is not None and command is None):
+                settled.append(Settled(rerun=True))  # its position was not recorded
             elif turn.error is not None:
                 settled.append(Settled(error=turn.error))
             else:
-                self._committed(turn)
-                settled.append(Settled(value=value))
+                settled.append(Settled(value=values.get(turn) if command is not None else None))
         return settled
 
     def save(
@@ -362,7 +359,7 @@ class GroupCommit:
             elif staging:
                 self._stage(turn, staged)
                 self._pass_turn(turn.batch)
-        if turn.tracking is not None:  # run in order: the caller waits for the batch
+        if turn.inbox is not None:  # run in order: the caller waits for the batch
             if not staging:
                 raise ProgrammingError("a command run in order saves once, as its last step")
             return []
@@ -575,7 +572,7 @@ class GroupCommit:
                 # partition) wait for it in its caller's thread anyway.
                 if (
                     turn is not None
-                    and turn.tracking is None
+                    and turn.inbox is None
                     and time.monotonic() - self._running_since > self.max_turn
                 ):
                     turn.state = _State.DETACHED
@@ -627,7 +624,7 @@ class GroupCommit:
         conflicted = _conflicts_within(staged)
         while True:
             _fail(batch, conflicted)
-            saving = [turn for turn in staged if not turn.failed and (turn.stored or turn.tracking)]
+            saving = [turn for turn in staged if not turn.failed and (turn.stored or turn.inbox)]
             if not saving:
                 return
             stored = [event for turn in saving for event in turn.stored]
@@ -641,8 +638,7 @@ class GroupCommit:
                 conflicted = {
                     turn
                     for turn in saving
-                    if turn.tracking is not None
-                    and turn.tracking.application_name in conflict.names
+                    if turn.inbox is not None and turn.inbox[0] in conflict.names
                 }
                 continue
             except IntegrityError as error:
@@ -676,18 +672,66 @@ class GroupCommit:
         }
 
 
-def _inbox(saving: list[_Turn]) -> dict[str, tuple[int, int]]:
-    """Per tracking name, the first and the last position the batch records.
+def _turns_in_order(
+    group: GroupCommit,
+    commands: Sequence[Callable[[], R] | None],
+    trackings: Sequence[Tracking],
+) -> tuple[list[tuple[Callable[[], R] | None, _Turn]], list[_Turn]]:
+    """The turns of ``run_in_order``, in order, each with its command (``None``: it only
+    records its partition's position), and the turn recording each message.
 
-    The inbox keeps one row per name, the next position to handle: it moves to the
+    A turn records a range of its partition's positions: from the first message not
+    recorded by an earlier turn to the last before the next command. A turn depends on
+    the one before it of its partition: recorded in order, or not at all.
+    """
+    runs: list[tuple[Callable[[], R] | None, _Turn]] = []
+    covering: list[_Turn | None] = []
+    last: dict[str, _Turn] = {}
+    uncovered: dict[str, list[int]] = {}  # messages before their partition's first command
+    for index, (command, tracking) in enumerate(zip(commands, trackings, strict=True)):
+        name, position = tracking.application_name, tracking.notification_id
+        before = last.get(name)
+        if command is None and before is not None:
+            assert before.inbox is not None
+            before.inbox = (name, before.inbox[1], position)
+            covering.append(before)
+            continue
+        if command is None:
+            uncovered.setdefault(name, []).append(index)
+            covering.append(None)
+            continue
+        waiting = uncovered.pop(name, [])
+        first = trackings[waiting[0]].notification_id if waiting else position
+        turn = _Turn(group, (name, first, position))
+        if before is not None:
+            turn.depends_on.add(before)
+        last[name] = turn
+        runs.append((command, turn))
+        for earlier in waiting:
+            covering[earlier] = turn
+        covering.append(turn)
+    for name, waiting in uncovered.items():  # a partition with nothing to run
+        positions = (trackings[waiting[0]].notification_id, trackings[waiting[-1]].notification_id)
+        turn = _Turn(group, (name, *positions))
+        runs.append((None, turn))
+        for earlier in waiting:
+            covering[earlier] = turn
+    assert all(turn is not None for turn in covering)
+    return runs, [turn for turn in covering if turn is not None]
+
+
+def _inbox(saving: list[_Turn]) -> dict[str, tuple[int, int]]:
+    """Per partition, the first and the last position the batch records.
+
+    The inbox keeps one row per partition, the next position to handle: it moves to the
     last, provided no position from the first on was recorded before.
     """
     inbox: dict[str, tuple[int, int]] = {}
     for turn in saving:
-        if turn.tracking is not None:
-            name, position = turn.tracking.application_name, turn.tracking.notification_id
-            first, _ = inbox.get(name, (position, position))
-            inbox[name] = (first, position)
+        if turn.inbox is not None:
+            name, first, last = turn.inbox
+            first = min(first, inbox.get(name, (first, last))[0])
+            inbox[name] = (first, last)
     return inbox
 
 

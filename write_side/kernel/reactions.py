@@ -117,7 +117,7 @@ class Reactor:
         handled, with no effect.
         """
         todo = self._not_handled(messages)
-        commands: list[Callable[[], None]] = []
+        commands: list[Callable[[], None] | None] = []
         unreadable: list[tuple[ConsumedMessage, Reason]] = []
         for message in todo:
             command = self._command(message, dead_lettered)
@@ -187,17 +187,17 @@ class Reactor:
 
     def _command(
         self, message: ConsumedMessage, dead_lettered: Collection[MessageKey]
-    ) -> Callable[[], None] | Reason:
-        """What the message's turn runs (nothing, if it is only to be recorded), or why
-        it cannot be read."""
-        if key_of(message) in dead_lettered:
-            return _nothing
+    ) -> Callable[[], None] | Reason | None:
+        """What the message's turn runs (``None``: it is only to be recorded as handled),
+        or why it cannot be read."""
+        if key_of(message) in dead_lettered or self._not_for_us(message.header("ce_type")):
+            return None
         try:
             envelope = decode_envelope(message.value)
         except ContractError as error:
             return Reason.of(error)
-        if envelope.type not in self.readable and is_known_type(envelope.type):
-            return _nothing  # a known event this service does not react to
+        if self._not_for_us(envelope.type):
+            return None
         try:
             event = parse_data(envelope, self.accepts)
         except ContractError as error:
@@ -212,6 +212,11 @@ class Reactor:
                 self.app.save(*self._decide(reaction, event, envelope))
 
         return react
+
+    def _not_for_us(self, type_: str | None) -> bool:
+        """A known event type this service does not react to. The relays also put the
+        type in a header (``ce_type``), so most such messages are skipped unread."""
+        return type_ is not None and type_ not in self.readable and is_known_type(type_)
 
     def _decide(self, reaction: Reaction, event: Any, envelope: Envelope) -> Sequence[Any]:
         """The aggregates the reaction changed, or those recording its failure."""
@@ -237,7 +242,3 @@ class Reactor:
                     "reaction-failed",
                 )
             ) from None
-
-
-def _nothing() -> None:
-    return None

@@ -218,6 +218,7 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
                 self.tables.append(self.events_record_cls.__table__)
         self._unnest_insert: str | None = None
         self._max_tracking_id: Select[Any] | None = None
+        self._inbox_statements: tuple[Any, Any, Any] | None = None
 
     def create_table(self) -> None:
         """Create the tables if they do not exist, safely when processes race to do it.
@@ -275,23 +276,29 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
         the next position to handle: a batch that finds it at ``first`` or beyond holds a
         message handled before, and must not be stored (``InboxConflict``).
         """
-        table = self.tracking_table
-        conflicts = []
-        for name, (first, last) in inbox.items():
-            moved = session.execute(
+        if self._inbox_statements is None:
+            table = self.tracking_table
+            name, position = table.c.application_name, table.c.notification_id
+            self._inbox_statements = (
                 update(table)
-                .where(table.c.application_name == name, table.c.notification_id < first)
-                .values(notification_id=last)
+                .where(name == bindparam("n"), position < bindparam("first"))
+                .values(notification_id=bindparam("last")),
+                select(position).where(name == bindparam("n")),
+                insert(table).values(
+                    application_name=bindparam("n"), notification_id=bindparam("last")
+                ),
             )
-            if moved.rowcount:  # type: ignore[attr-defined]  # a CursorResult
+        move, find, add = self._inbox_statements
+        connection = session.connection()
+        conflicts = []
+        for partition, (first, last) in inbox.items():
+            moved = connection.execute(move, {"n": partition, "first": first, "last": last})
+            if moved.rowcount:
                 continue
-            found = session.execute(
-                select(table.c.notification_id).where(table.c.application_name == name)
-            ).first()
-            if found is not None:
-                conflicts.append(name)
+            if connection.execute(find, {"n": partition}).first() is not None:
+                conflicts.append(partition)
             else:
-                session.execute(insert(table).values(application_name=name, notification_id=last))
+                connection.execute(add, {"n": partition, "last": last})
         if conflicts:
             raise InboxConflict(conflicts)
 

@@ -166,3 +166,29 @@ async def test_a_reaction_failing_with_no_failure_to_record_is_dead_lettered_the
     # A; then, once B's dead letter was sent, B recorded as handled with C.
     assert len(commits) == 2
     assert app.recorder.max_tracking_id("consumers-saga:orders:0") == 3
+
+
+async def test_messages_another_worker_handled_meanwhile_take_no_second_effect(
+    store, app, reactor, dead_letters
+):
+    """After a rebalance a worker gets a partition back whose messages another worker
+    handled meanwhile: the inbox refuses the batch, and only the new message is applied."""
+    app.register_consumer("cust-1", "Ann")
+    other_app = build_application(
+        ConsumersSettings(
+            consumers_database_url=store.url("consumers"), consumers_database_schema=store.schema
+        )
+    )
+    other = Reactor(other_app, "consumers-saga", reactions(other_app))
+    ids = [str(uuid4()) for _ in range(4)]
+    messages = [message(order_created(i), orders.TOPIC, offset=n) for n, i in enumerate(ids)]
+    try:
+        await handle(reactor, dead_letters, messages[:1])  # this worker: offset 0
+        await handle(other, dead_letters, messages[1:3])  # the other: offsets 1 and 2
+        await handle(reactor, dead_letters, messages[1:])  # back to this one: 1 to 3
+    finally:
+        other_app.close()
+
+    events = published(app, consumers_relay.to_contract)
+    assert [e.order_id for e in events if isinstance(e, consumers.ConsumerVerified)] == ids
+    assert app.recorder.max_tracking_id("consumers-saga:orders:0") == 4

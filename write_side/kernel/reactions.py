@@ -103,6 +103,11 @@ class Reactor:
         self.reactions = {reaction.event.type(): reaction for reaction in reactions}
         self.accepts = tuple(reaction.event for reaction in reactions)
         self.readable = readable_types(self.accepts)  # with older majors, upcast
+        # Each partition's inbox position as this worker last read or wrote it. Only a
+        # batch's commit moves it, and its compare-and-set refuses a batch that holds a
+        # message recorded since (another worker's, after a rebalance): then it is read
+        # again. So a batch costs no query for the positions.
+        self._positions: dict[str, int] = {}
 
     def tracking(self, message: ConsumedMessage) -> Tracking:
         # Kafka's convention: the position to record is the next offset to read.
@@ -132,14 +137,19 @@ class Reactor:
         )
         result = Round()
         for message, outcome in zip(todo, settled, strict=True):
+            tracking = self.tracking(message)
+            name = tracking.application_name
             if outcome.done:
+                self._positions[name] = max(self._positions.get(name, 0), tracking.notification_id)
                 continue
             result.again.append(message)
             error = outcome.error
             if isinstance(error, _DeadLetter):
                 result.dead_letters.append((message, error.reason))
-            elif error is None or isinstance(error, IntegrityError):
-                pass  # a rerun, a conflict, or handled meanwhile by another worker
+            elif error is None:
+                pass  # it read what a failed one staged: run it again
+            elif isinstance(error, IntegrityError):  # a conflict; maybe handled by another
+                self._positions.pop(name, None)
             elif isinstance(error, TRANSIENT_ERRORS):
                 result.error = result.error or error
             else:  # a bug outside the reaction (its own errors are caught): the saga must end
@@ -173,8 +183,8 @@ class Reactor:
             raise result.error
 
     def _not_handled(self, messages: Sequence[ConsumedMessage]) -> list[ConsumedMessage]:
-        """The messages whose positions are not recorded yet (one query per partition)."""
-        recorded: dict[str, int] = {}
+        """The messages whose positions are not recorded yet."""
+        recorded = self._positions
         todo = []
         for message in messages:
             tracking = self.tracking(message)

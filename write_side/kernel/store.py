@@ -10,7 +10,9 @@ from eventsourcing.persistence import (
     Compressor,
     IntegrityError,
     Mapper,
+    Notification,
     StoredEvent,
+    Tracking,
     Transcoder,
 )
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
@@ -219,6 +221,7 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
         self._unnest_insert: str | None = None
         self._max_tracking_id: Select[Any] | None = None
         self._inbox_statements: tuple[Any, Any, Any] | None = None
+        self._notification_statements: dict[tuple[bool, bool, bool, bool], Select[Any]] = {}
 
     def create_table(self) -> None:
         """Create the tables if they do not exist, safely when processes race to do it.
@@ -258,6 +261,63 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
         with self._reader().connect() as connection:
             found = connection.execute(self._max_tracking_id, {"name": application_name}).scalar()
         return None if found is None else int(found)
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> list[Notification]:
+        """The log from ``start`` on, with Core (the relay's read)."""
+        shape = (start is not None, inclusive_of_start, stop is not None, bool(topics))
+        statement = self._notification_statements.get(shape)
+        if statement is None:
+            statement = self._notification_statements[shape] = self._notifications(*shape)
+        parameters = {"start": start, "stop": stop, "topics": list(topics), "limit": limit}
+        with self._reader().connect() as connection:
+            rows = connection.execute(statement, parameters).all()
+        return [
+            Notification(
+                id=notification_id,
+                originator_id=originator_id,
+                originator_version=version,
+                topic=topic,
+                state=bytes(state) if isinstance(state, memoryview) else state,
+            )
+            for notification_id, originator_id, version, topic, state in rows
+        ]
+
+    def _notifications(
+        self, start: bool, inclusive_of_start: bool, stop: bool, topics: bool
+    ) -> Select[Any]:
+        table = self.events_record_cls.__table__
+        statement = select(
+            table.c.id,
+            table.c.originator_id,
+            table.c.originator_version,
+            table.c.topic,
+            table.c.state,
+        )
+        if start:
+            first: Any = bindparam("start")
+            statement = statement.where(
+                table.c.id >= first if inclusive_of_start else table.c.id > first
+            )
+        if stop:
+            statement = statement.where(table.c.id <= bindparam("stop"))
+        if topics:
+            statement = statement.where(table.c.topic.in_(bindparam("topics", expanding=True)))
+        return statement.order_by(table.c.id).limit(bindparam("limit"))
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        """Record a position (the relay's), as the library does, with Core: an
+        IntegrityError if that position or a later one is recorded already."""
+        with self.transaction(commit=True) as session:
+            name, position = tracking.application_name, tracking.notification_id
+            self._advance_inbox(session, {name: (position, position)})
 
     def _insert_events(
         self, session: Session, stored_events: Sequence[StoredEvent], **kwargs: Any

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -585,6 +585,21 @@ def test_a_message_whose_aggregate_another_writer_changed_is_refused_its_partiti
 class SnapshottingTallies(TalliesApplication):
     name = "tallies"  # the same tables
     snapshotting_intervals = {Tally: 5}  # noqa: RUF012 - eventsourcing's class setting
+    env: ClassVar[dict[str, str]] = {}  # no aggregate cache: every command loads
+
+
+def reading(app: ServiceApplication) -> list[int]:
+    """A list that fills with the versions of the events the app reads from now on."""
+    read: list[int] = []
+    select_events = app.events.recorder.select_events
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        found = select_events(*args, **kwargs)
+        read.extend(event.originator_version for event in found)
+        return found
+
+    app.events.recorder.select_events = counting  # type: ignore[method-assign]
+    return read
 
 
 def test_concurrent_commands_across_snapshot_boundaries_give_the_state_without_snapshots(store):
@@ -634,15 +649,7 @@ def test_a_command_on_an_aggregate_with_a_long_history_loads_from_its_last_snaps
         app.start_tally("long")
         for amount in range(1, 53):
             app.add_to_tally("long", amount)
-        read: list[int] = []
-        select_events = app.events.recorder.select_events
-
-        def counting(*args: Any, **kwargs: Any) -> Any:
-            found = select_events(*args, **kwargs)
-            read.extend(event.originator_version for event in found)
-            return found
-
-        app.events.recorder.select_events = counting  # type: ignore[method-assign]
+        read = reading(app)
         saved = app.add_to_tally("long", 1)
     finally:
         app.close()
@@ -695,3 +702,23 @@ def test_messages_with_nothing_to_run_are_recorded_with_their_partition_and_no_t
     assert tallies.recorder.max_tracking_id("p0") == 4
     assert tallies.recorder.max_tracking_id("p1") == 2
     assert tallies.recorder.max_tracking_id("p2") is None
+
+
+def test_a_cached_aggregate_is_brought_up_to_date_with_what_another_process_stored(store):
+    app = opened(store)  # with the aggregate cache (the default)
+    elsewhere = opened(store)  # another process on the same store
+    try:
+        app.start_tally("t-1")
+        app.add_to_tally("t-1", 1)  # loads it: now in the cache
+        elsewhere.add_to_tally("t-1", 10)
+        elsewhere.add_to_tally("t-1", 100)
+        read = reading(app)
+
+        saved = app.add_to_tally("t-1", 1000)
+
+        assert saved.version == 5
+        assert read == [3, 4], "the cached tally was not fast-forwarded, or was rebuilt"
+        assert app.get_tally("t-1").total == 1111
+    finally:
+        app.close()
+        elsewhere.close()

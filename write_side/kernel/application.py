@@ -4,7 +4,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import (
@@ -15,6 +15,7 @@ from eventsourcing.application import (
     project_aggregate,
 )
 from eventsourcing.persistence import IntegrityError, ProcessRecorder, Recording, Tracking
+from eventsourcing.utils import strtobool
 from sqlalchemy.engine import make_url
 
 from write_side.kernel.group_commit import BatchingRepository, GroupCommit
@@ -41,17 +42,30 @@ class ServiceApplication(Application[UUID]):
     """
 
     recorder: ProcessRecorder
+    # eventsourcing's aggregate cache: an aggregate loaded once is kept (the most
+    # recently used, per process) and brought up to date with one query for its newer
+    # events when it is read again ("fast-forward"), instead of being rebuilt from its
+    # snapshot and events. Any process may write it meanwhile: the query sees that.
+    # ``<NAME>_AGGREGATE_CACHE_MAXSIZE`` (or ``AGGREGATE_CACHE_MAXSIZE``) sets the size.
+    env: ClassVar[dict[str, str]] = {"AGGREGATE_CACHE_MAXSIZE": "1000"}
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()
 
     def construct_repository(self) -> Repository[UUID]:
         # Called by Application.__init__ once the mapper, recorder and stores exist.
-        self.group_commit = GroupCommit(
-            self.mapper, self.recorder, on_committed=self._snapshot_if_due
-        )
-        return BatchingRepository(
-            self.group_commit, event_store=self.events, snapshot_store=self.snapshots
+        self.group_commit = GroupCommit(self.mapper, self.recorder, on_committed=self._committed)
+        cache_maxsize = self.env.get(self.AGGREGATE_CACHE_MAXSIZE)
+        return BatchingRepository(  # the cache's settings read as Application's own are
+            self.group_commit,
+            event_store=self.events,
+            snapshot_store=self.snapshots,
+            cache_maxsize=int(cache_maxsize) if cache_maxsize else None,
+            fastforward=strtobool(self.env.get(self.AGGREGATE_CACHE_FASTFORWARD, "y")),
+            fastforward_skipping=strtobool(
+                self.env.get(self.AGGREGATE_CACHE_FASTFORWARD_SKIPPING, "n")
+            ),
+            deepcopy_from_cache=strtobool(self.env.get(self.DEEPCOPY_FROM_AGGREGATE_CACHE, "y")),
         )
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
@@ -71,9 +85,15 @@ class ServiceApplication(Application[UUID]):
         with contextlib.suppress(IntegrityError):
             super().take_snapshot(aggregate_id, version, projector_func)
 
-    def _snapshot_if_due(self, events: Sequence[Any], aggregates: dict[UUID, Any]) -> None:
+    def _committed(self, events: Sequence[Any], aggregates: dict[UUID, Any]) -> None:
         """After a batched command's events are stored: what ``Application.save`` does
-        after storing, the automatic snapshots. A failure only costs a later load."""
+        after storing. The aggregates go to the cache as they are now (a later read
+        needs no event of its own), and the automatic snapshots are taken (a failure
+        there only costs a later load more events)."""
+        cache = self.repository.cache
+        if cache is not None:
+            for aggregate_id, aggregate in aggregates.items():
+                cache.put(aggregate_id, aggregate)
         if not (self.snapshots and self.snapshotting_intervals):
             return
         processing: ProcessingEvent[UUID] = ProcessingEvent()

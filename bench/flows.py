@@ -68,7 +68,9 @@ async def place_orders(
                 seen = collection.find({"_id": {"$in": ids}, **condition}, {"_id": 1})
                 now = time.perf_counter()
                 async for document in seen:
-                    flow.effect.append(now - pending.pop(document["_id"]))
+                    placed = pending.pop(document["_id"], None)
+                    if placed is not None:  # a scan may return a document twice
+                        flow.effect.append(now - placed)
             await asyncio.sleep(WATCH_INTERVAL)
 
     body = {

@@ -107,17 +107,6 @@ class ServiceApplication(Application[UUID]):
     def has_processed(self, tracking: Tracking) -> bool:
         return self.recorder.has_tracking_id(tracking.application_name, tracking.notification_id)
 
-    def save_processed(self, tracking: Tracking, *aggregates: Any) -> list[Recording[UUID]]:
-        """Save the aggregates' new events and the tracking record atomically.
-
-        Raises eventsourcing's IntegrityError if the message was already tracked or an
-        aggregate was changed concurrently.
-        """
-        processing_event: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
-        processing_event.collect_events(*aggregates)
-        # The same path eventsourcing's own ProcessApplication takes to record.
-        return self._record(processing_event)
-
     def close(self) -> None:
         group_commit = getattr(self, "group_commit", None)
         if group_commit is not None:

@@ -306,8 +306,15 @@ def run(context: BenchContext) -> ScenarioResult:
             f"p50/p95/p99: {raw_ms} ms."
         ),
         (
-            "The machine is shared: other work raises every process's CPU a little (caches, "
-            "scheduling); compare runs by their load averages."
+            "Where the rest goes (docs/adr/0022-an-idle-stack-sleeps.md): in each Faust worker "
+            "mostly Faust's own timers, above all `take_events(..., within=...)` waking 20 "
+            "times a second; uvicorn's 10 Hz main loop in each API; pymongo's monitors in "
+            "the query API."
+        ),
+        (
+            "The machine is a shared VM: in one session the same idle stack measured 0.10 to "
+            "0.16 of a core as the machine's state changed (higher with less other work). "
+            "Compare runs made close together."
         ),
     ]
     return result

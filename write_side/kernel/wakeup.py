@@ -222,9 +222,27 @@ class SqliteFileWatch(SqliteDataVersionWatch):
                 super().check(announce, stopping)
                 return
             with inotify:
-                self._watch(inotify, connection, last, announce, stopping)
+                if self._add_watches(inotify):
+                    self._watch(inotify, connection, last, announce, stopping)
+                    return
+            log.warning("%s cannot watch the store's files (none found)", self.name)
+            connection.close()
+            super().check(announce, stopping)
         finally:
             connection.close()
+
+    def _add_watches(self, inotify: Any) -> bool:
+        """Watch the database file and its ``-wal`` file; False if neither is there (a
+        ``file:`` URI, say)."""
+        from inotify_simple import flags
+
+        database = Path(self.connect_args[0])
+        watched = False
+        for path in (database, database.with_name(f"{database.name}-wal")):
+            with contextlib.suppress(FileNotFoundError):  # no -wal: not in WAL mode
+                inotify.add_watch(path, flags.MODIFY)
+                watched = True
+        return watched
 
     def _watch(
         self,
@@ -234,12 +252,6 @@ class SqliteFileWatch(SqliteDataVersionWatch):
         announce: Callable[[], object],
         stopping: threading.Event,
     ) -> None:
-        from inotify_simple import flags
-
-        database = Path(self.connect_args[0])
-        for path in (database, database.with_name(f"{database.name}-wal")):
-            with contextlib.suppress(FileNotFoundError):  # no -wal: not in WAL mode
-                inotify.add_watch(path, flags.MODIFY)
         wake_read, wake_write = os.pipe()
         poller = select.poll()
         poller.register(inotify.fileno(), select.POLLIN)

@@ -15,7 +15,7 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from pymongo.errors import PyMongoError
 from sqlalchemy.exc import DBAPIError
 
-from write_side.kernel.kafka import pace_empty_fetches
+from write_side.kernel.kafka import fetch_wakeups, pace_empty_fetches
 from write_side.kernel.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,14 @@ def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust")
     """A Faust app reading raw bytes (decoding is ours, so bad bytes can be dead-lettered).
 
     Its consumer does not spin on a broker that answers empty fetches at once
-    (`pace_empty_fetches`)."""
+    (`pace_empty_fetches`), and is woken by the relays' announcements where they are
+    heard (`FetchWakeups`)."""
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    pace_empty_fetches()
+    pace_empty_fetches(
+        settings.kafka_empty_fetch_interval,
+        fetch_wakeups(settings),
+        settings.kafka_empty_fetch_interval_with_wakeups,
+    )
     return faust.App(
         app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],

@@ -69,8 +69,8 @@ async def retry_until_done(
     """Run ``work`` until it succeeds, backing off on infrastructure errors.
 
     A batch is acknowledged once its handler returns (``handle_batches``), so it must
-    be finished (or dead-lettered) before this returns; while a server is away the worker waits instead of losing the batch.
-    Anything else is a bug and propagates.
+    be finished (or dead-lettered) before this returns; while a server is away the
+    worker waits instead of losing the batch. Anything else is a bug and propagates.
     """
     delay = 0.1
     while True:

@@ -146,6 +146,7 @@ class CoreReads:
         the setting at each checkout)."""
         reader = self.__dict__.get("_reading_engine")
         if reader is None:
+            self.datastore.init_sqlite_wal_mode()  # as the library's first transaction does
             engine = self.datastore.engine
             assert isinstance(engine, Engine)
             if engine.dialect.name == "postgresql":
@@ -238,6 +239,11 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
             super().create_table()
             return
         if engine.dialect.name == "sqlite":
+            # WAL mode (a property of the file) before anything else, so that every
+            # process finds the store in it from the start: readers and the writer do not
+            # block each other, and the relay's commit watch finds the -wal file it
+            # watches (the library would switch at its first transaction, some time later).
+            self.datastore.init_sqlite_wal_mode()
             with engine.begin() as connection:
                 for table in [*self.tables, self.tracking_table]:
                     connection.execute(CreateTable(table, if_not_exists=True))

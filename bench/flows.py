@@ -84,7 +84,8 @@ async def offer(
                 now = time.perf_counter()
                 async for document in seen:
                     accepted = pending.pop(document["_id"], None)
-                    if accepted is None:  # given up on at the deadline meanwhile
+                    # Given up on at the deadline meanwhile, or a scan returned it twice.
+                    if accepted is None:
                         continue
                     flow.effect.append(now - accepted)
                     flow.completions.append(Completion(document["_id"], accepted, now))

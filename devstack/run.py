@@ -74,6 +74,9 @@ def default_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
         "KAFKA_TOPIC_PARTITIONS": "4",
         "MONGODB_URL": f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true",
         "MONGODB_DATABASE": "read_models",
+        # The local broker answers empty fetches at once: relays wake idle consumers
+        # through this folder instead (docs/adr/0022). Not set with Kafka (compose).
+        "KAFKA_FETCH_WAKEUP_DIR": "var/kafka-wakeups",
     }
     for service in SERVICES:
         defaults[f"{service.upper()}_DATABASE_URL"] = f"sqlite:///var/{service}.db"

@@ -7,6 +7,5 @@ class ProjectionSettings(KafkaSettings):
     mongodb_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
     mongodb_database: str = "read_models"
     projection_batch_size: int = 500
-    projection_batch_within: float = 0.05
     projections_group_id: str = "projections"
     projections_data_dir: str = "var/faust"

@@ -58,12 +58,7 @@ def register(projection: Projection) -> None:
                         partial(handle, runner, batch), f"projection {projection.name}", stopping
                     )
 
-                await handle_batches(
-                    stream,
-                    settings.projection_batch_size,
-                    settings.projection_batch_within,
-                    project_batch,
-                )
+                await handle_batches(stream, settings.projection_batch_size, project_batch)
             except ProjectionVersionMismatch as error:
                 # Another version's collection is live (or this one was never rebuilt):
                 # stop the worker rather than mix two versions' logic in one collection.

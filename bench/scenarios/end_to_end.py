@@ -10,8 +10,8 @@ query API itself.
 Reference: a bare aiokafka message through one topic of the same broker at the same
 rate, the one hop the event makes. The system adds, by design, the relay's wake-up on
 the commit (NOTIFY on PostgreSQL, a `PRAGMA data_version` check every 5 ms on SQLite;
-its 50 ms poll is only the fallback, ADR 21), the projection's batching window
-(`PROJECTION_BATCH_WITHIN`, 50 ms) and two stores' writes.
+its 50 ms poll is only the fallback, ADR 21), the projections worker's batch (what
+has arrived; none waits to fill) and two stores' writes.
 """
 
 import asyncio

@@ -246,6 +246,8 @@ async def measure_saga(context: BenchContext, store: str, plan: Plan) -> SearchR
             "MONGODB_DATABASE": f"bench_{uuid.uuid4().hex[:8]}",
             "PROJECTIONS_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
             "PROJECTIONS_DATA_DIR": str(work / "faust"),
+            # As `cqrs run` sets it for the local broker (ADR 22); ignored by code without it.
+            "KAFKA_FETCH_WAKEUP_DIR": str(work / "kafka-wakeups"),
             **{f"{s.upper()}_DATABASE_URL": f"sqlite:///{work}/{s}.db" for s in SERVICES},
         }
         if store == "PostgreSQL":

@@ -11,10 +11,11 @@ from fastapi import FastAPI, HTTPException
 from bench import registry
 from bench.runner import Options, run_scenarios
 from bench.scenario import BenchContext
+from bench.scenarios import idle
 from bench.scenarios.write_path import drive_http, uvicorn
 from tests.stores import POSTGRES_URL
 
-MINE = {"end_to_end", "projection", "query_api", "relay", "saga"}
+MINE = {"end_to_end", "idle", "projection", "query_api", "relay", "saga"}
 
 
 def test_every_module_with_a_run_function_is_a_scenario_and_names_are_forgiving():
@@ -91,3 +92,17 @@ def refusing_app() -> FastAPI:
         raise HTTPException(422, "refused")
 
     return api
+
+
+def test_the_idle_scenario_runs_the_procfile_but_the_demo_with_cqrs_runs_settings(tmp_path: Path):
+    entries = idle.procfile_entries()
+    assert "demo" not in entries
+    assert {"orders-api", "orders-relay", "orders-saga", "projections", "query-api"} <= set(entries)
+    env = idle.stack_environment(tmp_path, kafka_port=1111, mongo_port=2222)
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:1111"
+    assert "127.0.0.1:2222" in env["MONGODB_URL"]
+    assert env["ORDERS_DATABASE_URL"] == f"sqlite:///{tmp_path}/orders.db"
+    assert env["KAFKA_FETCH_WAKEUP_DIR"] == str(tmp_path / "kafka-wakeups")
+    ports = [env[name] for name in idle.API_PORTS]
+    assert len(set(ports)) == len(ports)
+    assert env["ORDERS_API_URL"] == f"http://127.0.0.1:{env['ORDERS_API_PORT']}"

@@ -6,6 +6,7 @@ broker is needed, since the Reactor is what the saga worker runs on every messag
 """
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -449,29 +450,41 @@ def test_a_blocked_card_or_no_account_fails_the_authorization(accounting_app, ac
 
 
 def test_a_conflict_on_the_account_is_decided_again_on_its_fresh_state(
-    accounting_app, accounting_reactor, monkeypatch
+    store, accounting_app, accounting_reactor, monkeypatch
 ):
-    """Two tickets of one consumer on two partitions: while the first is being decided,
-    the second is authorized. The first's save conflicts on the Account; the Reactor
-    reloads and decides again, and the limit holds."""
+    """Two tickets of one consumer on two partitions, handled by two saga workers (two
+    Applications on one store): while the first worker decides its ticket, the other
+    authorizes the second. The first's batch conflicts on the Account; the Reactor runs
+    it again on the fresh Account, and the limit holds."""
     accounting_app.open_account("cust-1", LIMIT)
     first, second = str(uuid4()), str(uuid4())
     authorize = accounting_app.authorize
     decided: list[str] = []
+    other_worker = build_accounting(
+        AccountingSettings(
+            accounting_database_url=store.url("accounting"),
+            accounting_database_schema=store.schema,
+        )
+    )
+    other_reactor = Reactor(other_worker, "accounting-saga", accounting_reactions(other_worker))
 
     def authorize_while_the_other_slips_in(order_id: str, consumer_id: str, amount: int):
         decision = authorize(order_id, consumer_id, amount)
         decided.append(order_id)
         if decided == [first]:
             other = message(ticket_created(second, 6000), kitchen.TOPIC, 0, partition=1)
-            assert accounting_reactor.react(other) is None
+            with ThreadPoolExecutor(1) as elsewhere:  # another process's worker, meanwhile
+                assert elsewhere.submit(other_reactor.react, other).result() is None
+            decided.append(second)
         return decision
 
     monkeypatch.setattr(accounting_app, "authorize", authorize_while_the_other_slips_in)
-
-    result = accounting_reactor.react(
-        message(ticket_created(first, 6000), kitchen.TOPIC, 0, partition=0)
-    )
+    try:
+        result = accounting_reactor.react(
+            message(ticket_created(first, 6000), kitchen.TOPIC, 0, partition=0)
+        )
+    finally:
+        other_worker.close()
 
     assert result is None
     assert decided == [first, second, first], "the first ticket was decided twice"

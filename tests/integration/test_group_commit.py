@@ -8,14 +8,15 @@ in that order, in one batch.
 import itertools
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
-from eventsourcing.persistence import IntegrityError, OperationalError
+import sqlalchemy
+from eventsourcing.persistence import IntegrityError, OperationalError, Tracking
 from fastapi.testclient import TestClient
 
 from devstack.servers import free_port
@@ -442,3 +443,282 @@ def test_killing_the_api_mid_batch_keeps_every_answered_command_and_no_partial_o
             assert tally.version == 1
     finally:
         app.close()
+
+
+# Consumed messages' commands, run in order with their positions (saga workers)
+
+
+def position(name: str, offset: int) -> Tracking:
+    """The tracking record of the message at ``offset`` of partition ``name``."""
+    return Tracking(name, offset + 1)
+
+
+def commits_of(app: ServiceApplication) -> list[int]:
+    """A list that counts the transactions committed on the app's store from now on."""
+    commits: list[int] = []
+    sqlalchemy.event.listen(app.recorder.datastore.engine, "commit", lambda _: commits.append(1))
+    return commits
+
+
+def adding(app: TalliesApplication, name: str, amount: int) -> Callable[[], None]:
+    """A message's command: get → mutate → save, the save being its last step."""
+
+    def add() -> None:
+        tally = app.get_tally(name)
+        tally.add(amount)
+        app.save(tally)
+
+    return add
+
+
+def test_messages_run_in_order_in_one_transaction_with_their_positions(tallies):
+    tallies.start_tally("t-1")
+    amounts = list(range(1, 21))
+    commits = commits_of(tallies)
+
+    settled = tallies.group_commit.run_in_order(
+        [adding(tallies, "t-1", amount) for amount in amounts],
+        [position("worker:topic:0", offset) for offset in range(20)],
+    )
+
+    assert all(outcome.done for outcome in settled)
+    assert len(commits) == 1, "the messages' events and positions took more than one transaction"
+    tally_id = Tally.create_id("t-1")
+    totals_by_version = [tallies.repository.get(tally_id, version=v).total for v in range(2, 22)]
+    assert totals_by_version == list(itertools.accumulate(amounts)), "not in the messages' order"
+    assert tallies.recorder.max_tracking_id("worker:topic:0") == 20
+
+
+def test_a_message_that_fails_records_nothing_and_holds_back_its_partition_only(tallies):
+    for name in ("t-1", "t-2"):
+        tallies.start_tally(name)
+    before = tallies.recorder.max_notification_id()
+
+    def refuse() -> None:
+        tallies.get_tally("t-1")
+        raise DomainError("no")
+
+    settled = tallies.group_commit.run_in_order(
+        [adding(tallies, "t-1", 1), refuse, adding(tallies, "t-1", 2), adding(tallies, "t-2", 5)],
+        [
+            position("worker:topic:0", 0),
+            position("worker:topic:0", 1),
+            position("worker:topic:0", 2),
+            position("worker:topic:1", 0),
+        ],
+    )
+
+    assert [(o.done, o.rerun, type(o.error)) for o in settled] == [
+        (True, False, type(None)),
+        (False, False, DomainError),
+        (False, True, type(None)),  # after the failed one, in its partition: run it again
+        (True, False, type(None)),  # another partition: stored
+    ]
+    assert [(v, kind) for (_, v, kind) in stored_events(tallies, before)] == [
+        (2, "Added"),
+        (2, "Added"),
+    ]
+    assert tallies.get_tally("t-1").total == 1
+    assert tallies.get_tally("t-2").total == 5
+    assert tallies.recorder.max_tracking_id("worker:topic:0") == 1  # up to the first only
+    assert tallies.recorder.max_tracking_id("worker:topic:1") == 1
+
+
+def test_a_message_recorded_before_is_refused_with_its_partition_and_nothing_is_stored(tallies):
+    tallies.start_tally("t-1")
+    tallies.group_commit.run_in_order(
+        [adding(tallies, "t-1", 1)], [position("worker:topic:0", 4)]
+    )  # handled once: the partition's position is 5
+
+    settled = tallies.group_commit.run_in_order(
+        [adding(tallies, "t-1", 10), adding(tallies, "t-1", 100), adding(tallies, "t-1", 1000)],
+        [position("worker:topic:0", 3), position("worker:topic:0", 5), position("other:0", 0)],
+    )
+
+    # The whole partition's batch is refused (its caller filters what was handled, and
+    # runs the rest again); the other partition's message read what it staged.
+    assert isinstance(settled[0].error, IntegrityError)
+    assert isinstance(settled[1].error, IntegrityError)
+    assert settled[2].rerun
+    assert tallies.get_tally("t-1").total == 1
+    assert tallies.recorder.max_tracking_id("worker:topic:0") == 5
+    assert tallies.recorder.max_tracking_id("other:0") is None
+
+
+def test_a_message_whose_aggregate_another_writer_changed_is_refused_its_partition_waits(
+    tallies, store
+):
+    tallies.start_tally("t-1")
+    tallies.start_tally("t-2")
+    elsewhere = opened(store)  # another process's Application on the same store
+
+    def add_while_another_writer_adds() -> None:
+        tally = tallies.get_tally("t-1")  # version 1
+        elsewhere.add_to_tally("t-1", 7)  # version 2, stored meanwhile
+        tally.add(1)  # also version 2
+        tallies.save(tally)
+
+    try:
+        settled = tallies.group_commit.run_in_order(
+            [add_while_another_writer_adds, adding(tallies, "t-2", 2), adding(tallies, "t-1", 3)],
+            [
+                position("worker:topic:0", 0),
+                position("worker:topic:1", 0),
+                position("worker:topic:0", 1),
+            ],
+        )
+    finally:
+        elsewhere.close()
+
+    assert isinstance(settled[0].error, IntegrityError)
+    assert settled[1].done
+    assert settled[2].rerun
+    assert tallies.get_tally("t-1").total == 7
+    assert tallies.get_tally("t-2").total == 2
+    assert tallies.recorder.max_tracking_id("worker:topic:0") is None
+    assert tallies.recorder.max_tracking_id("worker:topic:1") == 1
+
+
+# Automatic snapshots under group commit
+
+
+class SnapshottingTallies(TalliesApplication):
+    name = "tallies"  # the same tables
+    snapshotting_intervals = {Tally: 5}  # noqa: RUF012 - eventsourcing's class setting
+    env: ClassVar[dict[str, str]] = {}  # no aggregate cache: every command loads
+
+
+def reading(app: ServiceApplication) -> list[int]:
+    """A list that fills with the versions of the events the app reads from now on."""
+    read: list[int] = []
+    select_events = app.events.recorder.select_events
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        found = select_events(*args, **kwargs)
+        read.extend(event.originator_version for event in found)
+        return found
+
+    app.events.recorder.select_events = counting  # type: ignore[method-assign]
+    return read
+
+
+def test_concurrent_commands_across_snapshot_boundaries_give_the_state_without_snapshots(store):
+    snapshotting = open_application(SnapshottingTallies, store.url("tallies"), store.schema)
+    plain = opened(store)  # the same store, no snapshots
+    try:
+        for app in (snapshotting, plain):
+            app.start_tally(f"{type(app).__name__}-t")
+        start = threading.Barrier(24, timeout=30)
+
+        def add(i: int) -> Saved:
+            start.wait()
+            app = snapshotting if i < 12 else plain
+            return app.add_to_tally(f"{type(app).__name__}-t", i % 12 + 1)
+
+        with ThreadPoolExecutor(24) as pool:
+            list(pool.map(add, range(24)))  # twelve commands on each tally, concurrently
+        with ThreadPoolExecutor(12) as pool:  # and twelve more, without a barrier
+            list(
+                pool.map(
+                    lambda i: snapshotting.add_to_tally("SnapshottingTallies-t", i), range(1, 13)
+                )
+            )
+            list(pool.map(lambda i: plain.add_to_tally("TalliesApplication-t", i), range(1, 13)))
+
+        with_snapshots = snapshotting.get_tally("SnapshottingTallies-t")
+        without = plain.get_tally("TalliesApplication-t")
+        assert (with_snapshots.version, with_snapshots.total) == (without.version, without.total)
+        assert with_snapshots.version == 25
+        tally_id = with_snapshots.id
+        assert snapshotting.snapshots is not None
+        taken = [s.originator_version for s in snapshotting.snapshots.get(tally_id)]
+        assert taken == [5, 10, 15, 20, 25]  # one at each boundary, none missed or twice
+        for snapshot in snapshotting.snapshots.get(tally_id):
+            from_snapshot = snapshot.mutate(None)
+            from_events = plain.repository.get(tally_id, version=snapshot.originator_version)
+            assert from_snapshot.total == from_events.total
+        assert plain.snapshots is None or not list(plain.snapshots.get(without.id))
+    finally:
+        snapshotting.close()
+        plain.close()
+
+
+def test_a_command_on_an_aggregate_with_a_long_history_loads_from_its_last_snapshot(store):
+    app = open_application(SnapshottingTallies, store.url("tallies"), store.schema)
+    try:
+        app.start_tally("long")
+        for amount in range(1, 53):
+            app.add_to_tally("long", amount)
+        read = reading(app)
+        saved = app.add_to_tally("long", 1)
+    finally:
+        app.close()
+
+    assert saved.version == 54
+    assert read == [51, 52, 53], "the command read events its last snapshot (50) holds"
+
+
+def test_messages_with_nothing_to_run_are_recorded_with_their_partition_and_no_turn(tallies):
+    tallies.start_tally("t-1")
+    turns = []
+    started = tallies.group_commit._start
+
+    def counting(turn: Any, batch: Any) -> None:
+        turns.append(turn)
+        started(turn, batch)
+
+    tallies.group_commit._start = counting  # type: ignore[method-assign]
+
+    def refuse() -> None:
+        raise DomainError("no")
+
+    settled = tallies.group_commit.run_in_order(
+        [None, adding(tallies, "t-1", 1), None, None, refuse, None, None, None],
+        [
+            position("p0", 0),
+            position("p0", 1),
+            position("p0", 2),
+            position("p1", 0),  # a partition with nothing to run
+            position("p2", 0),
+            position("p2", 1),  # after a failure: not recorded
+            position("p1", 1),
+            position("p0", 3),
+        ],
+    )
+
+    assert len(turns) == 3  # the two commands, and p1's positions alone
+    assert [outcome.done for outcome in settled] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+        True,
+        True,
+    ]
+    assert settled[5].rerun
+    assert tallies.get_tally("t-1").total == 1
+    assert tallies.recorder.max_tracking_id("p0") == 4
+    assert tallies.recorder.max_tracking_id("p1") == 2
+    assert tallies.recorder.max_tracking_id("p2") is None
+
+
+def test_a_cached_aggregate_is_brought_up_to_date_with_what_another_process_stored(store):
+    app = opened(store)  # with the aggregate cache (the default)
+    elsewhere = opened(store)  # another process on the same store
+    try:
+        app.start_tally("t-1")
+        app.add_to_tally("t-1", 1)  # loads it: now in the cache
+        elsewhere.add_to_tally("t-1", 10)
+        elsewhere.add_to_tally("t-1", 100)
+        read = reading(app)
+
+        saved = app.add_to_tally("t-1", 1000)
+
+        assert saved.version == 5
+        assert read == [3, 4], "the cached tally was not fast-forwarded, or was rebuilt"
+        assert app.get_tally("t-1").total == 1111
+    finally:
+        app.close()
+        elsewhere.close()

@@ -142,3 +142,32 @@ async def test_an_error_of_the_handler_ends_the_agent_at_once_and_commits_nothin
         assert batches.handled() == ["first"]
     finally:
         worker.stop()
+
+
+async def test_a_worker_stopped_while_it_handles_a_batch_commits_only_what_it_handled(
+    batches: Batches,
+):
+    """SIGTERM while ``hold`` is handled and more has arrived: the worker leaves its
+    group with none of it committed; the next worker handles all of it."""
+    worker = batches.start()
+    try:
+        await batches.send("first")
+        wait_for(lambda: batches.handled() == ["first"], timeout=60, message=worker.log())
+        await batches.send("hold", "a", "b", "c")
+        wait_for(lambda: "begin hold" in batches.lines(), timeout=60, message=worker.log())
+        await committed_reaches(batches, 1, worker)
+    finally:
+        worker.stop()
+    assert batches.handled() == ["first"]
+    await committed_stays(batches, 1, "a batch was committed that was not handled")
+
+    (batches.directory / "release").touch()
+    restarted = batches.start()
+    try:
+        wait_for(
+            lambda: batches.handled() == ["first", "hold", "a", "b", "c"],
+            timeout=60,
+            message=restarted.log(),
+        )
+    finally:
+        restarted.stop()

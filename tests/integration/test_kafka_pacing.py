@@ -1,30 +1,42 @@
-"""An idle consumer on the local broker does not spin, and still gets what arrives (ADR 19).
+"""An idle consumer on the local broker does not spin, and still gets what arrives (ADR 19,
+ADR 22).
 
 noida-db answers an empty fetch at once; without `pace_empty_fetches` an idle aiokafka
 consumer sends thousands of fetches a second (about a core). These tests count the
 fetches of an idle consumer on a real broker, and check a message sent to it is
-still read at once and that it stops cleanly (a pause is cancelled quietly).
+still read at once and that it stops cleanly (a pause is cancelled quietly). With
+wakeups (`FetchWakeups`), the pause is long and a producer's announcement ends it.
 """
 
 import time
 import uuid
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.consumer.fetcher import Fetcher
 
-from write_side.kernel.kafka import EMPTY_FETCH_INTERVAL, ensure_topics, pace_empty_fetches
+from write_side.kernel import kafka
+from write_side.kernel.kafka import (
+    EMPTY_FETCH_INTERVAL,
+    ensure_topics,
+    fetch_wakeups,
+    pace_empty_fetches,
+)
+from write_side.kernel.settings import KafkaSettings
 
 IDLE_SECONDS = 1.0
+LONG_PAUSE = 30.0
+"""The pause with wakeups in these tests: what arrives within a 10 s deadline was woken."""
 
 
-@pytest.fixture
-def fetches(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
-    """Pacing applied for this test only; the times its fetches were sent."""
+def count_fetches(monkeypatch: pytest.MonkeyPatch, *pacing: Any) -> list[float]:
+    """Pacing (`pace_empty_fetches(*pacing)`) for this test only; the times its fetches
+    were sent."""
     monkeypatch.setattr(Fetcher, "_proc_fetch_request", Fetcher._proc_fetch_request)
-    pace_empty_fetches()
+    monkeypatch.setattr(kafka, "_pacing", kafka._pacing)
+    pace_empty_fetches(*pacing)
     paced = Fetcher._proc_fetch_request
     sent: list[float] = []
 
@@ -34,7 +46,17 @@ def fetches(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
         return result
 
     monkeypatch.setattr(Fetcher, "_proc_fetch_request", counted)
-    yield sent
+    return sent
+
+
+@pytest.fixture
+def fetches(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    return count_fetches(monkeypatch)
+
+
+def woken_pacing(bootstrap: str, folder: Path, pause: float) -> tuple[Any, ...]:
+    settings = KafkaSettings(kafka_bootstrap_servers=bootstrap, kafka_fetch_wakeup_dir=str(folder))
+    return EMPTY_FETCH_INTERVAL, fetch_wakeups(settings), pause
 
 
 async def idle_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
@@ -82,3 +104,64 @@ async def test_a_message_sent_to_an_idle_consumer_arrives_at_once(
         await consumer.stop()
     assert [r.value for records in received.values() for r in records] == [b"hello"]
     assert waited < 0.5
+
+
+async def idle_for(consumer: AIOKafkaConsumer, seconds: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        assert await consumer.getmany(timeout_ms=200) == {}
+    return start
+
+
+async def test_a_consumer_that_hears_wakeups_rests_and_an_announcement_wakes_it(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    pacing = woken_pacing(kafka_bootstrap, tmp_path, LONG_PAUSE)
+    fetches = count_fetches(monkeypatch, *pacing)
+    topic = f"pacing-{uuid.uuid4().hex[:8]}"
+    consumer = await idle_consumer(kafka_bootstrap, topic)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        start = await idle_for(consumer, IDLE_SECONDS)
+        assert len([t for t in fetches if t >= start]) <= 1, "it did not rest"
+        await producer.send_and_wait(topic, b"hello", key=b"k")
+        pacing[1].announce(topic)
+        received = await consumer.getmany(timeout_ms=10_000)
+    finally:
+        await producer.stop()
+        await consumer.stop()  # a long pause in progress ends quietly
+    assert [r.value for records in received.values() for r in records] == [b"hello"]
+
+
+async def test_a_message_nobody_announces_still_arrives_after_the_pause(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    count_fetches(monkeypatch, *woken_pacing(kafka_bootstrap, tmp_path, 0.2))
+    topic = f"pacing-{uuid.uuid4().hex[:8]}"
+    consumer = await idle_consumer(kafka_bootstrap, topic)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"unannounced", key=b"k")
+        received = await consumer.getmany(timeout_ms=10_000)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    assert [r.value for records in received.values() for r in records] == [b"unannounced"]
+
+
+def test_wakeups_are_per_broker_and_off_unless_a_folder_is_set(tmp_path: Path):
+    assert fetch_wakeups(KafkaSettings()).directory is None
+    fetch_wakeups(KafkaSettings()).announce("orders")  # off: nothing, no error
+    one, other = (
+        fetch_wakeups(
+            KafkaSettings(kafka_bootstrap_servers=bootstrap, kafka_fetch_wakeup_dir=str(tmp_path))
+        )
+        for bootstrap in ("127.0.0.1:9092", "127.0.0.1:9093")
+    )
+    assert one.directory is not None and other.directory is not None
+    assert one.directory != other.directory
+    assert one.directory.parent == other.directory.parent == tmp_path
+    one.announce("orders")
+    assert (one.directory / "orders").exists() and not (other.directory / "orders").exists()

@@ -32,9 +32,9 @@ from tests.kernel_example.contracts import TOPIC, registered
 from tests.kernel_example.relay import TalliesRelaySettings, open_tallies, tallies_relay
 from tests.stores import POSTGRES_URL, Store
 from tests.support import wait_for, wait_for_async
-from write_side.kernel.kafka import ensure_topics, stop_producer
+from write_side.kernel.kafka import ensure_topics, fetch_wakeups, stop_producer
 from write_side.kernel.metadata import MessageMetadata, caused_by
-from write_side.kernel.wakeup import PostgresListener
+from write_side.kernel.wakeup import PostgresListener, commit_watch, is_active
 
 PROJECT = Path(__file__).resolve().parents[2]
 """Where the tallies relay's module is (the kill test runs it in a process of its own)."""
@@ -268,9 +268,12 @@ def test_relay_killed_and_restarted_mid_stream_loses_nothing(kafka, store, tmp_p
     )
 
 
-# The relay wakes on its store's commits (docs/adr/0021). Its poll is set to 30 s here, so
-# an event published within the 10 s deadline was published because of a wake-up.
-WAKING = re.compile(r"listens for commits on channel|checks the store for commits")
+# The relay wakes on its store's commits (docs/adr/0021, 0022). Its polls are set to 30 s
+# here, so an event published within the 10 s deadline was published because of a wake-up.
+WAKING = re.compile(
+    r"listens for commits on channel|checks the store for commits|watches the store's files"
+)
+NO_POLL = {"RELAY_POLL_INTERVAL": "30", "RELAY_WATCHED_POLL_INTERVAL": "30"}
 LISTENING = "listens for commits on channel"
 NOT_LISTENING = "no connection listening on channel"
 
@@ -316,7 +319,7 @@ def kill_listener(store: Store) -> int:
 
 def test_relay_publishes_a_commit_long_before_its_next_poll(kafka, store, tmp_path: Path):
     app = open_tallies(relay_settings(store, kafka_bootstrap_servers=kafka))
-    relay = start_relay(relay_env(kafka, store, RELAY_POLL_INTERVAL="30"), tmp_path, "relay")
+    relay = start_relay(relay_env(kafka, store, **NO_POLL), tmp_path, "relay")
     try:
         wait_for(lambda: WAKING.search(relay.log()), timeout=30, message=relay.log())
         start_tallies_one_at_a_time(app, kafka, 3)
@@ -329,7 +332,7 @@ def test_relay_publishes_a_commit_long_before_its_next_poll(kafka, store, tmp_pa
 @pytest.mark.postgres
 @pytest.mark.parametrize("store", ["postgres"], indirect=True)
 def test_relay_listens_again_after_its_connection_is_killed(kafka, store, tmp_path: Path):
-    env = relay_env(kafka, store, RELAY_POLL_INTERVAL="30", RELAY_LISTEN_RETRY_INTERVAL="0.2")
+    env = relay_env(kafka, store, **NO_POLL, RELAY_LISTEN_RETRY_INTERVAL="0.2")
     app = open_tallies(relay_settings(store, kafka_bootstrap_servers=kafka))
     relay = start_relay(env, tmp_path, "relay")
     try:
@@ -396,3 +399,87 @@ async def test_an_unreachable_server_is_logged_once_however_many_attempts_fail(c
         if r.name == "write_side.kernel.wakeup" and r.levelname == "WARNING"
     ]
     assert warnings == ["relay:tallies: no connection listening on channel tallies_events"]
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_an_idle_sqlite_relay_is_woken_by_a_write_to_its_files(kafka, store, tmp_path: Path):
+    """inotify on the store's files (docs/adr/0022): with every poll and the data_version
+    check 30 s away, only the watch can publish within the 10 s deadline."""
+    env = relay_env(kafka, store, **NO_POLL, RELAY_SQLITE_CHECK_INTERVAL="30")
+    app = open_tallies(relay_settings(store, kafka_bootstrap_servers=kafka))
+    relay = start_relay(env, tmp_path, "relay")
+    try:
+        wait_for(lambda: "watches the store's files" in relay.log(), message=relay.log())
+        start_tallies_one_at_a_time(app, kafka, 3)
+    finally:
+        relay.stop()
+        app.close()
+    assert relay.popen.returncode == 0, relay.log()
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_the_sqlite_file_watch_announces_commits_while_active(store):
+    app = open_tallies(relay_settings(store))
+    watch = commit_watch(
+        app.recorder, name="relay:test", listen_retry_interval=1, sqlite_check_interval=30
+    )
+    assert watch is not None and not is_active(watch)
+    changed = asyncio.Event()
+    task = asyncio.create_task(watch(changed))
+    try:
+        await wait_for_async(lambda: is_active(watch), message="the watch never started")
+        changed.clear()
+        await asyncio.to_thread(app.start_tally, "one")  # another connection commits
+        await wait_for_async(changed.is_set, message="the commit was not announced")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        app.close()
+    await wait_for_async(lambda: not is_active(watch), message="the watch did not stop")
+
+
+class FakeWatch:
+    def __init__(self) -> None:
+        self.active = False
+
+    async def __call__(self, changed: asyncio.Event) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_the_relay_polls_rarely_while_its_watch_announces_commits(store):
+    settings = relay_settings(
+        store, relay_poll_interval=0.05, relay_watched_poll_interval=7, relay_wake_on_commit=False
+    )
+    app = open_tallies(settings)
+    try:
+        relay = tallies_relay(app, settings)
+        assert relay.current_poll_interval() == 0.05  # no watch
+        relay.watch_commits = watch = FakeWatch()
+        assert relay.current_poll_interval() == 0.05  # a watch not announcing (yet)
+        watch.active = True
+        assert relay.current_poll_interval() == 7
+    finally:
+        app.close()
+
+
+async def test_the_relay_announces_its_topic_once_a_batch_is_acknowledged(
+    kafka, store, tmp_path: Path
+):
+    settings = relay_settings(
+        store, kafka_bootstrap_servers=kafka, kafka_fetch_wakeup_dir=str(tmp_path / "wakeups")
+    )
+    app = open_tallies(settings)
+    relay = tallies_relay(app, settings)
+    announced = fetch_wakeups(settings).directory
+    assert announced is not None and announced.parent == tmp_path / "wakeups"
+    await ensure_topics(kafka, {TOPIC: 4})
+    await relay.producer.start()
+    try:
+        assert await relay.publish_next_batch(0) == (0, 0)
+        assert not (announced / TOPIC).exists(), "nothing published, nothing announced"
+        last = write_tallies(app, 2)
+        assert await relay.publish_next_batch(0) == (last, last)
+        assert (announced / TOPIC).exists()
+    finally:
+        await stop_producer(relay.producer)
+        app.close()

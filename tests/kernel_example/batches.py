@@ -47,4 +47,4 @@ async def handle(events: Sequence[Any]) -> None:
 
 @app.agent(topic, name="batches")
 async def batches(stream: Any) -> None:
-    await handle_batches(stream, 100, 0.05, handle)
+    await handle_batches(stream, 100, handle)

@@ -18,7 +18,10 @@ from write_side.kernel.group_commit import command
 
 
 class AccountingApplication(ServiceApplication):
-    name = "accounting"  # table names: accounting_events, accounting_tracking
+    name = "accounting"  # table names: accounting_events, accounting_tracking, ..._snapshots
+    # An Account lives as long as its consumer and grows with every order: loading it
+    # reads its last snapshot and at most this many events, however long its history.
+    snapshotting_intervals = {Account: 50}  # noqa: RUF012 - eventsourcing's class setting
 
     @command
     def open_account(self, consumer_id: str, credit_limit_cents: int) -> Account:

@@ -35,6 +35,17 @@ hand-over on the way.
   and answers them; a command that gets that far only after ``close()`` is refused
   (``ApplicationClosed``), having changed nothing.
 
+Messages a saga worker consumes take the same path (:meth:`GroupCommit.run_in_order`):
+their commands queue together, in the messages' order, and run one after another in the
+worker's thread, each in a turn of its own, so they share a batch (one transaction) with
+the tracking records of the messages they handle (the inbox: one row per topic
+partition, advanced to the batch's last offset only if no message of the batch was
+recorded before). A command of a message runs after the one before it of the same
+partition and fails with it, so the inbox never counts a message whose effects were not
+stored; a domain error is the command's own business (it records a failure instead).
+After the commit, aggregates whose version reached their snapshotting interval are
+snapshotted (``on_committed``), as ``Application.save`` does.
+
 Why, and what it costs: docs/adr/0015-group-commit-on-the-write-side.md.
 """
 
@@ -48,7 +59,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import wraps
 from queue import Empty, SimpleQueue
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent, Repository
@@ -59,11 +70,14 @@ from eventsourcing.persistence import (
     Mapper,
     Notification,
     PersistenceError,
+    ProgrammingError,
     Recording,
     StoredEvent,
+    Tracking,
 )
 
 from write_side.kernel.errors import ApplicationClosed
+from write_side.kernel.store import InboxConflict
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -98,12 +112,18 @@ def _locked() -> threading.Lock:
 class _Turn:
     """One call of a command: its place in the queue and in a batch, and its outcome."""
 
-    def __init__(self, group: "GroupCommit"):
+    def __init__(self, group: "GroupCommit", inbox: tuple[str, int, int] | None = None):
         self.group = group
         self.state = _State.FREE
         self.batch: _Batch | None = None
-        self.depends_on: set[_Turn] = set()  # the commands whose staged state it read
+        # The commands whose staged state it read (and, run in order, the one before it
+        # of the same message partition).
+        self.depends_on: set[_Turn] = set()
+        # Run in order (``run_in_order``): the positions it records in its partition's
+        # inbox with its events (name, first, last); its save does not wait for the commit.
+        self.inbox = inbox
         self.events: list[Any] = []
+        self.aggregates: dict[UUID, Any] = {}
         self.stored: list[StoredEvent] = []
         self.recordings: list[Recording[UUID]] = []
         self.error: BaseException | None = None
@@ -160,6 +180,19 @@ class _Staged:
 
 
 @dataclass(frozen=True)
+class Settled(Generic[R]):
+    """How a command run by ``run_in_order`` ended, once its batch was settled."""
+
+    value: R | None = None  # what it returned, if it was stored (or had nothing to store)
+    error: BaseException | None = None  # what it raised, or why its batch refused it
+    rerun: bool = False  # it depended on a command that failed: run it again
+
+    @property
+    def done(self) -> bool:
+        return self.error is None and not self.rerun
+
+
+@dataclass(frozen=True)
 class _Entry:
     """An aggregate in the identity map; ``None`` if it does not exist."""
 
@@ -181,9 +214,13 @@ class GroupCommit:
         *,
         max_batch_size: int = MAX_BATCH_SIZE,
         max_turn: float = MAX_TURN_SECONDS,
+        on_committed: Callable[[Sequence[Any], dict[UUID, Any]], None] | None = None,
     ):
+        """``on_committed(events, aggregates)`` runs in the command's thread once its
+        events are stored (the Application's automatic snapshots)."""
         self._mapper = mapper
         self._recorder = recorder
+        self._on_committed = on_committed
         self.max_batch_size = max_batch_size
         self.max_turn = max_turn
         self._queue: SimpleQueue[_Turn | None] = SimpleQueue()
@@ -236,6 +273,68 @@ class GroupCommit:
             return result
         raise IntegrityError(f"a command kept meeting concurrent changes ({MAX_RERUNS} reruns)")
 
+    def run_in_order(
+        self, commands: Sequence[Callable[[], R] | None], trackings: Sequence[Tracking]
+    ) -> list[Settled[R]]:
+        """Run the commands of consumed messages one after another in this thread, each
+        in a turn of its own, their turns queued together in this order; answer once all
+        are settled. Each command's events are stored with its message's position
+        (``tracking``); a message with no command (``None``) is only recorded, in the
+        turn of the command before it of its partition (or after, or in a turn of its
+        own for a partition with no command).
+
+        A command's ``save`` stages its events and returns at once (no recordings): it
+        must be the command's last step. A command that raises records nothing; so do
+        the messages after it of the same partition (their commands rerun). Nothing is
+        retried here: the caller decides what to run again.
+        """
+        assert len(commands) == len(trackings)
+        if _current.get() is not None:
+            raise ProgrammingError("run_in_order is not for use inside a command")
+        self._start_threads()
+        runs, covering = _turns_in_order(self, commands, trackings)
+        with self._mutex:
+            self._refuse_if_closed()
+            for _, turn in runs:
+                self._queue_locked(turn)
+        values: dict[_Turn, R | None] = {}
+        for command, turn in runs:
+            assert turn._started is not None
+            turn._started.acquire()  # the turn before it (of ours, or another's) has ended
+            error = None
+            if command is not None:
+                token = _current.set(turn)
+                try:
+                    values[turn] = command()
+                except BaseException as raised:  # noqa: BLE001 - reported in its Settled
+                    error = raised
+                finally:
+                    _current.reset(token)
+            with self._mutex:
+                if turn.state is _State.RUNNING:  # it did not save
+                    if error is None:
+                        self._stage(turn, _Staged((), self._mapper))  # its position alone
+                    else:
+                        turn.error = error
+                        turn.state = _State.FINISHED
+                    self._pass_turn(turn.batch)
+                elif error is not None:  # raised after its save: a bug; not counted as done
+                    turn.error = error
+        for _, turn in runs:
+            turn.wait_until_settled()
+        for _, turn in runs:
+            if not turn.failed:
+                self._committed(turn)
+        settled: list[Settled[R]] = []
+        for command, turn in zip(commands, covering, strict=True):
+            if turn.rerun or (turn.error is not None and command is None):
+                settled.append(Settled(rerun=True))  # its position was not recorded
+            elif turn.error is not None:
+                settled.append(Settled(error=turn.error))
+            else:
+                settled.append(Settled(value=values.get(turn) if command is not None else None))
+        return settled
+
     def save(
         self, objs: Sequence[Any], plain_save: Callable[..., list[Recording[UUID]]]
     ) -> list[Recording[UUID]]:
@@ -260,9 +359,14 @@ class GroupCommit:
             elif staging:
                 self._stage(turn, staged)
                 self._pass_turn(turn.batch)
+        if turn.inbox is not None:  # run in order: the caller waits for the batch
+            if not staging:
+                raise ProgrammingError("a command run in order saves once, as its last step")
+            return []
         turn.wait_until_settled()
         turn.outcome()
         if staging:
+            self._committed(turn)
             return turn.recordings
         # Detached, or a second save of the same command: what it read is settled and
         # stored, so an ordinary save (optimistic concurrency) is right.
@@ -340,11 +444,20 @@ class GroupCommit:
         """Queue the command for a turn; the lock it gets is released when it starts."""
         with self._mutex:
             self._refuse_if_closed()
-            turn._started = started = _locked()
-            turn.state = _State.QUEUED
-            self._waiting += 1
-            self._queue.put(turn)
+            return self._queue_locked(turn)
+
+    def _queue_locked(self, turn: _Turn) -> threading.Lock:
+        """Under the mutex: queue the command for a turn."""
+        turn._started = started = _locked()
+        turn.state = _State.QUEUED
+        self._waiting += 1
+        self._queue.put(turn)
         return started
+
+    def _committed(self, turn: _Turn) -> None:
+        """In the command's thread, once its events are stored."""
+        if self._on_committed is not None and turn.events:
+            self._on_committed(turn.events, turn.aggregates)
 
     def _close_batch(self) -> None:
         """Under the mutex: hand the open batch to the committer, if it is time.
@@ -379,6 +492,7 @@ class GroupCommit:
         assert turn.batch is not None and staged is not None
         turn.events = staged.events
         turn.stored = staged.stored
+        turn.aggregates = staged.aggregates
         for event in turn.events:
             aggregate = staged.aggregates.get(event.originator_id)
             if aggregate is None:  # an event saved without its aggregate: read it again
@@ -454,7 +568,13 @@ class GroupCommit:
         while not self._chain_ended.wait(timeout=self.max_turn / 2):
             with self._mutex:
                 turn = self._running
-                if turn is not None and time.monotonic() - self._running_since > self.max_turn:
+                # A command run in order is not detached: the ones after it (of its
+                # partition) wait for it in its caller's thread anyway.
+                if (
+                    turn is not None
+                    and turn.inbox is None
+                    and time.monotonic() - self._running_since > self.max_turn
+                ):
                     turn.state = _State.DETACHED
                     self._pass_turn(batch)
 
@@ -504,12 +624,23 @@ class GroupCommit:
         conflicted = _conflicts_within(staged)
         while True:
             _fail(batch, conflicted)
-            saving = [turn for turn in staged if not turn.failed and turn.stored]
+            saving = [turn for turn in staged if not turn.failed and (turn.stored or turn.inbox)]
             if not saving:
                 return
             stored = [event for turn in saving for event in turn.stored]
+            inbox = _inbox(saving)
             try:
-                notification_ids = self._recorder.insert_events(stored)
+                if inbox:
+                    notification_ids = self._recorder.insert_events(stored, inbox=inbox)
+                else:
+                    notification_ids = self._recorder.insert_events(stored)
+            except InboxConflict as conflict:  # handled already, by another worker
+                conflicted = {
+                    turn
+                    for turn in saving
+                    if turn.inbox is not None and turn.inbox[0] in conflict.names
+                }
+                continue
             except IntegrityError as error:
                 conflicted = self._conflicts_with_store(saving)
                 if not conflicted:
@@ -539,6 +670,69 @@ class GroupCommit:
             for originator_id, (version, turn) in first.items()
             if self._recorder.select_events(originator_id, gt=version - 1, limit=1)
         }
+
+
+def _turns_in_order(
+    group: GroupCommit,
+    commands: Sequence[Callable[[], R] | None],
+    trackings: Sequence[Tracking],
+) -> tuple[list[tuple[Callable[[], R] | None, _Turn]], list[_Turn]]:
+    """The turns of ``run_in_order``, in order, each with its command (``None``: it only
+    records its partition's position), and the turn recording each message.
+
+    A turn records a range of its partition's positions: from the first message not
+    recorded by an earlier turn to the last before the next command. A turn depends on
+    the one before it of its partition: recorded in order, or not at all.
+    """
+    runs: list[tuple[Callable[[], R] | None, _Turn]] = []
+    covering: list[_Turn | None] = []
+    last: dict[str, _Turn] = {}
+    uncovered: dict[str, list[int]] = {}  # messages before their partition's first command
+    for index, (command, tracking) in enumerate(zip(commands, trackings, strict=True)):
+        name, position = tracking.application_name, tracking.notification_id
+        before = last.get(name)
+        if command is None and before is not None:
+            assert before.inbox is not None
+            before.inbox = (name, before.inbox[1], position)
+            covering.append(before)
+            continue
+        if command is None:
+            uncovered.setdefault(name, []).append(index)
+            covering.append(None)
+            continue
+        waiting = uncovered.pop(name, [])
+        first = trackings[waiting[0]].notification_id if waiting else position
+        turn = _Turn(group, (name, first, position))
+        if before is not None:
+            turn.depends_on.add(before)
+        last[name] = turn
+        runs.append((command, turn))
+        for earlier in waiting:
+            covering[earlier] = turn
+        covering.append(turn)
+    for name, waiting in uncovered.items():  # a partition with nothing to run
+        positions = (trackings[waiting[0]].notification_id, trackings[waiting[-1]].notification_id)
+        turn = _Turn(group, (name, *positions))
+        runs.append((None, turn))
+        for earlier in waiting:
+            covering[earlier] = turn
+    assert all(turn is not None for turn in covering)
+    return runs, [turn for turn in covering if turn is not None]
+
+
+def _inbox(saving: list[_Turn]) -> dict[str, tuple[int, int]]:
+    """Per partition, the first and the last position the batch records.
+
+    The inbox keeps one row per partition, the next position to handle: it moves to the
+    last, provided no position from the first on was recorded before.
+    """
+    inbox: dict[str, tuple[int, int]] = {}
+    for turn in saving:
+        if turn.inbox is not None:
+            name, first, last = turn.inbox
+            first = min(first, inbox.get(name, (first, last))[0])
+            inbox[name] = (first, last)
+    return inbox
 
 
 def _conflicts_within(staged: list[_Turn]) -> set[_Turn]:

@@ -56,6 +56,16 @@ class ConsumedMessage:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
 
+    def header(self, key: str) -> str | None:
+        """A header's value as text (the first, if repeated); None if absent or not UTF-8."""
+        for name, value in self.headers:
+            if name == key:
+                try:
+                    return value.decode()
+                except UnicodeDecodeError:
+                    return None
+        return None
+
     @classmethod
     def of(cls, event: Any) -> "ConsumedMessage":
         """From a Faust stream event."""

@@ -12,9 +12,12 @@ order; an id missing below a visible one belongs to a rolled-back transaction an
 never appear. See docs/adr/0003-relay-reads-the-notification-log.md.
 
 Waiting: when the log has nothing new, the relay waits until its store announces a
-commit (``write_side.kernel.wakeup``) or ``poll_interval`` has passed, whichever comes
-first. The announcement only wakes it sooner: what it publishes is always what the
-SELECT after its position finds.
+commit (``write_side.kernel.wakeup``) or the poll interval has passed, whichever comes
+first: ``watched_poll_interval`` while the watch is announcing commits, ``poll_interval``
+when there is none. The announcement only wakes it sooner: what it publishes is always
+what the SELECT after its position finds. Once a batch is acknowledged, the relay tells
+consumers on this machine that its topic has new messages (``announce``; see
+``write_side.kernel.kafka.FetchWakeups``), for a broker that does not hold empty fetches.
 """
 
 import asyncio
@@ -32,10 +35,15 @@ from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
 from contracts.registry import check_also_publish, editions
 from write_side.kernel.application import ServiceApplication
-from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
+from write_side.kernel.kafka import (
+    ensure_topics,
+    fetch_wakeups,
+    reliable_producer,
+    stop_producer,
+)
 from write_side.kernel.settings import RelaySettings
 from write_side.kernel.store import MetadataMapper
-from write_side.kernel.wakeup import CommitWatch, commit_watch
+from write_side.kernel.wakeup import CommitWatch, commit_watch, is_active
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +64,10 @@ class Relay:
         to_contract: ContractMapping,
         batch_size: int = 500,
         poll_interval: float = 0.05,
+        watched_poll_interval: float = 2.0,
         also_publish: Collection[str] = (),
         watch_commits: CommitWatch | None = None,
+        announce: Callable[[str], object] | None = None,
     ):
         check_also_publish(also_publish)
         self.source = source
@@ -69,8 +79,10 @@ class Relay:
         self.to_contract = to_contract
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.watched_poll_interval = watched_poll_interval
         self.also_publish = frozenset(also_publish)
         self.watch_commits = watch_commits
+        self.announce = announce
         self.tracking_name = f"relay:{topic}"
 
     def position(self) -> int:
@@ -90,11 +102,17 @@ class Relay:
                 position, read = await self.publish_next_batch(position)
                 if read == 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), self.poll_interval)
+                        await asyncio.wait_for(wake.wait(), self.current_poll_interval())
         finally:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+
+    def current_poll_interval(self) -> float:
+        """How long to wait for a commit's announcement before looking all the same."""
+        if is_active(self.watch_commits):
+            return self.watched_poll_interval
+        return self.poll_interval
 
     @staticmethod
     async def _wake_when_set(stopping: asyncio.Event, wake: asyncio.Event) -> None:
@@ -127,6 +145,8 @@ class Relay:
             for envelope in envelopes
         ]
         await asyncio.gather(*acks)  # raises if any send failed: position stays put
+        if envelopes and self.announce is not None:
+            self.announce(self.topic)
         new_position = notifications[-1].id
         await asyncio.to_thread(
             self.tracking.insert_tracking, Tracking(self.tracking_name, new_position)
@@ -216,6 +236,7 @@ def build_relay(
         to_contract=to_contract,
         batch_size=settings.relay_batch_size,
         poll_interval=settings.relay_poll_interval,
+        watched_poll_interval=settings.relay_watched_poll_interval,
         also_publish=also_publish,
         watch_commits=commit_watch(
             app.recorder,
@@ -225,6 +246,7 @@ def build_relay(
         )
         if settings.relay_wake_on_commit
         else None,
+        announce=fetch_wakeups(settings).announce,
     )
 
 

@@ -10,9 +10,12 @@ import faust
 from write_side.kernel.application import App
 from write_side.kernel.kafka import reliable_producer, stop_producer
 from write_side.kernel.messaging import ConsumedMessage, DeadLetters
-from write_side.kernel.reactions import Reaction, Reactor
+from write_side.kernel.reactions import MAX_ROUNDS, MessageKey, Reaction, Reactor, key_of
 from write_side.kernel.settings import KafkaSettings
-from write_side.kernel.streams import faust_app, retry_until_done
+from write_side.kernel.streams import faust_app, handle_batches, retry_until_done
+
+BATCH_SIZE = 500
+"""At most this many messages are handled in one transaction."""
 
 
 def saga_worker(
@@ -42,15 +45,18 @@ def saga_worker(
         await producer.start()
         dead_letters = DeadLetters(producer, consumer)
         stopping = asyncio.Event()
+
+        async def react_batch(events: Sequence[Any]) -> None:
+            batch = [ConsumedMessage.of(event) for event in events]
+            first, last = key_of(batch[0]), key_of(batch[-1])
+            await retry_until_done(
+                partial(handle, reactor, dead_letters, batch),
+                f"{consumer} {len(batch)} messages from {first} to {last}",
+                stopping,
+            )
+
         try:
-            async for events in stream.take_events(100, within=0.05):
-                for event in events:
-                    message = ConsumedMessage.of(event)
-                    await retry_until_done(
-                        partial(_react, reactor, dead_letters, message),
-                        f"{consumer} {message.topic}[{message.partition}]@{message.offset}",
-                        stopping,
-                    )
+            await handle_batches(stream, BATCH_SIZE, react_batch)
         finally:
             stopping.set()
             await stop_producer(producer)
@@ -60,8 +66,19 @@ def saga_worker(
     return app
 
 
-async def _react(reactor: Reactor, dead_letters: DeadLetters, message: ConsumedMessage) -> None:
-    reason = await asyncio.to_thread(reactor.react, message)
-    if reason is not None:
-        await dead_letters.send([(message, reason)])
-        await asyncio.to_thread(reactor.skip, message)
+async def handle(
+    reactor: Reactor, dead_letters: DeadLetters, batch: Sequence[ConsumedMessage]
+) -> None:
+    """Handle a batch in one transaction (more only for conflicts and dead letters)."""
+    todo, dead_lettered = list(batch), set[MessageKey]()
+    for _ in range(MAX_ROUNDS):
+        result = await asyncio.to_thread(reactor.react_batch, todo, dead_lettered)
+        if result.dead_letters:  # before their positions are recorded
+            await dead_letters.send(result.dead_letters)
+            dead_lettered.update(key_of(message) for message, _ in result.dead_letters)
+        if result.error is not None:
+            raise result.error
+        if not result.again:
+            return
+        todo = result.again
+    raise TimeoutError(f"{reactor.consumer}: a batch kept conflicting ({MAX_ROUNDS} rounds)")

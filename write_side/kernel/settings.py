@@ -8,15 +8,29 @@ class KafkaSettings(BaseSettings):
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_topic_partitions: int = 4
+    kafka_empty_fetch_interval: float = 0.01
+    """Seconds a consumer waits after a fetch that brought nothing, from when it was sent,
+    on a broker that answers at once (docs/adr/0019); Kafka itself holds such a fetch."""
+    kafka_fetch_wakeup_dir: str = ""
+    """A folder where producers of this machine announce new messages to consumers
+    (inotify; `cqrs run` sets `var/kafka-wakeups`); empty: no wakeups (docs/adr/0022)."""
+    kafka_empty_fetch_interval_with_wakeups: float = 1.0
+    """Instead of `kafka_empty_fetch_interval` while a consumer hears the wakeups: only
+    the fallback for producers that do not announce."""
 
 
 class RelaySettings(KafkaSettings):
     relay_batch_size: int = 500
     relay_poll_interval: float = 0.05
+    """Seconds between looks at the log when nothing announces the store's commits."""
+    relay_watched_poll_interval: float = 2.0
+    """The same while the store's commits are announced (LISTEN, the SQLite files'
+    watch): only the fallback should an announcement be lost (docs/adr/0022)."""
     relay_wake_on_commit: bool = True
     """Wake on the store's commits (LISTEN on PostgreSQL, PRAGMA data_version on
     SQLite) sooner than the next poll; the poll stays (docs/adr/0021)."""
     relay_listen_retry_interval: float = 1.0
     """PostgreSQL: seconds between attempts to reconnect a lost listening connection."""
     relay_sqlite_check_interval: float = 0.005
-    """SQLite: seconds between checks of PRAGMA data_version; 0 turns the check off."""
+    """SQLite without inotify (not Linux): seconds between checks of PRAGMA data_version;
+    0 turns the SQLite watch off. With inotify, it is checked when the files are written."""

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -9,10 +10,12 @@ from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from pymongo.errors import PyMongoError
 from sqlalchemy.exc import DBAPIError
 
-from write_side.kernel.kafka import pace_empty_fetches
+from write_side.kernel.kafka import fetch_wakeups, pace_empty_fetches
 from write_side.kernel.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -21,6 +24,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     PyMongoError,
     KafkaError,
     DBAPIError,
+    StoreOperationalError,  # eventsourcing's wrapper of a failed commit
+    StoreInterfaceError,
     OSError,
     TimeoutError,
 )
@@ -31,9 +36,14 @@ def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust")
     """A Faust app reading raw bytes (decoding is ours, so bad bytes can be dead-lettered).
 
     Its consumer does not spin on a broker that answers empty fetches at once
-    (`pace_empty_fetches`)."""
+    (`pace_empty_fetches`), and is woken by the relays' announcements where they are
+    heard (`FetchWakeups`)."""
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    pace_empty_fetches()
+    pace_empty_fetches(
+        settings.kafka_empty_fetch_interval,
+        fetch_wakeups(settings),
+        settings.kafka_empty_fetch_interval_with_wakeups,
+    )
     return faust.App(
         app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
@@ -45,6 +55,11 @@ def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust")
         store="memory://",
         web_enabled=False,
         datadir=f"{data_dir}/{{conf.name}}",
+        # Stopping does not wait for the batch in hand to be handled (with a server
+        # away it would wait for ever): its messages are not acknowledged, so the next
+        # worker gets them again, and the inbox or the version guard keeps their
+        # effects once.
+        stream_wait_empty=False,
     )
 
 
@@ -53,10 +68,9 @@ async def retry_until_done(
 ) -> None:
     """Run ``work`` until it succeeds, backing off on infrastructure errors.
 
-    A batch is acknowledged once its handler returns (when the agent's loop moves on,
-    or in ``handle_batches``), so it must be finished (or dead-lettered) before this
-    returns; while a server is away the worker waits instead of losing the batch.
-    Anything else is a bug and propagates.
+    A batch is acknowledged once its handler returns (``handle_batches``), so it must
+    be finished (or dead-lettered) before this returns; while a server is away the
+    worker waits instead of losing the batch. Anything else is a bug and propagates.
     """
     delay = 0.1
     while True:
@@ -74,41 +88,53 @@ async def retry_until_done(
 async def handle_batches(
     stream: Any,
     size: int,
-    within: float,
     handle: Callable[[Sequence[Any]], Awaitable[None]],
 ) -> None:
-    """Take the stream's events in batches and ``handle`` each, in order, one at a time,
-    while the next batch is being taken.
+    """Hand ``handle`` whatever has arrived, up to ``size`` events at a time, in order, one
+    batch at a time; wait only when nothing has arrived.
 
-    Faust does its own per-message work as it fills a batch (about 150 µs a message
-    here); with plain ``take_events`` that work and the handling of the batch before
-    take turns. Here they overlap: the next batch is taken in a task of its own while
-    this one is handled in the caller's task (so an error of ``handle`` is raised at
-    once). A batch is still acknowledged only once handled: ``take_events``
-    acknowledges a batch's events as soon as the next batch is asked for, so each
-    message is held (one more reference, Faust's own counting) until ``handle`` has
-    finished with it. If the worker stops or dies meanwhile, a held message is never
-    acknowledged and comes again (at least once).
+    No batch waits to fill: the first event after a quiet spell is handled at once,
+    and while a batch is handled the next events gather, so batches grow with the load
+    by themselves. The stream is read in a task of its own (Faust's per-message work,
+    about 150 µs a message here, overlaps the handling); the batch is handled in the
+    caller's task, so an error of ``handle`` is raised at once. Acknowledgement is
+    manual (``noack``): an event is acknowledged only once its batch was handled, so
+    if the worker stops or dies meanwhile it comes again (at least once). At most
+    ``size`` events wait beside the batch being handled.
     """
-    batches = aiter(stream.take_events(size, within=within))
-    taking: asyncio.Future[Sequence[Any]] = asyncio.ensure_future(anext(batches))
+    manual = stream.noack()
+    arrived: deque[Any] = deque()
+    something = asyncio.Event()  # set when an event arrived, or the reading ended
+    room = asyncio.Event()  # cleared while ``size`` events wait
+    room.set()
+
+    async def read() -> None:
+        try:
+            async for event in manual.events():
+                arrived.append(event)
+                something.set()
+                if len(arrived) >= size:
+                    room.clear()
+                    await room.wait()
+        finally:
+            something.set()
+
+    reading = asyncio.ensure_future(read())
     try:
         while True:
-            try:
-                events = await taking
-            except StopAsyncIteration:
-                return
-            _hold(events)
-            taking = asyncio.ensure_future(anext(batches))
-            await handle(events)
-            for event in events:
-                await stream.ack(event)
+            if not arrived:
+                something.clear()
+                if reading.done():
+                    reading.result()  # raises what ended the stream, if anything
+                    return
+                await something.wait()
+                continue
+            batch = [arrived.popleft() for _ in range(min(size, len(arrived)))]
+            room.set()
+            await handle(batch)
+            for event in batch:
+                await manual.ack(event)
     finally:
-        taking.cancel()
+        reading.cancel()
         with suppress(asyncio.CancelledError, Exception):  # the error that ends us counts
-            _hold(await taking)  # taken, and will not be handled: never acknowledged
-
-
-def _hold(events: Sequence[Any]) -> None:
-    for event in events:
-        event.message.incref()
+            await reading

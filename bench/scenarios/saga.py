@@ -15,7 +15,7 @@ each, writing one plain INSERT per batch into the same kind of store
 (`bench.bare_saga`), searched the same way; the saga's capacity is reported as a
 ratio of the bare pipeline's.
 
-Where the time goes: at the knee (or the first rate, if none passed) each approved
+Where the time goes: at the knee and at the first rate that failed, each approved
 order's path is split into hops by the times its events carry (`bench.hops`), and each
 process's CPU time is read from /proc, idle and under that load.
 
@@ -124,11 +124,13 @@ class SearchRun:
     tap: hops.Tap | None = None
 
     @property
-    def analysed(self) -> Step | None:
-        """The step whose time is split: the knee, or the first step if none passed."""
+    def analysed(self) -> list[Step]:
+        """The steps whose time is split: the knee's and the first that failed (where
+        the backlog builds), or only the first step if none passed."""
         knee = capacity.knee(self.steps)
-        rate = knee if knee is not None else (self.steps[0].offered if self.steps else None)
-        return next((s for s in self.steps if s.offered == rate), None)
+        chosen = [s for s in self.steps if s.offered == knee]
+        chosen += [s for s in self.steps if capacity.shortfalls(s)][:1]
+        return chosen
 
 
 @contextlib.contextmanager
@@ -364,9 +366,8 @@ def work_per_order_ms(run: SearchRun, step: Step) -> dict[str, float]:
     }
 
 
-def hop_table(run: SearchRun) -> Table | None:
-    step = run.analysed
-    if step is None or run.tap is None or step.offered not in run.flows_by_rate:
+def hop_table(run: SearchRun, step: Step) -> Table | None:
+    if run.tap is None or step.offered not in run.flows_by_rate:
         return None
     flow = run.flows_by_rate[step.offered]
     work_ms = work_per_order_ms(run, step)
@@ -404,9 +405,8 @@ def hop_table(run: SearchRun) -> Table | None:
     )
 
 
-def cpu_table(run: SearchRun) -> Table | None:
-    step = run.analysed
-    if step is None or not step.cpu_seconds:
+def cpu_table(run: SearchRun, step: Step) -> Table | None:
+    if not step.cpu_seconds:
         return None
     done, wall = max(len(step.latencies), 1), step.wall_seconds
     above_idle = work_per_order_ms(run, step)
@@ -540,6 +540,25 @@ def targets(pairs: list[tuple[str, SearchRun, SearchRun]]) -> Table:
     )
 
 
+def cpu_comparison(store: str, saga: SearchRun, bare: SearchRun) -> str | None:
+    """CPU per order of the whole saga beside the bare pipeline's, at the same rate."""
+    for step in saga.analysed:
+        twin = next((b for b in bare.steps if b.offered == step.offered), None)
+        if twin is None or not step.latencies or not twin.latencies:
+            continue
+        mine = sum(work_per_order_ms(saga, step).values())
+        theirs = sum(work_per_order_ms(bare, twin).values())
+        if not theirs:
+            continue
+        return (
+            f"{store}, {step.offered:g} orders/s: the saga's {len(step.cpu_seconds)} "
+            f"processes used {mine:.0f} ms of CPU per order above their idle use, the bare "
+            f"pipeline's {len(twin.cpu_seconds)} {theirs:.1f} ms ({mine / theirs:.0f}×); "
+            "the broker, SecantusDB, PostgreSQL and the load generator not counted."
+        )
+    return None
+
+
 def chart(path: Path, runs: list[SearchRun]) -> Path:
     return charts.latency_against_rate(
         path,
@@ -573,6 +592,8 @@ async def _run(context: BenchContext) -> ScenarioResult:
         bare = await measure_bare(context, store, plan)
         runs += [saga, bare]
         pairs.append((store, saga, bare))
+        if comparison := cpu_comparison(store, saga, bare):
+            result.notes.append(comparison)
         result.measurements += measurements(saga, bare, store)
     result.tables.append(targets(pairs))
     result.tables.append(
@@ -597,7 +618,9 @@ async def _run(context: BenchContext) -> ScenarioResult:
     )
     for run in runs:
         if run.label.startswith("saga"):
-            result.tables += [t for t in (hop_table(run), cpu_table(run)) if t is not None]
+            for step in run.analysed:
+                tables = (hop_table(run, step), cpu_table(run, step))
+                result.tables += [table for table in tables if table is not None]
     result.tables.append(BEFORE)
     load_after = os.getloadavg()
     result.notes += [

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import statistics
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -190,27 +191,58 @@ def messages_per_process(counts: Mapping[str, int]) -> dict[str, int]:
     return {name: sum(counts.get(t, 0) for t in topics) for name, topics in INPUTS.items()}
 
 
-def cpu_seconds(running: Iterable[Process]) -> dict[str, float]:
-    """CPU seconds each running process has used so far (all its threads)."""
+def cpu_seconds(pids: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds (user and system, all threads) each process has used so far, from
+    /proc/<pid>/stat; a process that is gone is left out."""
     used = {}
-    for process in running:
-        seconds = process.cpu_seconds()
-        if seconds is not None:
-            used[process.name] = seconds
+    for name, pid in pids.items():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (name) "
+        used[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return used
 
 
-def run_queue_seconds(running: Iterable[Process]) -> dict[str, float]:
-    """Seconds each running process's threads have waited for a core so far (the run
-    queue, /proc/<pid>/task/<tid>/schedstat; threads that ended are not counted)."""
+def run_queue_seconds(pids: Mapping[str, int]) -> dict[str, float]:
+    """Seconds each process's threads have waited for a core so far (the run queue,
+    /proc/<pid>/task/<tid>/schedstat; threads that ended are not counted)."""
     waited = {}
-    for process in running:
+    for name, pid in pids.items():
         total = 0.0
-        for stat in Path(f"/proc/{process.pid}/task").glob("*/schedstat"):
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
             with contextlib.suppress(OSError, ValueError, IndexError):
                 total += int(stat.read_text().split()[1]) / 1e9
-        waited[process.name] = total
+        waited[name] = total
     return waited
+
+
+def pids(running: Iterable[Process]) -> dict[str, int]:
+    return {process.name: process.pid for process in running}
+
+
+def listening_pid(port: int) -> int | None:
+    """The process listening on 127.0.0.1:`port` (TCP), found through its socket's inode
+    in /proc; None if it cannot be told (another user's process, no /proc)."""
+    wanted = f"0100007F:{port:04X}"
+    inode = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == wanted and fields[3] == "0A":  # LISTEN
+                inode = fields[9]
+                break
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            for fd in fd_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == target:
+                        return int(fd_dir.parent.name)
+    return None
 
 
 def between(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from aiokafka import AIOKafkaProducer
@@ -46,7 +47,7 @@ from bench.capacity import OrderMix, Step
 from bench.examples import ADDRESS
 from bench.scenario import BenchContext, Measurement, ScenarioResult, Table
 from devstack import processes
-from devstack.servers import free_port
+from devstack.servers import KafkaBroker, free_port
 
 log = logging.getLogger("bench")
 
@@ -133,6 +134,27 @@ class SearchRun:
         return chosen
 
 
+SERVERS = ("broker", "SecantusDB", "bench process")
+"""Processes watched beside the system's own: its broker, the MongoDB-compatible server
+(shared with the other systems of the run, but only one system runs at a time), and the
+bench process (load generator, watcher, tap). PostgreSQL is not: other work uses it."""
+
+
+def server_pids(broker: KafkaBroker, mongo_url: str) -> dict[str, int]:
+    found = {"bench process": os.getpid()}
+    if broker.pid is not None:
+        found["broker"] = broker.pid
+    port = urlsplit(mongo_url).port
+    if port is not None and (mongo := hops.listening_pid(port)) is not None:
+        found["SecantusDB"] = mongo
+    return found
+
+
+def own(seconds: dict[str, float]) -> dict[str, float]:
+    """The system's processes only (not `SERVERS`)."""
+    return {name: value for name, value in seconds.items() if name not in SERVERS}
+
+
 @contextlib.contextmanager
 def saga_system(work: Path, env: dict[str, str]) -> Iterator[tuple[dict[str, str], stack.System]]:
     """Every process of the four services; their URLs by service (and "query")."""
@@ -184,22 +206,23 @@ async def run_search(
     plan: Plan,
     place: Callable[[int], Awaitable[str | None]],
     collection: Any,
-    running: list[processes.Process],
+    watched: dict[str, int],
     tap: hops.Tap | None = None,
 ) -> None:
-    """Warm up, measure idle CPU, then step the offered rate up."""
+    """Warm up, measure the `watched` processes' idle CPU, then step the offered rate
+    up."""
     # Warm-up: every worker's partitions assigned, every connection open.
     await flows.offer(place, collection, APPROVED, rate=2, count=4, drain_timeout=180)
-    before = hops.cpu_seconds(running)
+    before = hops.cpu_seconds(watched)
     await asyncio.sleep(plan.idle)
     run.idle_seconds = plan.idle
     run.idle_cpu = {
         name: used / plan.idle
-        for name, used in hops.between(before, hops.cpu_seconds(running)).items()
+        for name, used in hops.between(before, hops.cpu_seconds(watched)).items()
     }
 
     async def measure(rate: float) -> Step:
-        cpu, waited = hops.cpu_seconds(running), hops.run_queue_seconds(running)
+        cpu, waited = hops.cpu_seconds(watched), hops.run_queue_seconds(watched)
         counted, started = Counter(tap.counts if tap else {}), time.perf_counter()
         flow = await flows.offer(
             place,
@@ -211,8 +234,8 @@ async def run_search(
         )
         step = Step.of(rate, plan.seconds, flow)
         step.wall_seconds = time.perf_counter() - started
-        step.cpu_seconds = hops.between(cpu, hops.cpu_seconds(running))
-        step.run_queue_seconds = hops.between(waited, hops.run_queue_seconds(running))
+        step.cpu_seconds = hops.between(cpu, hops.cpu_seconds(watched))
+        step.run_queue_seconds = hops.between(waited, hops.run_queue_seconds(watched))
         if tap is not None:
             step.messages = dict(tap.counts - counted)
         step.load_average = os.getloadavg()[0]
@@ -239,8 +262,9 @@ async def measure_saga(context: BenchContext, store: str, plan: Plan) -> SearchR
     work = context.work_dir / f"saga-{store.lower()}"
     work.mkdir(exist_ok=True)
     run = SearchRun(f"saga, {store}", [])
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(context.mongo_url)
-    with contextlib.ExitStack() as exit_stack:
+    async with contextlib.AsyncExitStack() as exit_stack:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(context.mongo_url)
+        exit_stack.push_async_callback(client.close)
         broker = exit_stack.enter_context(stack.system_broker(work / "kafka"))
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
@@ -261,17 +285,15 @@ async def measure_saga(context: BenchContext, store: str, plan: Plan) -> SearchR
         mix = await asyncio.to_thread(set_up, urls)
         tap = hops.Tap(broker.bootstrap, SERVICES, stack.PARTITIONS)
         collection = client[env["MONGODB_DATABASE"]]["orders"]
-        try:
-            async with tap.running(), bench_http.client(urls["orders"], 200) as http:
+        async with tap.running(), bench_http.client(urls["orders"], 200) as http:
 
-                async def place(i: int) -> str | None:
-                    body = order_body(*mix.next())
-                    placed = await bench_http.post_json(http, "/orders", body, expect=201)
-                    return None if placed is None else str(placed["order_id"])
+            async def place(i: int) -> str | None:
+                body = order_body(*mix.next())
+                placed = await bench_http.post_json(http, "/orders", body, expect=201)
+                return None if placed is None else str(placed["order_id"])
 
-                await run_search(run, plan, place, collection, system.running, tap)
-        finally:
-            await client.close()
+            watched = hops.pids(system.running) | server_pids(broker, context.mongo_url)
+            await run_search(run, plan, place, collection, watched, tap)
         run.tap = tap
     return run
 
@@ -281,14 +303,15 @@ async def measure_bare(context: BenchContext, store: str, plan: Plan) -> SearchR
     work.mkdir(exist_ok=True)
     run = SearchRun(f"bare, {store}", [])
     database = f"bench_bare_{uuid.uuid4().hex[:8]}"
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(context.mongo_url)
     mix = OrderMix(
         [f"cust-{i}" for i in range(CONSUMERS)],
         [f"rest-{i}" for i in range(RESTAURANTS)],
         hot=HOT,
         hot_share=HOT_SHARE,
     )
-    with contextlib.ExitStack() as exit_stack:
+    async with contextlib.AsyncExitStack() as exit_stack:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(context.mongo_url)
+        exit_stack.push_async_callback(client.close)
         postgres = None
         if store == "PostgreSQL":
             schema = exit_stack.enter_context(stack.postgres_schema(context.postgres_url))
@@ -307,19 +330,17 @@ async def measure_bare(context: BenchContext, store: str, plan: Plan) -> SearchR
             bootstrap_servers=broker.bootstrap, enable_idempotence=True, acks="all", linger_ms=5
         )
         await producer.start()
-        try:
+        exit_stack.push_async_callback(producer.stop)
 
-            async def place(i: int) -> str | None:
-                order_id = str(uuid.uuid4())
-                body = {"order_id": order_id, **order_body(*mix.next())}
-                value = json.dumps(body).encode()
-                await producer.send_and_wait(topics[0], value=value, key=order_id.encode())
-                return order_id
+        async def place(i: int) -> str | None:
+            order_id = str(uuid.uuid4())
+            body = {"order_id": order_id, **order_body(*mix.next())}
+            value = json.dumps(body).encode()
+            await producer.send_and_wait(topics[0], value=value, key=order_id.encode())
+            return order_id
 
-            await run_search(run, plan, place, client[database]["orders"], running)
-        finally:
-            await producer.stop()
-            await client.close()
+        watched = hops.pids(running) | server_pids(broker, context.mongo_url)
+        await run_search(run, plan, place, client[database]["orders"], watched)
     return run
 
 
@@ -425,26 +446,27 @@ def cpu_table(run: SearchRun, step: Step) -> Table | None:
             queue,
         )
 
-    by_use = sorted(step.cpu_seconds.items(), key=lambda item: -item[1])
-    rows = [
-        row(
+    def of(name: str) -> tuple[str, ...]:
+        return row(
             name,
-            used,
+            step.cpu_seconds[name],
             run.idle_cpu.get(name, 0.0),
             above_idle[name],
             step.run_queue_seconds.get(name, 0.0),
         )
-        for name, used in by_use
-    ]
+
+    system = sorted(own(step.cpu_seconds), key=lambda name: -step.cpu_seconds[name])
+    rows = [of(name) for name in system]
     rows.append(
         row(
-            "all",
-            sum(step.cpu_seconds.values()),
-            sum(run.idle_cpu.values()),
-            sum(above_idle.values()),
-            sum(step.run_queue_seconds.values()),
+            f"all {len(system)} of the system",
+            sum(own(step.cpu_seconds).values()),
+            sum(own(run.idle_cpu).values()),
+            sum(own(above_idle).values()),
+            sum(own(step.run_queue_seconds).values()),
         )
     )
+    rows += [of(name) for name in SERVERS if name in step.cpu_seconds]
     return Table(
         f"CPU per process, {run.label}: idle ({run.idle_seconds:g} s) and at "
         f"{step.offered:g} orders/s ({wall:.0f} s with the drain)",
@@ -546,15 +568,15 @@ def cpu_comparison(store: str, saga: SearchRun, bare: SearchRun) -> str | None:
         twin = next((b for b in bare.steps if b.offered == step.offered), None)
         if twin is None or not step.latencies or not twin.latencies:
             continue
-        mine = sum(work_per_order_ms(saga, step).values())
-        theirs = sum(work_per_order_ms(bare, twin).values())
+        mine = sum(own(work_per_order_ms(saga, step)).values())
+        theirs = sum(own(work_per_order_ms(bare, twin)).values())
         if not theirs:
             continue
         return (
-            f"{store}, {step.offered:g} orders/s: the saga's {len(step.cpu_seconds)} "
+            f"{store}, {step.offered:g} orders/s: the saga's {len(own(step.cpu_seconds))} "
             f"processes used {mine:.0f} ms of CPU per order above their idle use, the bare "
-            f"pipeline's {len(twin.cpu_seconds)} {theirs:.1f} ms ({mine / theirs:.0f}×); "
-            "the broker, SecantusDB, PostgreSQL and the load generator not counted."
+            f"pipeline's {len(own(twin.cpu_seconds))} {theirs:.1f} ms ({mine / theirs:.0f}×); "
+            "the servers and the load generator are not counted (the CPU tables give them)."
         )
     return None
 
@@ -660,7 +682,10 @@ async def _run(context: BenchContext) -> ScenarioResult:
             "Run queue per CPU second: seconds the process's threads waited, runnable, for a "
             "core per second they ran (/proc/<pid>/task/*/schedstat; idle wake-ups count "
             "too): how much the cores were fought over. Messages per order: those on the topics "
-            "the process reads (a worker: reacted to or skipped) or writes (a relay). "
+            "the process reads (a worker: reacted to or skipped) or writes (a relay). Below "
+            "the system's processes, the CPU tables list its broker, SecantusDB and the bench "
+            "process (load generator, watcher, tap); PostgreSQL's server is shared with other "
+            "work and is not. "
             "pyinstrument is not used for the split: it samples the main thread only, and "
             "the saga workers react in worker threads."
         ),

@@ -563,20 +563,26 @@ def targets(pairs: list[tuple[str, SearchRun, SearchRun]]) -> Table:
 
 
 def cpu_comparison(store: str, saga: SearchRun, bare: SearchRun) -> str | None:
-    """CPU per order of the whole saga beside the bare pipeline's, at the same rate."""
-    for step in saga.analysed:
+    """CPU per order of the whole saga beside the bare pipeline's, at the highest rate
+    the time was split at that the bare pipeline ran too (per-order costs fall as
+    batches grow with the rate, so only the same rate compares)."""
+    for step in reversed(saga.analysed):
         twin = next((b for b in bare.steps if b.offered == step.offered), None)
         if twin is None or not step.latencies or not twin.latencies:
             continue
-        mine = sum(own(work_per_order_ms(saga, step)).values())
-        theirs = sum(own(work_per_order_ms(bare, twin)).values())
-        if not theirs:
-            continue
+
+        def cpu_ms(run: SearchRun, measured: Step) -> tuple[float, float]:
+            done = len(measured.latencies)
+            used = sum(own(measured.cpu_seconds).values()) / done * 1000
+            return used, sum(own(work_per_order_ms(run, measured)).values())
+
+        (mine, mine_above), (theirs, theirs_above) = cpu_ms(saga, step), cpu_ms(bare, twin)
         return (
             f"{store}, {step.offered:g} orders/s: the saga's {len(own(step.cpu_seconds))} "
-            f"processes used {mine:.0f} ms of CPU per order above their idle use, the bare "
-            f"pipeline's {len(own(twin.cpu_seconds))} {theirs:.1f} ms ({mine / theirs:.0f}×); "
-            "the servers and the load generator are not counted (the CPU tables give them)."
+            f"processes used {mine:.0f} ms of CPU per order ({mine_above:.0f} above their "
+            f"idle use), the bare pipeline's {len(own(twin.cpu_seconds))} {theirs:.1f} ms "
+            f"({theirs_above:.1f}); the servers and the load generator are not counted (the "
+            "CPU tables give them)."
         )
     return None
 

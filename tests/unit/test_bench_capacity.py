@@ -1,6 +1,8 @@
 """The saga benchmark's pure helpers: the capacity search's verdicts and knee, the order
 mix, and the split of an order's time into hops. Speed is never asserted here."""
 
+import os
+import socket
 from collections import Counter
 
 import pytest
@@ -174,3 +176,15 @@ def test_messages_per_process_count_the_topics_each_reads_or_writes():
     assert handled["consumers-saga"] == 2
     assert handled["projections"] == 5
     assert handled["orders-relay"] == 2 and handled["accounting-relay"] == 0
+
+
+def test_the_process_listening_on_a_port_is_found_and_its_cpu_read():
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert hops.listening_pid(port) == os.getpid()
+    assert hops.listening_pid(port) is None
+    me = {"me": os.getpid(), "gone": 2**22 + 1}
+    assert set(hops.cpu_seconds(me)) == {"me"} and hops.cpu_seconds(me)["me"] > 0
+    assert hops.between({"a": 1.0}, {"a": 3.5, "b": 1.0}) == {"a": 2.5}

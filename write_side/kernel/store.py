@@ -5,11 +5,20 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from eventsourcing.persistence import Cipher, Compressor, Mapper, StoredEvent, Transcoder
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import (
+    Cipher,
+    Compressor,
+    IntegrityError,
+    Mapper,
+    Notification,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyProcessRecorder
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -47,10 +56,14 @@ def event_store_env(database_url: str, schema: str | None = None) -> dict[str, s
 
 
 class _MetadataTranscoder(Transcoder):
-    """Adds the current command's metadata to each encoded state; strips it on decode."""
+    """Adds the current command's metadata to each encoded state; strips it on decode.
+
+    The metadata a decode stripped is kept for its thread (``stripped``), so the relay
+    gets an event and its metadata from one decode (``MetadataMapper.decode``)."""
 
     def __init__(self, inner: Transcoder):
         self.inner = inner
+        self.stripped = threading.local()
 
     def encode(self, obj: Any) -> bytes:
         if isinstance(obj, dict):
@@ -60,8 +73,7 @@ class _MetadataTranscoder(Transcoder):
 
     def decode(self, data: bytes) -> Any:
         obj = self.inner.decode(data)
-        if isinstance(obj, dict):
-            obj.pop(_METADATA_KEY, None)
+        self.stripped.metadata = obj.pop(_METADATA_KEY, None) if isinstance(obj, dict) else None
         return obj
 
 
@@ -74,8 +86,18 @@ class MetadataMapper(Mapper[Any]):
         compressor: Compressor | None = None,
         cipher: Cipher | None = None,
     ):
-        super().__init__(_MetadataTranscoder(transcoder), compressor, cipher)
+        self._metadata_transcoder = _MetadataTranscoder(transcoder)
+        super().__init__(self._metadata_transcoder, compressor, cipher)
         self._plain_transcoder = transcoder
+
+    def decode(
+        self, stored_event: StoredEvent
+    ) -> tuple[DomainEventProtocol[Any], MessageMetadata | None]:
+        """The domain event and its metadata, from one decoding of the stored state
+        (``to_domain_event`` and then ``metadata_of`` decode it twice)."""
+        domain_event = self.to_domain_event(stored_event)
+        raw = self._metadata_transcoder.stripped.metadata
+        return domain_event, MessageMetadata(**raw) if raw else None
 
     def metadata_of(self, stored_event: StoredEvent) -> MessageMetadata | None:
         state = stored_event.state
@@ -221,6 +243,68 @@ class SchemaProcessRecorder(SQLAlchemyProcessRecorder):
             for event in stored_events
         ]
         return session.execute(statement, rows)
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> list[Notification]:
+        """The library's query, as a Core SELECT: the ORM built an object per row and
+        then a Notification from it, about two thirds of the relay's cost of a read."""
+        table = self.events_record_cls.__table__
+        query = select(
+            table.c.id,
+            table.c.originator_id,
+            table.c.originator_version,
+            table.c.topic,
+            table.c.state,
+        )
+        if start is not None:
+            query = query.where(table.c.id >= start if inclusive_of_start else table.c.id > start)
+        if stop is not None:
+            query = query.where(table.c.id <= stop)
+        if topics:
+            query = query.where(table.c.topic.in_(topics))
+        query = query.order_by(table.c.id).limit(limit)
+        with self.transaction(commit=False) as session:
+            return [
+                Notification(
+                    id=row[0],
+                    originator_id=row[1],
+                    originator_version=row[2],
+                    topic=row[3],
+                    state=bytes(row[4]) if isinstance(row[4], memoryview) else row[4],
+                )
+                for row in session.execute(query)
+            ]
+
+    def record_position(self, name: str, position: int) -> None:
+        """Record ``position`` as ``name``'s tracking id (what ``max_tracking_id`` reads).
+
+        The same check as the library's ``insert_tracking``: a position not beyond the
+        one recorded raises ``IntegrityError`` (someone else recorded further: another
+        relay of the same log?). One UPDATE where that costs three statements through
+        the ORM (2-3 ms), and the relay records after every batch.
+        """
+        table = self.tracking_table
+        with self.transaction(commit=True) as session:
+            moved = session.execute(
+                update(table)
+                .where(table.c.application_name == name, table.c.notification_id < position)
+                .values(notification_id=position)
+            )
+            if moved.rowcount:  # type: ignore[attr-defined]
+                return
+            recorded = session.execute(
+                select(table.c.notification_id).where(table.c.application_name == name)
+            ).scalar()
+            if recorded is not None:
+                raise IntegrityError(f"{name}: position {position} is not beyond {recorded}")
+            session.execute(insert(table).values(application_name=name, notification_id=position))
 
 
 class Factory(SQLAlchemyFactory):

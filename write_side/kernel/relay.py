@@ -1,10 +1,20 @@
 """Transaction-log tailing: a service's notification log → its Kafka topic, in order.
 
-The relay is the only reader of the log. It reads the next notifications after its
-tracked position, maps each domain event to a contract event, sends the whole batch,
-waits for the broker's acks, and only then records the new position with
-eventsourcing's tracking recorder. Killed at any moment, it resends at most the last
-unacknowledged batch (consumers are idempotent) and never skips an event.
+The relay is the only reader of the log. It reads the next notifications after the
+last one it read, maps each domain event to its contract event and sends them; the
+broker's acks are awaited, and the position recorded (eventsourcing's tracking
+record), by a second task, batch after batch in the order they were sent. The two
+overlap: while a batch is being acknowledged and its position recorded, the next one
+is read, mapped and sent (a pipeline, at most ``batches_in_flight`` batches sent and not
+yet recorded). A position is recorded only once every message up to it has been
+acknowledged, so killed at any moment the relay resends at most those batches
+(consumers are idempotent) and never skips an event. A send that fails stops the
+relay with its error; the position stays after the last batch acknowledged in full.
+
+Order: one task sends, in notification order, to one idempotent producer (acks=all),
+which keeps one request in flight per broker and retries a failed request before any
+later one: each aggregate's events (one key, one partition) reach the topic in
+notification order.
 
 Gaps: the SQLAlchemy recorder serialises writers (an exclusive table lock on
 PostgreSQL, a single writer on SQLite), so notification ids become visible in id
@@ -19,9 +29,12 @@ SELECT after its position finds.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
+from collections import deque
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -29,18 +42,61 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import ApplicationRecorder, Notification, Tracking, TrackingRecorder
 
 from contracts.base import ContractEvent
-from contracts.envelope import Envelope, event_id_for
+from contracts.envelope import Envelope, Headers, encode_envelope, event_id_for
 from contracts.registry import check_also_publish, editions
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
 from write_side.kernel.settings import RelaySettings
-from write_side.kernel.store import MetadataMapper
+from write_side.kernel.store import MetadataMapper, SchemaProcessRecorder
 from write_side.kernel.wakeup import CommitWatch, commit_watch
 
 log = logging.getLogger(__name__)
 
 ContractMapping = Callable[[DomainEventProtocol[Any]], ContractEvent | None]
 """Maps a domain event to its public contract event; None keeps it private."""
+
+Message = tuple[bytes, bytes, Headers]
+"""One Kafka message as the relay sends it: value, key, headers."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The notifications read after a position, as the messages to publish."""
+
+    last: int
+    """The id of the last notification read (the position once published)."""
+    read: int
+    """How many notifications were read; private events are read but not published."""
+    messages: list[Message]
+
+
+@dataclass(frozen=True)
+class _Sent:
+    last: int
+    acks: list["asyncio.Future[Any]"]
+
+
+class _InFlight:
+    """The batches sent and not yet recorded, oldest first: ``limit`` at most."""
+
+    def __init__(self, limit: int):
+        self.batches: deque[_Sent] = deque()
+        self.room = asyncio.Semaphore(limit)
+        self.more = asyncio.Event()
+        self.closed = False
+
+    def add(self, sent: _Sent) -> None:
+        self.batches.append(sent)
+        self.more.set()
+
+    def close(self) -> None:
+        """Nothing more will be sent."""
+        self.closed = True
+        self.more.set()
+
+
+def _acknowledged(sent: _Sent) -> bool:
+    return all(ack.done() and not ack.cancelled() and ack.exception() is None for ack in sent.acks)
 
 
 class Relay:
@@ -55,11 +111,15 @@ class Relay:
         producer: AIOKafkaProducer,
         to_contract: ContractMapping,
         batch_size: int = 500,
+        batches_in_flight: int = 2,
         poll_interval: float = 0.05,
+        stop_timeout: float = 5.0,
         also_publish: Collection[str] = (),
         watch_commits: CommitWatch | None = None,
     ):
         check_also_publish(also_publish)
+        if batches_in_flight < 1:
+            raise ValueError(f"batches_in_flight must be at least 1, not {batches_in_flight}")
         self.source = source
         self.topic = topic
         self.recorder = recorder
@@ -68,70 +128,71 @@ class Relay:
         self.producer = producer
         self.to_contract = to_contract
         self.batch_size = batch_size
+        self.batches_in_flight = batches_in_flight
         self.poll_interval = poll_interval
+        self.stop_timeout = stop_timeout
         self.also_publish = frozenset(also_publish)
         self.watch_commits = watch_commits
         self.tracking_name = f"relay:{topic}"
+        self.recorded: int | None = None
+        """The last position this relay recorded (None until it records one)."""
 
     def position(self) -> int:
-        """The last notification id the broker has acknowledged."""
+        """The last notification id the broker has acknowledged (as recorded)."""
         return self.tracking.max_tracking_id(self.tracking_name) or 0
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Publish until ``stopping`` is set, then record what was acknowledged within
+        ``stop_timeout`` seconds (the rest is sent again after the restart)."""
         position = await asyncio.to_thread(self.position)
         log.info("relay %s starts after position %d", self.tracking_name, position)
         wake = asyncio.Event()
-        helpers = [asyncio.create_task(self._wake_when_set(stopping, wake))]
+        watching = None
         if self.watch_commits is not None:
-            helpers.append(asyncio.create_task(self._watch_commits(self.watch_commits, wake)))
+            watching = asyncio.create_task(self._watch_commits(self.watch_commits, wake))
         try:
-            while not stopping.is_set():
-                wake.clear()  # before the SELECT: a commit after it sets it again
-                position, read = await self.publish_next_batch(position)
-                if read == 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), self.poll_interval)
+            await self._pipeline(position, wake, stopping)
         finally:
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            if watching is not None:
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
 
-    @staticmethod
-    async def _wake_when_set(stopping: asyncio.Event, wake: asyncio.Event) -> None:
-        await stopping.wait()
-        wake.set()
-
-    async def _watch_commits(self, watch: CommitWatch, wake: asyncio.Event) -> None:
-        """Run the commit watch; if it fails, log it and go on polling without it."""
-        try:
-            await watch(wake)
-        except Exception:
-            log.exception("relay %s: commit watch failed; polling only", self.tracking_name)
+    async def catch_up(self, position: int | None = None) -> int:
+        """Publish, pipelined as ``run`` does, everything in the log after ``position``
+        (by default the recorded one) until a read finds nothing more; return the
+        position recorded then."""
+        if position is None:
+            position = await asyncio.to_thread(self.position)
+        await self._pipeline(position, None, None)
+        return self.recorded if self.recorded is not None else position
 
     async def publish_next_batch(self, position: int) -> tuple[int, int]:
-        """Publish the notifications after ``position``; return the new position and how
-        many notifications were read (private events are read but not published)."""
-        notifications = await asyncio.to_thread(
-            self.recorder.select_notifications, position + 1, self.batch_size
-        )
-        if not notifications:
+        """One batch after ``position``, not pipelined: read, send, wait for every ack,
+        record. Return the new position and how many notifications were read."""
+        batch = await asyncio.to_thread(self.read_batch, position)
+        if not batch.read:
             return position, 0
-        envelopes = [envelope for n in notifications for envelope in self.envelopes(n)]
-        acks = [
-            await self.producer.send(
-                self.topic,
-                value=envelope.to_bytes(),
-                key=envelope.subject.encode(),
-                headers=envelope.kafka_headers(),
-            )
-            for envelope in envelopes
-        ]
-        await asyncio.gather(*acks)  # raises if any send failed: position stays put
-        new_position = notifications[-1].id
-        await asyncio.to_thread(
-            self.tracking.insert_tracking, Tracking(self.tracking_name, new_position)
+        for ack in await self._send(batch.messages):
+            await ack  # raises if the send failed: the position stays put
+        await asyncio.to_thread(self._record, batch.last)
+        return batch.last, batch.read
+
+    def read_batch(self, position: int) -> Batch:
+        """The next notifications after ``position`` as messages (in a worker thread)."""
+        notifications = self.recorder.select_notifications(position + 1, self.batch_size)
+        if not notifications:
+            return Batch(position, 0, [])
+        messages = [message for n in notifications for message in self.messages(n)]
+        return Batch(notifications[-1].id, len(notifications), messages)
+
+    def messages(self, notification: Notification) -> list[Message]:
+        return contract_messages(
+            notification,
+            source=self.source,
+            mapper=self.mapper,
+            to_contract=self.to_contract,
+            also_publish=self.also_publish,
         )
-        return new_position, len(notifications)
 
     def envelopes(self, notification: Notification) -> list[Envelope]:
         return contract_envelopes(
@@ -141,6 +202,169 @@ class Relay:
             to_contract=self.to_contract,
             also_publish=self.also_publish,
         )
+
+    async def _pipeline(
+        self, position: int, wake: asyncio.Event | None, stopping: asyncio.Event | None
+    ) -> None:
+        """Read and send in one task, await acks and record in another, until stopping
+        is set (or, without ``wake``, until a read finds nothing). Whatever ends it,
+        nothing more is sent and what was sent is recorded once acknowledged (within
+        ``stop_timeout`` if stopped); the first error is raised."""
+        in_flight = _InFlight(self.batches_in_flight)
+        recording = asyncio.create_task(self._record_in_order(in_flight))
+        sending = asyncio.create_task(self._read_and_send(position, in_flight, wake))
+        stopped = asyncio.ensure_future(stopping.wait() if stopping else asyncio.Future())
+        try:
+            await asyncio.wait({recording, sending, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Sending returns by itself only when it caught up: then every ack is awaited.
+            caught_up = sending.done() and not sending.cancelled() and not sending.exception()
+            sending.cancel()
+            stopped.cancel()
+            await asyncio.gather(sending, stopped, return_exceptions=True)
+            in_flight.close()
+            await self._finish_recording(
+                recording, in_flight, None if caught_up else self.stop_timeout
+            )
+        for task in (recording, sending):
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error
+
+    async def _read_and_send(
+        self, position: int, in_flight: _InFlight, wake: asyncio.Event | None
+    ) -> None:
+        """Read the next batch (in a worker thread) while the previous one is sent; send
+        each batch once fewer than ``batches_in_flight`` are unrecorded. Without
+        ``wake``, return when a read finds nothing."""
+        loop = asyncio.get_running_loop()
+
+        def read_after(position: int) -> "asyncio.Future[Batch]":
+            if wake is not None:
+                wake.clear()  # before the SELECT: a commit after it sets it again
+            return loop.run_in_executor(None, self.read_batch, position)
+
+        reading = read_after(position)
+        try:
+            while True:
+                batch = await reading
+                if not batch.read:
+                    if wake is None:
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), self.poll_interval)
+                    reading = read_after(position)
+                    continue
+                position = batch.last
+                reading = read_after(position)  # the next batch, while this one is sent
+                await in_flight.room.acquire()
+                in_flight.add(_Sent(batch.last, await self._send(batch.messages)))
+        finally:
+            reading.cancel()
+
+    async def _send(self, messages: list[Message]) -> list["asyncio.Future[Any]"]:
+        """Hand the messages to the producer in order; their acks, to await."""
+        send = self.producer.send
+        topic = self.topic
+        return [
+            await send(topic, value=value, key=key, headers=headers)
+            for value, key, headers in messages
+        ]
+
+    async def _record_in_order(self, in_flight: _InFlight) -> None:
+        """Record each sent batch's position once all its messages and all earlier
+        batches' are acknowledged; batches acknowledged meanwhile are recorded at once,
+        as one position. Raise the error of a failed send (nothing after it recorded)."""
+        batches = in_flight.batches
+        while True:
+            if not batches:
+                if in_flight.closed:
+                    return
+                in_flight.more.clear()
+                await in_flight.more.wait()
+                continue
+            for ack in batches[0].acks:
+                await ack  # raises if the send failed
+            done = [batches.popleft()]
+            while batches and _acknowledged(batches[0]):
+                done.append(batches.popleft())
+            await asyncio.to_thread(self._record, done[-1].last)
+            self.recorded = done[-1].last
+            for _ in done:
+                in_flight.room.release()
+
+    async def _finish_recording(
+        self, recording: "asyncio.Task[None]", in_flight: _InFlight, timeout: float | None
+    ) -> None:
+        if recording.done():
+            return
+        finished, _ = await asyncio.wait({recording}, timeout=timeout)
+        if not finished:
+            recording.cancel()
+            await asyncio.gather(recording, return_exceptions=True)
+            log.warning(
+                "relay %s stopped with %d batches unacknowledged after %g s; "
+                "they will be sent again",
+                self.tracking_name,
+                len(in_flight.batches),
+                timeout,
+            )
+
+    def _record(self, position: int) -> None:
+        if isinstance(self.tracking, SchemaProcessRecorder):
+            self.tracking.record_position(self.tracking_name, position)
+        else:
+            self.tracking.insert_tracking(Tracking(self.tracking_name, position))
+
+    async def _watch_commits(self, watch: CommitWatch, wake: asyncio.Event) -> None:
+        """Run the commit watch; if it fails, log it and go on polling without it."""
+        try:
+            await watch(wake)
+        except Exception:
+            log.exception("relay %s: commit watch failed; polling only", self.tracking_name)
+
+
+@functools.cache
+def _wire_type(model: type[ContractEvent]) -> str:
+    return model.type()
+
+
+def contract_messages(
+    notification: Notification,
+    *,
+    source: str,
+    mapper: MetadataMapper,
+    to_contract: ContractMapping,
+    also_publish: Collection[str] = (),
+) -> list[Message]:
+    """``contract_envelopes`` as the relay sends them (value, key, headers), the same
+    bytes, without building the envelope models (``encode_envelope``)."""
+    domain_event, metadata = mapper.decode(notification)
+    contract = to_contract(domain_event)
+    if contract is None:
+        return []
+    aggregate_id = str(notification.originator_id)
+    key = aggregate_id.encode()
+    version = notification.originator_version
+    event_id = event_id_for(source, aggregate_id, version)
+    correlation_id = metadata.correlation_id if metadata else event_id
+    causation_id = metadata.causation_id if metadata else event_id
+    time = domain_event.timestamp  # type: ignore[attr-defined]  # every aggregate event has one
+    messages = []
+    for edition in editions(contract, also_publish):
+        value, headers = encode_envelope(
+            id=event_id,
+            type=_wire_type(type(edition)),
+            source=source,
+            subject=aggregate_id,
+            time=time,
+            correlationid=correlation_id,
+            causationid=causation_id,
+            sequence=notification.id,
+            aggregateversion=version,
+            data_json=edition.__pydantic_serializer__.to_json(edition),
+        )
+        messages.append((value, key, headers))
+    return messages
 
 
 def contract_envelopes(
@@ -158,11 +382,10 @@ def contract_envelopes(
     several shapes, and consumers that read two of them keep the first. The relay
     publishes them; ``cqrs replay`` rebuilds read models from the current one.
     """
-    domain_event = mapper.to_domain_event(notification)
+    domain_event, metadata = mapper.decode(notification)
     contract = to_contract(domain_event)
     if contract is None:
         return []
-    metadata = mapper.metadata_of(notification)
     aggregate_id = str(notification.originator_id)
     event_id = event_id_for(source, aggregate_id, notification.originator_version)
     return [
@@ -215,6 +438,7 @@ def build_relay(
         producer=reliable_producer(settings.kafka_bootstrap_servers),
         to_contract=to_contract,
         batch_size=settings.relay_batch_size,
+        batches_in_flight=settings.relay_batches_in_flight,
         poll_interval=settings.relay_poll_interval,
         also_publish=also_publish,
         watch_commits=commit_watch(

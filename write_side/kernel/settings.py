@@ -12,6 +12,9 @@ class KafkaSettings(BaseSettings):
 
 class RelaySettings(KafkaSettings):
     relay_batch_size: int = 500
+    relay_batches_in_flight: int = 2
+    """Batches sent and not yet recorded at most: the next ones are read, mapped and sent
+    while these are acknowledged and recorded. A relay killed resends at most these."""
     relay_poll_interval: float = 0.05
     relay_wake_on_commit: bool = True
     """Wake on the store's commits (LISTEN on PostgreSQL, PRAGMA data_version on

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import ApplicationRecorder, Notification, Tracking, TrackingRecorder
 
@@ -57,6 +59,12 @@ ContractMapping = Callable[[DomainEventProtocol[Any]], ContractEvent | None]
 
 Message = tuple[bytes, bytes, Headers]
 """One Kafka message as the relay sends it: value, key, headers."""
+
+PRODUCER_MAX_BATCH_BYTES = 256 * 1024
+"""The relay's producer batches (aiokafka's default is 16 KiB): a relay batch of 500
+events goes out in a request or two, not one per 16 KiB of each partition."""
+
+_partitioner = DefaultPartitioner()
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,7 @@ class Relay:
         batches_in_flight: int = 2,
         poll_interval: float = 0.05,
         stop_timeout: float = 5.0,
+        ack_warning_after: float = 10.0,
         also_publish: Collection[str] = (),
         watch_commits: CommitWatch | None = None,
     ):
@@ -131,6 +140,7 @@ class Relay:
         self.batches_in_flight = batches_in_flight
         self.poll_interval = poll_interval
         self.stop_timeout = stop_timeout
+        self.ack_warning_after = ack_warning_after
         self.also_publish = frozenset(also_publish)
         self.watch_commits = watch_commits
         self.tracking_name = f"relay:{topic}"
@@ -256,19 +266,57 @@ class Relay:
                     continue
                 position = batch.last
                 reading = read_after(position)  # the next batch, while this one is sent
-                await in_flight.room.acquire()
+                await self._room_for_a_batch(in_flight)
                 in_flight.add(_Sent(batch.last, await self._send(batch.messages)))
         finally:
             reading.cancel()
 
+    async def _room_for_a_batch(self, in_flight: _InFlight) -> None:
+        """Wait until fewer than ``batches_in_flight`` batches are unrecorded; warn once
+        if that takes more than ``ack_warning_after`` seconds (the broker is away?)."""
+        if not in_flight.room.locked():
+            await in_flight.room.acquire()
+            return
+        try:
+            await asyncio.wait_for(in_flight.room.acquire(), self.ack_warning_after)
+        except TimeoutError:
+            log.warning(
+                "relay %s waits for the broker: %d batches sent, not acknowledged after %g s",
+                self.tracking_name,
+                len(in_flight.batches),
+                self.ack_warning_after,
+            )
+            await in_flight.room.acquire()
+
     async def _send(self, messages: list[Message]) -> list["asyncio.Future[Any]"]:
-        """Hand the messages to the producer in order; their acks, to await."""
-        send = self.producer.send
+        """Hand the messages to the producer in order; the acks to await, one per
+        producer batch.
+
+        Each partition's messages go into producer batches (aiokafka's batch API), each
+        sent as soon as it is full and the rest at the end: per message, a future and
+        a metadata look-up less than ``send``, and the same partition for a key as its
+        default partitioner. Messages of one partition keep their order.
+        """
+        producer = self.producer
         topic = self.topic
-        return [
-            await send(topic, value=value, key=key, headers=headers)
-            for value, key, headers in messages
-        ]
+        partitions = sorted(await producer.partitions_for(topic))
+        partition_of: dict[bytes, int] = {}
+        filling: dict[int, BatchBuilder] = {}
+        acks = []
+        for value, key, headers in messages:
+            partition = partition_of.get(key)
+            if partition is None:
+                partition = partition_of[key] = _partitioner(key, partitions, partitions)
+            builder = filling.get(partition)
+            if builder is None:
+                builder = filling[partition] = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                acks.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = filling[partition] = producer.create_batch()
+                builder.append(key=key, value=value, timestamp=None, headers=headers)
+        for partition, builder in filling.items():
+            acks.append(await producer.send_batch(builder, topic, partition=partition))
+        return acks
 
     async def _record_in_order(self, in_flight: _InFlight) -> None:
         """Record each sent batch's position once all its messages and all earlier
@@ -435,10 +483,14 @@ def build_relay(
         recorder=app.recorder,
         mapper=app.mapper,
         tracking=app.recorder,
-        producer=reliable_producer(settings.kafka_bootstrap_servers),
+        # No linger: a batch is handed to the producer all at once, waiting adds nothing.
+        producer=reliable_producer(
+            settings.kafka_bootstrap_servers, linger_ms=0, max_batch_size=PRODUCER_MAX_BATCH_BYTES
+        ),
         to_contract=to_contract,
         batch_size=settings.relay_batch_size,
         batches_in_flight=settings.relay_batches_in_flight,
+        ack_warning_after=settings.relay_ack_warning_after,
         poll_interval=settings.relay_poll_interval,
         also_publish=also_publish,
         watch_commits=commit_watch(

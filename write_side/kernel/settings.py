@@ -16,6 +16,9 @@ class RelaySettings(KafkaSettings):
     """Batches sent and not yet recorded at most: the next ones are read, mapped and sent
     while these are acknowledged and recorded. A relay killed resends at most these."""
     relay_poll_interval: float = 0.05
+    relay_ack_warning_after: float = 10.0
+    """Seconds the relay waits for acks with RELAY_BATCHES_IN_FLIGHT batches unrecorded
+    before it logs a warning (once per wait): the broker is away or slow."""
     relay_wake_on_commit: bool = True
     """Wake on the store's commits (LISTEN on PostgreSQL, PRAGMA data_version on
     SQLite) sooner than the next poll; the poll stays (docs/adr/0021)."""

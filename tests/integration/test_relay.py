@@ -182,6 +182,27 @@ async def test_the_setting_decides_which_majors_the_relay_publishes(
     assert published == [started_types, ["tallies.TallyAdded.v1"], ["tallies.TallyClosed.v1"]]
 
 
+async def test_the_relay_sends_each_envelope_as_the_envelope_model_writes_it(store):
+    settings = relay_settings(store)  # publishes TallyStarted in v2 and v1
+    app = open_tallies(settings)
+    with caused_by(MessageMetadata(correlation_id='corr "1"', causation_id="cause-é")):
+        app.start_tally("first", unit="apples")
+    last = write_tallies(app, 5)
+    relay = tallies_relay(app, settings)  # the producer is not started: nothing is sent
+    try:
+        notifications = app.recorder.select_notifications(1, last)
+        sent = [relay.messages(n) for n in notifications]
+        modelled = [
+            [(e.to_bytes(), e.subject.encode(), e.kafka_headers()) for e in relay.envelopes(n)]
+            for n in notifications
+        ]
+    finally:
+        await stop_producer(relay.producer, timeout=1)
+        app.close()
+    assert sent == modelled
+    assert sum(len(messages) for messages in sent) == last + 6  # v1 copies of 6 starts
+
+
 async def test_the_relay_refuses_a_setting_naming_a_major_it_cannot_publish(store):
     settings = relay_settings(
         store, tallies_relay_also_publish=frozenset({"tallies.TallyAdded.v0"})

@@ -1,15 +1,17 @@
 """Transaction-log tailing: a service's notification log → its Kafka topic, in order.
 
-The relay is the only reader of the log. It reads the next notifications after the
-last one it read, maps each domain event to its contract event and sends them; the
-broker's acks are awaited, and the position recorded (eventsourcing's tracking
-record), by a second task, batch after batch in the order they were sent. The two
-overlap: while a batch is being acknowledged and its position recorded, the next one
-is read, mapped and sent (a pipeline, at most ``batches_in_flight`` batches sent and not
-yet recorded). A position is recorded only once every message up to it has been
-acknowledged, so killed at any moment the relay resends at most those batches
-(consumers are idempotent) and never skips an event. A send that fails stops the
-relay with its error; the position stays after the last batch acknowledged in full.
+The relay is the only reader of the log. Three tasks make a pipeline. The first reads
+the notifications after the last one it read and maps each domain event to its
+contract event (in a worker thread, one batch ahead), then sends them, once fewer than
+``batches_in_flight`` batches are unacknowledged. The second awaits each sent batch's
+acks, in the order sent: once all of a batch's are in, every message up to its position
+is acknowledged. The third records that position (eventsourcing's tracking record),
+one write at a time: what is acknowledged meanwhile goes into the next write. So the
+next batch is read, mapped and sent while the previous ones are acknowledged and
+recorded, and a position is recorded only once every message up to it was
+acknowledged, positions in order. Killed at any moment, the relay resends at most what
+it had not recorded (consumers are idempotent) and never skips an event. A send that
+fails stops the relay with its error; the position stays before it.
 
 Order: one task sends, in notification order, to one idempotent producer (acks=all),
 which keeps one request in flight per broker and retries a failed request before any
@@ -85,13 +87,19 @@ class _Sent:
 
 
 class _InFlight:
-    """The batches sent and not yet recorded, oldest first: ``limit`` at most."""
+    """The batches sent and not yet acknowledged, oldest first (``limit`` at most), and
+    the position up to which every message sent is acknowledged."""
 
     def __init__(self, limit: int):
         self.batches: deque[_Sent] = deque()
         self.room = asyncio.Semaphore(limit)
         self.more = asyncio.Event()
         self.closed = False
+        self.acknowledged: int | None = None
+        self.moved = asyncio.Event()
+        """Set when ``acknowledged`` moved, and when no more acks will be awaited."""
+        self.settled = asyncio.Event()
+        """Set when no more acks will be awaited."""
 
     def add(self, sent: _Sent) -> None:
         self.batches.append(sent)
@@ -101,10 +109,6 @@ class _InFlight:
         """Nothing more will be sent."""
         self.closed = True
         self.more.set()
-
-
-def _acknowledged(sent: _Sent) -> bool:
-    return all(ack.done() and not ack.cancelled() and ack.exception() is None for ack in sent.acks)
 
 
 class Relay:
@@ -120,6 +124,7 @@ class Relay:
         to_contract: ContractMapping,
         batch_size: int = 500,
         batches_in_flight: int = 2,
+        record_interval: float = 0.05,
         poll_interval: float = 0.05,
         stop_timeout: float = 5.0,
         ack_warning_after: float = 10.0,
@@ -138,6 +143,7 @@ class Relay:
         self.to_contract = to_contract
         self.batch_size = batch_size
         self.batches_in_flight = batches_in_flight
+        self.record_interval = record_interval
         self.poll_interval = poll_interval
         self.stop_timeout = stop_timeout
         self.ack_warning_after = ack_warning_after
@@ -216,16 +222,19 @@ class Relay:
     async def _pipeline(
         self, position: int, wake: asyncio.Event | None, stopping: asyncio.Event | None
     ) -> None:
-        """Read and send in one task, await acks and record in another, until stopping
-        is set (or, without ``wake``, until a read finds nothing). Whatever ends it,
-        nothing more is sent and what was sent is recorded once acknowledged (within
-        ``stop_timeout`` if stopped); the first error is raised."""
+        """Read and send in one task, await the acks in another, record the position
+        acknowledged in a third, until stopping is set (or, without ``wake``, until a
+        read finds nothing). Whatever ends it, nothing more is sent, and what was sent is
+        recorded once acknowledged (within ``stop_timeout`` unless caught up); the first
+        error is raised."""
         in_flight = _InFlight(self.batches_in_flight)
-        recording = asyncio.create_task(self._record_in_order(in_flight))
+        acknowledging = asyncio.create_task(self._acknowledge_in_order(in_flight))
+        recording = asyncio.create_task(self._record_acknowledged(in_flight))
         sending = asyncio.create_task(self._read_and_send(position, in_flight, wake))
         stopped = asyncio.ensure_future(stopping.wait() if stopping else asyncio.Future())
+        tasks = (acknowledging, recording, sending)
         try:
-            await asyncio.wait({recording, sending, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({*tasks, stopped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             # Sending returns by itself only when it caught up: then every ack is awaited.
             caught_up = sending.done() and not sending.cancelled() and not sending.exception()
@@ -233,19 +242,18 @@ class Relay:
             stopped.cancel()
             await asyncio.gather(sending, stopped, return_exceptions=True)
             in_flight.close()
-            await self._finish_recording(
-                recording, in_flight, None if caught_up else self.stop_timeout
-            )
-        for task in (recording, sending):
+            await self._settle(in_flight, acknowledging, recording, caught_up)
+        for task in tasks:
             if not task.cancelled() and (error := task.exception()) is not None:
                 raise error
 
     async def _read_and_send(
         self, position: int, in_flight: _InFlight, wake: asyncio.Event | None
     ) -> None:
-        """Read the next batch (in a worker thread) while the previous one is sent; send
-        each batch once fewer than ``batches_in_flight`` are unrecorded. Without
-        ``wake``, return when a read finds nothing."""
+        """Read batches (in a worker thread) and send each once fewer than
+        ``batches_in_flight`` are unacknowledged. After a full batch the next one is
+        read while this one is sent; a short one reached the end of the log, so the next
+        read waits for a commit (or the poll). Without ``wake``, return there."""
         loop = asyncio.get_running_loop()
 
         def read_after(position: int) -> "asyncio.Future[Batch]":
@@ -253,27 +261,30 @@ class Relay:
                 wake.clear()  # before the SELECT: a commit after it sets it again
             return loop.run_in_executor(None, self.read_batch, position)
 
-        reading = read_after(position)
+        reading: asyncio.Future[Batch] | None = read_after(position)
         try:
-            while True:
+            while reading is not None:
                 batch = await reading
-                if not batch.read:
+                reading = None
+                if batch.read == self.batch_size:  # more may be waiting: read on meanwhile
+                    reading = read_after(batch.last)
+                if batch.read:
+                    position = batch.last
+                    await self._room_for_a_batch(in_flight)
+                    in_flight.add(_Sent(batch.last, await self._send(batch.messages)))
+                if reading is None:
                     if wake is None:
-                        return
+                        return  # caught up
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), self.poll_interval)
                     reading = read_after(position)
-                    continue
-                position = batch.last
-                reading = read_after(position)  # the next batch, while this one is sent
-                await self._room_for_a_batch(in_flight)
-                in_flight.add(_Sent(batch.last, await self._send(batch.messages)))
         finally:
-            reading.cancel()
+            if reading is not None:
+                reading.cancel()
 
     async def _room_for_a_batch(self, in_flight: _InFlight) -> None:
-        """Wait until fewer than ``batches_in_flight`` batches are unrecorded; warn once
-        if that takes more than ``ack_warning_after`` seconds (the broker is away?)."""
+        """Wait until fewer than ``batches_in_flight`` batches are unacknowledged; warn
+        once if that takes more than ``ack_warning_after`` seconds (the broker is away?)."""
         if not in_flight.room.locked():
             await in_flight.room.acquire()
             return
@@ -318,44 +329,75 @@ class Relay:
             acks.append(await producer.send_batch(builder, topic, partition=partition))
         return acks
 
-    async def _record_in_order(self, in_flight: _InFlight) -> None:
-        """Record each sent batch's position once all its messages and all earlier
-        batches' are acknowledged; batches acknowledged meanwhile are recorded at once,
-        as one position. Raise the error of a failed send (nothing after it recorded)."""
+    async def _acknowledge_in_order(self, in_flight: _InFlight) -> None:
+        """Await each sent batch's acks, in the order sent; once all of a batch's are in,
+        every message up to its position is acknowledged. Raise the error of a failed
+        send (the acknowledged position stays before it)."""
         batches = in_flight.batches
-        while True:
-            if not batches:
-                if in_flight.closed:
-                    return
-                in_flight.more.clear()
-                await in_flight.more.wait()
-                continue
-            for ack in batches[0].acks:
-                await ack  # raises if the send failed
-            done = [batches.popleft()]
-            while batches and _acknowledged(batches[0]):
-                done.append(batches.popleft())
-            await asyncio.to_thread(self._record, done[-1].last)
-            self.recorded = done[-1].last
-            for _ in done:
+        try:
+            while True:
+                if not batches:
+                    if in_flight.closed:
+                        return
+                    in_flight.more.clear()
+                    await in_flight.more.wait()
+                    continue
+                for ack in batches[0].acks:
+                    await ack  # raises if the send failed
+                in_flight.acknowledged = batches.popleft().last
                 in_flight.room.release()
+                in_flight.moved.set()
+        finally:
+            in_flight.settled.set()
+            in_flight.moved.set()
 
-    async def _finish_recording(
-        self, recording: "asyncio.Task[None]", in_flight: _InFlight, timeout: float | None
+    async def _record_acknowledged(self, in_flight: _InFlight) -> None:
+        """Record the acknowledged position whenever it moved, one write at a time and
+        ``record_interval`` apart: what is acknowledged meanwhile goes into the next
+        write. A slow write (SQLite's single writer is busy) delays only the record,
+        never the sending; once the acks are settled, the last position is recorded at
+        once and it ends."""
+        while True:
+            position = in_flight.acknowledged
+            if position is not None and position != self.recorded:
+                await asyncio.to_thread(self._record, position)
+                self.recorded = position
+                if self.record_interval > 0 and not in_flight.settled.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(in_flight.settled.wait(), self.record_interval)
+                continue
+            if in_flight.settled.is_set():
+                return
+            in_flight.moved.clear()
+            await in_flight.moved.wait()
+
+    async def _settle(
+        self,
+        in_flight: _InFlight,
+        acknowledging: "asyncio.Task[None]",
+        recording: "asyncio.Task[None]",
+        caught_up: bool,
     ) -> None:
-        if recording.done():
-            return
-        finished, _ = await asyncio.wait({recording}, timeout=timeout)
-        if not finished:
-            recording.cancel()
-            await asyncio.gather(recording, return_exceptions=True)
-            log.warning(
-                "relay %s stopped with %d batches unacknowledged after %g s; "
-                "they will be sent again",
-                self.tracking_name,
-                len(in_flight.batches),
-                timeout,
-            )
+        """Let the acks of what was sent come in (within ``stop_timeout`` unless caught
+        up), then the last acknowledged position be recorded."""
+        timeout = None if caught_up else self.stop_timeout
+        if not acknowledging.done():
+            _, waiting = await asyncio.wait({acknowledging}, timeout=timeout)
+            if waiting:
+                acknowledging.cancel()
+                await asyncio.gather(acknowledging, return_exceptions=True)
+                log.warning(
+                    "relay %s stopped with %d batches unacknowledged after %g s; "
+                    "they will be sent again",
+                    self.tracking_name,
+                    len(in_flight.batches),
+                    timeout,
+                )
+        if not recording.done():
+            _, waiting = await asyncio.wait({recording}, timeout=timeout)
+            if waiting:
+                recording.cancel()
+                await asyncio.gather(recording, return_exceptions=True)
 
     def _record(self, position: int) -> None:
         if isinstance(self.tracking, SchemaProcessRecorder):
@@ -490,6 +532,7 @@ def build_relay(
         to_contract=to_contract,
         batch_size=settings.relay_batch_size,
         batches_in_flight=settings.relay_batches_in_flight,
+        record_interval=settings.relay_record_interval,
         ack_warning_after=settings.relay_ack_warning_after,
         poll_interval=settings.relay_poll_interval,
         also_publish=also_publish,

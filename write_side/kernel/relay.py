@@ -2,12 +2,13 @@
 
 The relay is the only reader of the log. Three tasks make a pipeline. The first reads
 the notifications after the last one it read and maps each domain event to its
-contract event (in a worker thread, one batch ahead), then sends them, once fewer than
-``batches_in_flight`` batches are unacknowledged. The second awaits each sent batch's
-acks, in the order sent: once all of a batch's are in, every message up to its position
-is acknowledged. The third records that position (eventsourcing's tracking record),
-one write at a time: what is acknowledged meanwhile goes into the next write. So the
-next batch is read, mapped and sent while the previous ones are acknowledged and
+contract event (in a worker thread; after a full batch, the next one while this one is
+sent), then sends them, once fewer than ``batches_in_flight`` batches are
+unacknowledged. The second awaits each sent batch's acks, in the order sent: once all
+of a batch's are in, every message up to its position is acknowledged. The third
+records that position (eventsourcing's tracking record), one write at a time and
+``record_interval`` apart: what is acknowledged meanwhile goes into the next write. So
+the next batch is read, mapped and sent while the previous ones are acknowledged and
 recorded, and a position is recorded only once every message up to it was
 acknowledged, positions in order. Killed at any moment, the relay resends at most what
 it had not recorded (consumers are idempotent) and never skips an event. A send that
@@ -175,8 +176,8 @@ class Relay:
 
     async def catch_up(self, position: int | None = None) -> int:
         """Publish, pipelined as ``run`` does, everything in the log after ``position``
-        (by default the recorded one) until a read finds nothing more; return the
-        position recorded then."""
+        (by default the recorded one) up to its end (a read that finds less than a
+        batch); return the position recorded then."""
         if position is None:
             position = await asyncio.to_thread(self.position)
         await self._pipeline(position, None, None)
@@ -224,7 +225,7 @@ class Relay:
     ) -> None:
         """Read and send in one task, await the acks in another, record the position
         acknowledged in a third, until stopping is set (or, without ``wake``, until a
-        read finds nothing). Whatever ends it, nothing more is sent, and what was sent is
+        read reaches the end of the log). Whatever ends it, nothing more is sent, and what was sent is
         recorded once acknowledged (within ``stop_timeout`` unless caught up); the first
         error is raised."""
         in_flight = _InFlight(self.batches_in_flight)

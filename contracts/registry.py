@@ -162,12 +162,19 @@ def editions(event: ContractEvent, also_publish: Collection[str]) -> list[Contra
     meets (the second has the same aggregate version), and that must be the lossless one.
     """
     published = [event]
+    if not also_publish:
+        return published
+    chain: list[Conversion] = []
     step = _DOWNCASTERS.get(type(event))
     while step is not None:
+        chain.append(step)
+        step = _DOWNCASTERS.get(step.target)
+    # Convert only as far as the oldest major wanted: none at all after a transition.
+    wanted = [i for i, step in enumerate(chain) if step.target.type() in also_publish]
+    for step in chain[: wanted[-1] + 1] if wanted else ():
         event = step(event)
         if event.type() in also_publish:
             published.append(event)
-        step = _DOWNCASTERS.get(type(event))
     return published
 
 

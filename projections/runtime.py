@@ -22,6 +22,7 @@ server a batch's ``find`` costs about as much as its bulk write, so this is what
 keeps the live projection near the server's raw bulk-write speed (docs/benchmarks.md).
 """
 
+import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -169,11 +170,15 @@ class ProjectionRunner:
         rejected = batch.rejected + rejected_by_apply
         if rejected:
             await self._reject(rejected)
-        await self._record_progress(target, batch)
-        if self.collection is None:
-            # Read the alias again; the next batch starts from what this read says.
+        if self.collection is not None:
+            await self._record_progress(target, batch)
+        else:
+            # Read the alias again (while the progress is written: one round trip, not
+            # two); the next batch starts from what this read says.
             self._live = None
-            switched_to = await self.target()
+            _, switched_to = await asyncio.gather(
+                self._record_progress(target, batch), self.target()
+            )
             if switched_to != target:  # a cut-over happened while the batch was written
                 log.info("projection %s switched to %s", self.projection.name, switched_to)
                 written, _ = await self._apply_retrying(switched_to, batch)  # rejected above

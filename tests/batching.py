@@ -7,6 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
+import sqlalchemy
 from eventsourcing.application import AggregateNotFoundError
 
 from tests.support import wait_for
@@ -58,3 +59,10 @@ def outcome(future: Future) -> Any:
         return future.result(timeout=60)
     except Exception as error:  # noqa: BLE001 - the answer under test
         return error
+
+
+def commits_of(app: ServiceApplication) -> list[int]:
+    """A list that counts the transactions committed on the app's store from now on."""
+    commits: list[int] = []
+    sqlalchemy.event.listen(app.recorder.datastore.engine, "commit", lambda _: commits.append(1))
+    return commits

@@ -46,6 +46,8 @@ REFERENCE_PATHS = (
         f"bench/scenarios/{scenario}.py"
         for scenario in (
             "end_to_end",
+            "history",
+            "idle",
             "projection",
             "query_api",
             "rebuild",
@@ -76,6 +78,8 @@ REFERENCE_PATHS = (
     "tests/integration/test_projection_versions.py",
     "tests/integration/test_query_api.py",
     "tests/integration/test_query_api_saga.py",
+    "tests/integration/test_saga_batches.py",
+    "tests/integration/test_saga_worker.py",
     "tests/unit/test_accounting.py",
     "tests/unit/test_consumer_contracts.py",
     "tests/unit/test_consumers.py",

@@ -15,13 +15,12 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
-import sqlalchemy
 from eventsourcing.persistence import IntegrityError, OperationalError, Tracking
 from fastapi.testclient import TestClient
 
 from devstack.servers import free_port
 from tests import processes
-from tests.batching import HeldWriter, outcome
+from tests.batching import HeldWriter, commits_of, outcome
 from tests.kernel_example.api import TalliesSettings
 from tests.kernel_example.api import create_app as create_tallies_api
 from tests.kernel_example.application import Saved, TalliesApplication
@@ -451,13 +450,6 @@ def test_killing_the_api_mid_batch_keeps_every_answered_command_and_no_partial_o
 def position(name: str, offset: int) -> Tracking:
     """The tracking record of the message at ``offset`` of partition ``name``."""
     return Tracking(name, offset + 1)
-
-
-def commits_of(app: ServiceApplication) -> list[int]:
-    """A list that counts the transactions committed on the app's store from now on."""
-    commits: list[int] = []
-    sqlalchemy.event.listen(app.recorder.datastore.engine, "commit", lambda _: commits.append(1))
-    return commits
 
 
 def adding(app: TalliesApplication, name: str, amount: int) -> Callable[[], None]:

@@ -56,13 +56,17 @@ def relay_settings(store: Store, **overrides: Any) -> TalliesRelaySettings:
 
 
 def write_tallies(
-    app: TalliesApplication, count: int, rounds: int = 2, close_every: int = 3
+    app: TalliesApplication,
+    count: int,
+    rounds: int = 2,
+    close_every: int = 3,
+    prefix: str = "tally",
 ) -> int:
     """Start ``count`` tallies and add to each at once (events of one aggregate next to
     each other in the log), then add to each of them ``rounds - 1`` more times in turn
     (the aggregates' events interleave), close every ``close_every``-th; return the
     last position."""
-    names = [f"tally-{i}" for i in range(count)]
+    names = [f"{prefix}-{i}" for i in range(count)]
     for i, name in enumerate(names):
         app.start_tally(name, unit=f"unit-{i % 4}")
         app.add_to_tally(name, 1)
@@ -178,6 +182,27 @@ async def test_the_setting_decides_which_majors_the_relay_publishes(
     assert published == [started_types, ["tallies.TallyAdded.v1"], ["tallies.TallyClosed.v1"]]
 
 
+async def test_the_relay_sends_each_envelope_as_the_envelope_model_writes_it(store):
+    settings = relay_settings(store)  # publishes TallyStarted in v2 and v1
+    app = open_tallies(settings)
+    with caused_by(MessageMetadata(correlation_id='corr "1"', causation_id="cause-é")):
+        app.start_tally("first", unit="apples")
+    last = write_tallies(app, 5)
+    relay = tallies_relay(app, settings)  # the producer is not started: nothing is sent
+    try:
+        notifications = app.recorder.select_notifications(1, last)
+        sent = [relay.messages(n) for n in notifications]
+        modelled = [
+            [(e.to_bytes(), e.subject.encode(), e.kafka_headers()) for e in relay.envelopes(n)]
+            for n in notifications
+        ]
+    finally:
+        await stop_producer(relay.producer, timeout=1)
+        app.close()
+    assert sent == modelled
+    assert sum(len(messages) for messages in sent) == last + 6  # v1 copies of 6 starts
+
+
 async def test_the_relay_refuses_a_setting_naming_a_major_it_cannot_publish(store):
     settings = relay_settings(
         store, tallies_relay_also_publish=frozenset({"tallies.TallyAdded.v0"})
@@ -212,6 +237,156 @@ async def test_relay_keeps_its_position_when_the_broker_does_not_acknowledge(sto
             await stop_producer(relay.producer, timeout=1)
             app.close()
         assert relay.position() == 0
+
+
+# The pipeline (docs/adr/0003): the next batch is read and sent while the previous one is
+# acknowledged and recorded; a position is recorded only after every message up to it
+# was acknowledged, positions in order.
+
+
+WAITS = "waits for the broker"
+"""The relay's warning when its pipeline is full and acks do not come."""
+
+
+def watch_positions(app: TalliesApplication, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The positions the relay records, in the order it records them."""
+    recorded: list[int] = []
+    record = app.recorder.record_position
+
+    def recording(name: str, position: int) -> None:
+        record(name, position)
+        recorded.append(position)
+
+    monkeypatch.setattr(app.recorder, "record_position", recording)
+    return recorded
+
+
+def assert_in_notification_order_per_partition(records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    """On each partition, in offset order, positions never go back (one event's copies
+    of several majors share a position)."""
+    partitions: dict[int, list[ConsumerRecord[bytes, bytes]]] = {}
+    for record in records:
+        partitions.setdefault(record.partition, []).append(record)
+    for partition, in_partition in partitions.items():
+        in_partition.sort(key=lambda r: r.offset)
+        sequences = [Envelope.from_bytes(r.value).sequence for r in in_partition]
+        assert sequences == sorted(sequences), f"partition {partition} is out of order"
+
+
+async def test_the_pipelined_relay_publishes_in_order_with_no_gaps_across_many_batches(
+    kafka, store, monkeypatch
+):
+    settings = relay_settings(
+        store,
+        kafka_bootstrap_servers=kafka,
+        relay_batch_size=7,
+        relay_batches_in_flight=2,
+        relay_record_interval=0,  # a position as soon as acknowledged, to see the overlap
+    )
+    app = open_tallies(settings)
+    last = write_tallies(app, 40, rounds=3)
+    relay = tallies_relay(app, settings)
+    recorded = watch_positions(app, monkeypatch)
+    steps: list[tuple[str, int]] = []  # ("read", after) as a read starts, ("recorded", position)
+    read_batch = relay.read_batch
+
+    def reading(position: int) -> Any:
+        steps.append(("read", position))
+        return read_batch(position)
+
+    monkeypatch.setattr(relay, "read_batch", reading)
+    monkeypatch.setattr(
+        app.recorder,
+        "record_position",
+        lambda name, position, record=app.recorder.record_position: (
+            record(name, position),
+            steps.append(("recorded", position)),
+        ),
+    )
+    await ensure_topics(kafka, {TOPIC: 4})
+    await relay.producer.start()
+    try:
+        assert await relay.catch_up() == last
+    finally:
+        await stop_producer(relay.producer)
+    assert relay.position() == last
+
+    records = await read_topic(kafka, TOPIC, until=every_position(last))
+    envelopes = envelopes_of(records)
+    assert_complete_and_in_order(envelopes, last)
+    assert_in_notification_order_per_partition(records)
+    assert len({(e.sequence, e.type) for e in envelopes}) == len(envelopes), "nothing sent twice"
+    # Positions recorded in order, each the end of a batch, the last one at the end of the log.
+    assert recorded == sorted(set(recorded)) and recorded[-1] == last
+    assert all(p % 7 == 0 for p in recorded[:-1]), recorded
+    # Pipelined: the batch after a position is read before that position is recorded.
+    assert len(recorded) > 1, recorded
+    overlapped = [
+        position
+        for position in recorded[:-1]
+        if steps.index(("read", position)) < steps.index(("recorded", position))
+    ]
+    assert overlapped == recorded[:-1], steps
+    app.close()
+
+
+async def test_the_position_never_passes_unacknowledged_messages_when_the_broker_stops(
+    store, tmp_path, monkeypatch, caplog
+):
+    broker = KafkaBroker(tmp_path / "kafka").start()  # stopped by PID, then started again
+    try:
+        settings = relay_settings(
+            store,
+            kafka_bootstrap_servers=broker.bootstrap,
+            relay_batch_size=5,
+            relay_batches_in_flight=2,
+            relay_ack_warning_after=0.2,
+        )
+        app = open_tallies(settings)
+        recorded = watch_positions(app, monkeypatch)
+        published = write_tallies(app, 10)
+        relay = tallies_relay(app, settings)
+        relay.stop_timeout = 1
+        await ensure_topics(broker.bootstrap, {TOPIC: 4})
+        await relay.producer.start()
+        stopping = asyncio.Event()
+        running = asyncio.create_task(relay.run(stopping))
+        try:
+            await wait_for_async(lambda: relay.recorded == published, timeout=30)
+            waited = caplog.text.count(WAITS)
+            broker.stop()  # no ack can come any more
+            last = await asyncio.to_thread(write_tallies, app, 20, prefix="later")
+            # It waits for acks with its pipeline full (or, wrongly, records what was not acked).
+            await wait_for_async(
+                lambda: caplog.text.count(WAITS) > waited or (relay.recorded or 0) > published,
+                timeout=60,
+            )
+            stopping.set()
+            await asyncio.wait_for(running, timeout=30)  # it stops with the broker away
+        finally:
+            stopping.set()
+            await stop_producer(relay.producer, timeout=1)  # gives up what is unsent
+        assert relay.position() == published, "recorded what the broker never acknowledged"
+        assert recorded == sorted(set(recorded)), "positions recorded out of order"
+
+        broker.start()  # it holds all it acknowledged (and perhaps some it could not)
+        await read_topic(broker.bootstrap, TOPIC, until=every_position(published))
+        # Restarted, the relay publishes the rest from the position it recorded.
+        relay = tallies_relay(app, settings)
+        await relay.producer.start()
+        try:
+            assert await relay.catch_up() == last
+        finally:
+            await stop_producer(relay.producer)
+        records = await read_topic(broker.bootstrap, TOPIC, until=every_position(last))
+        assert_complete_and_in_order(envelopes_of(records), last)
+        app.close()
+    finally:
+        broker.stop()
+
+
+def full_log(relay: processes.Process) -> str:
+    return relay.log_path.read_text(errors="replace")
 
 
 def start_relay(env: dict[str, str], log_dir: Path, name: str) -> processes.Process:
@@ -268,6 +443,54 @@ def test_relay_killed_and_restarted_mid_stream_loses_nothing(kafka, store, tmp_p
     )
 
 
+def test_relay_killed_while_its_batches_await_acks_loses_nothing(store, tmp_path: Path):
+    """Killed with batches sent and not acknowledged (the broker is away), the relay has
+    recorded none of them: restarted, it sends them again."""
+    broker = KafkaBroker(tmp_path / "kafka").start()  # stopped by PID, then started again
+    env = {
+        **store.env("tallies"),
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "RELAY_BATCH_SIZE": "5",
+        "RELAY_BATCHES_IN_FLIGHT": "2",
+        "RELAY_ACK_WARNING_AFTER": "0.2",
+        "RELAY_POLL_INTERVAL": "0.01",
+    }
+    app = open_tallies(relay_settings(store, kafka_bootstrap_servers=broker.bootstrap))
+    tracked = f"relay:{TOPIC}"
+    relay = start_relay(env, tmp_path, "tallies-relay")
+    try:
+        published = write_tallies(app, 10)
+        wait_for(
+            lambda: app.recorder.max_tracking_id(tracked) == published,
+            timeout=30,
+            message=relay.log(),
+        )
+        waited = full_log(relay).count(WAITS)
+        broker.stop()
+        last = write_tallies(app, 20, prefix="later")
+        # It waits for acks with its pipeline full (or, wrongly, records what was not acked).
+        wait_for(
+            lambda: (
+                full_log(relay).count(WAITS) > waited
+                or (app.recorder.max_tracking_id(tracked) or 0) > published
+            ),
+            timeout=60,
+            message=relay.log(),
+        )
+        relay.kill()
+        assert app.recorder.max_tracking_id(tracked) == published, relay.log()
+        broker.start()
+        relay = start_relay(env, tmp_path, "tallies-relay-restarted")
+        records = asyncio.run(
+            read_topic(broker.bootstrap, TOPIC, until=every_position(last), timeout=60)
+        )
+    finally:
+        relay.stop()
+        broker.stop()
+        app.close()
+    assert_complete_and_in_order(envelopes_of(records), last)
+
+
 # The relay wakes on its store's commits (docs/adr/0021, 0022). Its polls are set to 30 s
 # here, so an event published within the 10 s deadline was published because of a wake-up.
 WAKING = re.compile(
@@ -287,10 +510,6 @@ def start_tallies_one_at_a_time(app: TalliesApplication, kafka: str, count: int)
     for _ in range(count):
         last = app.start_tally(f"tally-{uuid.uuid4().hex[:8]}").position
         asyncio.run(read_topic(kafka, TOPIC, until=every_position(last), timeout=10))
-
-
-def full_log(relay: processes.Process) -> str:
-    return relay.log_path.read_text(errors="replace")
 
 
 def on_postgres(sql: str, **params: Any) -> list[Any]:

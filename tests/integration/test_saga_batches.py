@@ -10,9 +10,9 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-import sqlalchemy
 
 from contracts import consumers, orders
+from tests.batching import commits_of
 from tests.integration.kafka_reading import read_all
 from tests.integration.test_consumers_accounting_reactions import (
     message,
@@ -69,12 +69,6 @@ def decisions(app: ConsumersApplication, monkeypatch: pytest.MonkeyPatch) -> lis
 
     monkeypatch.setattr(app, "verify", counting)
     return decided
-
-
-def commits_of(app: ConsumersApplication) -> list[int]:
-    commits: list[int] = []
-    sqlalchemy.event.listen(app.recorder.datastore.engine, "commit", lambda _: commits.append(1))
-    return commits
 
 
 async def test_a_mixed_batch_is_one_transaction_and_each_message_takes_effect_once(

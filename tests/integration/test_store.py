@@ -1,10 +1,13 @@
-"""The event store on PostgreSQL keeps every table of a service in its schema."""
+"""The event store: on PostgreSQL every table of a service in its schema; the relay's
+reads and position records through the recorder's own statements."""
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy
+from eventsourcing.persistence import IntegrityError
+from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
 
 from tests.kernel_example.application import TalliesApplication
 from tests.stores import POSTGRES_URL
@@ -56,3 +59,50 @@ def test_processes_of_one_service_starting_together_on_a_fresh_store_all_open_it
     finally:
         for app in opened:
             app.close()
+
+
+def test_notifications_are_read_as_the_library_reads_them(store):
+    """The recorder's own SELECT (Core, not the ORM) gives what the library's gives."""
+    app = open_application(TalliesApplication, store.url("tallies"), store.schema)
+    try:
+        for i in range(12):
+            app.start_tally(f"t-{i}")
+            app.add_to_tally(f"t-{i}", i + 1)
+        recorder = app.recorder
+        added = "tests.kernel_example.domain:Tally.Added"
+        for args, kwargs in [
+            ((1, 100), {}),
+            ((5, 7), {}),
+            ((5, 7), {"inclusive_of_start": False}),
+            ((3, 100), {"stop": 10}),
+            ((1, 100), {"topics": [added]}),
+            ((None, 4), {}),
+            ((25, 10), {}),
+        ]:
+            ours = recorder.select_notifications(*args, **kwargs)
+            library = SQLAlchemyApplicationRecorder.select_notifications(recorder, *args, **kwargs)
+            assert ours == library, (args, kwargs)
+        assert [n.topic for n in recorder.select_notifications(1, 100, topics=[added])] == [
+            added
+        ] * 12
+    finally:
+        app.close()
+
+
+def test_a_position_is_recorded_only_forward(store):
+    app = open_application(TalliesApplication, store.url("tallies"), store.schema)
+    try:
+        recorder = app.recorder
+        assert recorder.max_tracking_id("relay:tallies") is None
+        recorder.record_position("relay:tallies", 5)
+        recorder.record_position("relay:tallies", 9)
+        recorder.record_position("relay:other", 2)
+        for behind in (9, 3):
+            with pytest.raises(IntegrityError):
+                recorder.record_position("relay:tallies", behind)
+        assert recorder.max_tracking_id("relay:tallies") == 9
+        assert recorder.max_tracking_id("relay:other") == 2
+        assert recorder.has_tracking_id("relay:tallies", 9)
+        assert not recorder.has_tracking_id("relay:tallies", 10)
+    finally:
+        app.close()

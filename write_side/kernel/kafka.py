@@ -67,13 +67,20 @@ async def ensure_topics(bootstrap: str, topics: dict[str, int], timeout: float =
         await admin.close()
 
 
-def reliable_producer(bootstrap: str) -> AIOKafkaProducer:
-    """Idempotent producer that waits for all in-sync replicas: no loss, no broker-side dupes."""
+def reliable_producer(
+    bootstrap: str, *, linger_ms: int = 5, max_batch_size: int = 16384
+) -> AIOKafkaProducer:
+    """Idempotent producer that waits for all in-sync replicas: no loss, no broker-side dupes.
+
+    aiokafka keeps one request in flight per broker and retries a failed one before
+    sending anything later, so messages of one partition keep the order they were sent in.
+    """
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         enable_idempotence=True,
         acks="all",
-        linger_ms=5,
+        linger_ms=linger_ms,
+        max_batch_size=max_batch_size,
     )
 
 
@@ -87,6 +94,13 @@ async def stop_producer(producer: AIOKafkaProducer, timeout: float = 5.0) -> Non
         await asyncio.wait_for(producer.stop(), timeout)
     except TimeoutError:
         log.warning("producer stopped with unacknowledged messages; they will be resent")
+        # stop() gave up while flushing: its sender would go on retrying (every 100 ms,
+        # for as long as the event loop runs) and its connections stay open. aiokafka
+        # has no public call for that; these are what stop() itself ends with.
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            await sender.close()
+        await producer.client.close()
 
 
 class FetchWakeups:

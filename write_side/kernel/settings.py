@@ -21,11 +21,21 @@ class KafkaSettings(BaseSettings):
 
 class RelaySettings(KafkaSettings):
     relay_batch_size: int = 500
+    relay_batches_in_flight: int = 2
+    """Batches sent and not yet acknowledged at most: the next one is read and mapped, and
+    sent, while these are acknowledged (and their position recorded)."""
+    relay_record_interval: float = 0.05
+    """Seconds between two records of the relay's position at least (what is acknowledged
+    meanwhile is recorded by the next): fewer writes to the store, and a relay killed
+    sends again what was acknowledged since its last record."""
     relay_poll_interval: float = 0.05
     """Seconds between looks at the log when nothing announces the store's commits."""
     relay_watched_poll_interval: float = 2.0
     """The same while the store's commits are announced (LISTEN, the SQLite files'
     watch): only the fallback should an announcement be lost (docs/adr/0022)."""
+    relay_ack_warning_after: float = 10.0
+    """Seconds the relay waits for acks with RELAY_BATCHES_IN_FLIGHT batches unacknowledged
+    before it logs a warning (once per wait): the broker is away or slow."""
     relay_wake_on_commit: bool = True
     """Wake on the store's commits (LISTEN on PostgreSQL, PRAGMA data_version on
     SQLite) sooner than the next poll; the poll stays (docs/adr/0021)."""

@@ -5,6 +5,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import (
     Cipher,
     Compressor,
@@ -59,10 +60,14 @@ def event_store_env(database_url: str, schema: str | None = None) -> dict[str, s
 
 
 class _MetadataTranscoder(Transcoder):
-    """Adds the current command's metadata to each encoded state; strips it on decode."""
+    """Adds the current command's metadata to each encoded state; strips it on decode.
+
+    The metadata a decode stripped is kept for its thread (``stripped``), so the relay
+    gets an event and its metadata from one decode (``MetadataMapper.decode``)."""
 
     def __init__(self, inner: Transcoder):
         self.inner = inner
+        self.stripped = threading.local()
 
     def encode(self, obj: Any) -> bytes:
         if isinstance(obj, dict):
@@ -72,8 +77,7 @@ class _MetadataTranscoder(Transcoder):
 
     def decode(self, data: bytes) -> Any:
         obj = self.inner.decode(data)
-        if isinstance(obj, dict):
-            obj.pop(_METADATA_KEY, None)
+        self.stripped.metadata = obj.pop(_METADATA_KEY, None) if isinstance(obj, dict) else None
         return obj
 
 
@@ -86,8 +90,18 @@ class MetadataMapper(Mapper[Any]):
         compressor: Compressor | None = None,
         cipher: Cipher | None = None,
     ):
-        super().__init__(_MetadataTranscoder(transcoder), compressor, cipher)
+        self._metadata_transcoder = _MetadataTranscoder(transcoder)
+        super().__init__(self._metadata_transcoder, compressor, cipher)
         self._plain_transcoder = transcoder
+
+    def decode(
+        self, stored_event: StoredEvent
+    ) -> tuple[DomainEventProtocol[Any], MessageMetadata | None]:
+        """The domain event and its metadata, from one decoding of the stored state
+        (``to_domain_event`` and then ``metadata_of`` decode it twice)."""
+        domain_event = self.to_domain_event(stored_event)
+        raw = self._metadata_transcoder.stripped.metadata
+        return domain_event, MessageMetadata(**raw) if raw else None
 
     def metadata_of(self, stored_event: StoredEvent) -> MessageMetadata | None:
         state = stored_event.state
@@ -319,10 +333,14 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
         return statement.order_by(table.c.id).limit(bindparam("limit"))
 
     def insert_tracking(self, tracking: Tracking) -> None:
-        """Record a position (the relay's), as the library does, with Core: an
-        IntegrityError if that position or a later one is recorded already."""
+        """The library's, with Core (see :meth:`record_position`)."""
+        self.record_position(tracking.application_name, tracking.notification_id)
+
+    def record_position(self, name: str, position: int) -> None:
+        """Record ``position`` as ``name``'s tracking id (the relay's position), one
+        UPDATE in the common case: the library's check too, an ``IntegrityError`` if that
+        position or a later one is recorded already (another relay of the same log?)."""
         with self.transaction(commit=True) as session:
-            name, position = tracking.application_name, tracking.notification_id
             self._advance_inbox(session, {name: (position, position)})
 
     def _insert_events(

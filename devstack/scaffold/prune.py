@@ -39,8 +39,11 @@ REFERENCE_PATHS = (
     "read_side/reference_saga.py",
     "docs/read-models.md",
     "devstack/demo.py",
+    "bench/bare_saga.py",
+    "bench/capacity.py",
     "bench/examples.py",
     "bench/flows.py",
+    "bench/hops.py",
     "bench/saga_stores.py",
     *(
         f"bench/scenarios/{scenario}.py"
@@ -81,6 +84,7 @@ REFERENCE_PATHS = (
     "tests/integration/test_saga_batches.py",
     "tests/integration/test_saga_worker.py",
     "tests/unit/test_accounting.py",
+    "tests/unit/test_bench_capacity.py",
     "tests/unit/test_consumer_contracts.py",
     "tests/unit/test_consumers.py",
     "tests/unit/test_contract_mapping.py",

@@ -300,16 +300,16 @@ def run(context: BenchContext) -> ScenarioResult:
         (
             f"{len(visible)} orders placed on the resting stack, one every few seconds "
             "(longer than every fallback poll), each looked for in the read model every "
-            "millisecond. Relay hop: the record's timestamp has millisecond resolution. Read "
-            "model: includes the projections worker's batching window "
-            f"(`PROJECTION_BATCH_WITHIN`) and its write to SecantusDB. Raw one-hop "
+            "millisecond. Relay hop: from the 201 to the record's timestamp, which has "
+            "millisecond resolution and is often set before the client has read the 201 (0). "
+            "Read model: includes the projections worker's write to SecantusDB. Raw one-hop "
             f"p50/p95/p99: {raw_ms} ms."
         ),
         (
             "Where the rest goes (docs/adr/0022-an-idle-stack-sleeps.md): in each Faust worker "
-            "mostly Faust's own timers, above all `take_events(..., within=...)` waking 20 "
-            "times a second; uvicorn's 10 Hz main loop in each API; pymongo's monitors in "
-            "the query API."
+            "mostly Faust's own timers and the consumer's fallback fetch (once a second "
+            "with the wake-ups); uvicorn's 10 Hz main loop in each API; pymongo's monitors "
+            "in the query API."
         ),
         (
             "The machine is a shared VM: in one session the same idle stack measured 0.10 to "

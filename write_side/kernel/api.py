@@ -3,15 +3,18 @@
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from eventsourcing.persistence import IntegrityError
 from fastapi import FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
 
+from write_side.kernel import idempotency
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.errors import ApplicationClosed, DomainError, NotFound
+from write_side.kernel.idempotency import IdempotencyMiddleware
 from write_side.kernel.metadata import MessageMetadata
 
 ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
@@ -70,6 +73,26 @@ async def command_metadata(
 App = TypeVar("App", bound=ServiceApplication)
 
 
+async def _caller(_: Headers) -> str | None:
+    """Who sends a request, for its Idempotency-Key's scope."""
+    return ""
+
+
+def _document_with(api: FastAPI, *additions: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Let ``additions`` complete the app's OpenAPI document once it is generated."""
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = generate()
+            for addition in additions:
+                schema = addition(schema)
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+
 def command_api(
     title: str, service: str, open_application: Callable[[], App]
 ) -> tuple[FastAPI, Callable[[Request], Awaitable[App]]]:
@@ -88,6 +111,12 @@ def command_api(
 
     api = FastAPI(title=title, version="1", lifespan=lifespan)
     install_error_handlers(api)
+    api.add_middleware(
+        IdempotencyMiddleware,
+        recorder=lambda: getattr(api.state, service).recorder,
+        caller=_caller,
+    )
+    _document_with(api, idempotency.document)
 
     @api.get("/health")
     async def health() -> dict[str, str]:

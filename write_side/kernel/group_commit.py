@@ -77,7 +77,7 @@ from eventsourcing.persistence import (
 )
 
 from write_side.kernel.errors import ApplicationClosed
-from write_side.kernel.store import InboxConflict
+from write_side.kernel.store import IdempotencyClaim, IdempotencyConflict, InboxConflict
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -122,6 +122,8 @@ class _Turn:
         # Run in order (``run_in_order``): the positions it records in its partition's
         # inbox with its events (name, first, last); its save does not wait for the commit.
         self.inbox = inbox
+        # The Idempotency-Key of the request that runs it, recorded with its events.
+        self.claim: IdempotencyClaim | None = None
         self.events: list[Any] = []
         self.aggregates: dict[UUID, Any] = {}
         self.stored: list[StoredEvent] = []
@@ -204,6 +206,37 @@ class _Entry:
 _current: ContextVar[_Turn | None] = ContextVar("group_commit_turn", default=None)
 
 
+class RequestClaim:
+    """A request's Idempotency-Key, for the first command the request runs.
+
+    Set for the request with :func:`claiming`; once that command's events are stored
+    with the key, ``recorded`` is true. A command whose key the store holds already
+    raises ``IdempotencyConflict`` and changes nothing.
+    """
+
+    def __init__(self, claim: IdempotencyClaim):
+        self.claim = claim
+        self.taken = False
+        self.recorded = False
+        self.refused = False  # the store holds the key: a copy of this request was first
+
+    def take(self) -> IdempotencyClaim | None:
+        if self.taken:
+            return None
+        self.taken = True
+        return self.claim
+
+
+_request_claim: ContextVar[RequestClaim | None] = ContextVar("request_claim", default=None)
+
+
+def claiming(claim: IdempotencyClaim) -> RequestClaim:
+    """Record ``claim`` with the events of the next command run in this context."""
+    request = RequestClaim(claim)
+    _request_claim.set(request)
+    return request
+
+
 class GroupCommit:
     """Runs one Application's commands in turns and commits each batch at once."""
 
@@ -251,8 +284,24 @@ class GroupCommit:
         if _current.get() is not None:
             return command()  # called by another command: part of that one's turn
         self._start_threads()
+        request = _request_claim.get()
+        claim = request.take() if request is not None else None
+        try:
+            return self._run(command, request, claim)
+        except IdempotencyConflict:
+            if request is not None and claim is not None:
+                request.refused = True
+            raise
+
+    def _run(
+        self,
+        command: Callable[[], R],
+        request: RequestClaim | None,
+        claim: IdempotencyClaim | None,
+    ) -> R:
         for _ in range(MAX_RERUNS + 1):
             turn = _Turn(self)
+            turn.claim = claim
             token = _current.set(turn)
             try:
                 result = command()
@@ -270,6 +319,8 @@ class GroupCommit:
             if turn.rerun:
                 continue
             turn.outcome()
+            if request is not None and claim is not None and turn.state is _State.STAGED:
+                request.recorded = True
             return result
         raise IntegrityError(f"a command kept meeting concurrent changes ({MAX_RERUNS} reruns)")
 
@@ -370,6 +421,13 @@ class GroupCommit:
             return turn.recordings
         # Detached, or a second save of the same command: what it read is settled and
         # stored, so an ordinary save (optimistic concurrency) is right.
+        if turn.claim is not None and turn.state is _State.DETACHED:
+            claim, turn.claim = turn.claim, None
+            recordings = plain_save(*objs, idempotency=[claim])
+            request = _request_claim.get()
+            if request is not None:
+                request.recorded = True
+            return recordings
         return plain_save(*objs)
 
     def read(self, aggregate_id: UUID, load: Callable[[], Any]) -> Any:
@@ -622,24 +680,36 @@ class GroupCommit:
         with self._mutex:  # a detached command may still be reading
             staged = [turn for turn in batch.turns if turn.state is _State.STAGED]
         conflicted = _conflicts_within(staged)
+        _refuse_claims(_repeated_claims(staged))
         while True:
             _fail(batch, conflicted)
-            saving = [turn for turn in staged if not turn.failed and (turn.stored or turn.inbox)]
+            saving = [
+                turn
+                for turn in staged
+                if not turn.failed and (turn.stored or turn.inbox or turn.claim)
+            ]
             if not saving:
                 return
             stored = [event for turn in saving for event in turn.stored]
-            inbox = _inbox(saving)
+            recording: dict[str, Any] = {}
+            if inbox := _inbox(saving):
+                recording["inbox"] = inbox
+            if claims := [turn.claim for turn in saving if turn.claim is not None]:
+                recording["idempotency"] = claims
             try:
-                if inbox:
-                    notification_ids = self._recorder.insert_events(stored, inbox=inbox)
-                else:
-                    notification_ids = self._recorder.insert_events(stored)
+                notification_ids = self._recorder.insert_events(stored, **recording)
             except InboxConflict as conflict:  # handled already, by another worker
                 conflicted = {
                     turn
                     for turn in saving
                     if turn.inbox is not None and turn.inbox[0] in conflict.names
                 }
+                continue
+            except IdempotencyConflict as conflict:  # the same request, seen before
+                _refuse_claims(
+                    [t for t in saving if t.claim is not None and t.claim.key in conflict.keys]
+                )
+                conflicted = set()
                 continue
             except IntegrityError as error:
                 conflicted = self._conflicts_with_store(saving)
@@ -746,6 +816,25 @@ def _conflicts_within(staged: list[_Turn]) -> set[_Turn]:
         else:
             seen |= versions
     return conflicted
+
+
+def _repeated_claims(staged: list[_Turn]) -> list[_Turn]:
+    """Commands claiming a key an earlier command of the batch claims too."""
+    seen: set[str] = set()
+    repeated = []
+    for turn in staged:
+        if turn.claim is not None:
+            if turn.claim.key in seen:
+                repeated.append(turn)
+            seen.add(turn.claim.key)
+    return repeated
+
+
+def _refuse_claims(turns: list[_Turn]) -> None:
+    """Fail commands whose request was handled before: they change nothing."""
+    for turn in turns:
+        assert turn.claim is not None
+        turn.error = IdempotencyConflict([turn.claim.key])
 
 
 def _fail(batch: _Batch, conflicted: set[_Turn]) -> None:

@@ -1,8 +1,10 @@
 """Event store configuration: eventsourcing + SQLAlchemy on SQLite or PostgreSQL."""
 
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.domain import DomainEventProtocol
@@ -22,7 +24,23 @@ from eventsourcing_sqlalchemy.recorders import (
     SQLAlchemyAggregateRecorder,
     SQLAlchemyProcessRecorder,
 )
-from sqlalchemy import Select, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Select,
+    String,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -196,6 +214,32 @@ class InboxConflict(IntegrityError):
         self.names = frozenset(names)
 
 
+class IdempotencyConflict(IntegrityError):
+    """Idempotency keys a batch would record that the store holds already."""
+
+    def __init__(self, keys: Sequence[str]):
+        super().__init__("idempotency key already recorded")
+        self.keys = frozenset(keys)
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """A request's Idempotency-Key, recorded with the events of the command it caused."""
+
+    key: str  # scoped by the caller (see write_side.kernel.idempotency)
+    fingerprint: str  # the request's method, path and body, hashed
+    expires_at: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    fingerprint: str
+    expires_at: float
+    status: int | None  # None until the first request's answer is recorded
+    content_type: str | None
+    body: bytes | None
+
+
 class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
     """The library's process recorder, with its events table in the configured schema,
     inserting many events with one statement.
@@ -237,6 +281,19 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
         self._max_tracking_id: Select[Any] | None = None
         self._inbox_statements: tuple[Any, Any, Any] | None = None
         self._notification_statements: dict[tuple[bool, bool, bool, bool], Select[Any]] = {}
+        prefix = events_table_name.removesuffix("events")
+        self.idempotency_table = Table(
+            f"{prefix}idempotency_keys",
+            MetaData(schema=schema_name),
+            Column("key", String(400), primary_key=True),
+            Column("fingerprint", String(64), nullable=False),
+            Column("expires_at", Float, nullable=False, index=True),
+            Column("status", Integer, nullable=True),
+            Column("content_type", String(100), nullable=True),
+            Column("body", LargeBinary, nullable=True),
+        )
+        self.tables.append(self.idempotency_table)
+        self._next_purge = 0.0
 
     def create_table(self) -> None:
         """Create the tables if they do not exist, safely when processes race to do it.
@@ -346,12 +403,73 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
     def _insert_events(
         self, session: Session, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        """Also ``inbox={name: (first, last)}``: a batch of consumed messages' positions."""
+        """Also ``inbox={name: (first, last)}``: a batch of consumed messages' positions;
+        ``idempotency=[IdempotencyClaim, ...]``: the keys of the requests that caused them."""
         inbox: Mapping[str, tuple[int, int]] | None = kwargs.get("inbox")
-        if inbox:
+        claims: Sequence[IdempotencyClaim] | None = kwargs.get("idempotency")
+        if inbox or claims:
             self._lock_table(session)  # one writer at a time, as for the events
+        if inbox:
             self._advance_inbox(session, inbox)
+        if claims:
+            self._claim_keys(session, claims)
         super()._insert_events(session, stored_events, **kwargs)
+
+    def _claim_keys(self, session: Session, claims: Sequence[IdempotencyClaim]) -> None:
+        """Record the keys, unless the store holds one already (``IdempotencyConflict``).
+
+        Under the events table's lock (PostgreSQL) or SQLite's one writer: no other
+        transaction records a key between the check and the insert. Expired keys are
+        forgotten here, at most once a minute.
+        """
+        table, connection, now = self.idempotency_table, session.connection(), time.time()
+        keys = [claim.key for claim in claims]
+        # A write first: on SQLite it takes the write lock before anything is read.
+        expired = table.c.expires_at < now
+        if now >= self._next_purge:
+            connection.execute(delete(table).where(expired))
+            self._next_purge = now + 60
+        else:
+            connection.execute(delete(table).where(table.c.key.in_(keys), expired))
+        held = connection.execute(select(table.c.key).where(table.c.key.in_(keys))).scalars()
+        if conflicts := list(held):
+            raise IdempotencyConflict(conflicts)
+        connection.execute(
+            insert(table),
+            [
+                {"key": c.key, "fingerprint": c.fingerprint, "expires_at": c.expires_at}
+                for c in claims
+            ],
+        )
+
+    def find_idempotency_key(self, key: str) -> IdempotencyRecord | None:
+        """The key's record, unless it has expired."""
+        table = self.idempotency_table
+        statement = select(
+            table.c.fingerprint,
+            table.c.expires_at,
+            table.c.status,
+            table.c.content_type,
+            table.c.body,
+        ).where(table.c.key == key, table.c.expires_at >= time.time())
+        with self._reader().connect() as connection:
+            row = connection.execute(statement).first()
+        if row is None:
+            return None
+        body = bytes(row.body) if row.body is not None else None
+        return IdempotencyRecord(
+            row.fingerprint, row.expires_at, row.status, row.content_type, body
+        )
+
+    def record_answer(self, key: str, status: int, content_type: str, body: bytes) -> None:
+        """Keep the answer of the request that recorded ``key``, to answer its repeats."""
+        table = self.idempotency_table
+        with self.transaction(commit=True) as session:
+            session.execute(
+                update(table)
+                .where(table.c.key == key)
+                .values(status=status, content_type=content_type, body=body)
+            )
 
     def _advance_inbox(self, session: Session, inbox: Mapping[str, tuple[int, int]]) -> None:
         """Move each name's position to ``last``, if it is still before ``first``.

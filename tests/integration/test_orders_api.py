@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from contracts.consistency import ConsistencyToken
 from tests.examples import PLACE_ORDER
 from tests.stores import orders_settings
+from tests.support import bearer
 from write_side.orders.api import create_app
 
 CONFLICT = "the aggregate was changed by another command at the same time; reload it and retry"
@@ -25,7 +26,7 @@ def settings(store):
 
 @pytest.fixture
 def client(settings):
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings), headers=bearer()) as test_client:
         yield test_client
         # Application.close() leaves eventsourcing-sqlalchemy's pool open: release it.
         test_client.app.state.orders.recorder.datastore.engine.dispose()

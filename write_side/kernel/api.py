@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the command APIs: error mapping and message metadata."""
+"""HTTP plumbing shared by the command APIs: error mapping, message metadata, auth."""
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -6,11 +6,12 @@ from contextlib import asynccontextmanager
 from typing import Annotated, TypeVar
 
 from eventsourcing.persistence import IntegrityError
-from fastapi import FastAPI, Header, Path, Request
+from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from write_side.kernel.application import ServiceApplication
+from write_side.kernel.auth import Caller, check_every_route_guarded, install_auth, public
 from write_side.kernel.errors import ApplicationClosed, DomainError, NotFound
 from write_side.kernel.metadata import MessageMetadata
 
@@ -56,15 +57,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def command_metadata(
+    caller: Caller,
     x_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
 ) -> MessageMetadata:
     """Each HTTP command is its own cause; it joins the caller's correlation if given.
+    The caller (token subject and roles) is recorded as its actor.
 
     Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` one in
     its thread pool, a thread hand-over per request for nothing.
     """
     command_id = str(uuid.uuid4())
-    return MessageMetadata(correlation_id=x_correlation_id or command_id, causation_id=command_id)
+    return MessageMetadata(
+        correlation_id=x_correlation_id or command_id,
+        causation_id=command_id,
+        actor=caller.subject,
+        actor_roles=tuple(sorted(caller.roles)),
+    )
 
 
 App = TypeVar("App", bound=ServiceApplication)
@@ -76,11 +84,14 @@ def command_api(
     """A command service's FastAPI app and the dependency that gives its Application.
 
     The Application is opened once at start-up (``app.state.<service>``) and closed
-    at shutdown; domain errors map to HTTP as above; ``GET /health`` answers.
+    at shutdown; domain errors map to HTTP as above; ``GET /health`` answers, to anyone.
+    Every other route needs a bearer token and states its rule (``write_side.kernel.auth``):
+    the app does not start with a route that has none.
     """
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        check_every_route_guarded(api)
         application = open_application()
         setattr(api.state, service, application)
         yield
@@ -88,8 +99,9 @@ def command_api(
 
     api = FastAPI(title=title, version="1", lifespan=lifespan)
     install_error_handlers(api)
+    install_auth(api)
 
-    @api.get("/health")
+    @api.get("/health", dependencies=[Depends(public)])
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 

@@ -331,6 +331,20 @@ def test_without_a_correlation_id_header_the_command_starts_its_own_correlation(
     uuid.UUID(metadata.correlation_id)
 
 
+def test_the_token_subject_and_roles_are_recorded_as_the_actor_and_a_saga_step_has_none(client):
+    customer = ORDER["customer_id"]
+    placed = place(client, **bearer(customer, "customer"))
+    client.app.state.orders.approve_order(uuid.UUID(placed["order_id"]))  # as the saga does
+    cancelled = cancel(client, placed["order_id"], **bearer("ops-7", "ops")).json()
+
+    by_customer = stored_metadata(client, placed["position"])
+    assert (by_customer.actor, by_customer.actor_roles) == (customer, ("customer",))
+    by_saga = stored_metadata(client, placed["position"] + 1)
+    assert (by_saga.actor, by_saga.actor_roles) == (None, ())
+    by_ops = stored_metadata(client, cancelled["position"])
+    assert (by_ops.actor, by_ops.actor_roles) == ("ops-7", ("ops",))
+
+
 def test_an_overlong_correlation_id_is_a_422_and_stores_nothing(client):
     response = client.post("/orders", json=ORDER, headers={"X-Correlation-ID": "c" * 129})
 

@@ -17,9 +17,10 @@
 
 Every call carries a bearer token (the APIs refuse calls without one): the set-up an
 `ops` token's, each order its customer's own (role `customer`, subject the customer
-id), minted with the local keys `cqrs run` made (`devstack.identity`). With
-`DEMO_ACCESS_TOKEN` set (e.g. an ops token of Keycloak in compose, docs/auth.md) the
-demo sends that one token instead.
+id), minted with the local keys `cqrs run` made (`devstack.identity`). With an OIDC
+provider instead (compose: Keycloak) the demo sends one ops token for everything: the
+one in `DEMO_ACCESS_TOKEN`, or one it gets by client credentials from `DEMO_TOKEN_URL`
+with `DEMO_CLIENT_ID` and `DEMO_CLIENT_SECRET` (docs/auth.md).
 
 Exits non-zero with a clear message if a step of the setup fails. A saga that does not
 end in time is reported, not fatal: the stack keeps running so that you can look.
@@ -167,11 +168,35 @@ def say(message: str = "") -> None:
 
 
 def bearer(subject: str, *roles: str) -> dict[str, str]:
-    """The Authorization header of a call as `subject` with `roles`."""
-    token = os.environ.get("DEMO_ACCESS_TOKEN") or mint_token(
-        subject, roles, 3600, auth_dir=default_auth_dir()
-    )
+    """The Authorization header of a call as `subject` with `roles` (locally), or the
+    provider's one ops token."""
+    token = _provider_token() or mint_token(subject, roles, 3600, auth_dir=default_auth_dir())
     return {"Authorization": f"Bearer {token}"}
+
+
+_provider_tokens: list[str] = []
+
+
+def _provider_token() -> str | None:
+    """`DEMO_ACCESS_TOKEN`, or a token by client credentials from `DEMO_TOKEN_URL`."""
+    if token := os.environ.get("DEMO_ACCESS_TOKEN"):
+        return token
+    url = os.environ.get("DEMO_TOKEN_URL")
+    if not url:
+        return None
+    if not _provider_tokens:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": os.environ.get("DEMO_CLIENT_ID", ""),
+            "client_secret": os.environ.get("DEMO_CLIENT_SECRET", ""),
+        }
+        try:
+            response = httpx.post(url, data=form, timeout=30)
+            response.raise_for_status()
+            _provider_tokens.append(str(response.json()["access_token"]))
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            raise DemoFailed(f"no token from {url}: {exc!r}") from exc
+    return _provider_tokens[0]
 
 
 def wait_healthy(client: httpx.Client, url: str, timeout: float) -> None:

@@ -360,8 +360,8 @@ def install_auth(app: FastAPI, settings: AuthSettings | None = None) -> None:
         if app.openapi_schema is None:
             for route in app.routes:
                 if isinstance(route, APIRoute) and _guarded(route):
-                    for status, entry in problem_responses(401, 403).items():
-                        route.responses.setdefault(status, entry)
+                    # A new dict: routes may share the one they were declared with.
+                    route.responses = {**problem_responses(401, 403), **route.responses}
         return generate()
 
     app.openapi = openapi  # type: ignore[method-assign]

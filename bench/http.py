@@ -7,9 +7,38 @@ process itself fell behind and the orders API looked saturated at 90-140/s while
 answered 200/s in ~10 ms with aiohttp. The tests keep httpx, where no load is made.
 """
 
+import os
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from devstack.identity import ensure_keys, jwks_url, mint_token
+
+_auth_dir: Path | None = None
+
+
+def use_local_identity(auth_dir: Path) -> None:
+    """Signing keys for this bench run: the processes it starts trust them (they inherit
+    `AUTH_JWKS_URL` from this process's environment) and its clients send an `ops` token
+    (ops may call every route). Only for the bench's own process: a test would lose its
+    session's keys."""
+    global _auth_dir
+    ensure_keys(auth_dir)
+    os.environ["AUTH_JWKS_URL"] = jwks_url(auth_dir)
+    _auth_dir = auth_dir
+    authorization.cache_clear()
+
+
+@cache
+def authorization() -> dict[str, str]:
+    """The `Authorization` header of the bench's clients (none before `use_local_identity`)."""
+    if _auth_dir is None:
+        return {}
+    return {
+        "Authorization": f"Bearer {mint_token('bench', ['ops'], 24 * 3600, auth_dir=_auth_dir)}"
+    }
 
 
 def client(base_url: str, connections: int) -> aiohttp.ClientSession:
@@ -18,6 +47,7 @@ def client(base_url: str, connections: int) -> aiohttp.ClientSession:
         base_url,
         connector=aiohttp.TCPConnector(limit=connections),
         timeout=aiohttp.ClientTimeout(total=60),
+        headers=authorization(),
     )
 
 

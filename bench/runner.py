@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import http as bench_http
 from bench import machine, report
 from bench.registry import Scenario
 from bench.scenario import BenchContext, ScenarioResult
@@ -53,6 +54,7 @@ def run(selected: list[Scenario], every_name: list[str], options: Options) -> in
     """Start the servers, run `selected`, write the report; 0 if every scenario ran."""
     work_dir = options.work_dir or Path(tempfile.mkdtemp(prefix="bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
+    bench_http.use_local_identity(work_dir / "auth")
     code = 1
     try:
         code = _run_on_servers(selected, every_name, options, work_dir)

@@ -15,6 +15,13 @@
 5. Prints each order's outcome and timeline, and where to look next; then idles,
    because honcho stops every process as soon as one exits.
 
+Every call carries a bearer token (the APIs refuse calls without one): the set-up an
+`ops` token's, each order its customer's own (role `customer`, subject the customer
+id), minted with the local keys `cqrs run` made (`devstack.identity`). With an OIDC
+provider instead (compose: Keycloak) the demo sends one ops token for everything: the
+one in `DEMO_ACCESS_TOKEN`, or one it gets by client credentials from `DEMO_TOKEN_URL`
+with `DEMO_CLIENT_ID` and `DEMO_CLIENT_SECRET` (docs/auth.md).
+
 Exits non-zero with a clear message if a step of the setup fails. A saga that does not
 end in time is reported, not fatal: the stack keeps running so that you can look.
 """
@@ -33,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from devstack.identity import default_auth_dir, mint_token
 from devstack.text_table import table
 
 STARTUP_TIMEOUT = float(os.environ.get("DEMO_STARTUP_TIMEOUT", "120"))
@@ -159,6 +167,38 @@ def say(message: str = "") -> None:
 # ----------------------------------------------------------------------------- HTTP
 
 
+def bearer(subject: str, *roles: str) -> dict[str, str]:
+    """The Authorization header of a call as `subject` with `roles` (locally), or the
+    provider's one ops token."""
+    token = _provider_token() or mint_token(subject, roles, 3600, auth_dir=default_auth_dir())
+    return {"Authorization": f"Bearer {token}"}
+
+
+_provider_tokens: list[str] = []
+
+
+def _provider_token() -> str | None:
+    """`DEMO_ACCESS_TOKEN`, or a token by client credentials from `DEMO_TOKEN_URL`."""
+    if token := os.environ.get("DEMO_ACCESS_TOKEN"):
+        return token
+    url = os.environ.get("DEMO_TOKEN_URL")
+    if not url:
+        return None
+    if not _provider_tokens:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": os.environ.get("DEMO_CLIENT_ID", ""),
+            "client_secret": os.environ.get("DEMO_CLIENT_SECRET", ""),
+        }
+        try:
+            response = httpx.post(url, data=form, timeout=30)
+            response.raise_for_status()
+            _provider_tokens.append(str(response.json()["access_token"]))
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            raise DemoFailed(f"no token from {url}: {exc!r}") from exc
+    return _provider_tokens[0]
+
+
 def wait_healthy(client: httpx.Client, url: str, timeout: float) -> None:
     """Poll `GET url/health` until it answers 200, or raise `DemoFailed` at the deadline."""
     deadline = time.monotonic() + timeout
@@ -181,10 +221,11 @@ def command(
     url: str,
     body: dict[str, Any] | None = None,
     accept: Sequence[int] = (200, 201),
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     """Send a command; any status outside `accept` is a `DemoFailed`."""
     try:
-        response = client.request(method, url, json=body)
+        response = client.request(method, url, json=body, headers=headers)
     except httpx.HTTPError as exc:
         raise DemoFailed(f"{method} {url} failed: {exc!r}") from exc
     if response.status_code not in accept:
@@ -267,7 +308,9 @@ def place_order(client: httpx.Client, orders: str, scenario: Scenario) -> dict[s
         "delivery_address": DELIVERY_ADDRESS,
         "line_items": scenario.line_items,
     }
-    accepted: dict[str, Any] = command(client, "POST", f"{orders}/orders", body, (201,)).json()
+    as_customer = bearer(scenario.customer_id, "customer")
+    url = f"{orders}/orders"
+    accepted: dict[str, Any] = command(client, "POST", url, body, (201,), as_customer).json()
     scenario.order_id = str(accepted["order_id"])
     return accepted
 
@@ -445,9 +488,14 @@ def main() -> int:
     report(runs, lock_answer)
     query = urls["query"]
     say()
-    say("Watch one saga:")
-    say(f"  curl -s {query}/orders/<order_id>/timeline")
-    say(f"  curl -s '{query}/sagas/stuck?older_than=30'     sagas pending for over 30 s")
+    say("Every API wants a bearer token (docs/auth.md); make one, then watch one saga:")
+    say("  TOKEN=$(.venv/bin/cqrs token --sub ops-1 --role ops)")
+    say(f'  curl -s {query}/orders/<order_id>/timeline -H "Authorization: Bearer $TOKEN"')
+    say(
+        f"  curl -s '{query}/sagas/stuck?older_than=30' -H \"Authorization: Bearer $TOKEN\""
+        "     sagas pending for over 30 s"
+    )
+    say("  (a customer's own token: cqrs token --sub cust-ok --role customer)")
     say()
     width = max(len(name) for name in urls)
     for name, url in urls.items():
@@ -464,7 +512,7 @@ def main() -> int:
 
 def demo(urls: dict[str, str]) -> tuple[list[Scenario], str | None]:
     """Set up, place every scenario's order, follow each saga to its end."""
-    with httpx.Client(timeout=10.0) as client:
+    with httpx.Client(timeout=10.0, headers=bearer("demo-ops", "ops")) as client:
         say(f"demo: waiting for {', '.join(urls.values())} ...")
         for url in urls.values():
             wait_healthy(client, url, STARTUP_TIMEOUT)

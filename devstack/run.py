@@ -1,6 +1,7 @@
 """`cqrs run`: the whole local stack in one command (what `make run` calls).
 
-1. make sure SecantusDB's own venv exists;
+1. make sure SecantusDB's own venv exists, and the local signing keys (var/auth/, made
+   at the first run; every API trusts their JWKS, `cqrs token` signs with them);
 2. start the Kafka-compatible broker and the MongoDB-compatible server (data in var/);
 3. create every service's topic and its dead-letter topic;
 4. run `honcho start -f Procfile` with the settings exported;
@@ -26,6 +27,7 @@ from aiokafka.errors import KafkaError
 
 from contracts.registry import SERVICE_CONTRACTS
 from devstack.dead_letters import records_topic
+from devstack.identity import ensure_keys, jwks_url
 from devstack.servers import (
     REPO_ROOT,
     KafkaBroker,
@@ -279,6 +281,16 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
         return 2
     (REPO_ROOT / "var").mkdir(exist_ok=True)  # for the default sqlite:///var/<service>.db
     var_dir.mkdir(parents=True, exist_ok=True)
+    # The APIs verify tokens against these keys; the demo and `cqrs token` sign with them.
+    env["DEVSTACK_VAR_DIR"] = str(var_dir)
+    auth_dir = var_dir / "auth"
+    try:
+        ensure_keys(auth_dir)
+    except (OSError, ValueError, TypeError) as exc:
+        say(f"error: could not make the signing keys in {auth_dir}: {exc}")
+        return 1
+    env.setdefault("AUTH_JWKS_URL", jwks_url(auth_dir))
+    say(f"signing keys in {auth_dir}; a token: cqrs token --sub cust-ok --role customer")
 
     _become_subreaper()
     # SIGINT too: a runner started in the background inherits it ignored.

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pymongo
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -27,6 +27,7 @@ from read_side.models import ProjectionStatus
 from read_side.projections_status import projections_status
 from read_side.read_model import LiveCollections
 from read_side.settings import QuerySettings
+from write_side.kernel.auth import OpsOnly, check_every_route_guarded, install_auth, public
 
 # cqrs-reference-saga: begin
 # isort: split
@@ -51,6 +52,10 @@ _APP_DOC = (
     "they are eventually consistent with the commands."
     + _CONTRACTS_DOC
     + """
+**Authorization.** Every route but `/health` and the contracts' pages needs a bearer
+token (`401` without a valid one); customers see their own orders, restaurants their
+own tickets, `ops` everything (`403` otherwise): docs/auth.md.
+
 **Unavailable store.** When MongoDB cannot be reached, every route answers `503`
 with `Retry-After: 1` (and no staleness headers) and `/health` answers `503`.
 """
@@ -59,7 +64,12 @@ with `Retry-After: 1` (and no staleness headers) and `/health` answers `503`.
 router = APIRouter()
 
 
-@router.get("/health", tags=["health"], summary="Liveness and MongoDB reachability")
+@router.get(
+    "/health",
+    tags=["health"],
+    summary="Liveness and MongoDB reachability",
+    dependencies=[Depends(public)],
+)
 async def health(request: Request) -> JSONResponse:
     """`200 {"status": "ok"}` when MongoDB answers a ping within 2 s, else `503`."""
     database = cast(AsyncDatabase[dict[str, Any]], request.app.state.database)
@@ -83,7 +93,7 @@ async def health(request: Request) -> JSONResponse:
     "running. Lags are null when the broker cannot be reached.",
     responses={503: {"description": "MongoDB is unreachable; retry later."}},
 )
-async def list_projections(request: Request) -> list[ProjectionStatus]:
+async def list_projections(request: Request, caller: OpsOnly) -> list[ProjectionStatus]:
     database = cast(AsyncDatabase[dict[str, Any]], request.app.state.database)
     settings = cast(QuerySettings, request.app.state.settings)
     statuses = await projections_status(database, settings.kafka_bootstrap_servers)
@@ -104,6 +114,7 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_every_route_guarded(app)
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             settings.mongodb_url, tz_aware=True, appname="query-api"
         )
@@ -123,8 +134,10 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
         description=_APP_DOC,
         lifespan=lifespan,
     )
+    install_auth(app)
     app.include_router(router)
-    app.include_router(asyncapi_page.router)
+    # The event contracts are documentation, open as /docs is.
+    app.include_router(asyncapi_page.router, dependencies=[Depends(public)])
     # cqrs-reference-saga: begin
     app.include_router(reference_saga.router)
     # cqrs-reference-saga: end

@@ -43,6 +43,11 @@ Staleness headers
     ``400``/``422`` answers are about the request itself and carry none of them; a
     ``503`` because MongoDB is unreachable cannot carry them either.
 
+Authorization (docs/auth.md): an order and its timeline are its customer's, its
+restaurant's and ops'; the lists of orders show a customer only their own (asking for
+another customer's is a ``403``), the lists of tickets a restaurant only its own;
+``/sagas/stuck`` is ops'.
+
 ``/tickets`` and ``/sagas/stuck`` take no consistency token and carry no staleness
 headers (the tickets projection's progress is on the kitchen log; a saga's state comes
 from four logs).
@@ -93,6 +98,13 @@ from read_side.read_model import (
     TicketsReadModel,
 )
 from read_side.settings import QuerySettings
+from write_side.kernel.auth import (
+    CustomerOrOps,
+    CustomerOrRestaurantOrOps,
+    Forbidden,
+    OpsOnly,
+    RestaurantOrOps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -312,9 +324,18 @@ async def _order_page(
     responses={**_RESPONSES, **_NOT_FOUND},
 )
 async def get_order(
-    order_id: UUID, response: Response, read_model: ReadModel, settings: Settings, token: Token
+    order_id: UUID,
+    response: Response,
+    read_model: ReadModel,
+    settings: Settings,
+    token: Token,
+    caller: CustomerOrRestaurantOrOps,
 ) -> Order:
-    return await _visible_order(order_id, response, read_model, settings, token)
+    order = await _visible_order(order_id, response, read_model, settings, token)
+    caller.authorize(
+        f"order {order_id}", customer=order.customer_id, restaurant=order.restaurant_id
+    )
+    return order
 
 
 @router.get(
@@ -325,9 +346,17 @@ async def get_order(
     responses={**_RESPONSES, **_NOT_FOUND},
 )
 async def get_order_timeline(
-    order_id: UUID, response: Response, read_model: ReadModel, settings: Settings, token: Token
+    order_id: UUID,
+    response: Response,
+    read_model: ReadModel,
+    settings: Settings,
+    token: Token,
+    caller: CustomerOrRestaurantOrOps,
 ) -> OrderTimeline:
     order = await _visible_order(order_id, response, read_model, settings, token)
+    caller.authorize(
+        f"order {order_id}", customer=order.customer_id, restaurant=order.restaurant_id
+    )
     return OrderTimeline(order_id=order.order_id, saga=order.saga, timeline=order.timeline)
 
 
@@ -345,11 +374,16 @@ async def list_orders(
     read_model: ReadModel,
     settings: Settings,
     token: Token,
+    caller: CustomerOrOps,
     customer_id: Annotated[str | None, Query(min_length=1)] = None,
     status: OrderStatus | None = None,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> OrderPage:
+    if not caller.is_ops:  # a customer lists their own orders only
+        if customer_id is not None and customer_id != caller.subject:
+            raise Forbidden(f"the orders of customer {customer_id} are not yours")
+        customer_id = caller.subject
     return await _order_page(
         response,
         read_model,
@@ -377,10 +411,12 @@ async def list_consumer_orders(
     read_model: ReadModel,
     settings: Settings,
     token: Token,
+    caller: CustomerOrOps,
     status: OrderStatus | None = None,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> OrderPage:
+    caller.authorize(f"the orders of consumer {consumer_id}", customer=consumer_id)
     return await _order_page(
         response,
         read_model,
@@ -404,10 +440,11 @@ async def list_consumer_orders(
         **_UNAVAILABLE,
     },
 )
-async def get_ticket(order_id: UUID, tickets: Tickets) -> Ticket:
+async def get_ticket(order_id: UUID, tickets: Tickets, caller: RestaurantOrOps) -> Ticket:
     ticket = await tickets.get(str(order_id))
     if ticket is None:
         raise HTTPException(404, f"ticket {order_id} not found")
+    caller.authorize(f"ticket {order_id}", restaurant=ticket.restaurant_id)
     return ticket
 
 
@@ -426,11 +463,16 @@ async def get_ticket(order_id: UUID, tickets: Tickets) -> Ticket:
 )
 async def list_tickets(
     tickets: Tickets,
+    caller: RestaurantOrOps,
     restaurant_id: Annotated[str | None, Query(min_length=1)] = None,
     status: TicketStatus | None = None,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> TicketPage:
+    if not caller.is_ops:  # a restaurant lists its own tickets only
+        if restaurant_id is not None and restaurant_id != caller.subject:
+            raise Forbidden(f"the tickets of restaurant {restaurant_id} are not yours")
+        restaurant_id = caller.subject
     after: TicketCursor | None = None
     if cursor is not None:
         try:
@@ -455,6 +497,7 @@ async def list_tickets(
 )
 async def stuck_sagas(
     read_model: ReadModel,
+    caller: OpsOnly,
     older_than: Annotated[
         float,
         Query(gt=0, allow_inf_nan=False, description="Seconds since the order was created."),

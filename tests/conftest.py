@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,8 +12,33 @@ import pytest
 import sqlalchemy
 from pymongo import AsyncMongoClient
 
+from devstack.identity import ensure_keys, jwks_url
 from devstack.servers import KafkaBroker, MongoServer, ensure_secantus_venv
+from tests import support
 from tests.stores import POSTGRES_URL, Store
+
+
+@pytest.fixture(scope="session", autouse=True)
+def auth_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A signing key pair for the session, trusted by every API the tests start.
+
+    `AUTH_JWKS_URL` is set in this process's environment, so apps made in the test
+    process and the processes it starts (they inherit it) verify tokens against it;
+    `tests.support.bearer(...)` mints the tokens.
+    """
+    auth_dir = tmp_path_factory.mktemp("auth")
+    ensure_keys(auth_dir)
+    previous = os.environ.get("AUTH_JWKS_URL")
+    os.environ["AUTH_JWKS_URL"] = jwks_url(auth_dir)
+    support.AUTH_DIR = auth_dir
+    try:
+        yield auth_dir
+    finally:
+        support.AUTH_DIR = None
+        if previous is None:
+            os.environ.pop("AUTH_JWKS_URL", None)
+        else:
+            os.environ["AUTH_JWKS_URL"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Helpers for tests: poll with a deadline instead of sleeping a fixed time."""
+"""Helpers for tests: poll with a deadline instead of sleeping a fixed time; tokens."""
 
 from __future__ import annotations
 
@@ -6,9 +6,30 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from functools import cache
+from pathlib import Path
 from typing import TypeVar
 
+from devstack.identity import mint_token
+
 T = TypeVar("T")
+
+AUTH_DIR: Path | None = None
+"""The session's signing keys (set by the `auth_keys` fixture of tests/conftest.py)."""
+
+
+def bearer(subject: str = "ops-1", *roles: str) -> dict[str, str]:
+    """An `Authorization` header the APIs the tests start accept: `roles` (default
+    `ops`, which may call every route) for `subject`."""
+    return {"Authorization": f"Bearer {token(subject, *(roles or ('ops',)))}"}
+
+
+@cache
+def token(subject: str, *roles: str) -> str:
+    """A token of the session's keys (one per subject and roles: signing costs a few ms)."""
+    if AUTH_DIR is None:
+        raise RuntimeError("no session keys yet: call bearer() inside a test or a fixture")
+    return mint_token(subject, roles, 24 * 3600, auth_dir=AUTH_DIR)
 
 
 def wait_for(

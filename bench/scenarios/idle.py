@@ -142,7 +142,8 @@ def set_up(urls: dict[str, str]) -> tuple[str, str]:
             {"restaurant_id": restaurant, "name": "Luigi's", "menu": ["pizza"]},
         ),
     ]:
-        httpx.post(f"{url}{path}", json=body, timeout=30).raise_for_status()
+        headers = bench_http.authorization()
+        httpx.post(f"{url}{path}", json=body, headers=headers, timeout=30).raise_for_status()
     return consumer, restaurant
 
 

@@ -180,7 +180,7 @@ def set_up(urls: dict[str, str]) -> OrderMix:
     run = uuid.uuid4().hex[:6]
     consumers = [f"cust-{run}-{i}" for i in range(CONSUMERS)]
     restaurants = [f"rest-{run}-{i}" for i in range(RESTAURANTS)]
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30, headers=bench_http.authorization()) as http:
         for consumer in consumers:
             person = {"consumer_id": consumer, "name": "Ann"}
             http.post(f"{urls['consumers']}/consumers", json=person).raise_for_status()

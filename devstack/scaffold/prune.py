@@ -68,6 +68,7 @@ REFERENCE_PATHS = (
     "tests/e2e/test_order_flow.py",
     "tests/e2e/test_saga.py",
     "tests/integration/test_accounting_api.py",
+    "tests/integration/test_auth.py",
     "tests/integration/test_asyncapi.py",
     "tests/integration/test_consumers_accounting_reactions.py",
     "tests/integration/test_consumers_api.py",

@@ -9,7 +9,7 @@ import pytest
 
 from devstack.servers import free_port
 from tests import processes
-from tests.support import wait_for
+from tests.support import bearer, wait_for
 
 ORDER = {
     "customer_id": "customer-e2e",
@@ -67,14 +67,14 @@ def read_with_token(url: str, token: str) -> httpx.Response:
     """The query API waits for the token itself; a 503 only means 'ask again'."""
 
     def attempt() -> httpx.Response | None:
-        response = httpx.get(url, headers={"X-Consistency-Token": token}, timeout=15)
+        response = httpx.get(url, headers={**bearer(), "X-Consistency-Token": token}, timeout=15)
         return None if response.status_code == 503 else response
 
     return wait_for(attempt, timeout=60, interval=0.2)
 
 
 def test_a_placed_order_shows_in_the_query_api_with_its_token(system):
-    placed = httpx.post(f"{system['orders']}/orders", json=ORDER)
+    placed = httpx.post(f"{system['orders']}/orders", json=ORDER, headers=bearer())
     assert placed.status_code == 201, placed.text
     command = placed.json()
 
@@ -88,7 +88,8 @@ def test_a_placed_order_shows_in_the_query_api_with_its_token(system):
 
     # Progress is recorded just after the documents: the headers catch up, never lead.
     def caught_up() -> httpx.Headers | None:
-        headers = httpx.get(f"{system['query']}/orders/{command['order_id']}").headers
+        url = f"{system['query']}/orders/{command['order_id']}"
+        headers = httpx.get(url, headers=bearer()).headers
         return headers if int(headers["X-Read-Model-Position"]) >= command["position"] else None
 
     headers = wait_for(caught_up, timeout=30)
@@ -103,6 +104,7 @@ def test_a_placed_order_shows_in_the_query_api_with_its_token(system):
     refused = httpx.post(
         f"{system['orders']}/orders/{command['order_id']}/cancel",
         json={"reason": "changed my mind"},
+        headers=bearer(),
     )
     assert refused.status_code == 409, refused.text
     assert "saga is still in progress" in refused.json()["detail"]
@@ -114,12 +116,14 @@ def test_an_invalid_command_never_reaches_the_read_model(system):
         "customer_id": "customer-ghost",
         "line_items": [{"menu_item_id": "pizza", "quantity": 0, "unit_price_cents": 1}],
     }
-    rejected = httpx.post(f"{system['orders']}/orders", json=invalid)
+    rejected = httpx.post(f"{system['orders']}/orders", json=invalid, headers=bearer())
     assert rejected.status_code == 422
     assert rejected.json()["detail"][0]["loc"] == ["body", "line_items", 0, "quantity"]
 
     valid = httpx.post(
-        f"{system['orders']}/orders", json={**ORDER, "customer_id": "customer-ghost"}
+        f"{system['orders']}/orders",
+        json={**ORDER, "customer_id": "customer-ghost"},
+        headers=bearer(),
     )
     listing = read_with_token(
         f"{system['query']}/orders?customer_id=customer-ghost", valid.json()["consistency_token"]

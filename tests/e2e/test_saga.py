@@ -21,7 +21,7 @@ from devstack.servers import KafkaBroker, free_port
 from tests import processes
 from tests.examples import DELIVERY_ADDRESS
 from tests.integration.kafka_reading import read_all
-from tests.support import wait_for
+from tests.support import bearer, wait_for
 from write_side.kernel.kafka import ensure_topics
 
 SERVICES = ("orders", "consumers", "kitchen", "accounting")
@@ -36,7 +36,7 @@ class System:
         self.env = env
         self.log_dir = log_dir
         self.running: dict[str, processes.Process] = {}
-        self.http = httpx.Client(timeout=30)
+        self.http = httpx.Client(timeout=30, headers=bearer())
 
     def start(self, name: str, incarnation: int = 1) -> None:
         log_dir = self.log_dir if incarnation == 1 else self.log_dir / f"run-{incarnation}"

@@ -5,6 +5,7 @@ from uuid import uuid4
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support import bearer
 from write_side.accounting.api import create_app
 from write_side.accounting.settings import AccountingSettings
 
@@ -16,7 +17,7 @@ def client(store):
     settings = AccountingSettings(
         accounting_database_url=store.url("accounting"), accounting_database_schema=store.schema
     )
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings), headers=bearer()) as test_client:
         yield test_client
 
 

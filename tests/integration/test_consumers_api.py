@@ -3,6 +3,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support import bearer
 from write_side.consumers.api import create_app
 from write_side.consumers.settings import ConsumersSettings
 
@@ -14,7 +15,7 @@ def client(store):
     settings = ConsumersSettings(
         consumers_database_url=store.url("consumers"), consumers_database_schema=store.schema
     )
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings), headers=bearer()) as test_client:
         yield test_client
 
 

@@ -237,7 +237,7 @@ def start_runner(tmp_path: Path, procfile: str) -> tuple[subprocess.Popen[bytes]
     (tmp_path / "Procfile").write_text(procfile)
     output = tmp_path / "run.log"
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name != "AUTH_JWKS_URL"},
         "KAFKA_PORT": str(free_port()),
         "MONGODB_PORT": str(free_port()),
         "KAFKA_TOPIC_PARTITIONS": "2",
@@ -274,6 +274,7 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         "import os, sys, time\n"
         "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
         "print('sleeper sees', os.environ['KAFKA_BOOTSTRAP_SERVERS'], flush=True)\n"
+        "print('sleeper trusts', os.environ['AUTH_JWKS_URL'], flush=True)\n"
         "time.sleep(600)\n"
     )
     pid_file = tmp_path / "sleeper.pid"
@@ -288,6 +289,10 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         text = output.read_text()
         pids = [*server_pids(text), int(pid_file.read_text())]
         assert len(pids) == 3, text
+        # The local identity is made at the first run, and the processes trust it.
+        auth_dir = (tmp_path / "var" / "auth").resolve()
+        assert f"sleeper trusts {(auth_dir / 'jwks.json').as_uri()}" in text, text
+        assert (auth_dir / "signing-key.pem").stat().st_mode & 0o777 == 0o600
         topics_line = (
             f"topics {', '.join(SERVICE_TOPICS)} (2 partitions), "
             f"{', '.join(DEAD_LETTER_TOPICS)} (1) on "

@@ -25,7 +25,7 @@ from tests.kernel_example.api import TalliesSettings
 from tests.kernel_example.api import create_app as create_tallies_api
 from tests.kernel_example.application import Saved, TalliesApplication
 from tests.kernel_example.domain import Tally
-from tests.support import wait_for
+from tests.support import bearer, wait_for
 from write_side.kernel.application import ServiceApplication, open_application
 from write_side.kernel.errors import DomainError, NotFound
 from write_side.kernel.group_commit import _current, _State
@@ -372,7 +372,7 @@ def test_a_command_sent_to_an_api_whose_application_has_closed_is_a_503_to_retry
     settings = TalliesSettings(
         tallies_database_url=store.url("tallies"), tallies_database_schema=store.schema
     )
-    with TestClient(create_tallies_api(settings)) as client:
+    with TestClient(create_tallies_api(settings), headers=bearer()) as client:
         assert client.post("/tallies", json={"name": "t-1"}).status_code == 201
         client.app.state.tallies.close()  # as at shutdown, with requests still coming
 
@@ -397,7 +397,7 @@ def test_killing_the_api_mid_batch_keeps_every_answered_command_and_no_partial_o
     stop = threading.Event()
 
     def start_tallies() -> None:
-        with httpx.Client(base_url=url, timeout=10) as client:
+        with httpx.Client(base_url=url, timeout=10, headers=bearer()) as client:
             while not stop.is_set():
                 try:
                     response = client.post("/tallies", json={"name": new_name()})

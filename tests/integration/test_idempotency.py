@@ -22,7 +22,7 @@ from tests.batching import HeldWriter, outcome
 from tests.examples import PLACE_ORDER
 from tests.kernel_example.application import TalliesApplication
 from tests.stores import Store, orders_settings
-from tests.support import wait_for
+from tests.support import bearer, wait_for
 from write_side.kernel.application import open_application
 from write_side.kernel.errors import NotFound
 from write_side.kernel.group_commit import claiming
@@ -33,7 +33,7 @@ from write_side.orders.api import create_app
 
 @pytest.fixture
 def client(store: Store) -> Iterator[TestClient]:
-    with TestClient(create_app(orders_settings(store))) as test_client:
+    with TestClient(create_app(orders_settings(store)), headers=bearer()) as test_client:
         yield test_client
 
 
@@ -41,8 +41,8 @@ def events_stored(client: TestClient) -> int:
     return client.app.state.orders.recorder.max_notification_id() or 0
 
 
-def place(client: TestClient, key: str, body: dict = PLACE_ORDER) -> httpx.Response:
-    return client.post("/orders", json=body, headers={"Idempotency-Key": key})
+def place(client: TestClient, key: str, body: dict = PLACE_ORDER, **headers: str) -> httpx.Response:
+    return client.post("/orders", json=body, headers={"Idempotency-Key": key, **headers})
 
 
 def test_a_repeated_request_gets_the_first_answer_and_has_one_effect(client):
@@ -75,6 +75,28 @@ def test_the_same_key_with_another_body_is_refused_and_changes_nothing(client):
     assert other.status_code == 422
     assert other.headers["content-type"] == "application/problem+json"
     assert "another request" in other.json()["detail"]
+    assert events_stored(client) == stored
+
+
+def test_a_key_belongs_to_its_caller_another_caller_is_not_answered_with_it(client):
+    customer = PLACE_ORDER["customer_id"]
+    mine = place(client, "order-1", **bearer(customer, "customer"))
+
+    ops = place(client, "order-1", **bearer("ops-2", "ops"))
+
+    assert ops.status_code == 201
+    assert REPLAYED_HEADER not in ops.headers
+    assert ops.json()["order_id"] != mine.json()["order_id"]
+
+
+def test_a_request_refused_for_its_token_runs_nothing_and_answers_nothing_kept(client):
+    place(client, "order-1")
+    stored = events_stored(client)
+
+    forged = place(client, "order-1", Authorization="Bearer not-a-token")
+
+    assert forged.status_code == 401
+    assert REPLAYED_HEADER not in forged.headers
     assert events_stored(client) == stored
 
 
@@ -113,7 +135,7 @@ def test_an_invalid_key_is_a_400(client):
 
 def test_an_expired_key_runs_the_command_again(store, monkeypatch):
     monkeypatch.setenv("IDEMPOTENCY_KEY_TTL", "0")
-    with TestClient(create_app(orders_settings(store))) as expiring:
+    with TestClient(create_app(orders_settings(store)), headers=bearer()) as expiring:
         first = place(expiring, "order-1")
         again = place(expiring, "order-1")
 
@@ -166,7 +188,7 @@ def _healthy(url: str) -> bool:
 
 def test_copies_sent_at_once_to_two_processes_have_one_effect(two_processes):
     async def send_copies() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=bearer()) as client:
             return await asyncio.gather(
                 *(
                     client.post(
@@ -185,7 +207,7 @@ def test_copies_sent_at_once_to_two_processes_have_one_effect(two_processes):
     assert sum(REPLAYED_HEADER not in answer.headers for answer in answers) == 1
     order_id = answers[0].json()["order_id"]
     # One order: the log holds one event (its OrderPlaced) and nothing after it.
-    with httpx.Client() as client:
+    with httpx.Client(headers=bearer()) as client:
         order = client.get(f"{two_processes[0]}/orders/{order_id}").json()
     assert order["version"] == 1
     assert answers[0].json()["position"] == 1

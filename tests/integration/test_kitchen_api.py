@@ -5,6 +5,7 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support import bearer
 from write_side.kitchen.api import create_app
 from write_side.kitchen.settings import KitchenSettings
 
@@ -17,7 +18,7 @@ def client(store):
     settings = KitchenSettings(
         kitchen_database_url=store.url("kitchen"), kitchen_database_schema=store.schema
     )
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings), headers=bearer()) as test_client:
         yield test_client
 
 

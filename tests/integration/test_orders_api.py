@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from contracts.consistency import ConsistencyToken
 from tests.examples import PLACE_ORDER
 from tests.stores import orders_settings
+from tests.support import bearer
 from write_side.orders.api import create_app
 
 CONFLICT = "the aggregate was changed by another command at the same time; reload it and retry"
@@ -25,7 +26,7 @@ def settings(store):
 
 @pytest.fixture
 def client(settings):
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings), headers=bearer()) as test_client:
         yield test_client
         # Application.close() leaves eventsourcing-sqlalchemy's pool open: release it.
         test_client.app.state.orders.recorder.datastore.engine.dispose()
@@ -328,6 +329,20 @@ def test_without_a_correlation_id_header_the_command_starts_its_own_correlation(
     metadata = stored_metadata(client, placed["position"])
     assert metadata.correlation_id == metadata.causation_id
     uuid.UUID(metadata.correlation_id)
+
+
+def test_the_token_subject_and_roles_are_recorded_as_the_actor_and_a_saga_step_has_none(client):
+    customer = ORDER["customer_id"]
+    placed = place(client, **bearer(customer, "customer"))
+    client.app.state.orders.approve_order(uuid.UUID(placed["order_id"]))  # as the saga does
+    cancelled = cancel(client, placed["order_id"], **bearer("ops-7", "ops")).json()
+
+    by_customer = stored_metadata(client, placed["position"])
+    assert (by_customer.actor, by_customer.actor_roles) == (customer, ("customer",))
+    by_saga = stored_metadata(client, placed["position"] + 1)
+    assert (by_saga.actor, by_saga.actor_roles) == (None, ())
+    by_ops = stored_metadata(client, cancelled["position"])
+    assert (by_ops.actor, by_ops.actor_roles) == ("ops-7", ("ops",))
 
 
 def test_an_overlong_correlation_id_is_a_422_and_stores_nothing(client):

@@ -24,6 +24,7 @@ from read_side.api import create_app
 from read_side.read_model import OrdersReadModel
 from read_side.settings import QuerySettings
 from tests.mongo_commands import CommandCounter
+from tests.support import bearer
 
 Document = dict[str, Any]
 STALENESS_HEADERS = ("x-read-model-position", "x-read-model-event-time", "x-read-model-age")
@@ -138,7 +139,7 @@ async def query_api(
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app), base_url="http://query-api"
+            transport=httpx.ASGITransport(app), base_url="http://query-api", headers=bearer()
         ) as client,
     ):
         yield client

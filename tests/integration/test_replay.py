@@ -33,7 +33,7 @@ from read_side.projections_status import projections_status
 from read_side.settings import QuerySettings
 from tests import processes
 from tests.stores import POSTGRES_URL
-from tests.support import wait_for_async
+from tests.support import bearer, wait_for_async
 from write_side.kernel.kafka import ensure_topics
 from write_side.kernel.messaging import dead_letter_topic
 
@@ -214,7 +214,9 @@ async def test_queries_during_a_rebuild_and_its_cut_over_see_only_whole_read_mod
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://q") as api,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://q", headers=bearer()
+        ) as api,
     ):
         before = (await api.get("/orders", params={"limit": 100})).json()
         assert len(before["items"]) == SAGAS

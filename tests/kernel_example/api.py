@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tests.kernel_example.application import TalliesApplication
 from write_side.kernel.api import Id, Strict, command_api
 from write_side.kernel.application import open_application
+from write_side.kernel.auth import OpsOnly
 
 
 class TalliesSettings(BaseSettings):
@@ -44,7 +45,7 @@ def create_app(settings: TalliesSettings | None = None) -> FastAPI:
 
     @api.post("/tallies", status_code=201)
     def start_tally(
-        body: StartTally, app: Annotated[TalliesApplication, Depends(tallies)]
+        body: StartTally, app: Annotated[TalliesApplication, Depends(tallies)], caller: OpsOnly
     ) -> TallyStarted:
         saved = app.start_tally(body.name)
         return TallyStarted(tally_id=saved.tally_id, version=saved.version, position=saved.position)

@@ -94,3 +94,16 @@ def test_the_store_env_gives_postgresql_the_psycopg_driver_and_a_schema():
 def test_the_store_env_refuses_other_databases():
     with pytest.raises(ValueError, match="unsupported event store URL"):
         event_store_env("mysql://u@db/orders")
+
+
+def test_the_actor_is_stored_with_the_event_and_old_events_have_none(app):
+    actor = MessageMetadata("checkout-1", "command-1", actor="cust-1", actor_roles=("customer",))
+    with caused_by(actor):
+        app.start_tally("with-actor")
+    with caused_by(MessageMetadata(correlation_id="checkout-1", causation_id="command-2")):
+        app.start_tally("without")
+
+    assert stored_metadata(app) == [actor, MessageMetadata("checkout-1", "command-2")]
+    assert MessageMetadata("c", "d").stored() == {"correlation_id": "c", "causation_id": "d"}
+    old = {"correlation_id": "c", "causation_id": "d"}  # stored before actors were recorded
+    assert MessageMetadata.from_stored(old) == MessageMetadata("c", "d")

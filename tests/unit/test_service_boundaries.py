@@ -4,7 +4,8 @@
   libraries; never another service, the read side, projections or the dev tooling.
 - `write_side/kernel/` is shared by every service, so it imports no service.
 - `projections/` may use `write_side.kernel` (Kafka and dead-letter plumbing), never a
-  service's package; `read_side/` imports nothing from `write_side` at all.
+  service's package; `read_side/` imports from `write_side` only the kernel's HTTP edge
+  every API shares: `write_side.kernel.auth` and `write_side.kernel.problems`.
 - `contracts/` is the bottom layer: it imports no other package of the project.
 
 Every `import`, `from ... import` (relative ones resolved, `if TYPE_CHECKING:` ones
@@ -22,6 +23,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIRST_PARTY = ("write_side", "contracts", "projections", "read_side", "devstack", "tests")
+READ_SIDE_MAY_USE = ("write_side.kernel.auth", "write_side.kernel.problems")
+"""The kernel's HTTP edge (tokens, error bodies): the same in every API."""
 SERVICES = sorted(
     path.parent.name
     for path in (REPO_ROOT / "write_side").glob("*/__init__.py")
@@ -79,7 +82,7 @@ def allowed_first_party(module: str) -> tuple[str, ...]:
     if top == "projections":
         return ("projections", "write_side.kernel", "contracts")
     if top == "read_side":
-        return ("read_side", "contracts")
+        return ("read_side", "contracts", *READ_SIDE_MAY_USE)
     if top == "contracts":
         return ("contracts",)
     raise ValueError(f"no rule for {module}")
@@ -140,6 +143,7 @@ def test_module_stays_inside_its_boundary(path: Path) -> None:
         ("write_side.kernel.relay", "from write_side.orders.settings import OrdersSettings"),
         ("projections.orders", "from write_side.orders.relay import to_contract"),
         ("read_side.api", "from write_side.kernel.store import MetadataMapper"),
+        ("read_side.api", "from write_side.kernel import api"),
         ("read_side.api", "from projections.orders import ORDERS"),
         ("contracts.orders", "from write_side.kernel.errors import DomainError"),
     ],
@@ -158,6 +162,7 @@ def test_a_crossing_import_is_found(module: str, source: str) -> None:
         ("write_side.kitchen.saga", "import faust\nfrom uuid import UUID"),
         ("projections.worker", "from write_side.kernel.kafka import reliable_producer"),
         ("read_side.api", "from read_side.models import Order\nfrom contracts import orders"),
+        ("read_side.api", "from write_side.kernel.auth import Caller, install_auth"),
     ],
 )
 def test_an_allowed_import_passes(module: str, source: str) -> None:

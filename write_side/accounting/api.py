@@ -16,6 +16,7 @@ from write_side.kernel.api import (
     command_api,
     command_metadata,
 )
+from write_side.kernel.auth import CustomerOrOps, OpsOnly
 from write_side.kernel.metadata import MessageMetadata, caused_by
 
 
@@ -56,27 +57,33 @@ def create_app(settings: AccountingSettings | None = None) -> FastAPI:
     Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
 
     @api.post("/accounts", status_code=201)
-    def open_account(body: OpenAccount, app: Accounting, metadata: Metadata) -> CommandAccepted:
+    def open_account(
+        body: OpenAccount, app: Accounting, metadata: Metadata, caller: OpsOnly
+    ) -> CommandAccepted:
         with caused_by(metadata):
             account = app.open_account(body.consumer_id, body.credit_limit_cents)
         return CommandAccepted.of(account)
 
     @api.post("/accounts/{consumer_id}/block")
     def block_card(
-        consumer_id: IdInPath, body: BlockCard, app: Accounting, metadata: Metadata
+        consumer_id: IdInPath, body: BlockCard, app: Accounting, metadata: Metadata, caller: OpsOnly
     ) -> CommandAccepted:
         with caused_by(metadata):
             account = app.block_card(consumer_id, body.reason)
         return CommandAccepted.of(account)
 
     @api.post("/accounts/{consumer_id}/unblock")
-    def unblock_card(consumer_id: IdInPath, app: Accounting, metadata: Metadata) -> CommandAccepted:
+    def unblock_card(
+        consumer_id: IdInPath, app: Accounting, metadata: Metadata, caller: OpsOnly
+    ) -> CommandAccepted:
         with caused_by(metadata):
             account = app.unblock_card(consumer_id)
         return CommandAccepted.of(account)
 
     @api.get("/accounts/{consumer_id}")
-    def get_account(consumer_id: IdInPath, app: Accounting) -> AccountOut:
+    def get_account(consumer_id: IdInPath, app: Accounting, caller: CustomerOrOps) -> AccountOut:
+        """The account's consumer, or ops."""
+        caller.authorize(f"account {consumer_id}", customer=consumer_id)
         account = app.get_account(consumer_id)
         return AccountOut(
             consumer_id=account.consumer_id,

@@ -16,6 +16,7 @@ from write_side.kernel.api import (
     command_api,
     command_metadata,
 )
+from write_side.kernel.auth import CustomerOrOps, OpsOnly
 from write_side.kernel.metadata import MessageMetadata, caused_by
 
 
@@ -56,15 +57,21 @@ def create_app(settings: ConsumersSettings | None = None) -> FastAPI:
 
     @api.post("/consumers", status_code=201)
     def register_consumer(
-        body: RegisterConsumer, app: Consumers, metadata: Metadata
+        body: RegisterConsumer, app: Consumers, metadata: Metadata, caller: CustomerOrOps
     ) -> CommandAccepted:
+        """A customer registers themselves (consumer_id is their id); ops anyone."""
+        caller.authorize(f"consumer {body.consumer_id}", customer=body.consumer_id)
         with caused_by(metadata):
             consumer = app.register_consumer(body.consumer_id, body.name)
         return CommandAccepted.of(consumer)
 
     @api.post("/consumers/{consumer_id}/deactivate")
     def deactivate_consumer(
-        consumer_id: IdInPath, body: DeactivateConsumer, app: Consumers, metadata: Metadata
+        consumer_id: IdInPath,
+        body: DeactivateConsumer,
+        app: Consumers,
+        metadata: Metadata,
+        caller: OpsOnly,
     ) -> CommandAccepted:
         with caused_by(metadata):
             consumer = app.deactivate_consumer(consumer_id, body.reason)
@@ -72,14 +79,16 @@ def create_app(settings: ConsumersSettings | None = None) -> FastAPI:
 
     @api.post("/consumers/{consumer_id}/reactivate")
     def reactivate_consumer(
-        consumer_id: IdInPath, app: Consumers, metadata: Metadata
+        consumer_id: IdInPath, app: Consumers, metadata: Metadata, caller: OpsOnly
     ) -> CommandAccepted:
         with caused_by(metadata):
             consumer = app.reactivate_consumer(consumer_id)
         return CommandAccepted.of(consumer)
 
     @api.get("/consumers/{consumer_id}")
-    def get_consumer(consumer_id: IdInPath, app: Consumers) -> ConsumerOut:
+    def get_consumer(consumer_id: IdInPath, app: Consumers, caller: CustomerOrOps) -> ConsumerOut:
+        """The consumer themselves, or ops."""
+        caller.authorize(f"consumer {consumer_id}", customer=consumer_id)
         consumer = app.get_consumer(consumer_id)
         return ConsumerOut(
             consumer_id=consumer.consumer_id,

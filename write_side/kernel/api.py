@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the command APIs: error mapping and message metadata."""
+"""HTTP plumbing shared by the command APIs: error mapping, message metadata, auth."""
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -6,13 +6,21 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 from eventsourcing.persistence import IntegrityError
-from fastapi import FastAPI, Header, Path, Request
+from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 
 from write_side.kernel import idempotency
 from write_side.kernel.application import ServiceApplication
+from write_side.kernel.auth import (
+    Caller,
+    InvalidToken,
+    TokenVerifier,
+    check_every_route_guarded,
+    install_auth,
+    public,
+)
 from write_side.kernel.errors import ApplicationClosed, DomainError, NotFound
 from write_side.kernel.idempotency import IdempotencyMiddleware
 from write_side.kernel.metadata import MessageMetadata
@@ -59,23 +67,43 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def command_metadata(
+    caller: Caller,
     x_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
 ) -> MessageMetadata:
     """Each HTTP command is its own cause; it joins the caller's correlation if given.
+    The caller (token subject and roles) is recorded as its actor.
 
     Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` one in
     its thread pool, a thread hand-over per request for nothing.
     """
     command_id = str(uuid.uuid4())
-    return MessageMetadata(correlation_id=x_correlation_id or command_id, causation_id=command_id)
+    return MessageMetadata(
+        correlation_id=x_correlation_id or command_id,
+        causation_id=command_id,
+        actor=caller.subject,
+        actor_roles=tuple(sorted(caller.roles)),
+    )
 
 
 App = TypeVar("App", bound=ServiceApplication)
 
 
-async def _caller(_: Headers) -> str | None:
-    """Who sends a request, for its Idempotency-Key's scope."""
-    return ""
+def _verified_subject(api: FastAPI) -> Callable[[Headers], Awaitable[str | None]]:
+    """Who sends a request, for its Idempotency-Key's scope: the subject of its valid
+    bearer token (``None`` without one: the route refuses the request)."""
+
+    async def subject(headers: Headers) -> str | None:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        verifier: TokenVerifier = api.state.token_verifier
+        try:
+            principal = await verifier.verify(token.strip())
+        except InvalidToken:
+            return None
+        return principal.subject
+
+    return subject
 
 
 def _document_with(api: FastAPI, *additions: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
@@ -99,11 +127,14 @@ def command_api(
     """A command service's FastAPI app and the dependency that gives its Application.
 
     The Application is opened once at start-up (``app.state.<service>``) and closed
-    at shutdown; domain errors map to HTTP as above; ``GET /health`` answers.
+    at shutdown; domain errors map to HTTP as above; ``GET /health`` answers, to anyone.
+    Every other route needs a bearer token and states its rule (``write_side.kernel.auth``):
+    the app does not start with a route that has none.
     """
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        check_every_route_guarded(api)
         application = open_application()
         setattr(api.state, service, application)
         yield
@@ -111,14 +142,15 @@ def command_api(
 
     api = FastAPI(title=title, version="1", lifespan=lifespan)
     install_error_handlers(api)
+    install_auth(api)
     api.add_middleware(
         IdempotencyMiddleware,
         recorder=lambda: getattr(api.state, service).recorder,
-        caller=_caller,
+        caller=_verified_subject(api),
     )
     _document_with(api, idempotency.document)
 
-    @api.get("/health")
+    @api.get("/health", dependencies=[Depends(public)])
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 

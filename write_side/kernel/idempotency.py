@@ -2,7 +2,7 @@
 
 A client that retries a ``POST`` with the same key gets the first answer again, and the
 command has its effect once: also when the copies arrive at once, at different processes
-of the API. How (docs/adr/0024-idempotency-keys-in-the-event-store.md):
+of the API. How (docs/adr/0025-idempotency-keys-in-the-event-store.md):
 
 - The key (scoped by the caller) and a fingerprint of the request are recorded in the
   service's store **in the same transaction as the command's events** (group commit:

@@ -1,4 +1,6 @@
-"""Correlation and causation ids that travel with the events a command causes.
+"""Correlation and causation ids that travel with the events a command causes, and who
+caused them (the actor: the token's subject and roles of an HTTP command; none for a
+saga reaction).
 
 The HTTP layer (or a saga reaction) sets them for the duration of one command; the
 store's mapper writes them next to each event, and the relay puts them on the wire.
@@ -6,21 +8,47 @@ Domain code never sees them.
 """
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
 class MessageMetadata:
     correlation_id: str
     causation_id: str
+    actor: str | None = None
+    """The subject of the token of the HTTP command that caused the events."""
+    actor_roles: tuple[str, ...] = ()
+    """That token's roles."""
 
     @classmethod
     def new(cls) -> "MessageMetadata":
         command_id = str(uuid.uuid4())
         return cls(correlation_id=command_id, causation_id=command_id)
+
+    def stored(self) -> dict[str, Any]:
+        """As stored beside each event: without an actor when there is none."""
+        stored: dict[str, Any] = {
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+        }
+        if self.actor is not None:
+            stored["actor"] = self.actor
+            stored["actor_roles"] = list(self.actor_roles)
+        return stored
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> "MessageMetadata":
+        """The inverse of `stored`; events stored before actors were recorded have none."""
+        return cls(
+            correlation_id=stored["correlation_id"],
+            causation_id=stored["causation_id"],
+            actor=stored.get("actor"),
+            actor_roles=tuple(stored.get("actor_roles", ())),
+        )
 
 
 _current: ContextVar[MessageMetadata | None] = ContextVar("message_metadata", default=None)

@@ -1,5 +1,8 @@
 """Configuration from the environment; the same names in docker-compose and the local runner."""
 
+from pathlib import Path
+
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,3 +47,29 @@ class RelaySettings(KafkaSettings):
     relay_sqlite_check_interval: float = 0.005
     """SQLite without inotify (not Linux): seconds between checks of PRAGMA data_version;
     0 turns the SQLite watch off. With inotify, it is checked when the files are written."""
+
+
+class AuthSettings(BaseSettings):
+    """How every API verifies bearer tokens (docs/auth.md); environment `AUTH_*`.
+
+    The defaults fit `cqrs run`: tokens minted by `cqrs token` with the key pair under
+    `var/auth/`. For another OIDC provider set the issuer, the audience, its JWKS URL
+    and where its tokens carry the roles and the business id.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore")
+
+    issuer: str = "cqrs-local"
+    audience: str = "cqrs-api"
+    jwks_url: str = Field(default_factory=lambda: Path("var/auth/jwks.json").resolve().as_uri())
+    """Where the issuer's public keys are: `https://...` or `file://...`."""
+    roles_claim: str = "realm_access.roles"
+    """Dotted path of the claim holding the list of roles (Keycloak's realm roles)."""
+    subject_claim: str = "sub"
+    """The claim holding the business id the caller acts as (customer or restaurant id)."""
+    leeway_seconds: float = Field(default=10.0, ge=0, le=300)
+    """Clock skew allowed on exp, nbf and iat."""
+    jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    """Keys older than this are fetched again (rotation)."""
+    jwks_min_refetch_seconds: float = Field(default=10.0, ge=0)
+    """A token with an unknown key id fetches the keys again at most this often."""

@@ -90,7 +90,7 @@ class _MetadataTranscoder(Transcoder):
     def encode(self, obj: Any) -> bytes:
         if isinstance(obj, dict):
             metadata = current_metadata() or MessageMetadata.new()
-            obj = {**obj, _METADATA_KEY: vars(metadata)}
+            obj = {**obj, _METADATA_KEY: metadata.stored()}
         return self.inner.encode(obj)
 
     def decode(self, data: bytes) -> Any:
@@ -119,7 +119,7 @@ class MetadataMapper(Mapper[Any]):
         (``to_domain_event`` and then ``metadata_of`` decode it twice)."""
         domain_event = self.to_domain_event(stored_event)
         raw = self._metadata_transcoder.stripped.metadata
-        return domain_event, MessageMetadata(**raw) if raw else None
+        return domain_event, MessageMetadata.from_stored(raw) if raw else None
 
     def metadata_of(self, stored_event: StoredEvent) -> MessageMetadata | None:
         state = stored_event.state
@@ -128,7 +128,7 @@ class MetadataMapper(Mapper[Any]):
         if self.compressor:
             state = self.compressor.decompress(state)
         raw = self._plain_transcoder.decode(state).get(_METADATA_KEY)
-        return MessageMetadata(**raw) if raw else None
+        return MessageMetadata.from_stored(raw) if raw else None
 
 
 class CoreReads:

@@ -17,6 +17,7 @@ from write_side.kernel.api import (
     command_api,
     command_metadata,
 )
+from write_side.kernel.auth import OpsOnly, RestaurantOrOps
 from write_side.kernel.metadata import MessageMetadata, caused_by
 from write_side.kitchen.application import KitchenApplication, Saved
 from write_side.kitchen.bootstrap import build_application
@@ -87,7 +88,7 @@ def create_app(settings: KitchenSettings | None = None) -> FastAPI:
 
     @api.post("/restaurants", status_code=201)
     def register_restaurant(
-        body: RegisterRestaurant, app: Kitchen, metadata: Metadata
+        body: RegisterRestaurant, app: Kitchen, metadata: Metadata, caller: OpsOnly
     ) -> CommandAccepted:
         """Register a restaurant, open, with its menu; an existing id is a 409."""
         with caused_by(metadata):
@@ -96,30 +97,40 @@ def create_app(settings: KitchenSettings | None = None) -> FastAPI:
 
     @api.post("/restaurants/{restaurant_id}/open")
     def open_restaurant(
-        restaurant_id: RestaurantId, app: Kitchen, metadata: Metadata
+        restaurant_id: RestaurantId, app: Kitchen, metadata: Metadata, caller: RestaurantOrOps
     ) -> CommandAccepted:
+        caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
         with caused_by(metadata):
             saved = app.open_restaurant(restaurant_id)
         return CommandAccepted.of(saved)
 
     @api.post("/restaurants/{restaurant_id}/close")
     def close_restaurant(
-        restaurant_id: RestaurantId, app: Kitchen, metadata: Metadata
+        restaurant_id: RestaurantId, app: Kitchen, metadata: Metadata, caller: RestaurantOrOps
     ) -> CommandAccepted:
+        caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
         with caused_by(metadata):
             saved = app.close_restaurant(restaurant_id)
         return CommandAccepted.of(saved)
 
     @api.put("/restaurants/{restaurant_id}/menu")
     def set_menu(
-        restaurant_id: RestaurantId, body: SetMenu, app: Kitchen, metadata: Metadata
+        restaurant_id: RestaurantId,
+        body: SetMenu,
+        app: Kitchen,
+        metadata: Metadata,
+        caller: RestaurantOrOps,
     ) -> CommandAccepted:
+        caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
         with caused_by(metadata):
             saved = app.set_menu(restaurant_id, body.menu)
         return CommandAccepted.of(saved)
 
     @api.get("/restaurants/{restaurant_id}")
-    def get_restaurant(restaurant_id: RestaurantId, app: Kitchen) -> RestaurantOut:
+    def get_restaurant(
+        restaurant_id: RestaurantId, app: Kitchen, caller: RestaurantOrOps
+    ) -> RestaurantOut:
+        caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
         restaurant = app.get_restaurant(restaurant_id)
         return RestaurantOut(
             restaurant_id=restaurant.restaurant_id,
@@ -130,9 +141,10 @@ def create_app(settings: KitchenSettings | None = None) -> FastAPI:
         )
 
     @api.get("/tickets/{order_id}")
-    def get_ticket(order_id: UUID, app: Kitchen) -> TicketOut:
-        """The order's ticket as the write model holds it now."""
+    def get_ticket(order_id: UUID, app: Kitchen, caller: RestaurantOrOps) -> TicketOut:
+        """The order's ticket as the write model holds it now: its restaurant's, or ops."""
         ticket = app.get_ticket(order_id)
+        caller.authorize(f"ticket {order_id}", restaurant=ticket.restaurant_id)
         return TicketOut(
             order_id=ticket.order_id,
             restaurant_id=ticket.restaurant_id,

@@ -13,6 +13,7 @@ from write_side.kernel.api import (
     command_api,
     command_metadata,
 )
+from write_side.kernel.auth import CustomerOrOps, CustomerOrRestaurantOrOps
 from write_side.kernel.metadata import MessageMetadata, caused_by
 from write_side.orders.application import OrdersApplication, Saved
 from write_side.orders.bootstrap import build_application
@@ -118,7 +119,11 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
     Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
 
     @api.post("/orders", status_code=201)
-    def place_order(body: PlaceOrder, app: Orders, metadata: Metadata) -> CommandAccepted:
+    def place_order(
+        body: PlaceOrder, app: Orders, metadata: Metadata, caller: CustomerOrOps
+    ) -> CommandAccepted:
+        """A customer places their own orders (customer_id is their id); ops any."""
+        caller.authorize(f"customer {body.customer_id}", customer=body.customer_id)
         with caused_by(metadata):
             saved = app.place_order(
                 customer_id=body.customer_id,
@@ -130,16 +135,24 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
 
     @api.post("/orders/{order_id}/cancel")
     def cancel_order(
-        order_id: UUID, body: CancelOrder, app: Orders, metadata: Metadata
+        order_id: UUID, body: CancelOrder, app: Orders, metadata: Metadata, caller: CustomerOrOps
     ) -> CommandAccepted:
+        """The order's customer, or ops."""
+        order = app.get_order(order_id)
+        caller.authorize(f"order {order_id}", customer=order.customer_id)
         with caused_by(metadata):
             saved = app.cancel_order(order_id, body.reason)
         return CommandAccepted.of(saved)
 
     @api.get("/orders/{order_id}")
-    def get_order(order_id: UUID, app: Orders) -> OrderOut:
-        """The order as the write model holds it now (the query API serves the read model)."""
+    def get_order(order_id: UUID, app: Orders, caller: CustomerOrRestaurantOrOps) -> OrderOut:
+        """The order as the write model holds it now (the query API serves the read model).
+
+        Its customer, its restaurant, or ops."""
         order = app.get_order(order_id)
+        caller.authorize(
+            f"order {order_id}", customer=order.customer_id, restaurant=order.restaurant_id
+        )
         return OrderOut(
             order_id=order.id,
             version=order.version,

@@ -8,6 +8,7 @@ answered 200/s in ~10 ms with aiohttp. The tests keep httpx, where no load is ma
 """
 
 import os
+import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,10 @@ def client(base_url: str, connections: int) -> aiohttp.ClientSession:
 async def post_json(
     http: aiohttp.ClientSession, path: str, body: dict[str, Any], expect: int
 ) -> dict[str, Any] | None:
-    """POST `body`; the answer's JSON when the status is `expect`, else None."""
-    async with http.post(path, json=body) as response:
+    """POST `body` with a new `Idempotency-Key`, as a client that retries would send it
+    (ADR 25); the answer's JSON when the status is `expect`, else None."""
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    async with http.post(path, json=body, headers=headers) as response:
         if response.status != expect:
             await response.read()
             return None

@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,6 +84,8 @@ class Scenario:
     ends_with: str | None = None
     """The event that ends the saga's timeline, if not the order's own last event."""
     order_id: str | None = None
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """The Idempotency-Key its order is placed with."""
     order: dict[str, Any] = field(default_factory=dict)
     note: str = ""
 
@@ -223,7 +226,10 @@ def command(
     accept: Sequence[int] = (200, 201),
     headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    """Send a command; any status outside `accept` is a `DemoFailed`."""
+    """Send a command; any status outside `accept` is a `DemoFailed`. A POST carries an
+    `Idempotency-Key` (a new one unless `headers` give it): a retry would send it again."""
+    if method == "POST":
+        headers = {"Idempotency-Key": uuid.uuid4().hex, **(headers or {})}
     try:
         response = client.request(method, url, json=body, headers=headers)
     except httpx.HTTPError as exc:
@@ -308,11 +314,31 @@ def place_order(client: httpx.Client, orders: str, scenario: Scenario) -> dict[s
         "delivery_address": DELIVERY_ADDRESS,
         "line_items": scenario.line_items,
     }
-    as_customer = bearer(scenario.customer_id, "customer")
+    headers = {**bearer(scenario.customer_id, "customer"), "Idempotency-Key": scenario.key}
     url = f"{orders}/orders"
-    accepted: dict[str, Any] = command(client, "POST", url, body, (201,), as_customer).json()
+    accepted: dict[str, Any] = command(client, "POST", url, body, (201,), headers).json()
     scenario.order_id = str(accepted["order_id"])
     return accepted
+
+
+def retry_order(client: httpx.Client, orders: str, scenario: Scenario) -> None:
+    """Send a placed order again with its Idempotency-Key, as a client that lost the
+    answer would: the same order comes back, and nothing happens twice."""
+    body = {
+        "customer_id": scenario.customer_id,
+        "restaurant_id": scenario.restaurant_id,
+        "delivery_address": DELIVERY_ADDRESS,
+        "line_items": scenario.line_items,
+    }
+    headers = {**bearer(scenario.customer_id, "customer"), "Idempotency-Key": scenario.key}
+    again = command(client, "POST", f"{orders}/orders", body, (201,), headers)
+    if again.json()["order_id"] != scenario.order_id:
+        raise DemoFailed(f"a retry with the same Idempotency-Key made another order: {again.text}")
+    say(
+        f"demo: POST /orders sent again with its Idempotency-Key: the same order "
+        f"{scenario.order_id} came back (Idempotent-Replayed: "
+        f"{again.headers.get('idempotent-replayed')}), not a second one"
+    )
 
 
 def try_cancel(client: httpx.Client, orders: str, order_id: str) -> str:
@@ -523,6 +549,7 @@ def demo(urls: dict[str, str]) -> tuple[list[Scenario], str | None]:
         )
         runs = scenarios(customer)
         accepted = [place_order(client, urls["orders"], scenario) for scenario in runs]
+        retry_order(client, urls["orders"], runs[0])
         lock_answer = try_cancel(client, urls["orders"], str(accepted[-1]["order_id"]))
         say(f"demo: placed {len(runs)} orders; following their sagas in the query API ...")
         for scenario, answer in zip(runs, accepted, strict=True):

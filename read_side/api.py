@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pymongo
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -27,7 +27,7 @@ from read_side.models import ProjectionStatus
 from read_side.projections_status import projections_status
 from read_side.read_model import LiveCollections
 from read_side.settings import QuerySettings
-from write_side.kernel.auth import OpsOnly, check_every_route_guarded, install_auth, public
+from write_side.kernel.auth import OpsOnly, check_every_route_guarded, install_auth
 
 # cqrs-reference-saga: begin
 # isort: split
@@ -64,12 +64,7 @@ with `Retry-After: 1` (and no staleness headers) and `/health` answers `503`.
 router = APIRouter()
 
 
-@router.get(
-    "/health",
-    tags=["health"],
-    summary="Liveness and MongoDB reachability",
-    dependencies=[Depends(public)],
-)
+@router.get("/health", tags=["health"], summary="Liveness and MongoDB reachability")
 async def health(request: Request) -> JSONResponse:
     """`200 {"status": "ok"}` when MongoDB answers a ping within 2 s, else `503`."""
     database = cast(AsyncDatabase[dict[str, Any]], request.app.state.database)
@@ -134,10 +129,10 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
         description=_APP_DOC,
         lifespan=lifespan,
     )
-    install_auth(app)
+    # Health and the event contracts' pages (documentation, as /docs is) take no token.
+    install_auth(app, open_paths={"/health", "/asyncapi", "/asyncapi.json"})
     app.include_router(router)
-    # The event contracts are documentation, open as /docs is.
-    app.include_router(asyncapi_page.router, dependencies=[Depends(public)])
+    app.include_router(asyncapi_page.router)
     # cqrs-reference-saga: begin
     app.include_router(reference_saga.router)
     # cqrs-reference-saga: end

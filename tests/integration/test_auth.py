@@ -63,7 +63,7 @@ def _seed_kitchen(url: str, order_id: uuid.UUID) -> None:
         kitchen.close()
 
 
-def _seed_read_models(mongo_url: str, database: str, order_id: str) -> None:
+def _seed_read_models(mongo_url: str, database: str, order_id: str, ticket_id: str) -> None:
     """cust-a's order at rest-a and its ticket; cust-b's at rest-b and its ticket."""
     mine = order_doc(1, customer_id=CUSTOMER, order_id=order_id)
     theirs = order_doc(2, customer_id=OTHER_CUSTOMER)
@@ -74,7 +74,7 @@ def _seed_read_models(mongo_url: str, database: str, order_id: str) -> None:
         db["orders"].insert_many([mine, theirs])
         db["tickets"].insert_many(
             [
-                ticket_doc(now_ms(), restaurant_id=RESTAURANT, order_id=order_id),
+                ticket_doc(now_ms(), restaurant_id=RESTAURANT, order_id=ticket_id),
                 ticket_doc(now_ms(), restaurant_id=OTHER_RESTAURANT),
             ]
         )
@@ -129,7 +129,7 @@ def stack(
         placed = httpx.post(f"{urls['orders']}/orders", json=order_body(), headers=ops)
         assert placed.status_code == 201, placed.text
         order_id = placed.json()["order_id"]
-        _seed_read_models(mongo_url, database, order_id)
+        _seed_read_models(mongo_url, database, order_id, str(ticket))
         yield Stack(urls, order_id, str(ticket))
         assert all(p.alive() for p in running), processes.logs(*running)
     finally:

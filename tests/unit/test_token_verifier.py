@@ -7,14 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
 from devstack.identity import JWKS_FILE, KEY_FILE, ensure_keys, jwks_url, mint_token
 from write_side.kernel.auth import (
     Forbidden,
     InvalidToken,
     KeySet,
+    OpsOnly,
     Principal,
     TokenVerifier,
+    check_every_route_guarded,
+    install_auth,
 )
 from write_side.kernel.settings import AuthSettings
 
@@ -30,13 +34,13 @@ class Clock:
 def counting(keys: KeySet) -> list[int]:
     """Counts the JWKS fetches of `keys`."""
     fetches: list[int] = []
-    fetch = keys._client.fetch_data
+    read = keys._read
 
     def counted() -> Any:
         fetches.append(1)
-        return fetch()
+        return read()
 
-    keys._client.fetch_data = counted  # type: ignore[method-assign]
+    keys._read = counted
     return fetches
 
 
@@ -134,3 +138,23 @@ def test_authorize_passes_ops_and_owners_only() -> None:
             principal.authorize("order", **owners)
     assert customer.has_role("customer") and not customer.has_role("restaurant")
     assert ops.has_role("restaurant")
+
+
+def test_an_app_with_a_route_that_takes_no_token_does_not_start(auth_dir: Path) -> None:
+    settings = AuthSettings(jwks_url=jwks_url(auth_dir))
+    app = FastAPI()
+    install_auth(app, open_paths={"/health"}, settings=settings)
+
+    @app.get("/health")
+    async def health() -> None: ...
+
+    @app.get("/mine")
+    async def mine(caller: OpsOnly) -> None: ...
+
+    check_every_route_guarded(app)
+
+    @app.get("/forgotten")
+    async def forgotten() -> None: ...
+
+    with pytest.raises(RuntimeError, match="GET /forgotten"):
+        check_every_route_guarded(app)

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 from eventsourcing.persistence import IntegrityError
-from fastapi import Depends, FastAPI, Header, Path, Request
+from fastapi import FastAPI, Header, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
@@ -19,7 +19,6 @@ from write_side.kernel.auth import (
     TokenVerifier,
     check_every_route_guarded,
     install_auth,
-    public,
 )
 from write_side.kernel.errors import ApplicationClosed, DomainError, NotFound
 from write_side.kernel.idempotency import IdempotencyMiddleware
@@ -142,7 +141,7 @@ def command_api(
 
     api = FastAPI(title=title, version="1", lifespan=lifespan)
     install_error_handlers(api)
-    install_auth(api)
+    install_auth(api, open_paths={"/health"})
     api.add_middleware(
         IdempotencyMiddleware,
         recorder=lambda: getattr(api.state, service).recorder,
@@ -150,7 +149,7 @@ def command_api(
     )
     _document_with(api, idempotency.document)
 
-    @api.get("/health", dependencies=[Depends(public)])
+    @api.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 

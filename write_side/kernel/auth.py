@@ -10,28 +10,30 @@ Nothing behind the gateway trusts the network: each API verifies the token itsel
 - `Principal.authorize(what, customer=..., restaurant=...)`: right after loading a
   resource, the caller owns it in one of those roles (subject == owner id), or is `ops`;
   else 403.
-- `public`: a route open to anyone (health, the contracts' pages).
 
-`install_auth(app)` wires it into an app; `check_every_route_guarded(app)` (run at
-start-up) refuses to serve a route that has neither an authorization rule nor `public`.
+`install_auth(app, open_paths=...)` wires it into an app; `check_every_route_guarded(app)`
+(run at start-up) refuses to serve a route that takes no token unless its path is one
+of the app's open paths (health, the contracts' pages).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import jwt
 from anyio import to_thread
 from fastapi import Depends, FastAPI, Request
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jwt import PyJWK, PyJWKSet
 
@@ -119,7 +121,8 @@ def _claim(claims: dict[str, Any], path: str) -> Any:
 
 
 class KeySet:
-    """The issuer's public signing keys by key id, from its JWKS, cached.
+    """The issuer's public signing keys by key id, from its JWKS (`https://`, with
+    `jwt.PyJWKClient`, or a `file://`), cached.
 
     Fetched at the first token, again once older than `cache_seconds` (rotation), and
     on an unknown key id at most every `min_refetch_seconds`, so that tokens with made-up
@@ -134,7 +137,15 @@ class KeySet:
         min_refetch_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self._client = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=5)
+        self.url = url
+        self._read: Callable[[], Any]
+        if urlsplit(url).scheme == "file":
+            # PyJWKClient takes http(s) only (a JWKS URL from a token must not read
+            # files); a local file named by the settings is read here.
+            path = Path(url2pathname(urlsplit(url).path))
+            self._read = lambda: json.loads(path.read_bytes())
+        else:
+            self._read = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=5).fetch_data
         self._cache_seconds = cache_seconds
         self._min_refetch_seconds = min_refetch_seconds
         self._clock = clock
@@ -169,10 +180,9 @@ class KeySet:
     def _fetch(self) -> None:
         self._tried_at = self._clock()
         try:
-            data = self._client.fetch_data()
-            jwks = PyJWKSet.from_dict(data)
+            jwks = PyJWKSet.from_dict(self._read())
         except (jwt.PyJWTError, ValueError, TypeError, OSError) as error:
-            log.warning("could not fetch the signing keys from %s: %s", self._client.uri, error)
+            log.warning("could not fetch the signing keys from %s: %s", self.url, error)
             return
         keys = {
             key.key_id: key
@@ -315,40 +325,39 @@ def requires(*roles: str) -> Callable[..., Awaitable[Principal]]:
     return role_check
 
 
-async def public() -> None:
-    """Marks a route open to anyone (`dependencies=[Depends(public)]`)."""
-
-
-def _dependency_calls(dependant: Dependant) -> Iterator[Any]:
-    for sub in dependant.dependencies:
-        yield sub.call
-        yield from _dependency_calls(sub)
-
-
-def _guarded(route: APIRoute) -> bool:
-    return authenticated in set(_dependency_calls(route.dependant))
-
-
 def check_every_route_guarded(app: FastAPI) -> None:
-    """Refuse to start with a documented route that has no rule: secure by default."""
+    """Refuse to start with a route that takes no token and is not one of the app's
+    open paths (`install_auth`): secure by default.
+
+    Checked on the OpenAPI document, which is what clients see: an operation takes the
+    token when the bearer scheme is among its security requirements, and it is there
+    exactly when one of its dependencies is `authenticated`.
+    """
+    open_paths: frozenset[str] = app.state.open_paths
     unguarded = [
-        f"{sorted(route.methods)} {route.path}"
-        for route in app.routes
-        if isinstance(route, APIRoute)
-        and route.include_in_schema
-        and not _guarded(route)
-        and public not in set(_dependency_calls(route.dependant))
+        f"{method.upper()} {path}"
+        for path, operations in app.openapi().get("paths", {}).items()
+        if path not in open_paths
+        for method, operation in operations.items()
+        if isinstance(operation, dict) and not operation.get("security")
     ]
     if unguarded:
         raise RuntimeError(
-            "routes without an authorization rule (add Depends(requires(...)), a Caller "
-            f"with an ownership check, or Depends(public)): {', '.join(unguarded)}"
+            "routes without an authorization rule (add Depends(requires(...)) or a Caller "
+            f"with an ownership check, or list the path as open): {', '.join(unguarded)}"
         )
 
 
-def install_auth(app: FastAPI, settings: AuthSettings | None = None) -> None:
-    """Token verification for `app`'s routes, their 401/403 answers and OpenAPI entries."""
+def install_auth(
+    app: FastAPI, *, open_paths: Collection[str], settings: AuthSettings | None = None
+) -> None:
+    """Token verification for `app`'s routes, their 401/403 answers and OpenAPI entries.
+
+    `open_paths` take no token (health, documentation); every other route must have a
+    rule (`check_every_route_guarded`, run at start-up).
+    """
     app.state.token_verifier = TokenVerifier(settings or AuthSettings())
+    app.state.open_paths = frozenset(open_paths)
 
     @app.exception_handler(AuthError)
     async def refused(_: Request, error: AuthError) -> ProblemResponse:
@@ -357,12 +366,16 @@ def install_auth(app: FastAPI, settings: AuthSettings | None = None) -> None:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            for route in app.routes:
-                if isinstance(route, APIRoute) and _guarded(route):
-                    # A new dict: routes may share the one they were declared with.
-                    route.responses = {**problem_responses(401, 403), **route.responses}
-        return generate()
+        """FastAPI's document, with 401 and 403 on every operation that takes the token
+        (in place: idempotent on the document FastAPI caches)."""
+        schema = generate()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if isinstance(operation, dict) and operation.get("security"):
+                    responses = operation.setdefault("responses", {})
+                    for status, entry in problem_responses(401, 403).items():
+                        responses.setdefault(str(status), entry)
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 

@@ -125,6 +125,23 @@ def test_a_command_that_failed_records_no_key_and_may_be_sent_again(client):
     assert REPLAYED_HEADER not in accepted.headers
 
 
+def test_a_copy_that_would_fail_now_still_gets_the_first_answer(client):
+    order_id = place(client, "order").json()["order_id"]
+    client.app.state.orders.approve_order(uuid.UUID(order_id))
+    cancel = {"reason": "changed my mind"}
+    headers = {"Idempotency-Key": "cancel-1"}
+    first = client.post(f"/orders/{order_id}/cancel", json=cancel, headers=headers)
+    stored = events_stored(client)
+
+    # Alone, a second cancel is a 409 (the order is cancelled already).
+    again = client.post(f"/orders/{order_id}/cancel", json=cancel, headers=headers)
+
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    assert again.headers[REPLAYED_HEADER] == "true"
+    assert events_stored(client) == stored
+
+
 def test_an_invalid_key_is_a_400(client):
     for key in ("", "x" * 256, "with space"):
         response = place(client, key)

@@ -19,8 +19,10 @@ of the API. How (docs/adr/0025-idempotency-keys-in-the-event-store.md):
 import asyncio
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from queue import SimpleQueue
 from typing import Any
 
 from pydantic_settings import BaseSettings
@@ -84,8 +86,12 @@ class IdempotencyMiddleware:
         self.recorder = recorder
         self.caller = caller
         self.settings = settings or IdempotencySettings()
+        self._answers: AnswerKeeper | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._keeping_answers_until_shutdown(receive), send)
+            return
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -108,27 +114,30 @@ class IdempotencyMiddleware:
         key = stored_key(caller, key)
         request_fingerprint = fingerprint(scope, body)
         recorder = self.recorder()
-        found = await run_in_threadpool(recorder.find_idempotency_key, key)
-        if found is None:
-            expires_at = time.time() + self.settings.idempotency_key_ttl
-            request = claiming(IdempotencyClaim(key, request_fingerprint, expires_at))
-            answer = _Answer()
-            await self.app(scope, _replay(body, receive), answer.capture)
-            if request.recorded:
-                await self._keep(recorder, key, answer)
-            if not request.refused:
+        # The request runs at once: its command's transaction is what tells a first
+        # request from a copy (a copy is refused there, having changed nothing).
+        expires_at = time.time() + self.settings.idempotency_key_ttl
+        request = claiming(IdempotencyClaim(key, request_fingerprint, expires_at))
+        answer = _Answer()
+        await self.app(scope, _replay(body, receive), answer.capture)
+        if request.recorded:
+            self._keeper(recorder).keep(key, answer.status, answer.content_type, answer.body)
+            await answer.send(send)
+            return
+        found = None
+        if not request.refused:
+            # It stored nothing: a new request that failed, or a copy of one that
+            # succeeded and that failed as a second try (a cancel of a cancelled order).
+            found = await run_in_threadpool(recorder.find_idempotency_key, key)
+            if found is None:
                 await answer.send(send)
                 return
-            # A copy reached the store first: answer what it answers.
         await self._answer_as_first(recorder, key, request_fingerprint, found, scope, send)
 
-    async def _keep(self, recorder: SchemaProcessRecorder, key: str, answer: "_Answer") -> None:
-        try:
-            await run_in_threadpool(
-                recorder.record_answer, key, answer.status, answer.content_type, answer.body
-            )
-        except Exception:
-            log.exception("could not keep the answer of an idempotent request")
+    def _keeper(self, recorder: SchemaProcessRecorder) -> "AnswerKeeper":
+        if self._answers is None or self._answers.recorder is not recorder:
+            self._answers = AnswerKeeper(recorder)
+        return self._answers
 
     async def _answer_as_first(
         self,
@@ -170,6 +179,54 @@ class IdempotencyMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": found.body})
+
+    def _keeping_answers_until_shutdown(self, receive: Receive) -> Receive:
+        """At shutdown, the answers not kept yet are written before the app closes."""
+
+        async def received() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown" and self._answers is not None:
+                await run_in_threadpool(self._answers.close)
+            return message
+
+        return received
+
+
+class AnswerKeeper:
+    """Writes the answers of recorded keys in a thread of its own, many per transaction.
+
+    The request does not wait for it: a copy that comes before its answer is kept
+    waits for it (``IDEMPOTENCY_WAIT``).
+    """
+
+    def __init__(self, recorder: SchemaProcessRecorder):
+        self.recorder = recorder
+        self._queue: SimpleQueue[tuple[str, int, str, bytes] | None] = SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="answer-keeper", daemon=True)
+        self._thread.start()
+
+    def keep(self, key: str, status: int, content_type: str, body: bytes) -> None:
+        self._queue.put((key, status, content_type, body))
+
+    def close(self) -> None:
+        """Write what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _write(self) -> None:
+        while True:
+            answers = [self._queue.get()]
+            while not self._queue.empty():
+                answers.append(self._queue.get())
+            stop = None in answers
+            kept = [answer for answer in answers if answer is not None]
+            if kept:
+                try:
+                    self.recorder.record_answers(kept)
+                except Exception:
+                    log.exception("could not keep %d answers of idempotent requests", len(kept))
+            if stop:
+                return
 
 
 class _Answer:

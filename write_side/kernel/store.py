@@ -41,6 +41,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -418,29 +420,47 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
     def _claim_keys(self, session: Session, claims: Sequence[IdempotencyClaim]) -> None:
         """Record the keys, unless the store holds one already (``IdempotencyConflict``).
 
-        Under the events table's lock (PostgreSQL) or SQLite's one writer: no other
-        transaction records a key between the check and the insert. Expired keys are
-        forgotten here, at most once a minute.
+        One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` in the common case; a key it
+        did not insert is held, or has expired and is taken over. Under the events
+        table's lock (PostgreSQL) or SQLite's one writer: no other transaction records a
+        key meanwhile. Expired keys are deleted here, at most once a minute.
         """
         table, connection, now = self.idempotency_table, session.connection(), time.time()
-        keys = [claim.key for claim in claims]
-        # A write first: on SQLite it takes the write lock before anything is read.
-        expired = table.c.expires_at < now
         if now >= self._next_purge:
-            connection.execute(delete(table).where(expired))
+            connection.execute(delete(table).where(table.c.expires_at < now))
             self._next_purge = now + 60
-        else:
-            connection.execute(delete(table).where(table.c.key.in_(keys), expired))
-        held = connection.execute(select(table.c.key).where(table.c.key.in_(keys))).scalars()
-        if conflicts := list(held):
-            raise IdempotencyConflict(conflicts)
-        connection.execute(
-            insert(table),
-            [
-                {"key": c.key, "fingerprint": c.fingerprint, "expires_at": c.expires_at}
-                for c in claims
-            ],
+        insert_new = (
+            postgresql_insert(table)
+            if connection.dialect.name == "postgresql"
+            else sqlite_insert(table)
         )
+        rows = [
+            {"key": c.key, "fingerprint": c.fingerprint, "expires_at": c.expires_at} for c in claims
+        ]
+        inserted = set(
+            connection.execute(
+                insert_new.on_conflict_do_nothing().returning(table.c.key), rows
+            ).scalars()
+        )
+        held = []
+        for claim in claims:
+            if claim.key in inserted:
+                continue
+            taken_over = connection.execute(
+                update(table)
+                .where(table.c.key == claim.key, table.c.expires_at < now)
+                .values(
+                    fingerprint=claim.fingerprint,
+                    expires_at=claim.expires_at,
+                    status=None,
+                    content_type=None,
+                    body=None,
+                )
+            )
+            if not taken_over.rowcount:
+                held.append(claim.key)
+        if held:
+            raise IdempotencyConflict(held)
 
     def find_idempotency_key(self, key: str) -> IdempotencyRecord | None:
         """The key's record, unless it has expired."""
@@ -461,14 +481,16 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
             row.fingerprint, row.expires_at, row.status, row.content_type, body
         )
 
-    def record_answer(self, key: str, status: int, content_type: str, body: bytes) -> None:
-        """Keep the answer of the request that recorded ``key``, to answer its repeats."""
+    def record_answers(self, answers: Sequence[tuple[str, int, str, bytes]]) -> None:
+        """Keep the answers (key, status, content type, body) of the requests that
+        recorded those keys, to answer their repeats; one transaction."""
         table = self.idempotency_table
         with self.transaction(commit=True) as session:
-            session.execute(
+            session.connection().execute(
                 update(table)
-                .where(table.c.key == key)
-                .values(status=status, content_type=content_type, body=body)
+                .where(table.c.key == bindparam("k"))
+                .values(status=bindparam("s"), content_type=bindparam("c"), body=bindparam("b")),
+                [{"k": k, "s": s, "c": c, "b": b} for k, s, c, b in answers],
             )
 
     def _advance_inbox(self, session: Session, inbox: Mapping[str, tuple[int, int]]) -> None:

@@ -1,12 +1,13 @@
 """Idempotency-Key on the command APIs: one effect, the first answer again.
 
-In-process (TestClient) for the rules, and two real processes of the orders API on one
-store for copies that arrive at once at different processes; SQLite and PostgreSQL.
+On the kernel's example API (tallies): in-process for the rules, and two real processes
+on one store for copies that arrive at once at different processes; SQLite and
+PostgreSQL. Then the group commit's side: a claimed key is stored with the command's
+events, once.
 """
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,122 +20,142 @@ from fastapi.testclient import TestClient
 from devstack.servers import free_port
 from tests import processes
 from tests.batching import HeldWriter, outcome
-from tests.examples import PLACE_ORDER
+from tests.kernel_example.api import TalliesSettings, create_app
 from tests.kernel_example.application import TalliesApplication
-from tests.stores import Store, orders_settings
+from tests.stores import Store
 from tests.support import bearer, wait_for
 from write_side.kernel.application import open_application
 from write_side.kernel.errors import NotFound
 from write_side.kernel.group_commit import claiming
 from write_side.kernel.idempotency import REPLAYED_HEADER
 from write_side.kernel.store import IdempotencyClaim, IdempotencyConflict
-from write_side.orders.api import create_app
+
+PROJECT = Path(__file__).resolve().parents[2]
+"""Where the tallies API's module is (the API runs in processes of its own)."""
+
+
+def settings(store: Store) -> TalliesSettings:
+    return TalliesSettings(
+        tallies_database_url=store.url("tallies"), tallies_database_schema=store.schema
+    )
 
 
 @pytest.fixture
 def client(store: Store) -> Iterator[TestClient]:
-    with TestClient(create_app(orders_settings(store)), headers=bearer()) as test_client:
+    with TestClient(create_app(settings(store)), headers=bearer()) as test_client:
+        assert test_client.post("/tallies", json={"name": "t"}).status_code == 201
         yield test_client
 
 
 def events_stored(client: TestClient) -> int:
-    return client.app.state.orders.recorder.max_notification_id() or 0
+    return client.app.state.tallies.recorder.max_notification_id() or 0
 
 
-def place(client: TestClient, key: str, body: dict = PLACE_ORDER, **headers: str) -> httpx.Response:
-    return client.post("/orders", json=body, headers={"Idempotency-Key": key, **headers})
+def add(client: TestClient, key: str, amount: int = 1, **headers: str) -> httpx.Response:
+    return client.post(
+        "/tallies/t/add", json={"amount": amount}, headers={"Idempotency-Key": key, **headers}
+    )
+
+
+def total(client: TestClient) -> int:
+    return client.get("/tallies/t").json()["total"]
 
 
 def test_a_repeated_request_gets_the_first_answer_and_has_one_effect(client):
-    first = place(client, "order-1")
+    first = add(client, "add-1")
     stored = events_stored(client)
 
-    again = place(client, "order-1")
+    again = add(client, "add-1")
 
-    assert first.status_code == again.status_code == 201
+    assert first.status_code == again.status_code == 200
     assert again.json() == first.json()
     assert again.headers[REPLAYED_HEADER] == "true"
     assert REPLAYED_HEADER not in first.headers
     assert events_stored(client) == stored
+    assert total(client) == 1
 
 
 def test_another_key_is_another_command(client):
-    first = place(client, "order-1")
-    second = place(client, "order-2")
+    add(client, "add-1")
+    second = add(client, "add-2")
 
-    assert second.status_code == 201
-    assert second.json()["order_id"] != first.json()["order_id"]
+    assert second.status_code == 200
+    assert REPLAYED_HEADER not in second.headers
+    assert total(client) == 2
+
+
+def test_without_a_key_every_request_is_a_command(client):
+    for _ in range(2):
+        assert client.post("/tallies/t/add", json={"amount": 1}).status_code == 200
+
+    assert total(client) == 2
 
 
 def test_the_same_key_with_another_body_is_refused_and_changes_nothing(client):
-    place(client, "order-1")
+    add(client, "add-1")
     stored = events_stored(client)
 
-    other = place(client, "order-1", {**PLACE_ORDER, "customer_id": "someone-else"})
+    other = add(client, "add-1", amount=5)
 
     assert other.status_code == 422
     assert other.headers["content-type"] == "application/problem+json"
     assert "another request" in other.json()["detail"]
     assert events_stored(client) == stored
+    assert total(client) == 1
+
+
+def test_the_same_key_on_another_route_is_refused(client):
+    add(client, "key-1")
+
+    other = client.post(
+        "/tallies/t/close", json={"reason": "done"}, headers={"Idempotency-Key": "key-1"}
+    )
+
+    assert other.status_code == 422
+    assert client.get("/tallies/t").json()["closed"] is False
 
 
 def test_a_key_belongs_to_its_caller_another_caller_is_not_answered_with_it(client):
-    customer = PLACE_ORDER["customer_id"]
-    mine = place(client, "order-1", **bearer(customer, "customer"))
+    mine = add(client, "add-1", **bearer("ops-1", "ops"))
 
-    ops = place(client, "order-1", **bearer("ops-2", "ops"))
+    theirs = add(client, "add-1", **bearer("ops-2", "ops"))
 
-    assert ops.status_code == 201
-    assert REPLAYED_HEADER not in ops.headers
-    assert ops.json()["order_id"] != mine.json()["order_id"]
+    assert theirs.status_code == 200
+    assert REPLAYED_HEADER not in theirs.headers
+    assert theirs.json()["version"] == mine.json()["version"] + 1
+    assert total(client) == 2
 
 
-def test_a_request_refused_for_its_token_runs_nothing_and_answers_nothing_kept(client):
-    place(client, "order-1")
+def test_a_request_refused_for_its_token_runs_nothing(client):
+    add(client, "add-1")
     stored = events_stored(client)
 
-    forged = place(client, "order-1", Authorization="Bearer not-a-token")
+    forged = add(client, "add-1", Authorization="Bearer not-a-token")
 
     assert forged.status_code == 401
     assert REPLAYED_HEADER not in forged.headers
     assert events_stored(client) == stored
 
 
-def test_the_same_key_on_another_route_is_refused(client):
-    order_id = place(client, "key-1").json()["order_id"]
-
-    other = client.post(
-        f"/orders/{order_id}/cancel", json={"reason": "r"}, headers={"Idempotency-Key": "key-1"}
-    )
-
-    assert other.status_code == 422
-
-
 def test_a_command_that_failed_records_no_key_and_may_be_sent_again(client):
-    order_id = place(client, "order").json()["order_id"]
-    cancel = {"reason": "changed my mind"}
-    headers = {"Idempotency-Key": "cancel-1"}
+    headers = {"Idempotency-Key": "add-big"}
+    refused = client.post("/tallies/t/add", json={"amount": -1}, headers=headers)
+    assert refused.status_code == 409  # a tally only grows
 
-    refused = client.post(f"/orders/{order_id}/cancel", json=cancel, headers=headers)
-    assert refused.status_code == 409  # a pending order cannot be cancelled yet
-    client.app.state.orders.approve_order(uuid.UUID(order_id))
+    accepted = client.post("/tallies/t/add", json={"amount": -1}, headers=headers)
 
-    accepted = client.post(f"/orders/{order_id}/cancel", json=cancel, headers=headers)
-
-    assert accepted.status_code == 200
+    assert accepted.status_code == 409  # run again (nothing was kept), refused again
     assert REPLAYED_HEADER not in accepted.headers
 
 
 def test_a_copy_that_would_fail_now_still_gets_the_first_answer(client):
-    order_id = place(client, "order").json()["order_id"]
-    client.app.state.orders.approve_order(uuid.UUID(order_id))
-    cancel = {"reason": "changed my mind"}
-    headers = {"Idempotency-Key": "cancel-1"}
-    first = client.post(f"/orders/{order_id}/cancel", json=cancel, headers=headers)
+    close = {"reason": "done"}
+    headers = {"Idempotency-Key": "close-1"}
+    first = client.post("/tallies/t/close", json=close, headers=headers)
     stored = events_stored(client)
 
-    # Alone, a second cancel is a 409 (the order is cancelled already).
-    again = client.post(f"/orders/{order_id}/cancel", json=cancel, headers=headers)
+    # Alone, a second close is a 409 (the tally is closed already).
+    again = client.post("/tallies/t/close", json=close, headers=headers)
 
     assert first.status_code == again.status_code == 200
     assert again.json() == first.json()
@@ -143,28 +164,31 @@ def test_a_copy_that_would_fail_now_still_gets_the_first_answer(client):
 
 
 def test_an_invalid_key_is_a_400(client):
+    stored = events_stored(client)
     for key in ("", "x" * 256, "with space"):
-        response = place(client, key)
+        response = add(client, key)
         assert response.status_code == 400, key
         assert response.headers["content-type"] == "application/problem+json"
-    assert events_stored(client) == 0
+    assert events_stored(client) == stored
 
 
 def test_an_expired_key_runs_the_command_again(store, monkeypatch):
     monkeypatch.setenv("IDEMPOTENCY_KEY_TTL", "0")
-    with TestClient(create_app(orders_settings(store)), headers=bearer()) as expiring:
-        first = place(expiring, "order-1")
-        again = place(expiring, "order-1")
+    with TestClient(create_app(settings(store)), headers=bearer()) as expiring:
+        expiring.post("/tallies", json={"name": "t"})
+        first = add(expiring, "add-1")
+        again = add(expiring, "add-1")
 
-    assert again.status_code == 201
-    assert again.json()["order_id"] != first.json()["order_id"]
+        assert again.status_code == 200
+        assert again.json()["version"] == first.json()["version"] + 1
+        assert total(expiring) == 2
 
 
 def test_the_header_is_in_every_post_operation_of_the_openapi(client):
     paths = client.get("/openapi.json").json()["paths"]
 
     posts = [operations["post"] for operations in paths.values() if "post" in operations]
-    assert posts
+    assert len(posts) == 3
     for post in posts:
         assert "Idempotency-Key" in [p["name"] for p in post.get("parameters", [])]
 
@@ -175,15 +199,16 @@ def test_the_header_is_in_every_post_operation_of_the_openapi(client):
 @pytest.fixture
 def two_processes(store: Store, tmp_path: Path) -> Iterator[list[str]]:
     urls, running = [], []
+    env = {**store.env("tallies"), "PYTHONPATH": str(PROJECT)}
     try:
         for index in range(2):
             port = free_port()
             running.append(
                 processes.api(
-                    f"orders-api-{index}",
-                    "write_side.orders.api:create_app",
+                    f"tallies-api-{index}",
+                    "tests.kernel_example.api:create_app",
                     port,
-                    store.env("orders"),
+                    env,
                     tmp_path,
                 )
             )
@@ -206,12 +231,14 @@ def _healthy(url: str) -> bool:
 def test_copies_sent_at_once_to_two_processes_have_one_effect(two_processes):
     async def send_copies() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=30, headers=bearer()) as client:
+            started = await client.post(f"{two_processes[0]}/tallies", json={"name": "t"})
+            assert started.status_code == 201
             return await asyncio.gather(
                 *(
                     client.post(
-                        f"{two_processes[n % 2]}/orders",
-                        json=PLACE_ORDER,
-                        headers={"Idempotency-Key": "the-same-order"},
+                        f"{two_processes[n % 2]}/tallies/t/add",
+                        json={"amount": 1},
+                        headers={"Idempotency-Key": "the-same-add"},
                     )
                     for n in range(20)
                 )
@@ -219,15 +246,12 @@ def test_copies_sent_at_once_to_two_processes_have_one_effect(two_processes):
 
     answers = asyncio.run(send_copies())
 
-    assert {answer.status_code for answer in answers} == {201}, [a.text for a in answers]
+    assert {answer.status_code for answer in answers} == {200}, [a.text for a in answers]
     assert len({answer.text for answer in answers}) == 1
     assert sum(REPLAYED_HEADER not in answer.headers for answer in answers) == 1
-    order_id = answers[0].json()["order_id"]
-    # One order: the log holds one event (its OrderPlaced) and nothing after it.
     with httpx.Client(headers=bearer()) as client:
-        order = client.get(f"{two_processes[0]}/orders/{order_id}").json()
-    assert order["version"] == 1
-    assert answers[0].json()["position"] == 1
+        tally = client.get(f"{two_processes[1]}/tallies/t").json()
+    assert (tally["total"], tally["version"]) == (1, 2)
 
 
 # The group commit: a claimed key is stored with the command's events, once

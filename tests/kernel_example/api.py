@@ -8,8 +8,8 @@ from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tests.kernel_example.application import TalliesApplication
-from write_side.kernel.api import Id, Strict, command_api
+from tests.kernel_example.application import Saved, TalliesApplication
+from write_side.kernel.api import Id, IdInPath, Strict, command_api
 from write_side.kernel.application import open_application
 from write_side.kernel.auth import OpsOnly
 
@@ -27,10 +27,30 @@ class StartTally(Strict):
     name: Id
 
 
+class AddToTally(Strict):
+    amount: int
+
+
+class CloseTally(Strict):
+    reason: str
+
+
 class TallyStarted(BaseModel):
+    """A command's answer (any of the tallies' commands)."""
+
     tally_id: UUID
     version: int
     position: int
+
+    @classmethod
+    def of(cls, saved: Saved) -> "TallyStarted":
+        return cls(tally_id=saved.tally_id, version=saved.version, position=saved.position)
+
+
+class TallyOut(BaseModel):
+    version: int
+    total: int
+    closed: bool
 
 
 def create_app(settings: TalliesSettings | None = None) -> FastAPI:
@@ -43,11 +63,29 @@ def create_app(settings: TalliesSettings | None = None) -> FastAPI:
         ),
     )
 
+    Tallies = Annotated[TalliesApplication, Depends(tallies)]
+
     @api.post("/tallies", status_code=201)
-    def start_tally(
-        body: StartTally, app: Annotated[TalliesApplication, Depends(tallies)], caller: OpsOnly
+    def start_tally(body: StartTally, app: Tallies, caller: OpsOnly) -> TallyStarted:
+        return TallyStarted.of(app.start_tally(body.name))
+
+    @api.post("/tallies/{name}/add")
+    def add_to_tally(
+        name: IdInPath, body: AddToTally, app: Tallies, caller: OpsOnly
     ) -> TallyStarted:
-        saved = app.start_tally(body.name)
-        return TallyStarted(tally_id=saved.tally_id, version=saved.version, position=saved.position)
+        return TallyStarted.of(app.add_to_tally(name, body.amount))
+
+    @api.post("/tallies/{name}/close")
+    def close_tally(
+        name: IdInPath, body: CloseTally, app: Tallies, caller: OpsOnly
+    ) -> TallyStarted:
+        return TallyStarted.of(app.close_tally(name, body.reason))
+
+    @api.get("/tallies/{name}")
+    def get_tally(name: IdInPath, app: Tallies, caller: OpsOnly) -> TallyOut:
+        tally = app.get_tally(name)
+        return TallyOut(
+            version=tally.version, total=tally.total, closed=tally.closed_because is not None
+        )
 
     return api

@@ -7,12 +7,14 @@ from typing import Annotated, TypeVar
 
 from eventsourcing.persistence import IntegrityError
 from fastapi import FastAPI, Header, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from write_side.kernel.application import ServiceApplication
 from write_side.kernel.errors import ApplicationClosed, DomainError, NotFound
+from write_side.kernel.http_api import create_api
 from write_side.kernel.metadata import MessageMetadata
+from write_side.kernel.problems import problem
 
 ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
@@ -22,37 +24,49 @@ IdInPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 
 
 class Strict(BaseModel):
-    """Request bodies refuse unknown fields: a typo is a 422, not silently ignored."""
+    """Request bodies refuse unknown fields (a typo is a 422, not silently ignored) and
+    take each value only as its own JSON type: ``true`` or ``"100"`` is no integer."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """The kernel's errors as problem details (RFC 9457)."""
+
     @app.exception_handler(NotFound)
-    async def not_found(_: Request, error: NotFound) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(error)})
+    async def not_found(_: Request, error: NotFound) -> Response:
+        return problem(404, detail=str(error))
 
     @app.exception_handler(DomainError)
-    async def forbidden_by_state(_: Request, error: DomainError) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"detail": str(error)})
+    async def forbidden_by_state(_: Request, error: DomainError) -> Response:
+        return problem(409, detail=str(error))
 
     @app.exception_handler(ApplicationClosed)
-    async def shutting_down(_: Request, error: ApplicationClosed) -> JSONResponse:
-        return JSONResponse(
-            status_code=503,
-            content={"detail": "the service is shutting down; retry"},
-            headers={"Retry-After": "1"},
+    async def shutting_down(_: Request, error: ApplicationClosed) -> Response:
+        return problem(
+            503, detail="the service is shutting down; retry", headers={"Retry-After": "1"}
         )
 
     @app.exception_handler(IntegrityError)
-    async def concurrency_conflict(_: Request, __: IntegrityError) -> JSONResponse:
-        return JSONResponse(
-            status_code=409,
-            content={
-                "detail": "the aggregate was changed by another command at the same time; "
-                "reload it and retry"
-            },
+    async def concurrency_conflict(_: Request, __: IntegrityError) -> Response:
+        return problem(
+            409,
+            detail="the aggregate was changed by another command at the same time; "
+            "reload it and retry",
         )
+
+
+def command_statuses(path: str, method: str, operation: dict[str, object]) -> set[int]:
+    """What a command API's operation can answer besides 2xx and the guard's statuses:
+    503 while it shuts down, 404 for an id in the path, 409 for a command."""
+    if path == "/health":
+        return set()
+    statuses = {503}
+    if "{" in path:
+        statuses.add(404)
+    if method in ("post", "put", "patch", "delete"):
+        statuses.add(409)
+    return statuses
 
 
 async def command_metadata(
@@ -76,7 +90,8 @@ def command_api(
     """A command service's FastAPI app and the dependency that gives its Application.
 
     The Application is opened once at start-up (``app.state.<service>``) and closed
-    at shutdown; domain errors map to HTTP as above; ``GET /health`` answers.
+    at shutdown; domain errors map to HTTP as above; ``GET /health`` answers. The app
+    comes from ``http_api.create_api``: the request guard, problem details, offline docs.
     """
 
     @asynccontextmanager
@@ -86,7 +101,7 @@ def command_api(
         yield
         application.close()
 
-    api = FastAPI(title=title, version="1", lifespan=lifespan)
+    api = create_api(title=title, version="1", lifespan=lifespan, statuses=command_statuses)
     install_error_handlers(api)
 
     @api.get("/health")

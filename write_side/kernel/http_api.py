@@ -58,7 +58,8 @@ def document_problems(app: FastAPI, statuses: Statuses) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             add_problems(generate(), statuses)  # generate() caches it in app.openapi_schema
-        return app.openapi_schema  # type: ignore[return-value]
+        assert app.openapi_schema is not None
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 

@@ -6,6 +6,7 @@ each does to the connection. Each refusal is a problem document and stores nothi
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,7 +158,8 @@ def test_a_body_that_is_not_json_is_415(tallies, content_type, body):
 def test_json_media_types_pass(tallies, content_type):
     url, _ = tallies
     with Wire(url) as wire:
-        answer = wire.request("POST", "/tallies", b'{"name": "t"}', content_type=content_type)
+        body = json.dumps({"name": f"t-{uuid.uuid4().hex[:8]}"}).encode()
+        answer = wire.request("POST", "/tallies", body, content_type=content_type)
         assert answer.status == 201, answer.body
         still_serves(wire)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
 
 from write_side.kernel.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -36,7 +37,11 @@ _DESCRIPTIONS = {
     422: "Invalid input: each field's error in `errors`; nothing was changed.",
     **_WITH_BODY,
 }
-_COMPONENTS = {"Problem": Problem, "ValidationProblem": ValidationProblem, "FieldError": FieldError}
+_COMPONENTS: dict[str, type[BaseModel]] = {
+    "Problem": Problem,
+    "ValidationProblem": ValidationProblem,
+    "FieldError": FieldError,
+}
 _REF = "#/components/schemas/{model}"
 
 
@@ -87,9 +92,9 @@ def add_problems(document: dict[str, Any], statuses: Statuses) -> None:
             for code, response in responses.items():
                 if not code.isdigit() or int(code) < 400:
                     continue
-                model = "ValidationProblem" if code == "422" else "Problem"
+                name = "ValidationProblem" if code == "422" else "Problem"
                 response["content"] = {
-                    PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _REF.format(model=model)}}
+                    PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _REF.format(model=name)}}
                 }
                 default = _DESCRIPTIONS.get(int(code)) or HTTPStatus(int(code)).phrase
                 if not response.get("description") or code == "422":

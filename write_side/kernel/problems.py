@@ -166,7 +166,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> Response:
-        detail = error.detail if isinstance(error.detail, str) else None
+        detail: str | None = error.detail if isinstance(error.detail, str) else None
         if detail == _phrase(error.status_code):
             detail = None
         if error.status_code < 200 or error.status_code in (204, 304):

@@ -5,8 +5,13 @@ log, the aggregate and the aggregate's version. A read model has "reached" the t
 when its document for that aggregate holds that version or a later one.
 """
 
+import re
 from dataclasses import dataclass
 from uuid import UUID
+
+_NUMBER = re.compile(r"[1-9][0-9]{0,18}")
+"""A position or version: positive, in ASCII digits, below 2**63 (what MongoDB stores)."""
+LIMIT = 2**63
 
 
 class InvalidToken(ValueError):
@@ -25,14 +30,19 @@ class ConsistencyToken:
 
     @classmethod
     def parse(cls, text: str) -> "ConsistencyToken":
+        shown = text if len(text) <= 200 else f"{text[:200]}…"
         try:
             service, position, aggregate_id, version = text.split(":")
+            if not (_NUMBER.fullmatch(position) and _NUMBER.fullmatch(version)):
+                raise ValueError(text)
             token = cls(service, int(position), str(UUID(aggregate_id)), int(version))
         except ValueError:
             raise InvalidToken(
-                f"malformed consistency token {text!r} "
+                f"malformed consistency token {shown!r} "
                 "(expected service:position:aggregate_id:version)"
             ) from None
-        if token.position < 1 or token.version < 1:
-            raise InvalidToken(f"malformed consistency token {text!r}")
+        if token.position >= LIMIT or token.version >= LIMIT:
+            raise InvalidToken(
+                f"malformed consistency token {shown!r} (position and version are below 2**63)"
+            )
         return token

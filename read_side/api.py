@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import pymongo
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, PyMongoError
@@ -28,6 +28,8 @@ from read_side.projections_status import projections_status
 from read_side.read_model import LiveCollections
 from read_side.settings import QuerySettings
 from write_side.kernel.auth import OpsOnly, check_every_route_guarded, install_auth
+from write_side.kernel.http_api import create_api
+from write_side.kernel.problems import problem
 
 # cqrs-reference-saga: begin
 # isort: split
@@ -65,8 +67,8 @@ router = APIRouter()
 
 
 @router.get("/health", tags=["health"], summary="Liveness and MongoDB reachability")
-async def health(request: Request) -> JSONResponse:
-    """`200 {"status": "ok"}` when MongoDB answers a ping within 2 s, else `503`."""
+async def health(request: Request) -> Response:
+    """`200 {"status": "ok"}` when MongoDB answers a ping within 2 s, else a `503` problem."""
     database = cast(AsyncDatabase[dict[str, Any]], request.app.state.database)
     try:
         with pymongo.timeout(HEALTH_TIMEOUT):
@@ -74,7 +76,7 @@ async def health(request: Request) -> JSONResponse:
     except PyMongoError as error:
         log.warning("health: MongoDB did not answer a ping: %s", error)
         detail = f"MongoDB did not answer a ping within {HEALTH_TIMEOUT:g} s"
-        return JSONResponse({"status": "unavailable", "detail": detail}, status_code=503)
+        return problem(503, detail=detail, headers={"Retry-After": "1"})
     return JSONResponse({"status": "ok"})
 
 
@@ -95,13 +97,17 @@ async def list_projections(request: Request, caller: OpsOnly) -> list[Projection
     return [ProjectionStatus.model_validate(status) for status in statuses]
 
 
-async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("MongoDB unreachable: %s", exc)
-    return JSONResponse(
-        {"detail": "the read model store is unreachable; retry later"},
-        status_code=503,
-        headers={"Retry-After": "1"},
+    return problem(
+        503, detail="the read model store is unreachable; retry later", headers={"Retry-After": "1"}
     )
+
+
+def query_statuses(path: str, method: str, operation: dict[str, object]) -> set[int]:
+    """Every route that reads MongoDB may answer 503 (unreachable); the contracts' pages
+    do not read it."""
+    return set() if path.startswith("/asyncapi") else {503}
 
 
 def create_app(settings: QuerySettings | None = None) -> FastAPI:
@@ -122,7 +128,8 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
         finally:
             await client.close()
 
-    app = FastAPI(
+    app = create_api(
+        statuses=query_statuses,
         title="Query API",
         version="0.2.0",
         summary="Read side of the event-sourced CQRS template: the MongoDB read models.",

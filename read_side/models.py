@@ -205,10 +205,6 @@ class TicketPage(BaseModel):
     )
 
 
-class ErrorDetail(BaseModel):
-    detail: str
-
-
 class ProjectionPartition(BaseModel):
     topic: str
     partition: int

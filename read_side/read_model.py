@@ -269,6 +269,7 @@ class TicketCursor:
             millis, ticket_id = json.loads(raw)
             if type(millis) is not int or not isinstance(ticket_id, str) or not ticket_id:
                 raise InvalidCursor(text)
+            ticket_id.encode()  # a lone surrogate is no id MongoDB could be asked for
             return cls(_EPOCH + millis * _MILLISECOND, ticket_id)
         except (binascii.Error, ValueError, TypeError, OverflowError):
             raise InvalidCursor(text) from None

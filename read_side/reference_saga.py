@@ -20,7 +20,7 @@ Read-your-writes
     ``READ_YOUR_WRITES_TIMEOUT`` seconds) until the order named by the token holds that
     version or a later one, then answers. If it does not get there in time the answer
     is ``503`` with ``Retry-After: 1``: the read model has not caught up yet; retry.
-    A malformed token, or one of another service, is a ``400``.
+    A malformed token, or one of another service, is a ``400``; an empty one is no token.
 
 Staleness headers
     Every ``200``, ``404`` and ``503`` (not caught up) answer of those routes says how
@@ -77,7 +77,6 @@ from pymongo.errors import PyMongoError
 
 from contracts.consistency import ConsistencyToken, InvalidToken
 from read_side.models import (
-    ErrorDetail,
     Order,
     OrderPage,
     OrderStatus,
@@ -128,9 +127,8 @@ _STALENESS_HEADERS: dict[str, Any] = {
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"headers": _STALENESS_HEADERS},
-    400: {"model": ErrorDetail, "description": "Malformed cursor or consistency token."},
+    400: {"description": "Malformed cursor or consistency token."},
     503: {
-        "model": ErrorDetail,
         "description": "The read model has not reached the consistency token within "
         "READ_YOUR_WRITES_TIMEOUT (retry), or MongoDB is unreachable.",
         "headers": {
@@ -144,14 +142,12 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {
-        "model": ErrorDetail,
         "description": "No such order (yet: its OrderCreated is not applied).",
         "headers": _STALENESS_HEADERS,
     },
 }
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {
-        "model": ErrorDetail,
         "description": "MongoDB is unreachable (retry).",
         "headers": {
             "Retry-After": {
@@ -228,6 +224,7 @@ async def consistency_token(
         Query(alias="consistency_token", description="Same as the X-Consistency-Token header."),
     ] = None,
 ) -> ConsistencyToken | None:
+    header, query = header or None, query or None  # empty: absent, as a missing one
     if header is not None and query is not None and header != query:
         raise HTTPException(400, "X-Consistency-Token and consistency_token disagree")
     text = header if header is not None else query
@@ -302,7 +299,7 @@ async def _order_page(
 ) -> OrderPage:
     """One page of the orders list (``GET /orders`` and a consumer's orders)."""
     before: int | None = None
-    if cursor is not None:
+    if cursor:  # an empty cursor is the first page, as a missing one
         if not _CURSOR.fullmatch(cursor) or int(cursor) >= 2**63:
             raise HTTPException(400, "invalid cursor")
         before = int(cursor)
@@ -436,7 +433,7 @@ async def list_consumer_orders(
     description="The ticket of an order (a ticket's id is its order's id), as the tickets "
     "projection last applied it.",
     responses={
-        404: {"model": ErrorDetail, "description": "No such ticket (yet)."},
+        404: {"description": "No such ticket (yet)."},
         **_UNAVAILABLE,
     },
 )
@@ -457,7 +454,7 @@ async def get_ticket(order_id: UUID, tickets: Tickets, caller: RestaurantOrOps) 
     "`next_cursor` of the previous page (null on the last page). A ticket updated while "
     "you page moves to the front: it may be missed by, or repeated in, later pages.",
     responses={
-        400: {"model": ErrorDetail, "description": "Malformed cursor."},
+        400: {"description": "Malformed cursor."},
         **_UNAVAILABLE,
     },
 )
@@ -474,7 +471,7 @@ async def list_tickets(
             raise Forbidden(f"the tickets of restaurant {restaurant_id} are not yours")
         restaurant_id = caller.subject
     after: TicketCursor | None = None
-    if cursor is not None:
+    if cursor:  # an empty cursor is the first page, as a missing one
         try:
             after = TicketCursor.decode(cursor)
         except InvalidCursor:

@@ -74,6 +74,7 @@ REFERENCE_PATHS = (
     "tests/integration/test_consumers_api.py",
     "tests/integration/test_dead_letters.py",
     "tests/integration/test_kitchen_api.py",
+    "tests/integration/test_hostile_input.py",
     "tests/integration/test_kitchen_reactions.py",
     "tests/integration/test_order_versions.py",
     "tests/integration/test_orders_api.py",

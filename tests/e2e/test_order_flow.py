@@ -118,7 +118,7 @@ def test_an_invalid_command_never_reaches_the_read_model(system):
     }
     rejected = httpx.post(f"{system['orders']}/orders", json=invalid, headers=bearer())
     assert rejected.status_code == 422
-    assert rejected.json()["detail"][0]["loc"] == ["body", "line_items", 0, "quantity"]
+    assert rejected.json()["errors"][0]["loc"] == ["body", "line_items", 0, "quantity"]
 
     valid = httpx.post(
         f"{system['orders']}/orders",

@@ -99,7 +99,7 @@ def test_opening_twice_is_a_409_and_stores_nothing(client):
     response = client.post("/accounts", json={**ACCOUNT, "credit_limit_cents": 1})
 
     assert response.status_code == 409
-    assert response.json() == {"detail": "consumer cust-1 already has an account"}
+    assert response.json()["detail"] == "consumer cust-1 already has an account"
     assert stored(client) == 1
     assert client.get("/accounts/cust-1").json()["credit_limit_cents"] == 10_000
 
@@ -121,7 +121,7 @@ def test_a_command_the_state_forbids_is_a_409_and_stores_nothing(client, history
     response = command(client)
 
     assert response.status_code == 409
-    assert response.json() == {"detail": message}
+    assert response.json()["detail"] == message
     assert stored(client) == before
 
 
@@ -131,7 +131,7 @@ def test_an_unknown_account_is_a_404(client):
     unblocked = unblock(client, "cust-9")
 
     assert [r.status_code for r in (got, blocked, unblocked)] == [404, 404, 404]
-    assert got.json() == {"detail": "no account for consumer cust-9"}
+    assert got.json()["detail"] == "no account for consumer cust-9"
     assert stored(client) is None
 
 
@@ -158,7 +158,7 @@ def test_an_invalid_account_is_a_422_naming_the_field_and_stores_nothing(client,
     response = client.post("/accounts", json=body)
 
     assert response.status_code == 422
-    assert [tuple(error["loc"]) for error in response.json()["detail"]] == [loc]
+    assert [tuple(error["loc"]) for error in response.json()["errors"]] == [loc]
     assert stored(client) == before
 
 
@@ -176,7 +176,7 @@ def test_an_invalid_block_is_a_422_and_stores_nothing(client, body, loc):
     response = client.post("/accounts/cust-1/block", json=body)
 
     assert response.status_code == 422
-    assert [tuple(error["loc"]) for error in response.json()["detail"]] == [loc]
+    assert [tuple(error["loc"]) for error in response.json()["errors"]] == [loc]
     assert stored(client) == 1
     assert client.get("/accounts/cust-1").json()["card_blocked"] is False
 

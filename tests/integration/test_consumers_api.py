@@ -92,7 +92,7 @@ def test_registering_twice_is_a_409_and_stores_nothing(client):
     response = client.post("/consumers", json={**ANN, "name": "Bob"})
 
     assert response.status_code == 409
-    assert response.json() == {"detail": "consumer cust-1 is already registered"}
+    assert response.json()["detail"] == "consumer cust-1 is already registered"
     assert stored(client) == 1
     assert client.get("/consumers/cust-1").json()["name"] == "Ann"
 
@@ -114,7 +114,7 @@ def test_a_command_the_state_forbids_is_a_409_and_stores_nothing(client, history
     response = command(client)
 
     assert response.status_code == 409
-    assert response.json() == {"detail": message}
+    assert response.json()["detail"] == message
     assert stored(client) == before
 
 
@@ -124,7 +124,7 @@ def test_an_unknown_consumer_is_a_404(client):
     reactivated = reactivate(client, "cust-9")
 
     assert [r.status_code for r in (got, deactivated, reactivated)] == [404, 404, 404]
-    assert got.json() == {"detail": "consumer cust-9 not found"}
+    assert got.json()["detail"] == "consumer cust-9 not found"
     assert stored(client) is None
 
 
@@ -149,7 +149,7 @@ def test_an_invalid_registration_is_a_422_naming_the_field_and_stores_nothing(cl
     response = client.post("/consumers", json=body)
 
     assert response.status_code == 422
-    assert [tuple(error["loc"]) for error in response.json()["detail"]] == [loc]
+    assert [tuple(error["loc"]) for error in response.json()["errors"]] == [loc]
     assert stored(client) == before
 
 
@@ -169,7 +169,7 @@ def test_an_invalid_deactivation_is_a_422_and_stores_nothing(client, body, loc):
     response = client.post("/consumers/cust-1/deactivate", json=body)
 
     assert response.status_code == 422
-    assert [tuple(error["loc"]) for error in response.json()["detail"]] == [loc]
+    assert [tuple(error["loc"]) for error in response.json()["errors"]] == [loc]
     assert stored(client) == 1
     assert client.get("/consumers/cust-1").json()["active"] is True
 

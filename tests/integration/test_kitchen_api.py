@@ -138,7 +138,7 @@ def test_registering_an_existing_restaurant_is_a_409_and_stores_nothing(client):
     response = client.post("/restaurants", json={**RESTAURANT, "name": "Another"})
 
     assert response.status_code == 409
-    assert response.json() == {"detail": "restaurant rest-1 is already registered"}
+    assert response.json()["detail"] == "restaurant rest-1 is already registered"
     assert stored(client) == before
     assert restaurant(client)["name"] == "Pizzeria"
 
@@ -160,7 +160,7 @@ def test_an_unknown_restaurant_is_a_404_and_stores_nothing(client, method, path,
     response = client.request(method, path, json=body)
 
     assert response.status_code == 404
-    assert response.json() == {"detail": "restaurant rest-9 not found"}
+    assert response.json()["detail"] == "restaurant rest-9 not found"
     assert stored(client) == before
 
 
@@ -170,7 +170,7 @@ def test_an_unknown_ticket_is_a_404(client):
     response = client.get(f"/tickets/{order_id}")
 
     assert response.status_code == 404
-    assert response.json() == {"detail": f"ticket for order {order_id} not found"}
+    assert response.json()["detail"] == f"ticket for order {order_id} not found"
 
 
 def test_a_restaurant_is_not_a_ticket(client):
@@ -185,7 +185,7 @@ def test_a_malformed_order_id_is_a_422(client):
     response = client.get("/tickets/not-a-uuid")
 
     assert response.status_code == 422
-    assert [tuple(e["loc"]) for e in response.json()["detail"]] == [("path", "order_id")]
+    assert [tuple(e["loc"]) for e in response.json()["errors"]] == [("path", "order_id")]
 
 
 def without(field: str) -> dict:
@@ -221,7 +221,7 @@ def test_an_invalid_registration_is_a_422_naming_the_field_and_stores_nothing(cl
     response = client.post("/restaurants", json=body)
 
     assert response.status_code == 422
-    assert [tuple(error["loc"]) for error in response.json()["detail"]] == [loc]
+    assert [tuple(error["loc"]) for error in response.json()["errors"]] == [loc]
     assert stored(client) == before
     assert client.get("/restaurants/rest-1").status_code == 404
 
@@ -248,7 +248,7 @@ def test_an_invalid_menu_is_a_422_and_stores_nothing(client, body, loc):
     response = client.put("/restaurants/rest-1/menu", json=body)
 
     assert response.status_code == 422
-    assert [tuple(error["loc"]) for error in response.json()["detail"]] == [loc]
+    assert [tuple(error["loc"]) for error in response.json()["errors"]] == [loc]
     assert stored(client) == before
     assert restaurant(client)["menu"] == RESTAURANT["menu"]
 

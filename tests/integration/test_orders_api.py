@@ -150,7 +150,7 @@ def test_cancelling_twice_is_a_409_and_stores_nothing(client):
     response = cancel(client, order_id)
 
     assert response.status_code == 409
-    assert response.json() == {"detail": "cannot cancel an order that is CANCELLED"}
+    assert response.json()["detail"] == "cannot cancel an order that is CANCELLED"
     assert stored(client) == before
 
 
@@ -172,7 +172,7 @@ def test_an_unknown_order_is_a_404(client):
     cancelled = cancel(client, order_id)
 
     assert (got.status_code, cancelled.status_code) == (404, 404)
-    assert got.json() == cancelled.json() == {"detail": f"order {order_id} not found"}
+    assert got.json()["detail"] == cancelled.json()["detail"] == f"order {order_id} not found"
     assert stored(client) is None
 
 
@@ -218,7 +218,7 @@ def test_an_invalid_order_is_a_422_naming_the_field_and_stores_nothing(client, b
     response = client.post("/orders", json=body)
 
     assert response.status_code == 422
-    assert [tuple(error["loc"]) for error in response.json()["detail"]] == [loc]
+    assert [tuple(error["loc"]) for error in response.json()["errors"]] == [loc]
     assert stored(client) == before
 
 
@@ -237,7 +237,7 @@ def test_an_invalid_cancel_is_a_422_naming_the_field_and_stores_nothing(client, 
     response = client.post(f"/orders/{order_id}/cancel", json=body)
 
     assert response.status_code == 422
-    assert [tuple(error["loc"]) for error in response.json()["detail"]] == [loc]
+    assert [tuple(error["loc"]) for error in response.json()["errors"]] == [loc]
     assert stored(client) == before
     assert client.get(f"/orders/{order_id}").json()["state"] == "APPROVAL_PENDING"
 
@@ -289,7 +289,7 @@ def test_two_cancels_that_both_loaded_the_same_version_conflict_and_one_is_a_409
 
     assert sorted(r.status_code for r in responses) == [200, 409]
     [refused] = [r for r in responses if r.status_code == 409]
-    assert refused.json() == {"detail": CONFLICT}
+    assert refused.json()["detail"] == CONFLICT
     assert stored(client) == max(r.json().get("position", 0) for r in responses)
     assert client.get(f"/orders/{order_id}").json()["version"] == 3
 
@@ -305,7 +305,7 @@ def test_a_command_on_a_stale_order_is_a_409_conflict(client, monkeypatch):
     response = cancel(client, order_id)
 
     assert response.status_code == 409
-    assert response.json() == {"detail": CONFLICT}
+    assert response.json()["detail"] == CONFLICT
     assert stored(client) == before
 
 
@@ -349,5 +349,5 @@ def test_an_overlong_correlation_id_is_a_422_and_stores_nothing(client):
     response = client.post("/orders", json=ORDER, headers={"X-Correlation-ID": "c" * 129})
 
     assert response.status_code == 422
-    assert [tuple(e["loc"]) for e in response.json()["detail"]] == [("header", "x-correlation-id")]
+    assert [tuple(e["loc"]) for e in response.json()["errors"]] == [("header", "x-correlation-id")]
     assert stored(client) is None

@@ -141,7 +141,7 @@ async def test_timeline_route(api: httpx.AsyncClient, rejected_order: Document) 
     missing = uuid.uuid4()
     not_found = await api.get(f"/orders/{missing}/timeline")
     assert not_found.status_code == 404
-    assert not_found.json() == {"detail": f"order {missing} not found"}
+    assert not_found.json()["detail"] == f"order {missing} not found"
     assert "x-read-model-position" in not_found.headers
     assert (await api.get("/orders/not-a-uuid/timeline")).status_code == 422
 
@@ -230,7 +230,7 @@ async def test_a_document_without_created_position_is_not_visible(
         for path in (f"/orders/{hidden['_id']}", f"/orders/{hidden['_id']}/timeline"):
             response = await api.get(path)
             assert response.status_code == 404, response.text
-            assert response.json() == {"detail": f"order {hidden['_id']} not found"}
+            assert response.json()["detail"] == f"order {hidden['_id']} not found"
     assert (await api.get(f"/orders/{visible['_id']}")).status_code == 200
 
     for path, params in [
@@ -418,7 +418,7 @@ async def test_get_ticket(api: httpx.AsyncClient, db: AsyncDatabase[Document]) -
     missing = uuid.uuid4()
     not_found = await api.get(f"/tickets/{missing}")
     assert not_found.status_code == 404
-    assert not_found.json() == {"detail": f"ticket {missing} not found"}
+    assert not_found.json()["detail"] == f"ticket {missing} not found"
     assert (await api.get("/tickets/not-a-uuid")).status_code == 422
 
 
@@ -530,7 +530,7 @@ async def test_ticket_list_bad_status_or_limit_is_422(
 ) -> None:
     response = await api.get("/tickets", params=params)
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["query", next(iter(params))]
+    assert response.json()["errors"][0]["loc"] == ["query", next(iter(params))]
 
 
 def b64(raw: bytes) -> str:
@@ -540,7 +540,6 @@ def b64(raw: bytes) -> str:
 @pytest.mark.parametrize(
     "cursor",
     [
-        "",
         "abc",
         "!!!",
         "12",
@@ -553,12 +552,13 @@ def b64(raw: bytes) -> str:
         b64(b'{"t": 1}'),
         b64(b'[99999999999999999999, "x"]'),
         b64(b"\xff\xfe"),
+        b64(b'[1, "a\\ud800b"]'),  # a lone surrogate: no id MongoDB could be asked for
     ],
 )
 async def test_ticket_list_bad_cursor_is_400(api: httpx.AsyncClient, cursor: str) -> None:
     response = await api.get("/tickets", params={"cursor": cursor})
     assert response.status_code == 400
-    assert response.json() == {"detail": "invalid cursor"}
+    assert response.json()["detail"] == "invalid cursor"
 
 
 # --- stuck sagas ------------------------------------------------------------------------
@@ -626,7 +626,7 @@ async def test_stuck_sagas_are_old_pending_orders_oldest_first(
 async def test_stuck_sagas_bad_parameters_are_422(api: httpx.AsyncClient, params: Document) -> None:
     response = await api.get("/sagas/stuck", params=params)
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"][0] == "query"
+    assert response.json()["errors"][0]["loc"][0] == "query"
 
 
 # --- OpenAPI ----------------------------------------------------------------------------

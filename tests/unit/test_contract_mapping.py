@@ -200,6 +200,12 @@ def test_data_violating_its_contract_is_a_contract_error(type_, data, field):
 # ConsistencyToken
 
 
+def test_the_largest_consistency_token_mongodb_stores_is_taken():
+    token = ConsistencyToken("orders", 2**63 - 1, str(uuid4()), 2**63 - 1)
+
+    assert ConsistencyToken.parse(str(token)) == token
+
+
 def test_a_consistency_token_round_trips_through_its_string():
     token = ConsistencyToken("orders", 42, str(uuid4()), 3)
 
@@ -220,6 +226,15 @@ def test_a_consistency_token_round_trips_through_its_string():
         f"orders:0:{uuid4()}:1",
         f"orders:1:{uuid4()}:0",
         f"orders:-5:{uuid4()}:1",
+        # Beyond what MongoDB stores (an int64): a 400, never the driver's OverflowError.
+        f"orders:{2**63}:{uuid4()}:1",
+        f"orders:1:{uuid4()}:{2**63}",
+        f"orders:{10**400}:{uuid4()}:{10**30}",
+        # Only plain ASCII digits: int() would take these.
+        f"orders: 1:{uuid4()}:1",
+        f"orders:1_0:{uuid4()}:1",
+        f"orders:+1:{uuid4()}:1",
+        f"orders:\u0661:{uuid4()}:1",
     ],
 )
 def test_a_malformed_consistency_token_is_refused(text):

@@ -7,9 +7,11 @@ from typing import Annotated, Any, TypeVar
 
 from eventsourcing.persistence import IntegrityError
 from fastapi import FastAPI, Header, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 
 from write_side.kernel import idempotency
 from write_side.kernel.application import ServiceApplication
@@ -21,8 +23,10 @@ from write_side.kernel.auth import (
     install_auth,
 )
 from write_side.kernel.errors import ApplicationClosed, DomainError, NotFound
+from write_side.kernel.http_api import create_api
 from write_side.kernel.idempotency import IdempotencyMiddleware
 from write_side.kernel.metadata import MessageMetadata
+from write_side.kernel.problems import problem
 
 ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
@@ -32,37 +36,49 @@ IdInPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 
 
 class Strict(BaseModel):
-    """Request bodies refuse unknown fields: a typo is a 422, not silently ignored."""
+    """Request bodies refuse unknown fields (a typo is a 422, not silently ignored) and
+    take each value only as its own JSON type: ``true`` or ``"100"`` is no integer."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """The kernel's errors as problem details (RFC 9457)."""
+
     @app.exception_handler(NotFound)
-    async def not_found(_: Request, error: NotFound) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(error)})
+    async def not_found(_: Request, error: NotFound) -> Response:
+        return problem(404, detail=str(error))
 
     @app.exception_handler(DomainError)
-    async def forbidden_by_state(_: Request, error: DomainError) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"detail": str(error)})
+    async def forbidden_by_state(_: Request, error: DomainError) -> Response:
+        return problem(409, detail=str(error))
 
     @app.exception_handler(ApplicationClosed)
-    async def shutting_down(_: Request, error: ApplicationClosed) -> JSONResponse:
-        return JSONResponse(
-            status_code=503,
-            content={"detail": "the service is shutting down; retry"},
-            headers={"Retry-After": "1"},
+    async def shutting_down(_: Request, error: ApplicationClosed) -> Response:
+        return problem(
+            503, detail="the service is shutting down; retry", headers={"Retry-After": "1"}
         )
 
     @app.exception_handler(IntegrityError)
-    async def concurrency_conflict(_: Request, __: IntegrityError) -> JSONResponse:
-        return JSONResponse(
-            status_code=409,
-            content={
-                "detail": "the aggregate was changed by another command at the same time; "
-                "reload it and retry"
-            },
+    async def concurrency_conflict(_: Request, __: IntegrityError) -> Response:
+        return problem(
+            409,
+            detail="the aggregate was changed by another command at the same time; "
+            "reload it and retry",
         )
+
+
+def command_statuses(path: str, method: str, operation: dict[str, object]) -> set[int]:
+    """What a command API's operation can answer besides 2xx and the guard's statuses:
+    503 while it shuts down, 404 for an id in the path, 409 for a command."""
+    if path == "/health":
+        return set()
+    statuses = {503}
+    if "{" in path:
+        statuses.add(404)
+    if method in ("post", "put", "patch", "delete"):
+        statuses.add(409)
+    return statuses
 
 
 async def command_metadata(
@@ -87,22 +103,18 @@ async def command_metadata(
 App = TypeVar("App", bound=ServiceApplication)
 
 
-def _verified_subject(api: FastAPI) -> Callable[[Headers], Awaitable[str | None]]:
+async def _verified_subject(app: Starlette, headers: Headers) -> str | None:
     """Who sends a request, for its Idempotency-Key's scope: the subject of its valid
     bearer token (``None`` without one: the route refuses the request)."""
-
-    async def subject(headers: Headers) -> str | None:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        verifier: TokenVerifier = api.state.token_verifier
-        try:
-            principal = await verifier.verify(token.strip())
-        except InvalidToken:
-            return None
-        return principal.subject
-
-    return subject
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    verifier: TokenVerifier = app.state.token_verifier
+    try:
+        principal = await verifier.verify(token.strip())
+    except InvalidToken:
+        return None
+    return principal.subject
 
 
 def _document_with(api: FastAPI, *additions: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
@@ -128,7 +140,9 @@ def command_api(
     The Application is opened once at start-up (``app.state.<service>``) and closed
     at shutdown; domain errors map to HTTP as above; ``GET /health`` answers, to anyone.
     Every other route needs a bearer token and states its rule (``write_side.kernel.auth``):
-    the app does not start with a route that has none.
+    the app does not start with a route that has none. The app comes from
+    ``http_api.create_api`` (the request guard, problem details, offline docs); every
+    POST honours an ``Idempotency-Key`` (``write_side.kernel.idempotency``).
     """
 
     @asynccontextmanager
@@ -139,14 +153,20 @@ def command_api(
         yield
         application.close()
 
-    api = FastAPI(title=title, version="1", lifespan=lifespan)
+    idempotent = Middleware(
+        IdempotencyMiddleware,
+        recorder=lambda app: getattr(app.state, service).recorder,
+        caller=_verified_subject,
+    )
+    api = create_api(
+        title=title,
+        version="1",
+        lifespan=lifespan,
+        statuses=command_statuses,
+        middleware=[idempotent],  # inside the request guard: it reads bodies the guard let in
+    )
     install_error_handlers(api)
     install_auth(api, open_paths={"/health"})
-    api.add_middleware(
-        IdempotencyMiddleware,
-        recorder=lambda: getattr(api.state, service).recorder,
-        caller=_verified_subject(api),
-    )
     _document_with(api, idempotency.document)
 
     @api.get("/health")

@@ -26,6 +26,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from pydantic_settings import BaseSettings
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -69,7 +70,7 @@ def stored_key(caller: str, key: str) -> str:
 class IdempotencyMiddleware:
     """Pure ASGI middleware: gives each ``POST`` with an ``Idempotency-Key`` its claim.
 
-    ``recorder()`` is the service's store; ``caller(headers)`` says who asks (the
+    ``recorder(app)`` is the service's store; ``caller(app, headers)`` says who asks (the
     verified subject of the request's token; ``None`` if it cannot be told, and then the
     request goes on without a claim: it is refused further in).
     """
@@ -78,8 +79,8 @@ class IdempotencyMiddleware:
         self,
         app: ASGIApp,
         *,
-        recorder: Callable[[], SchemaProcessRecorder],
-        caller: Callable[[Headers], Awaitable[str | None]],
+        recorder: Callable[[Starlette], SchemaProcessRecorder],
+        caller: Callable[[Starlette, Headers], Awaitable[str | None]],
         settings: IdempotencySettings | None = None,
     ):
         self.app = app
@@ -104,7 +105,7 @@ class IdempotencyMiddleware:
             detail = f"{HEADER} must be 1 to {MAX_KEY_LENGTH} visible ASCII characters"
             await problem(400, "Invalid Idempotency-Key", detail)(scope, receive, send)
             return
-        caller = await self.caller(headers)
+        caller = await self.caller(scope["app"], headers)
         if caller is None:
             await self.app(scope, receive, send)
             return
@@ -113,7 +114,7 @@ class IdempotencyMiddleware:
             return
         key = stored_key(caller, key)
         request_fingerprint = fingerprint(scope, body)
-        recorder = self.recorder()
+        recorder = self.recorder(scope["app"])
         # The request runs at once: its command's transaction is what tells a first
         # request from a copy (a copy is refused there, having changed nothing).
         expires_at = time.time() + self.settings.idempotency_key_ttl

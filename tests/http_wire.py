@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from tests.support import bearer
+
 PROBLEM = "application/problem+json"
 
 
@@ -32,9 +34,11 @@ class Answer:
 
 
 class Wire:
-    """One keep-alive connection to an API (``http://127.0.0.1:PORT``)."""
+    """One keep-alive connection to an API (``http://127.0.0.1:PORT``); every request
+    carries an `ops` token unless its headers give another `Authorization`."""
 
     def __init__(self, url: str, timeout: float = 15.0) -> None:
+        self.authorization = bearer()["Authorization"]
         parts = urlsplit(url)
         self.host = f"{parts.hostname}:{parts.port}"
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
@@ -48,7 +52,8 @@ class Wire:
 
     def head(self, method: str, path: str, headers: dict[str, str] | None = None) -> bytes:
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}"]
-        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        headers = {"Authorization": self.authorization, **(headers or {})}
+        lines += [f"{name}: {value}" for name, value in headers.items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def request(

@@ -32,7 +32,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from write_side.kernel.group_commit import claiming
-from write_side.kernel.problems import problem
+from write_side.kernel.problems import PROBLEM_MEDIA_TYPE, problem
 from write_side.kernel.store import IdempotencyClaim, IdempotencyRecord, SchemaProcessRecorder
 
 log = logging.getLogger(__name__)
@@ -300,8 +300,14 @@ def document(openapi: dict[str, Any]) -> dict[str, Any]:
             "pattern": "^[!-~]+$",
         },
     }
+    invalid_key = {
+        "description": f"The {HEADER} header is not 1 to {MAX_KEY_LENGTH} visible ASCII "
+        "characters; nothing was changed.",
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
     for operations in openapi.get("paths", {}).values():
         post = operations.get("post")
         if post is not None:
             post.setdefault("parameters", []).append(parameter)
+            post.setdefault("responses", {}).setdefault("400", invalid_key)
     return openapi

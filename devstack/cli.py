@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from devstack import contract_tools, dead_letters_command, replay, run
+from devstack import contract_tools, dead_letters_command, gateway, replay, run
 from devstack.scaffold import commands as scaffold
 from devstack.scaffold import prune
 
@@ -17,6 +17,7 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 REGISTRARS: list[Registrar] = [
     run.register,
+    gateway.register,
     contract_tools.register,
     dead_letters_command.register,
     replay.register,

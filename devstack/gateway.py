@@ -43,6 +43,7 @@ from devstack.servers import LOCALHOST, REPO_ROOT, ManagedServer, ServerError
 QUERY_API = "query-api"
 """The read side's process: it answers the GETs it serves (see the module docstring)."""
 READ_METHODS = frozenset({"GET", "HEAD"})
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OPERATIONAL_PATHS = frozenset(
     {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
@@ -153,18 +154,25 @@ def processes_var(port_var: str) -> str:
 
 
 def app_routes(factory: str) -> list[Route]:
-    """The routes of the FastAPI app that `factory` (`module:function`) builds.
+    """The routes of the FastAPI app that `factory` (`module:function`) builds: those of
+    its OpenAPI document, and the app's own top-level ones (docs pages, mounted files).
 
     The app is built, not started: no store or database is opened (that is the lifespan's).
+    A route left out of the OpenAPI document (`include_in_schema=False`) is reachable
+    under the API's prefix only.
     """
     module_name, function = factory.split(":")
     app = getattr(importlib.import_module(module_name), function)()
     routes = []
+    for path, operations in app.openapi().get("paths", {}).items():
+        methods = frozenset(m.upper() for m in operations) & HTTP_METHODS
+        if methods:
+            routes.append(Route(methods, path))
     for route in app.routes:
         path = getattr(route, "path", None)
-        methods = getattr(route, "methods", None)
-        if not isinstance(path, str):
+        if not isinstance(path, str) or any(r.path == path for r in routes):
             continue
+        methods = getattr(route, "methods", None)
         if methods:
             routes.append(Route(frozenset(m.upper() for m in methods), path))
         elif hasattr(route, "app") and not hasattr(route, "endpoint"):  # a Mount

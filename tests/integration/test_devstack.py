@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from pymongo import MongoClient
 
@@ -240,6 +241,8 @@ def start_runner(tmp_path: Path, procfile: str) -> tuple[subprocess.Popen[bytes]
         **os.environ,
         "KAFKA_PORT": str(free_port()),
         "MONGODB_PORT": str(free_port()),
+        "GATEWAY_PORT": str(free_port()),
+        "GATEWAY_ADMIN_PORT": str(free_port()),
         "KAFKA_TOPIC_PARTITIONS": "2",
     }
     with open(output, "wb") as log:
@@ -287,7 +290,10 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         )
         text = output.read_text()
         pids = [*server_pids(text), int(pid_file.read_text())]
-        assert len(pids) == 3, text
+        assert len(pids) == 4, text  # the broker, MongoDB, the gateway, the sleeper
+        gateway = re.search(r"Envoy gateway ready at (\S+)", text)
+        assert gateway, text
+        assert httpx.get(f"{gateway[1]}/health", timeout=5).status_code == 200
         topics_line = (
             f"topics {', '.join(SERVICE_TOPICS)} (2 partitions), "
             f"{', '.join(DEAD_LETTER_TOPICS)} (1) on "
@@ -307,6 +313,7 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         stop_runner(runner)
     text = output.read_text()
     assert "stopped Kafka broker" in text and "stopped MongoDB" in text, text
+    assert "stopped Envoy gateway" in text, text
     assert [pid for pid in pids if pid_alive(pid)] == [], text
 
 
@@ -319,7 +326,7 @@ def test_cqrs_run_exits_with_the_failing_process_code(tmp_path: Path) -> None:
     text = output.read_text()
     assert code == 3, text
     pids = server_pids(text)
-    assert len(pids) == 2, text
+    assert len(pids) == 3, text
     assert [pid for pid in pids if pid_alive(pid)] == [], text
 
 

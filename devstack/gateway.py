@@ -733,14 +733,16 @@ def discover_apis(
     return apis
 
 
-def compose_config(settings: GatewaySettings | None = None) -> dict[str, Any]:
+def compose_config(
+    settings: GatewaySettings | None = None, procfile: Path | None = None
+) -> dict[str, Any]:
     """The configuration for docker-compose: each API by its service name and default
     port (several containers of one, `--scale`, are all its endpoints), listening on
     every interface, the access log on stdout."""
     from devstack.run import API_PORTS  # the runner imports this module
 
     settings = settings or GatewaySettings()
-    procfile_text = (REPO_ROOT / "Procfile").read_text()
+    procfile_text = (procfile or REPO_ROOT / "Procfile").read_text()
     apis = discover_apis(procfile_text, API_PORTS)
     for api in apis:
         api.endpoints = [(api.name, int(API_PORTS[api.port_var]))]
@@ -866,19 +868,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     config.add_argument("--output", type=Path, help="default: standard output")
     config.add_argument(
+        "--procfile", type=Path, help="where the APIs are; default: $PROCFILE or ./Procfile"
+    )
+    config.add_argument(
         "--validate", action="store_true", help="then check it with `envoy --mode validate`"
     )
     config.set_defaults(handler=_config_command)
 
 
 def _config_command(args: argparse.Namespace) -> int:
+    procfile = Path(args.procfile or os.environ.get("PROCFILE") or REPO_ROOT / "Procfile")
     if args.compose:
-        config = compose_config()
+        config = compose_config(procfile=procfile)
     else:
         from devstack.run import apply_defaults
 
         env = apply_defaults(dict(os.environ))
-        config = envoy_config(discover_apis((REPO_ROOT / "Procfile").read_text(), env))
+        config = envoy_config(discover_apis(procfile.read_text(), env))
     if args.output is None:
         json.dump(config, sys.stdout, indent=2)
         print()

@@ -691,7 +691,6 @@ def envoy_config(
                     "address": {
                         "socket_address": {"address": listen, "port_value": settings.port}
                     },
-                    "per_connection_buffer_limit_bytes": 65536,
                     "filter_chains": [
                         {
                             "filters": [

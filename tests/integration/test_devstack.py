@@ -229,7 +229,9 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def start_runner(tmp_path: Path, procfile: str) -> tuple[subprocess.Popen[bytes], Path]:
+def start_runner(
+    tmp_path: Path, procfile: str, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
     """`python -m devstack run` on free ports with a test Procfile; output to a file.
 
     It starts with SIGINT ignored, as a shell's background job does: Ctrl-C must work anyway.
@@ -244,6 +246,7 @@ def start_runner(tmp_path: Path, procfile: str) -> tuple[subprocess.Popen[bytes]
         "GATEWAY_PORT": str(free_port()),
         "GATEWAY_ADMIN_PORT": str(free_port()),
         "KAFKA_TOPIC_PARTITIONS": "2",
+        **(extra_env or {}),
     }
     with open(output, "wb") as log:
         runner = subprocess.Popen(
@@ -349,3 +352,45 @@ def test_cqrs_run_refuses_a_taken_api_port_before_starting_anything(
     expected = f"port {taken_port} is in use: stop what holds it or set KITCHEN_API_PORT"
     assert expected in result.stdout
     assert "starting" not in result.stdout  # no server was started
+
+
+def test_cqrs_run_scales_an_api_out_behind_the_gateway(tmp_path: Path) -> None:
+    """`ORDERS_API_PROCESSES=2`: two orders processes, both answering through the gateway."""
+    line = next(
+        line
+        for line in (REPO_ROOT / "Procfile").read_text().splitlines()
+        if line.startswith("orders-api:")
+    )
+    admin_port = free_port()
+    extra = {
+        "ORDERS_API_PROCESSES": "2",
+        "ORDERS_API_PORT": str(free_port()),
+        "ORDERS_DATABASE_URL": f"sqlite:///{tmp_path}/orders.db",
+        "GATEWAY_ADMIN_PORT": str(admin_port),
+    }
+    runner, output = start_runner(tmp_path, line + "\n", extra)
+    try:
+        found = wait_for(
+            lambda: re.search(r"Envoy gateway ready at (\S+)", output.read_text()),
+            timeout=120,
+            interval=0.2,
+            message="the gateway did not start",
+        )
+        gateway = found[1]
+        wait_for(
+            lambda: output.read_text().count("Application startup complete") >= 2,
+            timeout=120,
+            interval=0.2,
+            message="the two orders processes did not start",
+        )
+        for _ in range(20):
+            assert httpx.get(f"{gateway}/orders-api/health", timeout=5).status_code == 200
+        text = output.read_text()
+        assert re.search(r"orders-api-2\.1\s*\|", text), text
+        clusters = httpx.get(f"http://127.0.0.1:{admin_port}/clusters", timeout=5).text
+        counts = re.findall(r"^orders-api::[\d.]+:\d+::rq_total::(\d+)$", clusters, re.M)
+        assert len(counts) == 2 and all(int(count) > 0 for count in counts), clusters
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(timeout=90) == 0, output.read_text()
+    finally:
+        stop_runner(runner)

@@ -321,20 +321,18 @@ def start_gateway(
     env.setdefault("AUTH_JWKS_URL", (auth_dir / identity.JWKS).as_uri())
     settings = GatewaySettings(**_gateway_overrides(env))
     apis = discover_apis(procfile_text, env, extra_ports=extra_ports)
-    gateway_dir = var_dir / "gateway"
-    config = envoy_config(apis, settings, access_log_path=str(var_dir / "log" / "gateway-access.log"))
-    (var_dir / "log").mkdir(parents=True, exist_ok=True)
+    gateway_dir, access_log = var_dir / "gateway", var_dir / "log" / "gateway-access.log"
+    access_log.parent.mkdir(parents=True, exist_ok=True)
+    config = envoy_config(apis, settings, access_log_path=str(access_log))
     gateway = Gateway(gateway_dir, write_config(config, gateway_dir / "envoy.json"), settings)
     _start(gateway, "Envoy gateway", stack)
     for api in apis:
         ports = ", ".join(str(port) for _, port in api.endpoints)
         say(f"  {gateway.url}{api.prefix}/...  → {api.name} (port {ports})")
-    say(f"gateway access log: {var_dir / 'log' / 'gateway-access.log'}")
-    say(
-        "every API route needs a token: "
-        "TOKEN=$(.venv/bin/cqrs token --sub cust-ok --role customer); "
-        f"curl -H \"Authorization: Bearer $TOKEN\" {gateway.url}/query-api/orders"
-    )
+    say(f"gateway: {gateway.url} (docs/gateway.md), access log {access_log}")
+    say("every API route needs a token, e.g. a customer's (ops, restaurant: --role ops, ...):")
+    say("  TOKEN=$(.venv/bin/cqrs token --sub cust-ok --role customer)")
+    say(f'  curl -H "Authorization: Bearer $TOKEN" {gateway.url}/orders/<order_id>')
     return gateway
 
 

@@ -102,9 +102,9 @@ class GatewaySettings(BaseSettings):
     outlier_base_ejection_time: float = 30.0
     access_log: str = "var/log/gateway-access.log"
     """A file (relative to the repository) or `stdout`."""
-    issuer: str = Field("cqrs-local", validation_alias="AUTH_ISSUER")
-    audience: str = Field("cqrs-api", validation_alias="AUTH_AUDIENCE")
-    jwks_url: str = Field("", validation_alias="AUTH_JWKS_URL")
+    issuer: str = Field(default="cqrs-local", validation_alias="AUTH_ISSUER")
+    audience: str = Field(default="cqrs-api", validation_alias="AUTH_AUDIENCE")
+    jwks_url: str = Field(default="", validation_alias="AUTH_JWKS_URL")
     """`file://...` (read once at start) or `http(s)://...` (fetched and cached);
     empty: `var/auth/jwks.json`."""
 
@@ -172,9 +172,9 @@ def app_routes(factory: str) -> list[Route]:
         path = getattr(route, "path", None)
         if not isinstance(path, str) or any(r.path == path for r in routes):
             continue
-        methods = getattr(route, "methods", None)
-        if methods:
-            routes.append(Route(frozenset(m.upper() for m in methods), path))
+        declared = getattr(route, "methods", None)
+        if declared:
+            routes.append(Route(frozenset(m.upper() for m in declared), path))
         elif hasattr(route, "app") and not hasattr(route, "endpoint"):  # a Mount
             routes.append(Route(READ_METHODS, path.rstrip("/") + "/", prefix=True))
     return routes
@@ -688,9 +688,7 @@ def envoy_config(
             "listeners": [
                 {
                     "name": "gateway",
-                    "address": {
-                        "socket_address": {"address": listen, "port_value": settings.port}
-                    },
+                    "address": {"socket_address": {"address": listen, "port_value": settings.port}},
                     "filter_chains": [
                         {
                             "filters": [
@@ -747,7 +745,11 @@ def compose_config(
         api.endpoints = [(api.name, int(API_PORTS[api.port_var]))]
     settings = settings.model_copy(update={"port": 8080, "admin_port": 9901})
     return envoy_config(
-        apis, settings, listen="0.0.0.0", dns=True, access_log_path="stdout"  # noqa: S104
+        apis,
+        settings,
+        listen="0.0.0.0",
+        dns=True,
+        access_log_path="stdout",
     )
 
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from aiokafka.errors import KafkaError
 
@@ -336,10 +337,10 @@ def start_gateway(
     return gateway
 
 
-def _gateway_overrides(env: Mapping[str, str]) -> dict[str, str]:
+def _gateway_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     """The gateway's settings from the runner's environment (not only os.environ)."""
     fields = GatewaySettings.model_fields
-    values = {}
+    values: dict[str, Any] = {}
     for name, info in fields.items():
         key = info.validation_alias if isinstance(info.validation_alias, str) else None
         key = key or f"GATEWAY_{name.upper()}"

@@ -388,7 +388,7 @@ def test_cqrs_run_scales_an_api_out_behind_the_gateway(tmp_path: Path) -> None:
         text = output.read_text()
         assert re.search(r"orders-api-2\.1\s*\|", text), text
         clusters = httpx.get(f"http://127.0.0.1:{admin_port}/clusters", timeout=5).text
-        counts = re.findall(r"^orders-api::[\d.]+:\d+::rq_total::(\d+)$", clusters, re.M)
+        counts = re.findall(r"^orders-api::[\d.]+:\d+::rq_total::(\d+)$", clusters, re.MULTILINE)
         assert len(counts) == 2 and all(int(count) > 0 for count in counts), clusters
         runner.send_signal(signal.SIGINT)
         assert runner.wait(timeout=90) == 0, output.read_text()

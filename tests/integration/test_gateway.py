@@ -239,7 +239,9 @@ def test_the_two_orders_processes_both_receive_requests(stack: Stack) -> None:
     text = httpx.get(f"{stack.gateway.admin_url}/clusters", timeout=5).text
     counts = {
         host: int(value)
-        for host, value in re.findall(r"^orders-api::([\d.]+:\d+)::rq_total::(\d+)$", text, re.M)
+        for host, value in re.findall(
+            r"^orders-api::([\d.]+:\d+)::rq_total::(\d+)$", text, re.MULTILINE
+        )
     }
     assert len(counts) == 2, text
     assert all(value > 0 for value in counts.values()), counts
@@ -278,7 +280,7 @@ def _attacks(stack: Stack) -> dict[str, str | None]:
         return jwt.encode(claims, key, algorithm="RS256", headers=headers or {"kid": kid})
 
     valid = signed(good)
-    head, payload, signature = valid.split(".")
+    head, _, signature = valid.split(".")
     tampered_payload = _b64(json.dumps(good | {"sub": "cust-other"}).encode())
     hs_input = _unsigned({"alg": "HS256", "typ": "JWT", "kid": kid}, good)
     private = serialization.load_pem_private_key(key, password=None)
@@ -305,9 +307,7 @@ def test_every_token_attack_is_refused_at_the_gateway(stack: Stack) -> None:
         seen = len(stack.stub_requests())
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         for method in ("GET", "POST"):
-            answer = httpx.request(
-                method, f"{stack.url}/echo", headers=headers, json={}, timeout=5
-            )
+            answer = httpx.request(method, f"{stack.url}/echo", headers=headers, json={}, timeout=5)
             assert answer.status_code == 401, (attack, method, answer.status_code, answer.text)
             assert answer.headers["content-type"] == "application/problem+json", attack
             assert answer.json()["status"] in (401, "401"), (attack, answer.text)
@@ -403,7 +403,9 @@ def test_every_api_cluster_has_a_circuit_breaker_and_outlier_detection(stack: St
             item.endpoints
         )
     text = httpx.get(f"{stack.gateway.admin_url}/clusters", timeout=5).text
-    assert re.search(r"^orders-api::default_priority::max_requests::1024$", text, re.M), text
+    assert re.search(r"^orders-api::default_priority::max_requests::1024$", text, re.MULTILINE), (
+        text
+    )
 
 
 def test_the_access_log_has_a_json_line_per_request(stack: Stack) -> None:

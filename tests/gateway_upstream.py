@@ -5,6 +5,7 @@ JSON line per request (method, path, headers, body size) to LOG, so a test can t
 what reached the upstream and what the gateway refused on its own.
 
 - `/fail-once/<key>`: 502 the first time a (method, path) is asked, 200 after;
+- `/slow`: 200 after a second (to hold a request open);
 - anything else: 200 with the request's headers as JSON.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -39,6 +41,8 @@ class Handler(BaseHTTPRequestHandler):
             first = (self.command, self.path) not in SEEN
             SEEN.add((self.command, self.path))
         status = 502 if self.path.startswith("/fail-once/") and first else 200
+        if self.path == "/slow":
+            time.sleep(1)
         answer = json.dumps(record).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")

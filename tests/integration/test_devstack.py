@@ -355,17 +355,21 @@ def test_cqrs_run_refuses_a_taken_api_port_before_starting_anything(
 
 
 def test_cqrs_run_scales_an_api_out_behind_the_gateway(tmp_path: Path) -> None:
-    """`ORDERS_API_PROCESSES=2`: two orders processes, both answering through the gateway."""
+    """`<NAME>_API_PROCESSES=2`: two processes of an API, both answering through the gateway."""
+    # cqrs-reference-saga: begin
+    name = "orders"
+    # cqrs-reference-saga: end
+    # cqrs-reference-saga: instead name = "query"
     line = next(
         line
         for line in (REPO_ROOT / "Procfile").read_text().splitlines()
-        if line.startswith("orders-api:")
+        if line.startswith(f"{name}-api:")
     )
     admin_port = free_port()
     extra = {
-        "ORDERS_API_PROCESSES": "2",
-        "ORDERS_API_PORT": str(free_port()),
-        "ORDERS_DATABASE_URL": f"sqlite:///{tmp_path}/orders.db",
+        f"{name.upper()}_API_PROCESSES": "2",
+        f"{name.upper()}_API_PORT": str(free_port()),
+        f"{name.upper()}_DATABASE_URL": f"sqlite:///{tmp_path}/{name}.db",
         "GATEWAY_ADMIN_PORT": str(admin_port),
     }
     runner, output = start_runner(tmp_path, line + "\n", extra)
@@ -381,14 +385,14 @@ def test_cqrs_run_scales_an_api_out_behind_the_gateway(tmp_path: Path) -> None:
             lambda: output.read_text().count("Application startup complete") >= 2,
             timeout=120,
             interval=0.2,
-            message="the two orders processes did not start",
+            message=f"the two {name}-api processes did not start",
         )
         for _ in range(20):
-            assert httpx.get(f"{gateway}/orders-api/health", timeout=5).status_code == 200
+            assert httpx.get(f"{gateway}/{name}-api/health", timeout=5).status_code == 200
         text = output.read_text()
-        assert re.search(r"orders-api-2\.1\s*\|", text), text
+        assert re.search(rf"{name}-api-2\.1\s*\|", text), text
         clusters = httpx.get(f"http://127.0.0.1:{admin_port}/clusters", timeout=5).text
-        counts = re.findall(r"^orders-api::[\d.]+:\d+::rq_total::(\d+)$", clusters, re.MULTILINE)
+        counts = re.findall(rf"^{name}-api::[\d.]+:\d+::rq_total::(\d+)$", clusters, re.MULTILINE)
         assert len(counts) == 2 and all(int(count) > 0 for count in counts), clusters
         runner.send_signal(signal.SIGINT)
         assert runner.wait(timeout=90) == 0, output.read_text()

@@ -1,7 +1,7 @@
 """The Envoy gateway, as a real process in front of real API processes and a recording stub.
 
-One gateway for the module routes to the APIs of the Procfile (the orders API in two
-processes) and to `stub-api`, a stand-in upstream that records what reaches it: a
+One gateway for the module routes to the APIs of the Procfile (one of them, `SCALED`,
+in two processes) and to `stub-api`, a stand-in upstream that records what reaches it: a
 request the gateway refuses never gets there. A second, small gateway shows the rate
 limit. Everything listens on 127.0.0.1, on free ports.
 """
@@ -45,6 +45,11 @@ from devstack.run import API_PORTS
 from devstack.servers import REPO_ROOT, free_port
 from tests.support import wait_for
 
+# cqrs-reference-saga: begin
+SCALED = "orders-api"
+# cqrs-reference-saga: end
+# cqrs-reference-saga: instead SCALED = "query-api"
+"""The API that runs as two processes behind the gateway."""
 REQUEST_TIMEOUT = 2.0
 MAX_BODY = 64 * 1024
 STUB_ROUTES = [
@@ -109,7 +114,7 @@ def auth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, auth_dir: Path, mongo_url: str
 ) -> Iterator[Stack]:
-    """Every API of the Procfile (orders twice), the stub, and the gateway before them."""
+    """Every API of the Procfile (`SCALED` twice), the stub, and the gateway before them."""
     work = tmp_path_factory.mktemp("gateway")
     env = {
         name.replace("_API_PORT", "_DATABASE_URL"): f"sqlite:///{work}/{name[:-9].lower()}.db"
@@ -123,8 +128,7 @@ def stack(
         "MONGODB_DATABASE": f"gateway_{uuid.uuid4().hex[:8]}",
     }
     procfile = (REPO_ROOT / "Procfile").read_text()
-    second_orders = free_port()
-    apis = discover_apis(procfile, env, extra_ports={"orders-api": [second_orders]})
+    apis = discover_apis(procfile, env, extra_ports={SCALED: [free_port()]})
     stub_port, stub_log = free_port(), work / "stub.jsonl"
     apis.append(Api("stub-api", [("127.0.0.1", stub_port)], STUB_ROUTES))
     settings = GatewaySettings(
@@ -206,13 +210,17 @@ def test_every_api_is_reachable_under_its_prefix(stack: Stack) -> None:
         health = httpx.get(f"{stack.url}/{item.name}/health", timeout=10)
         assert health.status_code == 200, (item.name, health.text)
     assert titles["query-api"] == "Query API"
+    # cqrs-reference-saga: begin
     assert titles["orders-api"] == "Orders command API"
+    # cqrs-reference-saga: end
     assert len(set(titles.values())) == len(titles)
 
 
 @pytest.mark.parametrize(
     ("method", "path", "cluster"),
     [
+        ("GET", "/projections", "query-api"),
+        # cqrs-reference-saga: begin
         ("GET", "/orders/{id}", "query-api"),  # both serve it: reads go to the read side
         ("POST", "/orders/{id}/cancel", "orders-api"),
         ("GET", "/tickets/{id}", "query-api"),
@@ -220,6 +228,7 @@ def test_every_api_is_reachable_under_its_prefix(stack: Stack) -> None:
         ("GET", "/accounts/cust-1", "accounting-api"),
         ("GET", "/consumers/cust-1", "consumers-api"),
         ("POST", "/orders", "orders-api"),
+        # cqrs-reference-saga: end
     ],
 )
 def test_root_routes_go_to_the_api_that_serves_them(
@@ -235,15 +244,15 @@ def test_root_routes_go_to_the_api_that_serves_them(
     assert changed == {cluster}, (changed, answer.status_code, answer.text)
 
 
-def test_the_two_orders_processes_both_receive_requests(stack: Stack) -> None:
+def test_the_two_processes_of_an_api_both_receive_requests(stack: Stack) -> None:
     for _ in range(30):
-        answer = httpx.get(f"{stack.url}/orders-api/health", timeout=10)
+        answer = httpx.get(f"{stack.url}/{SCALED}/health", timeout=10)
         assert answer.status_code == 200
     text = httpx.get(f"{stack.gateway.admin_url}/clusters", timeout=5).text
     counts = {
         host: int(value)
         for host, value in re.findall(
-            r"^orders-api::([\d.]+:\d+)::rq_total::(\d+)$", text, re.MULTILINE
+            rf"^{SCALED}::([\d.]+:\d+)::rq_total::(\d+)$", text, re.MULTILINE
         )
     }
     assert len(counts) == 2, text
@@ -320,13 +329,13 @@ def test_every_token_attack_is_refused_at_the_gateway(stack: Stack) -> None:
 
 def test_no_token_is_refused_before_any_api(stack: Stack) -> None:
     before = _cluster_requests(stack)
-    answer = httpx.post(f"{stack.url}/orders", json={}, timeout=5)
+    answer = httpx.get(f"{stack.url}/projections", timeout=5)
     assert answer.status_code == 401
     assert _cluster_requests(stack) == before
 
 
 def test_health_and_docs_are_open(stack: Stack) -> None:
-    for path in ("/orders-api/health", "/orders-api/openapi.json", "/query-api/docs"):
+    for path in (f"/{SCALED}/health", f"/{SCALED}/openapi.json", "/query-api/docs"):
         answer = httpx.get(f"{stack.url}{path}", timeout=10)
         assert answer.status_code == 200, (path, answer.status_code, answer.text)
 
@@ -406,9 +415,7 @@ def test_every_api_cluster_has_a_circuit_breaker_and_outlier_detection(stack: St
             item.endpoints
         )
     text = httpx.get(f"{stack.gateway.admin_url}/clusters", timeout=5).text
-    assert re.search(r"^orders-api::default_priority::max_requests::1024$", text, re.MULTILINE), (
-        text
-    )
+    assert re.search(rf"^{SCALED}::default_priority::max_requests::1024$", text, re.MULTILINE), text
 
 
 def test_the_access_log_has_a_json_line_per_request(stack: Stack) -> None:

@@ -6,6 +6,7 @@ what reached the upstream and what the gateway refused on its own.
 
 - `/fail-once/<key>`: 502 the first time a (method, path) is asked, 200 after;
 - `/slow`: 200 after a second (to hold a request open);
+- `/broken`: always 500;
 - anything else: 200 with the request's headers as JSON.
 """
 
@@ -41,6 +42,8 @@ class Handler(BaseHTTPRequestHandler):
             first = (self.command, self.path) not in SEEN
             SEEN.add((self.command, self.path))
         status = 502 if self.path.startswith("/fail-once/") and first else 200
+        if self.path == "/broken":
+            status = 500
         if self.path == "/slow":
             time.sleep(1)
         answer = json.dumps(record).encode()

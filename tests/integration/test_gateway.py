@@ -56,6 +56,7 @@ STUB_ROUTES = [
     Route(frozenset({"GET", "POST"}), "/echo"),
     Route(frozenset({"GET", "POST"}), "/fail-once/{key}"),
     Route(frozenset({"GET"}), "/slow"),
+    Route(frozenset({"GET"}), "/broken"),
 ]
 
 
@@ -492,3 +493,23 @@ def test_beyond_its_thresholds_the_circuit_breaker_answers_503_at_once(
     assert refused.headers.get("x-envoy-overloaded") == "true"
     assert refused.headers["content-type"] == "application/problem+json"
     assert sum(overflows.values()) >= 1, overflows
+
+
+def test_a_process_answering_5xx_in_a_row_is_detected_as_an_outlier(
+    stack: Stack, tmp_path: Path, auth_dir: Path
+) -> None:
+    settings = GatewaySettings(
+        port=free_port(),
+        admin_port=free_port(),
+        outlier_consecutive_5xx=3,
+        jwks_url=(auth_dir / identity.JWKS).as_uri(),
+    )
+    stub = Api("stub-api", [("127.0.0.1", stack.stub_port)], STUB_ROUTES)
+    config = envoy_config([stub], settings, access_log_path=str(tmp_path / "access.log"))
+    with Gateway(tmp_path / "envoy", write_config(config, tmp_path / "envoy.json"), settings) as gw:
+        prefix = "cluster.stub-api.outlier_detection.ejections_detected_consecutive_5xx"
+        for _ in range(2):
+            assert httpx.get(f"{gw.url}/broken", headers=stack.bearer()).status_code == 500
+        assert gw.stats(prefix) == {prefix: 0}
+        assert httpx.get(f"{gw.url}/broken", headers=stack.bearer()).status_code == 500
+        assert wait_for(lambda: gw.stats(prefix)[prefix], timeout=5) == 1

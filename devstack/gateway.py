@@ -318,6 +318,7 @@ def envoy_routes(apis: Sequence[Api], settings: GatewaySettings) -> list[dict[st
                     ],
                 }
             )
+    routes += docs_routes(apis, settings)
     at_root, _ = root_routes(apis)
     for route in at_root:
         read = route.methods <= READ_METHODS
@@ -334,6 +335,35 @@ def envoy_routes(apis: Sequence[Api], settings: GatewaySettings) -> list[dict[st
                 "route": _route_action(route.api, settings, read=read),
             }
         )
+    return routes
+
+
+def docs_routes(apis: Sequence[Api], settings: GatewaySettings) -> list[dict[str, Any]]:
+    """What a docs page under a prefix asks the root for, to the API whose page it is.
+
+    Swagger UI at `/orders-api/docs` loads `/openapi.json` (and its assets) from the root;
+    the browser's `Referer` names the page, so it goes to that API.
+    """
+    routes = []
+    for api in apis:
+        page = {
+            "name": "referer",
+            "string_match": {"safe_regex": {"regex": f"https?://[^/]+{re.escape(api.prefix)}/.*"}},
+        }
+        for route in api.routes:
+            if route.prefix:
+                match: dict[str, Any] = {"prefix": route.path}
+            elif route.path in OPERATIONAL_PATHS - {"/health"}:
+                match = {"path": route.path}
+            else:
+                continue
+            routes.append(
+                {
+                    "name": f"{api.name} docs {route.path}",
+                    "match": match | {"headers": [_method_matcher(READ_METHODS), page]},
+                    "route": _route_action(api.name, settings, read=True),
+                }
+            )
     return routes
 
 

@@ -341,6 +341,18 @@ def test_health_and_docs_are_open(stack: Stack) -> None:
         assert answer.status_code == 200, (path, answer.status_code, answer.text)
 
 
+def test_a_docs_page_under_a_prefix_gets_its_own_api_document(stack: Stack) -> None:
+    """Swagger UI at `/<api>/docs` asks the root for `/openapi.json`: its API answers."""
+    for item in stack.apis[:-1]:
+        page = f"{stack.url}/{item.name}/docs"
+        assert "/openapi.json" in httpx.get(page, timeout=10).text
+        document = httpx.get(f"{stack.url}/openapi.json", headers={"referer": page}, timeout=10)
+        assert document.status_code == 200, (item.name, document.text)
+        direct = httpx.get(f"{stack.url}/{item.name}/openapi.json", timeout=10)
+        assert document.json() == direct.json()
+    assert httpx.get(f"{stack.url}/openapi.json", timeout=10).status_code == 404
+
+
 # -------------------------------------------------------------------------- limits
 
 

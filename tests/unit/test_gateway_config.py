@@ -69,7 +69,7 @@ def test_only_reads_are_retried() -> None:
     for route in _routes():
         if "route" not in route:
             continue
-        (method,) = route["match"]["headers"]
+        method = route["match"]["headers"][0]
         reads = method["string_match"]["safe_regex"]["regex"] == "GET|HEAD"
         retried = "retry_policy" in route["route"]
         assert retried == (reads and not method.get("invert_match", False)), route["name"]

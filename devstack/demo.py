@@ -32,13 +32,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import httpx
 
-from devstack.identity import DEFAULT_AUTH_DIR, mint_token
+from devstack.identity import default_auth_dir, mint_token
 from devstack.text_table import table
 
 STARTUP_TIMEOUT = float(os.environ.get("DEMO_STARTUP_TIMEOUT", "120"))
@@ -160,8 +159,8 @@ OPS = "demo-ops"
 @functools.cache
 def bearer(subject: str, role: str) -> dict[str, str]:
     """`Authorization` for `subject` with `role`, minted from the local key (var/auth)."""
-    auth_dir = Path(os.environ.get("AUTH_DIR") or DEFAULT_AUTH_DIR)
-    return {"Authorization": f"Bearer {mint_token(subject, [role], auth_dir=auth_dir)}"}
+    token = mint_token(subject, [role], auth_dir=default_auth_dir())
+    return {"Authorization": f"Bearer {token}"}
 
 
 def ops() -> dict[str, str]:

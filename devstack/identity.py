@@ -27,7 +27,11 @@ SIGNING_KEY = "signing-key.pem"
 JWKS = "jwks.json"
 DEFAULT_ISSUER = "cqrs-local"
 DEFAULT_AUDIENCE = "cqrs-api"
-DEFAULT_AUTH_DIR = REPO_ROOT / "var" / "auth"
+
+
+def default_auth_dir() -> Path:
+    """`$DEVSTACK_VAR_DIR/auth` (set by `cqrs run` for its processes) or `<repo>/var/auth`."""
+    return Path(os.environ.get("DEVSTACK_VAR_DIR") or REPO_ROOT / "var") / "auth"
 
 
 def issuer() -> str:

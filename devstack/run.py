@@ -318,7 +318,7 @@ def start_gateway(
     """The signing key, then Envoy in front of every API process of the Procfile."""
     auth_dir = var_dir / "auth"
     identity.ensure_keys(auth_dir)
-    env.setdefault("AUTH_DIR", str(auth_dir))
+    env["DEVSTACK_VAR_DIR"] = str(var_dir)  # where the demo and `cqrs token` find the key
     env.setdefault("AUTH_JWKS_URL", (auth_dir / identity.JWKS).as_uri())
     settings = GatewaySettings(**_gateway_overrides(env))
     apis = discover_apis(procfile_text, env, extra_ports=extra_ports)

@@ -10,8 +10,9 @@ WORKDIR /app
 COPY . .
 RUN pip install . \
     && useradd --system --no-create-home app \
-    && chown app /app  # Faust keeps its table data in ./<app id>-data
+    && mkdir /gateway \
+    && chown app /app /gateway  # Faust's table data in ./<app id>-data; the gateway's config
 USER app
 
-EXPOSE 8000 8001 8002 8003 8004
+EXPOSE 8000 8001 8002 8003 8004 8080
 CMD ["cqrs", "--help"]

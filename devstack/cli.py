@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from devstack import contract_tools, dead_letters_command, identity, replay, run
+from devstack import contract_tools, dead_letters_command, gateway, identity, replay, run
 from devstack.scaffold import commands as scaffold
 from devstack.scaffold import prune
 
@@ -18,6 +18,7 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 REGISTRARS: list[Registrar] = [
     run.register,
     identity.register,
+    gateway.register,
     contract_tools.register,
     dead_letters_command.register,
     replay.register,

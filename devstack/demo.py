@@ -1,6 +1,9 @@
 """The `demo` process of the Procfile: the createOrder saga, once for every outcome.
 
-1. Waits for every API's `/health` (the four command APIs and the query API).
+1. Waits for every API's `/health` (the four command APIs and the query API), through
+   the gateway when `GATEWAY_URL` is set (as `cqrs run` does), with tokens it mints
+   from the local signing key: `ops` for the set-up, each restaurant's own for its menu,
+   each customer's own for their orders.
 2. Sets up, through the command APIs: consumers (one active, one deactivated, ...),
    their accounts (a credit limit, a small one, a blocked card) and restaurants (one
    open with a menu, one closed). Re-runs are fine: a 409 for something that exists
@@ -33,7 +36,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import FrameType
@@ -158,6 +161,22 @@ def scenarios(approved_consumer: str = APPROVED_CONSUMER) -> list[Scenario]:
     ]
 
 
+OPS = "demo-ops"
+"""The subject of the demo's `ops` token (the set-up is an operator's work)."""
+
+
+def ops() -> dict[str, str]:
+    return bearer(OPS, "ops")
+
+
+def restaurant(restaurant_id: str) -> dict[str, str]:
+    return bearer(restaurant_id, "restaurant")
+
+
+def customer(customer_id: str) -> dict[str, str]:
+    return bearer(customer_id, "customer")
+
+
 class DemoFailed(Exception):
     """The demo could not complete; the message says why."""
 
@@ -244,24 +263,25 @@ def set_up(client: httpx.Client, consumers: str, kitchen: str, accounting: str) 
     body: dict[str, Any]
     for consumer_id, name in CONSUMERS.items():
         body = {"consumer_id": consumer_id, "name": name}
-        command(client, "POST", f"{consumers}/consumers", body, accept=(201, 409))
+        command(client, "POST", f"{consumers}/consumers", body, (201, 409), ops())
     for consumer_id, reason in DEACTIVATED.items():
         url = f"{consumers}/consumers/{consumer_id}/deactivate"
-        command(client, "POST", url, {"reason": reason}, accept=(200, 409))
+        command(client, "POST", url, {"reason": reason}, (200, 409), ops())
     for consumer_id, limit in CREDIT_LIMITS.items():
         body = {"consumer_id": consumer_id, "credit_limit_cents": limit}
-        command(client, "POST", f"{accounting}/accounts", body, accept=(201, 409))
+        command(client, "POST", f"{accounting}/accounts", body, (201, 409), ops())
     for consumer_id, reason in BLOCKED.items():
         url = f"{accounting}/accounts/{consumer_id}/block"
-        command(client, "POST", url, {"reason": reason}, accept=(200, 409))
+        command(client, "POST", url, {"reason": reason}, (200, 409), ops())
     for restaurant_id, (name, menu) in RESTAURANTS.items():
         body = {"restaurant_id": restaurant_id, "name": name, "menu": menu}
-        response = command(client, "POST", f"{kitchen}/restaurants", body, accept=(201, 409))
+        response = command(client, "POST", f"{kitchen}/restaurants", body, (201, 409), ops())
         if response.status_code == 409:  # left as a re-run expects it: same menu
             url = f"{kitchen}/restaurants/{restaurant_id}/menu"
-            command(client, "PUT", url, {"menu": menu})
-    command(client, "POST", f"{kitchen}/restaurants/{OPEN_RESTAURANT}/open")
-    command(client, "POST", f"{kitchen}/restaurants/{CLOSED_RESTAURANT}/close")
+            command(client, "PUT", url, {"menu": menu}, headers=restaurant(restaurant_id))
+    for restaurant_id, action in ((OPEN_RESTAURANT, "open"), (CLOSED_RESTAURANT, "close")):
+        url = f"{kitchen}/restaurants/{restaurant_id}/{action}"
+        command(client, "POST", url, headers=restaurant(restaurant_id))
     accounts = ", ".join(
         f"{consumer_id} ({limit} cents{', card blocked' if consumer_id in BLOCKED else ''})"
         for consumer_id, limit in CREDIT_LIMITS.items()
@@ -287,10 +307,11 @@ def consumer_with_credit(
         consumer_id = APPROVED_CONSUMER if n == 1 else f"{APPROVED_CONSUMER}-{n}"
         if n > 1:
             body = {"consumer_id": consumer_id, "name": f"{CONSUMERS[APPROVED_CONSUMER]} {n}"}
-            command(client, "POST", f"{consumers}/consumers", body, accept=(201, 409))
+            command(client, "POST", f"{consumers}/consumers", body, (201, 409), ops())
             body = {"consumer_id": consumer_id, "credit_limit_cents": CREDIT_LIMITS["cust-ok"]}
-            command(client, "POST", f"{accounting}/accounts", body, accept=(201, 409))
-        account = command(client, "GET", f"{accounting}/accounts/{consumer_id}").json()
+            command(client, "POST", f"{accounting}/accounts", body, (201, 409), ops())
+        url = f"{accounting}/accounts/{consumer_id}"
+        account = command(client, "GET", url, headers=ops()).json()
         if account["credit_limit_cents"] - account["authorized_total_cents"] >= amount_cents:
             if n > 1:
                 say(f"demo: earlier runs used {APPROVED_CONSUMER}'s credit; using {consumer_id}")
@@ -314,7 +335,7 @@ def place_order(client: httpx.Client, orders: str, scenario: Scenario) -> dict[s
         "delivery_address": DELIVERY_ADDRESS,
         "line_items": scenario.line_items,
     }
-    headers = {**bearer(scenario.customer_id, "customer"), "Idempotency-Key": scenario.key}
+    headers = {**customer(scenario.customer_id), "Idempotency-Key": scenario.key}
     url = f"{orders}/orders"
     accepted: dict[str, Any] = command(client, "POST", url, body, (201,), headers).json()
     scenario.order_id = str(accepted["order_id"])
@@ -330,7 +351,7 @@ def retry_order(client: httpx.Client, orders: str, scenario: Scenario) -> None:
         "delivery_address": DELIVERY_ADDRESS,
         "line_items": scenario.line_items,
     }
-    headers = {**bearer(scenario.customer_id, "customer"), "Idempotency-Key": scenario.key}
+    headers = {**customer(scenario.customer_id), "Idempotency-Key": scenario.key}
     again = command(client, "POST", f"{orders}/orders", body, (201,), headers)
     if again.json()["order_id"] != scenario.order_id:
         raise DemoFailed(f"a retry with the same Idempotency-Key made another order: {again.text}")
@@ -341,20 +362,27 @@ def retry_order(client: httpx.Client, orders: str, scenario: Scenario) -> None:
     )
 
 
-def try_cancel(client: httpx.Client, orders: str, order_id: str) -> str:
+def try_cancel(client: httpx.Client, orders: str, order_id: str, customer_id: str) -> str:
     """Cancel an order whose saga runs: the semantic lock answers 409."""
     url = f"{orders}/orders/{order_id}/cancel"
-    response = command(client, "POST", url, {"reason": "changed my mind"}, (200, 409))
+    body = {"reason": "changed my mind"}
+    response = command(client, "POST", url, body, (200, 409), customer(customer_id))
     detail = response.json().get("detail", response.text) if response.content else ""
     return f"{response.status_code}: {detail}" if detail else str(response.status_code)
 
 
 def get_order(
-    client: httpx.Client, query: str, order_id: str, headers: dict[str, str] | None = None
+    client: httpx.Client,
+    query: str,
+    order_id: str,
+    customer_id: str,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any] | str]:
-    """`GET /orders/{id}` on the query API: (status, document or error text)."""
+    """`GET /orders/{id}` on the query API, as its customer: (status, document or error)."""
     try:
-        response = client.get(f"{query}/orders/{order_id}", headers=headers)
+        response = client.get(
+            f"{query}/orders/{order_id}", headers={**customer(customer_id), **(headers or {})}
+        )
     except httpx.HTTPError as exc:
         return 0, repr(exc)
     if response.status_code == 200:
@@ -363,14 +391,16 @@ def get_order(
     return response.status_code, response.text[:300]
 
 
-def read_your_write(client: httpx.Client, query: str, accepted: dict[str, Any]) -> dict[str, Any]:
+def read_your_write(
+    client: httpx.Client, query: str, accepted: dict[str, Any], customer_id: str
+) -> dict[str, Any]:
     """The order as soon as the read model holds the write: with its consistency token,
     retrying 503 (not caught up yet) until `READ_TIMEOUT`."""
     order_id = str(accepted["order_id"])
     headers = {"X-Consistency-Token": str(accepted["consistency_token"])}
     deadline = time.monotonic() + READ_TIMEOUT
     while True:
-        status, answer = get_order(client, query, order_id, headers)
+        status, answer = get_order(client, query, order_id, customer_id, headers)
         if status == 200 and isinstance(answer, dict):
             return answer
         if status not in (0, 503):
@@ -395,7 +425,7 @@ def follow(client: httpx.Client, query: str, scenario: Scenario, deadline: float
     assert scenario.order_id is not None
     settle_deadline: float | None = None
     while True:
-        status, answer = get_order(client, query, scenario.order_id)
+        status, answer = get_order(client, query, scenario.order_id, scenario.customer_id)
         if status == 200 and isinstance(answer, dict):
             scenario.order = answer
         final = scenario.order.get("status") in FINAL_STATUSES
@@ -494,16 +524,7 @@ def report(runs: Sequence[Scenario], lock_answer: str | None) -> None:
 def main() -> int:
     """Run the demo, print the result, then idle until stopped."""
     signal.signal(signal.SIGTERM, _exit_quietly)
-    urls = {
-        name: os.environ.get(f"{name.upper()}_API_URL", f"http://127.0.0.1:{port}").rstrip("/")
-        for name, port in (
-            ("orders", 8000),
-            ("query", 8001),
-            ("consumers", 8002),
-            ("kitchen", 8003),
-            ("accounting", 8004),
-        )
-    }
+    urls = api_urls(os.environ)
     try:
         runs, lock_answer = demo(urls)
     except DemoFailed as exc:
@@ -514,14 +535,12 @@ def main() -> int:
     report(runs, lock_answer)
     query = urls["query"]
     say()
-    say("Every API wants a bearer token (docs/auth.md); make one, then watch one saga:")
-    say("  TOKEN=$(.venv/bin/cqrs token --sub ops-1 --role ops)")
-    say(f'  curl -s {query}/orders/<order_id>/timeline -H "Authorization: Bearer $TOKEN"')
-    say(
-        f"  curl -s '{query}/sagas/stuck?older_than=30' -H \"Authorization: Bearer $TOKEN\""
-        "     sagas pending for over 30 s"
-    )
-    say("  (a customer's own token: cqrs token --sub cust-ok --role customer)")
+    auth = '-H "Authorization: Bearer $TOKEN"'
+    say("Watch one saga (every API route needs a token, docs/auth.md):")
+    say(f"  TOKEN=$(.venv/bin/cqrs token --sub {APPROVED_CONSUMER} --role customer)")
+    say(f"  curl -s {auth} {query}/orders/<order_id>/timeline")
+    say("  TOKEN=$(.venv/bin/cqrs token --sub me --role ops)")
+    say(f"  curl -s {auth} '{query}/sagas/stuck?older_than=30'     sagas pending for over 30 s")
     say()
     width = max(len(name) for name in urls)
     for name, url in urls.items():
@@ -536,9 +555,26 @@ def main() -> int:
         return 0
 
 
+def api_urls(env: Mapping[str, str]) -> dict[str, str]:
+    """Each API's base URL: `GATEWAY_URL/<name>-api` through the gateway, else its own."""
+    gateway = env.get("GATEWAY_URL", "").rstrip("/")
+    return {
+        name: f"{gateway}/{name}-api"
+        if gateway
+        else env.get(f"{name.upper()}_API_URL", f"http://127.0.0.1:{port}").rstrip("/")
+        for name, port in (
+            ("orders", 8000),
+            ("query", 8001),
+            ("consumers", 8002),
+            ("kitchen", 8003),
+            ("accounting", 8004),
+        )
+    }
+
+
 def demo(urls: dict[str, str]) -> tuple[list[Scenario], str | None]:
     """Set up, place every scenario's order, follow each saga to its end."""
-    with httpx.Client(timeout=10.0, headers=bearer("demo-ops", "ops")) as client:
+    with httpx.Client(timeout=10.0, headers=ops()) as client:
         say(f"demo: waiting for {', '.join(urls.values())} ...")
         for url in urls.values():
             wait_healthy(client, url, STARTUP_TIMEOUT)
@@ -550,10 +586,12 @@ def demo(urls: dict[str, str]) -> tuple[list[Scenario], str | None]:
         runs = scenarios(customer)
         accepted = [place_order(client, urls["orders"], scenario) for scenario in runs]
         retry_order(client, urls["orders"], runs[0])
-        lock_answer = try_cancel(client, urls["orders"], str(accepted[-1]["order_id"]))
+        lock_answer = try_cancel(
+            client, urls["orders"], str(accepted[-1]["order_id"]), runs[-1].customer_id
+        )
         say(f"demo: placed {len(runs)} orders; following their sagas in the query API ...")
         for scenario, answer in zip(runs, accepted, strict=True):
-            scenario.order = read_your_write(client, urls["query"], answer)
+            scenario.order = read_your_write(client, urls["query"], answer, scenario.customer_id)
         deadline = time.monotonic() + SAGA_TIMEOUT
         for scenario in runs:
             follow(client, urls["query"], scenario, deadline)

@@ -4,8 +4,11 @@
    at the first run; every API trusts their JWKS, `cqrs token` signs with them);
 2. start the Kafka-compatible broker and the MongoDB-compatible server (data in var/);
 3. create every service's topic and its dead-letter topic;
-4. run `honcho start -f Procfile` with the settings exported;
-5. on Ctrl-C / SIGTERM, or when honcho exits, stop honcho, then both servers, by PID.
+4. make the local signing key (var/auth) and start the Envoy gateway, its configuration
+   generated from the Procfile's APIs (`devstack/gateway.py`);
+5. run honcho on the Procfile, with `<NAME>_API_PROCESSES` processes of each API (scale-out:
+   the others on free ports, all behind the gateway), the settings exported;
+6. on Ctrl-C / SIGTERM, or when honcho exits, stop honcho, then the servers, by PID.
 """
 
 from __future__ import annotations
@@ -22,11 +25,21 @@ import time
 from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from aiokafka.errors import KafkaError
 
 from contracts.registry import SERVICE_CONTRACTS
 from devstack.dead_letters import records_topic
+from devstack.gateway import (
+    PROCFILE_API,
+    Gateway,
+    GatewaySettings,
+    discover_apis,
+    envoy_config,
+    processes_var,
+    write_config,
+)
 from devstack.identity import ensure_keys, jwks_url
 from devstack.servers import (
     REPO_ROOT,
@@ -35,6 +48,7 @@ from devstack.servers import (
     MongoServer,
     ServerError,
     ensure_secantus_venv,
+    free_port,
     port_is_free,
     run_sync,
 )
@@ -79,7 +93,11 @@ def default_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
         # The local broker answers empty fetches at once: relays wake idle consumers
         # through this folder instead (docs/adr/0022). Not set with Kafka (compose).
         "KAFKA_FETCH_WAKEUP_DIR": "var/kafka-wakeups",
+        # The one entry point (docs/gateway.md); its admin interface on 127.0.0.1 only.
+        "GATEWAY_PORT": env.get("GATEWAY_PORT", "8080"),
+        "GATEWAY_ADMIN_PORT": env.get("GATEWAY_ADMIN_PORT", "9901"),
     }
+    defaults["GATEWAY_URL"] = f"http://127.0.0.1:{defaults['GATEWAY_PORT']}"
     for service in SERVICES:
         defaults[f"{service.upper()}_DATABASE_URL"] = f"sqlite:///var/{service}.db"
     for port_name, default_port in API_PORTS.items():
@@ -253,6 +271,81 @@ def taken_ports(procfile_text: str, env: Mapping[str, str]) -> list[tuple[str, s
     return taken
 
 
+def scale_out(procfile_text: str, env: Mapping[str, str]) -> tuple[str, dict[str, list[int]]]:
+    """The Procfile with `<NAME>_API_PROCESSES` processes of each API, and their ports.
+
+    The first process keeps its name and `<NAME>_API_PORT`; the others are
+    `<name>-2`, `<name>-3`, ... on free ports, which `extra[name]` lists (the gateway
+    balances over all of them). Raises ValueError for a count that is not a positive number.
+    """
+    extra: dict[str, list[int]] = {}
+    taken: set[int] = set()
+    lines = []
+    for line in procfile_text.splitlines():
+        lines.append(line)
+        match = PROCFILE_API.match(line)
+        if match is None:
+            continue
+        name, port_var = match["name"], match["port_var"]
+        setting = processes_var(port_var)
+        count = int(env.get(setting) or "1")
+        if count < 1:
+            raise ValueError(f"{setting}={count}: at least 1")
+        command = line.split(":", 1)[1]
+        for number in range(2, count + 1):
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            taken.add(port)
+            extra.setdefault(name, []).append(port)
+            pattern = rf"\$\{{?{port_var}\b\}}?"
+            lines.append(f"{name}-{number}:{re.sub(pattern, str(port), command)}")
+    return "\n".join(lines) + "\n", extra
+
+
+def gateway_ports_taken(env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The gateway's ports that are not free, as `taken_ports` names them."""
+    names = ("GATEWAY_PORT", "GATEWAY_ADMIN_PORT")
+    return [(n, env[n]) for n in names if env[n].isdigit() and not port_is_free(int(env[n]))]
+
+
+def start_gateway(
+    procfile_text: str,
+    extra_ports: Mapping[str, list[int]],
+    env: MutableMapping[str, str],
+    var_dir: Path,
+    stack: contextlib.ExitStack,
+) -> Gateway:
+    """Envoy in front of every API process of the Procfile."""
+    settings = GatewaySettings(**_gateway_overrides(env))
+    apis = discover_apis(procfile_text, env, extra_ports=extra_ports)
+    gateway_dir, access_log = var_dir / "gateway", var_dir / "log" / "gateway-access.log"
+    access_log.parent.mkdir(parents=True, exist_ok=True)
+    config = envoy_config(apis, settings, access_log_path=str(access_log))
+    gateway = Gateway(gateway_dir, write_config(config, gateway_dir / "envoy.json"), settings)
+    _start(gateway, "Envoy gateway", stack)
+    for api in apis:
+        ports = ", ".join(str(port) for _, port in api.endpoints)
+        say(f"  {gateway.url}{api.prefix}/...  → {api.name} (port {ports})")
+    say(f"gateway: {gateway.url} (docs/gateway.md), access log {access_log}")
+    say("every API route needs a token, e.g. a customer's (ops, restaurant: --role ops, ...):")
+    say("  TOKEN=$(.venv/bin/cqrs token --sub cust-ok --role customer)")
+    say(f'  curl -H "Authorization: Bearer $TOKEN" {gateway.url}/orders/<order_id>')
+    return gateway
+
+
+def _gateway_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """The gateway's settings from the runner's environment (not only os.environ)."""
+    fields = GatewaySettings.model_fields
+    values: dict[str, Any] = {}
+    for name, info in fields.items():
+        key = info.validation_alias if isinstance(info.validation_alias, str) else None
+        key = key or f"GATEWAY_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    return values
+
+
 def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -> int:
     """Run the local stack until Ctrl-C, SIGTERM or honcho's exit; return the exit code.
 
@@ -275,7 +368,8 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
     except ValueError as exc:
         say(f"error: bad port or partition count in the environment: {exc}")
         return 2
-    if taken := taken_ports(procfile.read_text(), env):
+    procfile_text = procfile.read_text()
+    if taken := taken_ports(procfile_text, env) + gateway_ports_taken(env):
         for name, port in taken:
             say(f"error: port {port} is in use: stop what holds it or set {name}")
         return 2
@@ -307,6 +401,10 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
             _start(KafkaBroker(var_dir / "kafka", kafka_port), "Kafka broker (noida-db)", stack)
             _start(MongoServer(var_dir / "mongo", mongo_port), "MongoDB (SecantusDB)", stack)
             create_stack_topics(f"127.0.0.1:{kafka_port}", partitions)
+            scaled_text, extra_ports = scale_out(procfile_text, env)
+            start_gateway(procfile_text, extra_ports, env, var_dir, stack)
+            procfile = var_dir / "Procfile.run"
+            procfile.write_text(scaled_text)
             say(f"starting honcho -f {procfile}")
             honcho = subprocess.Popen(
                 [
@@ -328,7 +426,13 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
             say(f"honcho exited with code {code}; stopping everything")
         except (KeyboardInterrupt, _StopRequested) as exc:
             say(f"{str(exc) or 'Ctrl-C'} received: stopping everything")
-        except (ServerError, TopicMismatch, OSError, subprocess.CalledProcessError) as exc:
+        except (
+            ServerError,
+            TopicMismatch,
+            OSError,
+            ValueError,
+            subprocess.CalledProcessError,
+        ) as exc:
             say(f"error: {exc}")
             code = 1
         finally:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from pymongo import MongoClient
 
@@ -228,7 +229,9 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def start_runner(tmp_path: Path, procfile: str) -> tuple[subprocess.Popen[bytes], Path]:
+def start_runner(
+    tmp_path: Path, procfile: str, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
     """`python -m devstack run` on free ports with a test Procfile; output to a file.
 
     It starts with SIGINT ignored, as a shell's background job does: Ctrl-C must work anyway.
@@ -240,7 +243,10 @@ def start_runner(tmp_path: Path, procfile: str) -> tuple[subprocess.Popen[bytes]
         **{name: value for name, value in os.environ.items() if name != "AUTH_JWKS_URL"},
         "KAFKA_PORT": str(free_port()),
         "MONGODB_PORT": str(free_port()),
+        "GATEWAY_PORT": str(free_port()),
+        "GATEWAY_ADMIN_PORT": str(free_port()),
         "KAFKA_TOPIC_PARTITIONS": "2",
+        **(extra_env or {}),
     }
     with open(output, "wb") as log:
         runner = subprocess.Popen(
@@ -288,7 +294,10 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         )
         text = output.read_text()
         pids = [*server_pids(text), int(pid_file.read_text())]
-        assert len(pids) == 3, text
+        assert len(pids) == 4, text  # the broker, MongoDB, the gateway, the sleeper
+        gateway = re.search(r"Envoy gateway ready at (\S+)", text)
+        assert gateway, text
+        assert httpx.get(f"{gateway[1]}/health", timeout=5).status_code == 200
         # The local identity is made at the first run, and the processes trust it.
         auth_dir = (tmp_path / "var" / "auth").resolve()
         assert f"sleeper trusts {(auth_dir / 'jwks.json').as_uri()}" in text, text
@@ -312,6 +321,7 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         stop_runner(runner)
     text = output.read_text()
     assert "stopped Kafka broker" in text and "stopped MongoDB" in text, text
+    assert "stopped Envoy gateway" in text, text
     assert [pid for pid in pids if pid_alive(pid)] == [], text
 
 
@@ -324,7 +334,7 @@ def test_cqrs_run_exits_with_the_failing_process_code(tmp_path: Path) -> None:
     text = output.read_text()
     assert code == 3, text
     pids = server_pids(text)
-    assert len(pids) == 2, text
+    assert len(pids) == 3, text
     assert [pid for pid in pids if pid_alive(pid)] == [], text
 
 
@@ -347,3 +357,49 @@ def test_cqrs_run_refuses_a_taken_api_port_before_starting_anything(
     expected = f"port {taken_port} is in use: stop what holds it or set KITCHEN_API_PORT"
     assert expected in result.stdout
     assert "starting" not in result.stdout  # no server was started
+
+
+def test_cqrs_run_scales_an_api_out_behind_the_gateway(tmp_path: Path) -> None:
+    """`<NAME>_API_PROCESSES=2`: two processes of an API, both answering through the gateway."""
+    # cqrs-reference-saga: begin
+    name = "orders"
+    # cqrs-reference-saga: end
+    # cqrs-reference-saga: instead name = "query"
+    line = next(
+        line
+        for line in (REPO_ROOT / "Procfile").read_text().splitlines()
+        if line.startswith(f"{name}-api:")
+    )
+    admin_port = free_port()
+    extra = {
+        f"{name.upper()}_API_PROCESSES": "2",
+        f"{name.upper()}_API_PORT": str(free_port()),
+        f"{name.upper()}_DATABASE_URL": f"sqlite:///{tmp_path}/{name}.db",
+        "GATEWAY_ADMIN_PORT": str(admin_port),
+    }
+    runner, output = start_runner(tmp_path, line + "\n", extra)
+    try:
+        found = wait_for(
+            lambda: re.search(r"Envoy gateway ready at (\S+)", output.read_text()),
+            timeout=120,
+            interval=0.2,
+            message="the gateway did not start",
+        )
+        gateway = found[1]
+        wait_for(
+            lambda: output.read_text().count("Application startup complete") >= 2,
+            timeout=120,
+            interval=0.2,
+            message=f"the two {name}-api processes did not start",
+        )
+        for _ in range(20):
+            assert httpx.get(f"{gateway}/{name}-api/health", timeout=5).status_code == 200
+        text = output.read_text()
+        assert re.search(rf"{name}-api-2\.1\s*\|", text), text
+        clusters = httpx.get(f"http://127.0.0.1:{admin_port}/clusters", timeout=5).text
+        counts = re.findall(rf"^{name}-api::[\d.]+:\d+::rq_total::(\d+)$", clusters, re.MULTILINE)
+        assert len(counts) == 2 and all(int(count) > 0 for count in counts), clusters
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(timeout=90) == 0, output.read_text()
+    finally:
+        stop_runner(runner)

@@ -22,7 +22,6 @@ server a batch's ``find`` costs about as much as its bulk write, so this is what
 keeps the live projection near the server's raw bulk-write speed (docs/benchmarks.md).
 """
 
-import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -173,12 +172,14 @@ class ProjectionRunner:
         if self.collection is not None:
             await self._record_progress(target, batch)
         else:
-            # Read the alias again (while the progress is written: one round trip, not
-            # two); the next batch starts from what this read says.
+            # Read the alias again, only once the progress is written: the next batch
+            # starts from what this read says. A rebuild's drain reads the old
+            # collection's progress after its switch; a batch whose progress landed
+            # after that read, while this read still saw the old alias, would be in
+            # neither collection (reading both at once lost events that way).
+            await self._record_progress(target, batch)
             self._live = None
-            _, switched_to = await asyncio.gather(
-                self._record_progress(target, batch), self.target()
-            )
+            switched_to = await self.target()
             if switched_to != target:  # a cut-over happened while the batch was written
                 log.info("projection %s switched to %s", self.projection.name, switched_to)
                 written, _ = await self._apply_retrying(switched_to, batch)  # rejected above

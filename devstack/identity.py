@@ -75,7 +75,7 @@ def ensure_keys(auth_dir: Path) -> None:
     The JWKS is written again whenever it does not match the key, so it always
     publishes the key tokens are signed with.
     """
-    auth_dir.mkdir(parents=True, exist_ok=True)
+    auth_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # the private key lives here
     key_path = auth_dir / KEY_FILE
     if not key_path.exists():
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
+from devstack import cli
 from devstack.identity import JWKS_FILE, KEY_FILE, ensure_keys, jwks_url, mint_token
 from write_side.kernel.auth import (
     Forbidden,
@@ -158,3 +162,39 @@ def test_an_app_with_a_route_that_takes_no_token_does_not_start(auth_dir: Path) 
 
     with pytest.raises(RuntimeError, match="GET /forgotten"):
         check_every_route_guarded(app)
+
+
+def test_cqrs_token_prints_a_token_the_apis_accept(auth_dir: Path, capsys) -> None:
+    code = cli.main(
+        ["token", "--sub", "rest-1", "--role", "restaurant", "--auth-dir", str(auth_dir)]
+    )
+    assert code == 0
+    token = capsys.readouterr().out.strip()
+    verifier = TokenVerifier(AuthSettings(jwks_url=jwks_url(auth_dir)))
+    assert asyncio.run(verifier.verify(token)) == Principal("rest-1", frozenset({"restaurant"}))
+
+
+async def test_keys_are_fetched_over_http_too(auth_dir: Path) -> None:
+    """An issuer's JWKS URL (`https://...` in production) goes through `jwt.PyJWKClient`."""
+    jwks = (auth_dir / JWKS_FILE).read_bytes()
+
+    class JWKS(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(jwks)
+
+        def log_message(self, *args: Any) -> None: ...
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), JWKS)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/certs"
+        verifier = TokenVerifier(AuthSettings(jwks_url=url))
+        token = mint_token("ops-1", ["ops"], auth_dir=auth_dir)
+        assert (await verifier.verify(token)).subject == "ops-1"
+    finally:
+        server.shutdown()
+        server.server_close()

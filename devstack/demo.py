@@ -327,8 +327,8 @@ DELIVERY_ADDRESS = {
 }
 
 
-def place_order(client: httpx.Client, orders: str, scenario: Scenario) -> dict[str, Any]:
-    """POST the scenario's order; return the command's answer (order_id, token, ...)."""
+def send_order(client: httpx.Client, orders: str, scenario: Scenario) -> httpx.Response:
+    """POST the scenario's order as its customer, with the scenario's Idempotency-Key."""
     body = {
         "customer_id": scenario.customer_id,
         "restaurant_id": scenario.restaurant_id,
@@ -336,8 +336,12 @@ def place_order(client: httpx.Client, orders: str, scenario: Scenario) -> dict[s
         "line_items": scenario.line_items,
     }
     headers = {**customer(scenario.customer_id), "Idempotency-Key": scenario.key}
-    url = f"{orders}/orders"
-    accepted: dict[str, Any] = command(client, "POST", url, body, (201,), headers).json()
+    return command(client, "POST", f"{orders}/orders", body, (201,), headers)
+
+
+def place_order(client: httpx.Client, orders: str, scenario: Scenario) -> dict[str, Any]:
+    """Place the scenario's order; return the command's answer (order_id, token, ...)."""
+    accepted: dict[str, Any] = send_order(client, orders, scenario).json()
     scenario.order_id = str(accepted["order_id"])
     return accepted
 
@@ -345,14 +349,7 @@ def place_order(client: httpx.Client, orders: str, scenario: Scenario) -> dict[s
 def retry_order(client: httpx.Client, orders: str, scenario: Scenario) -> None:
     """Send a placed order again with its Idempotency-Key, as a client that lost the
     answer would: the same order comes back, and nothing happens twice."""
-    body = {
-        "customer_id": scenario.customer_id,
-        "restaurant_id": scenario.restaurant_id,
-        "delivery_address": DELIVERY_ADDRESS,
-        "line_items": scenario.line_items,
-    }
-    headers = {**customer(scenario.customer_id), "Idempotency-Key": scenario.key}
-    again = command(client, "POST", f"{orders}/orders", body, (201,), headers)
+    again = send_order(client, orders, scenario)
     if again.json()["order_id"] != scenario.order_id:
         raise DemoFailed(f"a retry with the same Idempotency-Key made another order: {again.text}")
     say(

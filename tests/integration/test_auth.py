@@ -2,7 +2,9 @@
 
 - The authorization matrix: every route of the four command APIs and the query API ×
   every role (none, customer, restaurant, ops) × own and someone else's resource,
-  against each service directly; docs/auth.md's table is what it checks.
+  against each service directly and through the gateway (Envoy, its configuration
+  generated from the Procfile as `cqrs run` makes it); docs/auth.md's table is what it
+  checks.
 - Token attacks, each refused with a 401 by every service.
 - What stays open (health, the API docs, the contracts' pages) and the OpenAPI
   documents (a bearer scheme and 401/403 on every protected operation).
@@ -28,8 +30,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pymongo import MongoClient
 
+from devstack.gateway import Gateway, GatewaySettings, discover_apis, envoy_config, write_config
 from devstack.identity import KEY_FILE, public_jwk
-from devstack.servers import free_port
+from devstack.servers import REPO_ROOT, free_port
 from tests import processes
 from tests.examples import DELIVERY_ADDRESS
 from tests.integration.test_query_api import now_ms, order_doc
@@ -49,6 +52,10 @@ class Stack:
     urls: dict[str, str]
     order_id: str  # cust-a's order at rest-a, in the orders service and the read model
     ticket_id: str  # its ticket, in the kitchen service and the read model
+    gateway: str  # the gateway's URL; `<gateway>/<service>-api/...` reaches a service
+
+    def url(self, service: str, via: str) -> str:
+        return self.urls[service] if via == "direct" else f"{self.gateway}/{service}-api"
 
 
 def _seed_kitchen(url: str, order_id: uuid.UUID) -> None:
@@ -97,6 +104,12 @@ def stack(
     ticket = uuid.uuid4()
     _seed_kitchen(env["KITCHEN_DATABASE_URL"], ticket)
     ports = {service: free_port() for service in SERVICES}
+    env |= {f"{service.upper()}_API_PORT": str(port) for service, port in ports.items()}
+    apis = discover_apis((REPO_ROOT / "Procfile").read_text(), env)
+    assert {api.name for api in apis} >= {f"{service}-api" for service in SERVICES}
+    settings = GatewaySettings(port=free_port(), admin_port=free_port(), rate_limit=10_000)
+    config = envoy_config(apis, settings, access_log_path=str(tmp / "access.log"))
+    gateway = Gateway(tmp / "envoy", write_config(config, tmp / "envoy.json"), settings)
     running = [
         processes.api(
             f"{service}-api",
@@ -111,6 +124,7 @@ def stack(
     ]
     urls = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
     try:
+        gateway.start()
         for url in urls.values():
             wait_for(
                 lambda url=url: httpx.get(f"{url}/health").status_code == 200,
@@ -130,9 +144,10 @@ def stack(
         assert placed.status_code == 201, placed.text
         order_id = placed.json()["order_id"]
         _seed_read_models(mongo_url, database, order_id, str(ticket))
-        yield Stack(urls, order_id, str(ticket))
+        yield Stack(urls, order_id, str(ticket), gateway.url)
         assert all(p.alive() for p in running), processes.logs(*running)
     finally:
+        gateway.stop()
         for process in running:
             process.stop()
         client: MongoClient[dict[str, Any]] = MongoClient(mongo_url)
@@ -303,13 +318,13 @@ ROUTES = [
 ]
 
 
-def call(stack: Stack, route: Route, caller: str) -> httpx.Response:
+def call(stack: Stack, route: Route, caller: str, via: str = "direct") -> httpx.Response:
     who = CALLERS[caller]
     headers = {} if who is None else bearer(who[0], *who[1])
     path = (route.url or route.path).format(order=stack.order_id, ticket=stack.ticket_id)
     return httpx.request(
         route.method,
-        f"{stack.urls[route.service]}{path}",
+        f"{stack.url(route.service, via)}{path}",
         json=route.body,
         headers=headers,
         timeout=30,
@@ -329,10 +344,11 @@ def test_the_matrix_has_every_protected_route_of_every_api(stack: Stack) -> None
         assert served == listed, service
 
 
+@pytest.mark.parametrize("via", ["direct", "gateway"])
 @pytest.mark.parametrize("caller", list(CALLERS))
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.service} {r.method} {r.path}")
-def test_authorization_matrix(stack: Stack, route: Route, caller: str) -> None:
-    response = call(stack, route, caller)
+def test_authorization_matrix(stack: Stack, route: Route, caller: str, via: str) -> None:
+    response = call(stack, route, caller, via)
     if caller == "none":
         assert response.status_code == 401, response.text
         assert response.headers["www-authenticate"].startswith("Bearer ")

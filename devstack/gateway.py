@@ -393,6 +393,7 @@ def jwt_filter(
         "forward": True,
         "payload_in_metadata": "jwt_payload",
         "clock_skew_seconds": 30,
+        "require_expiration": True,  # a token without `exp` would never expire
         **jwks,
     }
     return {

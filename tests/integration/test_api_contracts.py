@@ -19,10 +19,8 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from devstack.servers import free_port
 from tests import processes
 from tests.api_headers import request_headers
-from tests.support import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = 40  # per operation and phase: the whole module runs in under a minute
@@ -51,26 +49,12 @@ def urls(
         "READ_YOUR_WRITES_TIMEOUT": "0.2",
         **{f"{s.upper()}_DATABASE_URL": f"sqlite:///{tmp}/{s}.db" for s in APIS if s != "query"},
     }
-    ports = {service: free_port() for service in APIS}
-    running = [
-        processes.api(f"{service}-api", app, ports[service], env, tmp)
-        for service, app in APIS.items()
-    ]
-    found = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
     try:
-        for url in found.values():
-            wait_for(
-                lambda url=url: httpx.get(f"{url}/health").raise_for_status(),
-                timeout=60,
-                ignore=(httpx.TransportError, httpx.HTTPStatusError),
-            )
-        yield found
-        assert all(p.alive() for p in running), processes.logs(*running)
-        for process in running:
-            assert "Exception in ASGI application" not in process.log(), processes.logs(process)
+        with processes.running_apis(APIS, env, tmp) as (found, running):
+            yield found
+            for process in running:
+                assert "Exception in ASGI application" not in process.log(), processes.logs(process)
     finally:
-        for process in running:
-            process.stop()
         MongoClient(mongo_url).drop_database(database)
 
 

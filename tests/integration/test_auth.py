@@ -12,11 +12,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,20 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pymongo import MongoClient
 
 from devstack.gateway import Gateway, GatewaySettings, discover_apis, envoy_config, write_config
-from devstack.identity import KEY_FILE, public_jwk
 from devstack.servers import REPO_ROOT, free_port
 from tests import processes
 from tests.examples import DELIVERY_ADDRESS
 from tests.integration.test_query_api import now_ms, order_doc
 from tests.integration.test_query_api_saga import ticket_doc
-from tests.support import bearer, wait_for
+from tests.support import bearer
+from tests.token_attacks import ATTACKS, attack_token
 from write_side.kernel.application import open_application
 from write_side.kitchen.application import KitchenApplication
 
@@ -110,46 +102,30 @@ def stack(
     settings = GatewaySettings(port=free_port(), admin_port=free_port(), rate_limit=10_000)
     config = envoy_config(apis, settings, access_log_path=str(tmp / "access.log"))
     gateway = Gateway(tmp / "envoy", write_config(config, tmp / "envoy.json"), settings)
-    running = [
-        processes.api(
-            f"{service}-api",
-            "read_side.api:create_app"
-            if service == "query"
-            else f"write_side.{service}.api:create_app",
-            ports[service],
-            env,
-            tmp,
-        )
+    factories = {
+        service: "read_side.api:create_app"
+        if service == "query"
+        else f"write_side.{service}.api:create_app"
         for service in SERVICES
-    ]
-    urls = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
+    }
     try:
         gateway.start()
-        for url in urls.values():
-            wait_for(
-                lambda url=url: httpx.get(f"{url}/health").status_code == 200,
-                timeout=60,
-                ignore=(httpx.TransportError,),
-                message=f"{url} healthy\n{processes.logs(*running)}",
-            )
-        ops = bearer()
-        for consumer in (CUSTOMER, OTHER_CUSTOMER):
-            body = {"consumer_id": consumer, "name": consumer}
-            post = httpx.post(f"{urls['consumers']}/consumers", json=body, headers=ops)
-            assert post.status_code == 201, post.text
-            body = {"consumer_id": consumer, "credit_limit_cents": 10_000}
-            post = httpx.post(f"{urls['accounting']}/accounts", json=body, headers=ops)
-            assert post.status_code == 201, post.text
-        placed = httpx.post(f"{urls['orders']}/orders", json=order_body(), headers=ops)
-        assert placed.status_code == 201, placed.text
-        order_id = placed.json()["order_id"]
-        _seed_read_models(mongo_url, database, order_id, str(ticket))
-        yield Stack(urls, order_id, str(ticket), gateway.url)
-        assert all(p.alive() for p in running), processes.logs(*running)
+        with processes.running_apis(factories, env, tmp, ports) as (urls, _):
+            ops = bearer()
+            for consumer in (CUSTOMER, OTHER_CUSTOMER):
+                body = {"consumer_id": consumer, "name": consumer}
+                post = httpx.post(f"{urls['consumers']}/consumers", json=body, headers=ops)
+                assert post.status_code == 201, post.text
+                body = {"consumer_id": consumer, "credit_limit_cents": 10_000}
+                post = httpx.post(f"{urls['accounting']}/accounts", json=body, headers=ops)
+                assert post.status_code == 201, post.text
+            placed = httpx.post(f"{urls['orders']}/orders", json=order_body(), headers=ops)
+            assert placed.status_code == 201, placed.text
+            order_id = placed.json()["order_id"]
+            _seed_read_models(mongo_url, database, order_id, str(ticket))
+            yield Stack(urls, order_id, str(ticket), gateway.url)
     finally:
         gateway.stop()
-        for process in running:
-            process.stop()
         client: MongoClient[dict[str, Any]] = MongoClient(mongo_url)
         client.drop_database(database)
         client.close()
@@ -413,106 +389,6 @@ def test_openapi_has_the_bearer_scheme_and_401_403_on_every_protected_operation(
 # -------------------------------------------------------------- token attacks
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _signing_key(auth_keys: Path) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key((auth_keys / KEY_FILE).read_bytes(), None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return key
-
-
-def _claims(**changes: Any) -> dict[str, Any]:
-    now = int(time.time())
-    claims = {
-        "iss": "cqrs-local",
-        "aud": "cqrs-api",
-        "sub": "ops-1",
-        "iat": now,
-        "nbf": now,
-        "exp": now + 600,
-        "realm_access": {"roles": ["ops"]},
-    }
-    claims.update(changes)
-    return claims
-
-
-def _hs256_with_public_key(auth_keys: Path) -> str:
-    """HS256 "signed" with the RSA public key's bytes, as a confused verifier would check it."""
-    key = _signing_key(auth_keys)
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    header = {"alg": "HS256", "typ": "JWT", "kid": public_jwk(key)["kid"]}
-    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(_claims()).encode())}"
-    signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64(signature)}"
-
-
-def _attack(name: str, auth_keys: Path) -> str | None:
-    key = _signing_key(auth_keys)
-    kid = public_jwk(key)["kid"]
-
-    def signed(claims: dict[str, Any], **headers: Any) -> str:
-        return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid, **headers})
-
-    now = int(time.time())
-    if name == "no token":
-        return None
-    if name == "alg none":
-        header = _b64(json.dumps({"alg": "none", "typ": "JWT", "kid": kid}).encode())
-        return f"{header}.{_b64(json.dumps(_claims()).encode())}."
-    if name == "expired":
-        return signed(_claims(iat=now - 7200, nbf=now - 7200, exp=now - 3600))
-    if name == "not yet valid":
-        return signed(_claims(nbf=now + 3600, exp=now + 7200))
-    if name == "issued in the future":
-        return signed(_claims(iat=now + 3600, nbf=now, exp=now + 7200))
-    if name == "wrong issuer":
-        return signed(_claims(iss="someone-else"))
-    if name == "wrong audience":
-        return signed(_claims(aud="another-api"))
-    if name == "no expiry":
-        claims = _claims()
-        del claims["exp"]
-        return signed(claims)
-    if name == "tampered signature":
-        header, _, signature = signed(_claims(sub=CUSTOMER)).split(".")
-        forged = _b64(json.dumps(_claims()).encode())  # ops instead of a customer
-        return f"{header}.{forged}.{signature}"
-    if name == "unknown kid":
-        stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return jwt.encode(_claims(), stranger, algorithm="RS256", headers={"kid": "unknown-kid"})
-    if name == "another key with the trusted kid":
-        stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return jwt.encode(_claims(), stranger, algorithm="RS256", headers={"kid": kid})
-    if name == "ES256 with the trusted kid":
-        stranger_ec = ec.generate_private_key(ec.SECP256R1())
-        return jwt.encode(_claims(), stranger_ec, algorithm="ES256", headers={"kid": kid})
-    if name == "HS256 signed with the RSA public key":
-        return _hs256_with_public_key(auth_keys)
-    if name == "not a JWT":
-        return "not-a-jwt"
-    raise AssertionError(name)
-
-
-ATTACKS = [
-    "no token",
-    "alg none",
-    "expired",
-    "not yet valid",
-    "issued in the future",
-    "wrong issuer",
-    "wrong audience",
-    "no expiry",
-    "tampered signature",
-    "unknown kid",
-    "another key with the trusted kid",
-    "ES256 with the trusted kid",
-    "HS256 signed with the RSA public key",
-    "not a JWT",
-]
 TARGETS = {
     "orders": "/orders/{order}",
     "consumers": f"/consumers/{CUSTOMER}",
@@ -533,7 +409,7 @@ def test_the_attacks_target_a_route_a_valid_token_may_read(stack: Stack) -> None
 def test_every_token_attack_is_a_401(
     stack: Stack, auth_keys: Path, attack: str, service: str
 ) -> None:
-    token = _attack(attack, auth_keys)
+    token = attack_token(attack, auth_keys)
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     url = f"{stack.urls[service]}{TARGETS[service].format(order=stack.order_id)}"
     response = httpx.get(url, headers=headers)

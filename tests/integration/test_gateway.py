@@ -8,9 +8,6 @@ limit. Everything listens on 127.0.0.1, on free ports.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import re
 import socket
@@ -24,9 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from devstack import identity
 from devstack.gateway import (
@@ -44,6 +39,7 @@ from devstack.processes import Process, api, logs
 from devstack.run import API_PORTS
 from devstack.servers import REPO_ROOT, free_port
 from tests.support import wait_for
+from tests.token_attacks import ATTACKS, attack_token
 
 # cqrs-reference-saga: begin
 SCALED = "orders-api"
@@ -83,14 +79,6 @@ class Stack:
         if not self.stub_log.exists():
             return []
         return [json.loads(line) for line in self.stub_log.read_text().splitlines()]
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
-    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
 
 
 def _wait_healthy(url: str, process: Process) -> None:
@@ -276,56 +264,32 @@ def test_a_valid_token_passes_and_is_forwarded(stack: Stack) -> None:
     assert stack.stub_requests()[-1]["headers"]["authorization"] == f"Bearer {token}"
 
 
-def _attacks(stack: Stack) -> dict[str, str | None]:
-    key = (stack.auth_dir / identity.KEY_FILE).read_bytes()
-    kid = json.loads((stack.auth_dir / identity.JWKS_FILE).read_text())["keys"][0]["kid"]
-    now = int(time.time())
-    good = {
-        "iss": "cqrs-local",
-        "aud": "cqrs-api",
-        "sub": "cust-ok",
-        "iat": now,
-        "exp": now + 600,
-        "realm_access": {"roles": ["customer"]},
-    }
+LEFT_TO_THE_SERVICES = {"issued in the future"}
+"""Attacks Envoy's jwt_authn lets through (it does not check `iat`); every API refuses
+them itself (tests/integration/test_auth.py)."""
 
-    def signed(claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
-        return jwt.encode(claims, key, algorithm="RS256", headers=headers or {"kid": kid})
 
-    valid = signed(good)
-    head, _, signature = valid.split(".")
-    tampered_payload = _b64(json.dumps(good | {"sub": "cust-other"}).encode())
-    hs_input = _unsigned({"alg": "HS256", "typ": "JWT", "kid": kid}, good)
-    private = serialization.load_pem_private_key(key, password=None)
-    pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    hs_pem = hmac.new(pem, hs_input.encode(), hashlib.sha256).digest()
-    return {
-        "no token": None,
-        "alg none": _unsigned({"alg": "none", "typ": "JWT"}, good) + ".",
-        "expired": signed(good | {"iat": now - 7200, "exp": now - 3600}),
-        "not yet valid": signed(good | {"nbf": now + 3600}),
-        "wrong issuer": signed(good | {"iss": "someone-else"}),
-        "wrong audience": signed(good | {"aud": "another-api"}),
-        "tampered signature": f"{head}.{tampered_payload}.{signature}",
-        "unknown kid": signed(good, {"kid": "not-a-known-key"}),
-        "HS256 with the RSA public key": f"{hs_input}.{_b64(hs_pem)}",
-        "garbage": "not.a.token",
-    }
+def _gateway_answer(stack: Stack, attack: str, method: str) -> httpx.Response:
+    token = attack_token(attack, stack.auth_dir)
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return httpx.request(method, f"{stack.url}/echo", headers=headers, json={}, timeout=5)
 
 
 def test_every_token_attack_is_refused_at_the_gateway(stack: Stack) -> None:
-    for attack, token in _attacks(stack).items():
+    passed = set()
+    for attack in ATTACKS:
         seen = len(stack.stub_requests())
-        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         for method in ("GET", "POST"):
-            answer = httpx.request(method, f"{stack.url}/echo", headers=headers, json={}, timeout=5)
-            assert answer.status_code == 401, (attack, method, answer.status_code, answer.text)
+            answer = _gateway_answer(stack, attack, method)
+            if answer.status_code != 401:
+                passed.add(attack)
+                continue
             assert answer.headers["content-type"] == "application/problem+json", attack
             assert answer.json()["status"] == 401, (attack, answer.text)
             assert answer.headers.get("www-authenticate", "").startswith("Bearer"), attack
-        assert len(stack.stub_requests()) == seen, f"{attack}: the upstream saw it"
+        if attack not in passed:
+            assert len(stack.stub_requests()) == seen, f"{attack}: the upstream saw it"
+    assert passed == LEFT_TO_THE_SERVICES
 
 
 def test_no_token_is_refused_before_any_api(stack: Stack) -> None:

@@ -16,12 +16,10 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from devstack.servers import free_port
 from tests import processes
 from tests.api_headers import request_headers
 from tests.examples import PLACE_ORDER
 from tests.http_wire import Answer, Wire
-from tests.support import wait_for
 
 BODY_READ_TIMEOUT = 2.0
 APPS = {
@@ -67,24 +65,10 @@ def apis(
         "BODY_READ_TIMEOUT": str(BODY_READ_TIMEOUT),
         **{f"{s.upper()}_DATABASE_URL": f"sqlite:///{tmp}/{s}.db" for s in APPS if s != "query"},
     }
-    ports = {service: free_port() for service in APPS}
-    running = [
-        processes.api(f"{service}-api", app, ports[service], env, tmp)
-        for service, app in APPS.items()
-    ]
-    urls = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
     try:
-        for url in urls.values():
-            wait_for(
-                lambda url=url: httpx.get(f"{url}/health").raise_for_status(),
-                timeout=60,
-                ignore=(httpx.TransportError, httpx.HTTPStatusError),
-            )
-        yield Apis(urls, tmp)
-        assert all(p.alive() for p in running), processes.logs(*running)
+        with processes.running_apis(APPS, env, tmp) as (urls, _):
+            yield Apis(urls, tmp)
     finally:
-        for process in running:
-            process.stop()
         MongoClient(mongo_url).drop_database(database)
 
 

@@ -60,6 +60,20 @@ def system_broker(data_dir: Path) -> Iterator[KafkaBroker]:
         yield broker
 
 
+def system_env(broker: KafkaBroker, mongo_url: str, work: Path) -> dict[str, str]:
+    """The settings every process of one benchmarked system shares: its broker, a fresh
+    read-model database and consumer group, and the relays' wake-ups, as `cqrs run` sets
+    them for the local broker (ADR 22)."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "MONGODB_URL": mongo_url,
+        "MONGODB_DATABASE": f"bench_{uuid.uuid4().hex[:8]}",
+        "PROJECTIONS_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+        "PROJECTIONS_DATA_DIR": str(work / "faust"),
+        "KAFKA_FETCH_WAKEUP_DIR": str(work / "kafka-wakeups"),
+    }
+
+
 class System:
     """Processes started for a scenario; stopped (SIGTERM, by PID) when it ends."""
 

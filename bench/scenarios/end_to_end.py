@@ -16,7 +16,6 @@ has arrived; none waits to fill) and two stores' writes.
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,15 +44,8 @@ async def orders_system(context: BenchContext, store: str) -> AsyncIterator[Runn
     with contextlib.ExitStack() as exit_stack:
         broker = exit_stack.enter_context(stack.system_broker(work / "kafka"))
         env = {
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "MONGODB_URL": context.mongo_url,
-            "MONGODB_DATABASE": f"bench_{uuid.uuid4().hex[:8]}",
-            "PROJECTIONS_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-            "PROJECTIONS_DATA_DIR": str(work / "faust"),
+            **stack.system_env(broker, context.mongo_url, work),
             "ORDERS_DATABASE_URL": f"sqlite:///{work}/orders.db",
-            # As `cqrs run` sets it for the local broker (ADR 22): the relay wakes the
-            # projections worker when it has published, instead of its 10 ms pacing.
-            "KAFKA_FETCH_WAKEUP_DIR": str(work / "kafka-wakeups"),
         }
         if store == "PostgreSQL":
             schema = exit_stack.enter_context(stack.postgres_schema(context.postgres_url))

@@ -267,13 +267,7 @@ async def measure_saga(context: BenchContext, store: str, plan: Plan) -> SearchR
         exit_stack.push_async_callback(client.close)
         broker = exit_stack.enter_context(stack.system_broker(work / "kafka"))
         env = {
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
-            "MONGODB_URL": context.mongo_url,
-            "MONGODB_DATABASE": f"bench_{uuid.uuid4().hex[:8]}",
-            "PROJECTIONS_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-            "PROJECTIONS_DATA_DIR": str(work / "faust"),
-            # As `cqrs run` sets it for the local broker (ADR 22); ignored by code without it.
-            "KAFKA_FETCH_WAKEUP_DIR": str(work / "kafka-wakeups"),
+            **stack.system_env(broker, context.mongo_url, work),
             **{f"{s.upper()}_DATABASE_URL": f"sqlite:///{work}/{s}.db" for s in SERVICES},
         }
         if store == "PostgreSQL":

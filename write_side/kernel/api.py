@@ -3,7 +3,7 @@
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from eventsourcing.persistence import IntegrityError
 from fastapi import FastAPI, Header, Path, Request
@@ -117,21 +117,6 @@ async def _verified_subject(app: Starlette, headers: Headers) -> str | None:
     return principal.subject
 
 
-def _document_with(api: FastAPI, *additions: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-    """Let ``additions`` complete the app's OpenAPI document once it is generated."""
-    generate = api.openapi
-
-    def openapi() -> dict[str, Any]:
-        if api.openapi_schema is None:
-            schema = generate()
-            for addition in additions:
-                schema = addition(schema)
-            api.openapi_schema = schema
-        return api.openapi_schema
-
-    api.openapi = openapi  # type: ignore[method-assign]
-
-
 def command_api(
     title: str, service: str, open_application: Callable[[], App]
 ) -> tuple[FastAPI, Callable[[Request], Awaitable[App]]]:
@@ -164,10 +149,10 @@ def command_api(
         lifespan=lifespan,
         statuses=command_statuses,
         middleware=[idempotent],  # inside the request guard: it reads bodies the guard let in
+        documents=[idempotency.document],
     )
     install_error_handlers(api)
     install_auth(api, open_paths={"/health"})
-    _document_with(api, idempotency.document)
 
     @api.get("/health")
     async def health() -> dict[str, str]:

@@ -46,23 +46,35 @@ _REF = "#/components/schemas/{model}"
 
 
 def create_api(
-    *, statuses: Statuses | None = None, limits: RequestLimits | None = None, **fastapi: Any
+    *,
+    statuses: Statuses | None = None,
+    limits: RequestLimits | None = None,
+    documents: Iterable[Callable[[dict[str, Any]], object]] = (),
+    **fastapi: Any,
 ) -> FastAPI:
-    """A FastAPI app (``fastapi`` are its arguments: title, version, lifespan...)."""
+    """A FastAPI app (``fastapi`` are its arguments: title, version, lifespan...);
+    ``documents`` complete its OpenAPI document (each changes it in place)."""
     app = FastAPIOffline(**fastapi)
     install_problem_handlers(app)
     app.add_middleware(RequestGuard, limits=limits or RequestLimits())
-    document_problems(app, statuses or (lambda path, method, operation: ()))
+    document_problems(app, statuses or (lambda path, method, operation: ()), documents)
     return app
 
 
-def document_problems(app: FastAPI, statuses: Statuses) -> None:
+def document_problems(
+    app: FastAPI,
+    statuses: Statuses,
+    documents: Iterable[Callable[[dict[str, Any]], object]] = (),
+) -> None:
     """Post-process the app's OpenAPI document once, when it is first asked for."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            add_problems(generate(), statuses)  # generate() caches it in app.openapi_schema
+            document = generate()  # generate() caches it in app.openapi_schema
+            add_problems(document, statuses)
+            for complete in documents:
+                complete(document)
         assert app.openapi_schema is not None
         return app.openapi_schema
 

@@ -36,7 +36,7 @@ from pymongo import AsyncMongoClient, UpdateOne
 from bench.stack import System
 from devstack import processes
 from devstack.servers import KafkaBroker, run_sync
-from write_side.kernel.kafka import ensure_topics, pace_empty_fetches
+from kernel.kafka import ensure_topics, pace_empty_fetches
 
 HOPS = 5
 MAX_RECORDS = 5000  # per fetch taken: far above what one fetch brings here
@@ -112,7 +112,7 @@ async def run_hop(args: argparse.Namespace) -> None:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=args.bootstrap, enable_auto_commit=False, group_id=None
     )
-    # As the system's producers (write_side.kernel.kafka.reliable_producer).
+    # As the system's producers (kernel.kafka.reliable_producer).
     producer = (
         AIOKafkaProducer(
             bootstrap_servers=args.bootstrap, enable_idempotence=True, acks="all", linger_ms=5

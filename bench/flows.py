@@ -25,7 +25,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from bench import http as bench_http
 from bench.examples import ADDRESS
 from bench.load import LoadRun, open_loop
-from write_side.kernel.kafka import ensure_topics
+from kernel.kafka import ensure_topics
 
 PIZZA = {"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}
 WATCH_INTERVAL = 0.01  # seconds

@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.flows import Flow
 from devstack.processes import Process
-from write_side.kernel.kafka import pace_empty_fetches
+from kernel.kafka import pace_empty_fetches
 
 log = logging.getLogger("bench")
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.examples import ADDRESS
+from kernel.application import ServiceApplication
+from kernel.relay import Relay, build_relay
 from write_side.accounting import relay as accounting_relay
 from write_side.accounting.application import AccountingApplication
 from write_side.accounting.bootstrap import build_application as accounting_application
@@ -16,8 +18,6 @@ from write_side.consumers import relay as consumers_relay
 from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.bootstrap import build_application as consumers_application
 from write_side.consumers.settings import ConsumersSettings
-from write_side.kernel.application import ServiceApplication
-from write_side.kernel.relay import Relay, build_relay
 from write_side.kitchen import relay as kitchen_relay
 from write_side.kitchen.application import KitchenApplication
 from write_side.kitchen.bootstrap import build_application as kitchen_application

@@ -14,7 +14,7 @@ import sqlalchemy
 from devstack import processes
 from devstack.run import stack_topics
 from devstack.servers import KafkaBroker, run_sync
-from write_side.kernel.kafka import ensure_topics
+from kernel.kafka import ensure_topics
 
 log = logging.getLogger("bench")
 
@@ -70,6 +70,7 @@ def system_env(broker: KafkaBroker, mongo_url: str, work: Path) -> dict[str, str
         "MONGODB_DATABASE": f"bench_{uuid.uuid4().hex[:8]}",
         "PROJECTIONS_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
         "PROJECTIONS_DATA_DIR": str(work / "faust"),
+        "KAFKA_EMPTY_FETCH_INTERVAL": "0.01",
         "KAFKA_FETCH_WAKEUP_DIR": str(work / "kafka-wakeups"),
     }
 

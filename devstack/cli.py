@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from devstack import contract_tools, dead_letters_command, gateway, identity, replay, run
-from devstack.scaffold import commands as scaffold
-from devstack.scaffold import prune
+from devstack import contract_tools, gateway, identity, run
+from operations import dead_letters, replay
+from scaffold import commands as scaffold
+from scaffold import prune
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -20,7 +21,7 @@ REGISTRARS: list[Registrar] = [
     identity.register,
     gateway.register,
     contract_tools.register,
-    dead_letters_command.register,
+    dead_letters.register,
     replay.register,
     scaffold.register,
     prune.register,

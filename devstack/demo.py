@@ -45,7 +45,7 @@ from typing import Any
 import httpx
 
 from devstack.identity import default_auth_dir, mint_token
-from devstack.text_table import table
+from operations.text_table import table
 
 STARTUP_TIMEOUT = float(os.environ.get("DEMO_STARTUP_TIMEOUT", "120"))
 READ_TIMEOUT = float(os.environ.get("DEMO_READ_TIMEOUT", "60"))

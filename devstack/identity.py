@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.servers import REPO_ROOT
-from write_side.kernel.settings import AuthSettings
+from kernel.settings import AuthSettings
 
 KEY_FILE = "signing-key.pem"
 JWKS_FILE = "jwks.json"

@@ -30,7 +30,6 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from contracts.registry import SERVICE_CONTRACTS
-from devstack.dead_letters import records_topic
 from devstack.gateway import (
     PROCFILE_API,
     Gateway,
@@ -52,8 +51,9 @@ from devstack.servers import (
     port_is_free,
     run_sync,
 )
-from write_side.kernel.kafka import TopicMismatch, ensure_topics
-from write_side.kernel.messaging import dead_letter_topic
+from kernel.dead_letters import records_topic
+from kernel.kafka import TopicMismatch, ensure_topics
+from kernel.messaging import dead_letter_topic
 
 SERVICE_TOPICS = tuple(contract.TOPIC for contract in SERVICE_CONTRACTS)
 SERVICES = SERVICE_TOPICS
@@ -90,8 +90,10 @@ def default_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
         "KAFKA_TOPIC_PARTITIONS": "4",
         "MONGODB_URL": f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true",
         "MONGODB_DATABASE": "read_models",
-        # The local broker answers empty fetches at once: relays wake idle consumers
-        # through this folder instead (docs/adr/0022). Not set with Kafka (compose).
+        # The local broker answers empty fetches at once: consumers pause after one, and
+        # relays wake idle consumers through this folder (docs/adr/0019, 0022). Not set
+        # with Kafka (compose).
+        "KAFKA_EMPTY_FETCH_INTERVAL": "0.01",
         "KAFKA_FETCH_WAKEUP_DIR": "var/kafka-wakeups",
         # The one entry point (docs/gateway.md); its admin interface on 127.0.0.1 only.
         "GATEWAY_PORT": env.get("GATEWAY_PORT", "8080"),

@@ -11,7 +11,6 @@ name: SIGTERM to the group, then SIGKILL if it has not exited after a grace peri
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import importlib.resources
 import os
 import signal
@@ -20,7 +19,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
@@ -30,7 +29,8 @@ from aiokafka.errors import KafkaError
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from write_side.kernel.kafka import ensure_topics
+from kernel.kafka import ensure_topics
+from kernel.sync import run_sync
 
 LOCALHOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -117,20 +117,6 @@ def ensure_secantus_venv(quiet: bool = False) -> Path:
 
 
 # ---------------------------------------------------------------------------- async
-
-
-def run_sync(make_coroutine: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine to completion from sync code, even inside a running event loop."""
-
-    async def runner() -> T:
-        return await make_coroutine()
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(runner())
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, runner()).result()
 
 
 # -------------------------------------------------------------------------- servers

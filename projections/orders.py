@@ -14,7 +14,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from contracts import accounting, consumers, kitchen
 from contracts import orders as contract
 from contracts.envelope import Envelope
-from projections.projection import Document, Projection
+from kernel.projection import Document, Projection
 
 EMPTY_SAGA: dict[str, str | None] = {
     "state": None,

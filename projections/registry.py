@@ -3,7 +3,7 @@
 `cqrs new-domain` and `cqrs new-projection` add theirs at the marked lines.
 """
 
-from projections.projection import Projection
+from kernel.projection import Projection
 
 # cqrs-reference-saga: begin
 # isort: split

@@ -1,4 +1,6 @@
-from write_side.kernel.settings import KafkaSettings
+"""Configuration of the projections worker, read from the environment."""
+
+from kernel.settings import KafkaSettings
 
 
 class ProjectionSettings(KafkaSettings):

@@ -4,7 +4,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from contracts import kitchen as contract
 from contracts.envelope import Envelope
-from projections.projection import Document, Projection, ProjectionError
+from kernel.projection import Document, Projection, ProjectionError
 
 
 def apply(document: Document | None, envelope: Envelope, event: object) -> Document:

@@ -1,7 +1,7 @@
 """The projections worker (one process): ``faust -A projections.worker:app worker --without-web``.
 
 Thin entry point: Faust consumes the topics and hands batches of raw messages to the
-:class:`~projections.runtime.ProjectionRunner` of each projection.
+:class:`~kernel.projection_runtime.ProjectionRunner` of each projection.
 """
 
 import asyncio
@@ -12,14 +12,14 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from projections.catalog import ProjectionVersionMismatch
-from projections.projection import Projection
+from kernel.kafka import reliable_producer, stop_producer
+from kernel.messaging import ConsumedMessage, DeadLetters
+from kernel.projection import Projection
+from kernel.projection_catalog import ProjectionVersionMismatch
+from kernel.projection_runtime import ProjectionRunner
+from kernel.streams import faust_app, handle_batches, retry_until_done
 from projections.registry import PROJECTIONS
-from projections.runtime import ProjectionRunner
 from projections.settings import ProjectionSettings
-from write_side.kernel.kafka import reliable_producer, stop_producer
-from write_side.kernel.messaging import ConsumedMessage, DeadLetters
-from write_side.kernel.streams import faust_app, handle_batches, retry_until_done
 
 log = logging.getLogger(__name__)
 settings = ProjectionSettings()

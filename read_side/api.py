@@ -22,14 +22,14 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, PyMongoError
 
+from kernel.auth import OpsOnly, check_every_route_guarded, install_auth
+from kernel.http_api import create_api
+from kernel.problems import problem
+from kernel.projections_status import projections_status
+from kernel.read_models import LiveCollections
 from read_side import asyncapi_page
 from read_side.models import ProjectionStatus
-from read_side.projections_status import projections_status
-from read_side.read_model import LiveCollections
 from read_side.settings import QuerySettings
-from write_side.kernel.auth import OpsOnly, check_every_route_guarded, install_auth
-from write_side.kernel.http_api import create_api
-from write_side.kernel.problems import problem
 
 # cqrs-reference-saga: begin
 # isort: split

@@ -12,24 +12,25 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
 
+from kernel.read_models import (
+    PROGRESS,
+    Document,
+    LiveCollections,
+    Staleness,
+    aware,
+    ensure_indexes,
+)
 from read_side.models import Order, OrderStatus, Ticket, TicketStatus
 
 log = logging.getLogger(__name__)
 
-Document = dict[str, Any]
-
 ORDERS = "orders"
 TICKETS = "tickets"
-PROGRESS = "projection_progress"
-ALIASES = "projection_aliases"
-ALIAS_CACHE_SECONDS = 1.0
 # The staleness headers of the orders routes: the orders projection's progress on the
 # orders topic only (positions of other services' logs are not comparable).
 PROJECTION = "orders"
@@ -44,73 +45,6 @@ _BOOKKEEPING: Document = {"_applied": 0, "_rev": 0}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
-
-
-async def _ensure(collection: AsyncCollection[Document], indexes: list[IndexModel]) -> None:
-    """Create each index (a no-op when it exists).
-
-    One the server refuses (e.g. the same keys under another name) is logged and
-    skipped: the queries work without it. Any other error (the store is unreachable)
-    is raised.
-    """
-    for index in indexes:
-        try:
-            await collection.create_indexes([index])
-        except OperationFailure as error:
-            log.warning(
-                "could not create index %s on %s: %s", index.document["key"], collection.name, error
-            )
-
-
-class LiveCollections:
-    """The collection that serves each read model, through ``projection_aliases``.
-
-    ``cqrs replay`` builds a new collection beside the live one and switches the alias
-    only once it is complete (ADR 13), so whatever the alias names is whole. A read
-    model without an alias (a deployment from before them) is its plain collection.
-    Looked up at most once a second per read model: after a switch, answers may come
-    from the previous (complete, no longer updated) collection for that long.
-    """
-
-    def __init__(self, database: AsyncDatabase[Document], ttl: float = ALIAS_CACHE_SECONDS):
-        self._database = database
-        self._aliases = database[ALIASES]
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, str]] = {}
-
-    async def name(self, read_model: str) -> str:
-        now = asyncio.get_running_loop().time()
-        cached = self._cache.get(read_model)
-        if cached is not None and now - cached[0] < self._ttl:
-            return cached[1]
-        alias = await self._aliases.find_one({"_id": read_model}, {"collection": 1})
-        name = read_model if alias is None else str(alias["collection"])
-        self._cache[read_model] = (now, name)
-        return name
-
-    async def get(self, read_model: str) -> AsyncCollection[Document]:
-        return self._database[await self.name(read_model)]
-
-
-@dataclass(frozen=True)
-class Staleness:
-    """How far the orders projection has got, from its progress documents."""
-
-    position: int  # highest log position applied in any partition; 0 if none
-    event_time: datetime | None  # time of the newest applied event; None if none
-
-    def headers(self, now: datetime) -> dict[str, str]:
-        headers = {"X-Read-Model-Position": str(self.position)}
-        if self.event_time is not None:
-            # Clamped at zero: the writer's and reader's clocks may disagree a little.
-            age = max(0.0, (now - self.event_time).total_seconds())
-            headers["X-Read-Model-Event-Time"] = self.event_time.isoformat()
-            headers["X-Read-Model-Age"] = f"{age:.3f}"
-        return headers
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class OrdersReadModel:
@@ -132,7 +66,7 @@ class OrdersReadModel:
 
     async def ensure_indexes(self) -> None:
         """The indexes the list queries need (the projection creates them too)."""
-        await _ensure(
+        await ensure_indexes(
             await self._orders(),
             [
                 IndexModel([("customer_id", ASCENDING), ("created_position", DESCENDING)]),
@@ -241,7 +175,7 @@ class OrdersReadModel:
             position = max(position, int(progress.get("position") or 0))
             applied: datetime | None = progress.get("event_time")
             if applied is not None:
-                applied = _aware(applied)  # a client without tz_aware=True
+                applied = aware(applied)  # a client without tz_aware=True
                 event_time = applied if event_time is None else max(event_time, applied)
         return Staleness(position, event_time)
 
@@ -258,7 +192,7 @@ class TicketCursor:
     ticket_id: str
 
     def encode(self) -> str:
-        millis = (_aware(self.updated_at) - _EPOCH) // _MILLISECOND
+        millis = (aware(self.updated_at) - _EPOCH) // _MILLISECOND
         raw = json.dumps([millis, self.ticket_id], separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -288,7 +222,7 @@ class TicketsReadModel:
 
     async def ensure_indexes(self) -> None:
         """Keyset indexes of the list: (filter,) updated_at desc, _id desc."""
-        await _ensure(
+        await ensure_indexes(
             await self._tickets(),
             [
                 IndexModel(

@@ -76,6 +76,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from contracts.consistency import ConsistencyToken, InvalidToken
+from kernel.auth import (
+    CustomerOrOps,
+    CustomerOrRestaurantOrOps,
+    Forbidden,
+    OpsOnly,
+    RestaurantOrOps,
+)
 from read_side.models import (
     Order,
     OrderPage,
@@ -97,13 +104,6 @@ from read_side.read_model import (
     TicketsReadModel,
 )
 from read_side.settings import QuerySettings
-from write_side.kernel.auth import (
-    CustomerOrOps,
-    CustomerOrRestaurantOrOps,
-    Forbidden,
-    OpsOnly,
-    RestaurantOrOps,
-)
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 import sqlalchemy
 from eventsourcing.application import AggregateNotFoundError
 
+from kernel.application import ServiceApplication
 from tests.support import wait_for
-from write_side.kernel.application import ServiceApplication
 
 
 class HeldWriter:

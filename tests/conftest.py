@@ -17,6 +17,10 @@ from devstack.servers import KafkaBroker, MongoServer, ensure_secantus_venv
 from tests import support
 from tests.stores import POSTGRES_URL, Store
 
+# The tests' broker is the local one, which answers an empty fetch at once: consumers
+# made here, and the processes the tests start, pause after one as `cqrs run`'s do.
+os.environ.setdefault("KAFKA_EMPTY_FETCH_INTERVAL", "0.01")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def auth_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

@@ -18,9 +18,9 @@ from typing import ClassVar
 
 from bench import stack
 from bench.scenario import BenchContext, Measurement, ScenarioResult
+from kernel.application import open_application
 from write_side.accounting.application import AccountingApplication
 from write_side.accounting.domain import Account
-from write_side.kernel.application import open_application
 
 
 class SnapshotsOnly(AccountingApplication):

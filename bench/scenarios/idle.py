@@ -76,6 +76,7 @@ def stack_environment(work: Path, kafka_port: int, mongo_port: int) -> dict[str,
     env |= {
         "MONGODB_DATABASE": f"idle_{uuid.uuid4().hex[:8]}",
         "PROJECTIONS_DATA_DIR": str(work / "faust"),
+        "KAFKA_EMPTY_FETCH_INTERVAL": "0.01",
         "KAFKA_FETCH_WAKEUP_DIR": str(work / "kafka-wakeups"),
         # As `cqrs run` does: the Procfile's `python`, `uvicorn`, `faust` are this venv's.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),

@@ -29,11 +29,11 @@ from contracts import orders as contract
 from contracts.envelope import Envelope, event_id_for
 from contracts.registry import decode_envelope, parse_data
 from devstack import processes
+from kernel.kafka import ensure_topics, reliable_producer, stop_producer
+from kernel.messaging import ConsumedMessage, DeadLetters
+from kernel.projection import Document
+from kernel.projection_runtime import PROGRESS_COLLECTION, ProjectionRunner
 from projections.orders import ORDERS
-from projections.projection import Document
-from projections.runtime import PROGRESS_COLLECTION, ProjectionRunner
-from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
-from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 
 BATCH_SIZE = 500  # PROJECTION_BATCH_SIZE's default
 TARGET_RATIO = 0.8  # the live path's throughput against the raw bulk_write (issue 7)

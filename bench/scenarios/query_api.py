@@ -29,10 +29,10 @@ from bench.scenarios.projection import consumed_batches, order_events
 from bench.stats import percentiles_ms
 from devstack import processes
 from devstack.servers import free_port
+from kernel.kafka import reliable_producer, stop_producer
+from kernel.messaging import DeadLetters
+from kernel.projection_runtime import ProjectionRunner
 from projections.orders import ORDERS
-from projections.runtime import ProjectionRunner
-from write_side.kernel.kafka import reliable_producer, stop_producer
-from write_side.kernel.messaging import DeadLetters
 
 CLIENTS = 8
 CUSTOMERS = 50

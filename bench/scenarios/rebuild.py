@@ -26,10 +26,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from bench.saga_stores import SERVICES, Workload
 from bench.scenario import BenchContext, Measurement, ScenarioResult
-from devstack.replay import store_logs
+from kernel.kafka import ensure_topics
+from kernel.replay import Replay, ReplayOptions, ReplaySummary
+from operations.replay import store_logs
 from projections.orders import ORDERS
-from projections.replay import Replay, ReplayOptions, ReplaySummary
-from write_side.kernel.kafka import ensure_topics
 
 SAGAS = 1500  # about 7,500 events and 1,500 documents
 QUICK_SAGAS = 300

@@ -23,8 +23,8 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from bench import charts, profiling, stack, stats
 from bench.examples import ADDRESS
 from bench.scenario import BenchContext, Measurement, ScenarioResult
-from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
-from write_side.kernel.relay import PRODUCER_MAX_BATCH_BYTES, Message, Relay, build_relay
+from kernel.kafka import ensure_topics, reliable_producer, stop_producer
+from kernel.relay import PRODUCER_MAX_BATCH_BYTES, Message, Relay, build_relay
 from write_side.orders.application import OrdersApplication
 from write_side.orders.bootstrap import build_application
 from write_side.orders.relay import SOURCE, to_contract

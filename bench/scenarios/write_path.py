@@ -47,9 +47,9 @@ from bench.load import LoadRun, closed_loop
 from bench.scenario import BenchContext, Measurement, ScenarioResult
 from devstack import processes
 from devstack.servers import free_port
-from write_side.kernel.application import open_application
-from write_side.kernel.group_commit import _Staged
-from write_side.kernel.store import event_store_env
+from kernel.application import open_application
+from kernel.group_commit import _Staged
+from kernel.store import event_store_env
 from write_side.orders.api import PlaceOrder
 from write_side.orders.application import OrdersApplication
 from write_side.orders.domain import Order

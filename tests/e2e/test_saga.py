@@ -18,11 +18,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack.servers import KafkaBroker, free_port
+from kernel.kafka import ensure_topics
 from tests import processes
 from tests.examples import DELIVERY_ADDRESS
 from tests.integration.kafka_reading import read_all
 from tests.support import bearer, wait_for
-from write_side.kernel.kafka import ensure_topics
 
 SERVICES = ("orders", "consumers", "kitchen", "accounting")
 TOPICS = SERVICES

@@ -24,13 +24,13 @@ from pymongo import MongoClient
 
 from devstack.gateway import Gateway, GatewaySettings, discover_apis, envoy_config, write_config
 from devstack.servers import REPO_ROOT, free_port
+from kernel.application import open_application
 from tests import processes
 from tests.examples import DELIVERY_ADDRESS
 from tests.integration.test_query_api import now_ms, order_doc
 from tests.integration.test_query_api_saga import ticket_doc
 from tests.support import bearer
 from tests.token_attacks import ATTACKS, attack_token
-from write_side.kernel.application import open_application
 from write_side.kitchen.application import KitchenApplication
 
 CUSTOMER, OTHER_CUSTOMER = "cust-a", "cust-b"

@@ -17,6 +17,9 @@ from contracts import accounting, consumers, kitchen, orders
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
 from contracts.registry import editions
+from kernel.application import ServiceApplication
+from kernel.messaging import ConsumedMessage
+from kernel.reactions import Reaction, Reactor
 from write_side.accounting import relay as accounting_relay
 from write_side.accounting.bootstrap import build_application as build_accounting
 from write_side.accounting.domain import Account, Authorization
@@ -27,9 +30,6 @@ from write_side.consumers.bootstrap import build_application as build_consumers
 from write_side.consumers.domain import Consumer, Verification
 from write_side.consumers.saga import reactions as consumers_reactions
 from write_side.consumers.settings import ConsumersSettings
-from write_side.kernel.application import ServiceApplication
-from write_side.kernel.messaging import ConsumedMessage
-from write_side.kernel.reactions import Reaction, Reactor
 
 ITEMS = [orders.LineItem(menu_item_id="pizza", quantity=2, unit_price_cents=1250)]
 TOTAL = 2500

@@ -27,16 +27,16 @@ from contracts import kitchen, orders
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
 from devstack.cli import main
-from devstack.dead_letters import PROVENANCE_HEADER, DeadLetter, DeadLetterTopics, Filter
 from devstack.run import stack_topics
 from devstack.servers import KafkaBroker
+from kernel.dead_letters import PROVENANCE_HEADER, DeadLetter, DeadLetterTopics, Filter
+from kernel.errors import NotFound
+from kernel.kafka import ensure_topics, reliable_producer, stop_producer
 from tests import processes
 from tests.integration.kafka_reading import read_all
 from tests.support import wait_for_async
 from write_side.consumers.bootstrap import build_application
 from write_side.consumers.settings import ConsumersSettings
-from write_side.kernel.errors import NotFound
-from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
 
 CONSUMERS = ("projections.orders", "consumers-saga")
 POISON_KINDS = ("malformed", "unknown-type", "unsupported-version", "schema-violation")

@@ -37,8 +37,8 @@ from devstack.servers import (
     port_is_free,
     run_sync,
 )
+from kernel.kafka import TopicMismatch, ensure_topics
 from tests.support import wait_for
-from write_side.kernel.kafka import TopicMismatch, ensure_topics
 
 SERVERS = {"kafka": KafkaBroker, "mongo": MongoServer}
 

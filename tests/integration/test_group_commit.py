@@ -19,6 +19,9 @@ from eventsourcing.persistence import IntegrityError, OperationalError, Tracking
 from fastapi.testclient import TestClient
 
 from devstack.servers import free_port
+from kernel.application import ServiceApplication, open_application
+from kernel.errors import DomainError, NotFound
+from kernel.group_commit import _current, _State
 from tests import processes
 from tests.batching import HeldWriter, commits_of, outcome
 from tests.kernel_example.api import TalliesSettings
@@ -26,9 +29,6 @@ from tests.kernel_example.api import create_app as create_tallies_api
 from tests.kernel_example.application import Saved, TalliesApplication
 from tests.kernel_example.domain import Tally
 from tests.support import bearer, wait_for
-from write_side.kernel.application import ServiceApplication, open_application
-from write_side.kernel.errors import DomainError, NotFound
-from write_side.kernel.group_commit import _current, _State
 
 PROJECT = Path(__file__).resolve().parents[2]
 """Where the tallies API's module is (the API runs in a process of its own)."""

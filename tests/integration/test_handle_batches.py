@@ -12,9 +12,9 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from kernel.kafka import ensure_topics
 from tests import processes
 from tests.support import wait_for, wait_for_async
-from write_side.kernel.kafka import ensure_topics
 
 HELD_FOR = 2.0  # seconds: twenty of the worker's commit intervals
 

@@ -18,17 +18,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from devstack.servers import free_port
+from kernel.application import open_application
+from kernel.errors import NotFound
+from kernel.group_commit import claiming
+from kernel.idempotency import REPLAYED_HEADER
+from kernel.store import IdempotencyClaim, IdempotencyConflict
 from tests import processes
 from tests.batching import HeldWriter, outcome
 from tests.kernel_example.api import TalliesSettings, create_app
 from tests.kernel_example.application import TalliesApplication
 from tests.stores import Store
 from tests.support import bearer, wait_for
-from write_side.kernel.application import open_application
-from write_side.kernel.errors import NotFound
-from write_side.kernel.group_commit import claiming
-from write_side.kernel.idempotency import REPLAYED_HEADER
-from write_side.kernel.store import IdempotencyClaim, IdempotencyConflict
 
 PROJECT = Path(__file__).resolve().parents[2]
 """Where the tallies API's module is (the API runs in processes of its own)."""

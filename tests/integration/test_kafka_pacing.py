@@ -17,14 +17,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.consumer.fetcher import Fetcher
 
-from write_side.kernel import kafka
-from write_side.kernel.kafka import (
+from kernel import kafka
+from kernel.kafka import (
     EMPTY_FETCH_INTERVAL,
     ensure_topics,
     fetch_wakeups,
     pace_empty_fetches,
 )
-from write_side.kernel.settings import KafkaSettings
+from kernel.settings import KafkaSettings
 
 IDLE_SECONDS = 1.0
 LONG_PAUSE = 30.0

@@ -13,9 +13,9 @@ from contracts import kitchen as contract
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
 from contracts.orders import LineItem
-from write_side.kernel.errors import NotFound
-from write_side.kernel.messaging import ConsumedMessage
-from write_side.kernel.reactions import Reactor
+from kernel.errors import NotFound
+from kernel.messaging import ConsumedMessage
+from kernel.reactions import Reactor
 from write_side.kitchen.application import KitchenApplication
 from write_side.kitchen.bootstrap import build_application
 from write_side.kitchen.domain import Ticket, TicketState

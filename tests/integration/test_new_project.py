@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from copier import run_copy
 
-from devstack.scaffold.prune import MARKER, REFERENCE_PATHS
 from devstack.servers import REPO_ROOT
+from scaffold.prune import MARKER, REFERENCE_PATHS
 from tests.integration.test_new_domain import repository_copy
 
 TEMPLATE_ONLY = {"copier.yml", "tests/integration/test_new_project.py"}
@@ -86,7 +86,7 @@ def test_with_the_reference_saga_the_project_is_the_template_byte_for_byte(
 
     expected = {path: data for path, data in files(template).items() if path not in TEMPLATE_ONLY}
     assert files(project) == expected
-    assert (project / "devstack/scaffold/templates/domain/read_side/{{ domain }}.py.jinja").exists()
+    assert (project / "scaffold/templates/domain/read_side/{{ domain }}.py.jinja").exists()
 
 
 def test_without_the_saga_the_project_passes_its_checks_and_a_generated_domain_its_tests(
@@ -117,9 +117,9 @@ def test_without_the_saga_the_project_passes_its_checks_and_a_generated_domain_i
     assert "orders" not in (project / "contracts" / "registry.py").read_text()
     template_files = files(template)
     for path in (
-        "write_side/kernel/store.py",
+        "kernel/store.py",
         "Makefile",
-        "devstack/scaffold/generate.py",
+        "scaffold/generate.py",
         "tests/integration/kafka_reading.py",  # the relay's tests read their topic with it
         *KERNEL_TESTS,
         *(path for path in template_files if path.startswith("tests/kernel_example/")),
@@ -135,7 +135,7 @@ def test_without_the_saga_the_project_passes_its_checks_and_a_generated_domain_i
     run_in(project, "-m", "devstack", "contracts", "check")
 
     refused = subprocess.run(
-        [sys.executable, "-m", "devstack.scaffold.prune"],
+        [sys.executable, "-m", "scaffold.prune"],
         cwd=project,
         capture_output=True,
         text=True,

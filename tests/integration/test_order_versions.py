@@ -16,8 +16,8 @@ from eventsourcing.domain import Aggregate, Snapshot, event
 from eventsourcing.persistence import StoredEvent
 
 from contracts import orders as contract
+from kernel.store import event_store_env
 from tests.stores import Store
-from write_side.kernel.store import event_store_env
 from write_side.orders.application import OrdersApplication
 from write_side.orders.domain import DeliveryAddress, LineItem, Order, OrderState
 from write_side.orders.relay import to_contract

@@ -10,9 +10,9 @@ kernel's: tests/integration/test_relay.py asserts them on the kernel's tallies d
 import pytest
 
 from contracts.envelope import Envelope
+from kernel.kafka import ensure_topics, stop_producer
 from tests.integration.kafka_reading import read_topic
 from tests.stores import orders_settings
-from write_side.kernel.kafka import ensure_topics, stop_producer
 from write_side.orders.bootstrap import build_application
 from write_side.orders.relay import orders_relay as build_relay
 

@@ -12,15 +12,15 @@ from contracts import accounting, consumers, kitchen
 from contracts import orders as contract
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
+from kernel.kafka import ensure_topics, reliable_producer, stop_producer
+from kernel.messaging import ConsumedMessage, DeadLetters
+from kernel.projection import Projection, ProjectionError
+from kernel.projection_runtime import ProjectionRunner, WriteConflict
 from projections.orders import ORDERS
-from projections.projection import Projection, ProjectionError
-from projections.runtime import ProjectionRunner, WriteConflict
 from tests import processes
 from tests.integration.kafka_reading import read_topic
 from tests.mongo_commands import CommandCounter
 from tests.support import wait_for, wait_for_async
-from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
-from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 
 LINE_ITEMS = [contract.LineItem(menu_item_id="pizza", quantity=2, unit_price_cents=1250)]
 

@@ -14,10 +14,10 @@ from pymongo import AsyncMongoClient
 from contracts import orders as contract
 from contracts.envelope import Envelope
 from contracts.registry import editions
+from kernel.kafka import ensure_topics, reliable_producer, stop_producer
+from kernel.messaging import ConsumedMessage, DeadLetters
+from kernel.projection_runtime import ProjectionRunner
 from projections.orders import ORDERS
-from projections.runtime import ProjectionRunner
-from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
-from write_side.kernel.messaging import ConsumedMessage, DeadLetters
 
 V1_FIXTURES = Path(__file__).parents[1] / "fixtures" / "orders-topic-v1.jsonl"
 V1 = contract.OrderCreatedV1.type()

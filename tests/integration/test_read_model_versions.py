@@ -14,13 +14,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from contracts import orders as contract
 from contracts.envelope import Envelope, event_id_for
 from devstack.cli import main
-from projections.catalog import Catalog, LiveTarget, ProjectionVersionMismatch
+from kernel.kafka import ensure_topics
+from kernel.messaging import ConsumedMessage
+from kernel.projection_catalog import Catalog, LiveTarget, ProjectionVersionMismatch
+from kernel.projection_runtime import ProjectionRunner
 from projections.orders import ORDERS
-from projections.runtime import ProjectionRunner
 from tests import processes
 from tests.support import wait_for
-from write_side.kernel.kafka import ensure_topics
-from write_side.kernel.messaging import ConsumedMessage
 
 
 @pytest.fixture

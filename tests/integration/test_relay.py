@@ -25,6 +25,9 @@ from contracts import registry
 from contracts.envelope import Envelope
 from devstack.processes import python_module
 from devstack.servers import KafkaBroker, free_port
+from kernel.kafka import ensure_topics, fetch_wakeups, stop_producer
+from kernel.metadata import MessageMetadata, caused_by
+from kernel.wakeup import PostgresListener, commit_watch, is_active
 from tests import processes
 from tests.integration.kafka_reading import read_topic
 from tests.kernel_example.application import TalliesApplication
@@ -32,9 +35,6 @@ from tests.kernel_example.contracts import TOPIC, registered
 from tests.kernel_example.relay import TalliesRelaySettings, open_tallies, tallies_relay
 from tests.stores import POSTGRES_URL, Store
 from tests.support import wait_for, wait_for_async
-from write_side.kernel.kafka import ensure_topics, fetch_wakeups, stop_producer
-from write_side.kernel.metadata import MessageMetadata, caused_by
-from write_side.kernel.wakeup import PostgresListener, commit_watch, is_active
 
 PROJECT = Path(__file__).resolve().parents[2]
 """Where the tallies relay's module is (the kill test runs it in a process of its own)."""
@@ -615,7 +615,7 @@ async def test_an_unreachable_server_is_logged_once_however_many_attempts_fail(c
     warnings = [
         r.getMessage().split(" (")[0]
         for r in caplog.records
-        if r.name == "write_side.kernel.wakeup" and r.levelname == "WARNING"
+        if r.name == "kernel.wakeup" and r.levelname == "WARNING"
     ]
     assert warnings == ["relay:tallies: no connection listening on channel tallies_events"]
 

@@ -21,21 +21,21 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from bench.saga_stores import SERVICES, Workload, new_schema, store_env
 from devstack.cli import main
-from devstack.replay import store_logs
 from devstack.servers import KafkaBroker
-from projections.catalog import BuildState, Catalog
+from kernel.kafka import ensure_topics
+from kernel.messaging import dead_letter_topic
+from kernel.projection import Projection
+from kernel.projection_catalog import BuildState, Catalog
+from kernel.projections_status import projections_status
+from kernel.replay import BOOKKEEPING, Replay, ReplayOptions, ReplaySummary
+from operations.replay import store_logs
 from projections.orders import ORDERS
-from projections.projection import Projection
-from projections.replay import BOOKKEEPING, Replay, ReplayOptions, ReplaySummary
 from projections.tickets import TICKETS
 from read_side.api import create_app
-from read_side.projections_status import projections_status
 from read_side.settings import QuerySettings
 from tests import processes
 from tests.stores import POSTGRES_URL
 from tests.support import bearer, wait_for_async
-from write_side.kernel.kafka import ensure_topics
-from write_side.kernel.messaging import dead_letter_topic
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 

@@ -1,6 +1,6 @@
 """A saga worker's batch, as its agent hands it over: one transaction, exactly-once effects.
 
-``write_side.kernel.saga.handle`` is what the consumers saga worker runs on each batch
+``kernel.saga.handle`` is what the consumers saga worker runs on each batch
 its Faust agent takes: here on the consumers service's store (SQLite, PostgreSQL) with
 a real broker for the dead letters.
 """
@@ -12,6 +12,10 @@ from uuid import uuid4
 import pytest
 
 from contracts import consumers, orders
+from kernel.kafka import ensure_topics, reliable_producer, stop_producer
+from kernel.messaging import ConsumedMessage, DeadLetters, dead_letter_topic
+from kernel.reactions import Reaction, Reactor
+from kernel.saga import handle
 from tests.batching import commits_of
 from tests.integration.kafka_reading import read_all
 from tests.integration.test_consumers_accounting_reactions import (
@@ -24,10 +28,6 @@ from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.bootstrap import build_application
 from write_side.consumers.saga import reactions
 from write_side.consumers.settings import ConsumersSettings
-from write_side.kernel.kafka import ensure_topics, reliable_producer, stop_producer
-from write_side.kernel.messaging import ConsumedMessage, DeadLetters, dead_letter_topic
-from write_side.kernel.reactions import Reaction, Reactor
-from write_side.kernel.saga import handle
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from contracts import consumers, orders
+from kernel.kafka import ensure_topics
+from kernel.messaging import dead_letter_topic
 from tests import processes
 from tests.integration.kafka_reading import read_all
 from tests.integration.test_consumers_accounting_reactions import order_created
@@ -23,8 +25,6 @@ from tests.support import wait_for
 from write_side.consumers import relay as consumers_relay
 from write_side.consumers.bootstrap import build_application
 from write_side.consumers.settings import ConsumersSettings
-from write_side.kernel.kafka import ensure_topics
-from write_side.kernel.messaging import dead_letter_topic
 
 ORDERS = 400
 PARTITIONS = 4

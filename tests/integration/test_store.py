@@ -9,9 +9,9 @@ import sqlalchemy
 from eventsourcing.persistence import IntegrityError
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
 
+from kernel.application import open_application
 from tests.kernel_example.application import TalliesApplication
 from tests.stores import POSTGRES_URL
-from write_side.kernel.application import open_application
 
 pytestmark = pytest.mark.postgres
 

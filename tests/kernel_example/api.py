@@ -8,10 +8,10 @@ from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kernel.api import Id, IdInPath, Strict, command_api
+from kernel.application import open_application
+from kernel.auth import OpsOnly
 from tests.kernel_example.application import Saved, TalliesApplication
-from write_side.kernel.api import Id, IdInPath, Strict, command_api
-from write_side.kernel.application import open_application
-from write_side.kernel.auth import OpsOnly
 
 
 class TalliesSettings(BaseSettings):

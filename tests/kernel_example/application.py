@@ -4,10 +4,10 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from kernel.application import ServiceApplication
+from kernel.errors import NotFound
+from kernel.group_commit import command
 from tests.kernel_example.domain import Tally
-from write_side.kernel.application import ServiceApplication
-from write_side.kernel.errors import NotFound
-from write_side.kernel.group_commit import command
 
 
 class Saved:

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from write_side.kernel.settings import KafkaSettings
-from write_side.kernel.streams import faust_app, handle_batches
+from kernel.settings import KafkaSettings
+from kernel.streams import faust_app, handle_batches
 
 directory = Path(os.environ.get("BATCHES_DIR", "var/batches"))
 app = faust_app(

@@ -4,7 +4,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from write_side.kernel.errors import DomainError
+from kernel.errors import DomainError
 
 NAMESPACE = UUID("5b0f6a57-2f4e-4d0c-9a51-7f8e3c1d2b64")
 

@@ -6,13 +6,13 @@ from typing import Any
 from eventsourcing.domain import DomainEventProtocol
 
 from contracts.base import ContractEvent
+from kernel.application import open_application
+from kernel.relay import Relay, build_relay, serve_relay
+from kernel.settings import RelaySettings
 from tests.kernel_example import contracts as contract
 from tests.kernel_example.api import TalliesSettings
 from tests.kernel_example.application import TalliesApplication
 from tests.kernel_example.domain import Tally
-from write_side.kernel.application import open_application
-from write_side.kernel.relay import Relay, build_relay, serve_relay
-from write_side.kernel.settings import RelaySettings
 
 SOURCE = "tallies"
 

@@ -12,10 +12,10 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 
 from contracts import accounting as contract
+from kernel.errors import DomainError, NotFound
 from write_side.accounting.application import AccountingApplication
 from write_side.accounting.domain import NAMESPACE, Account, Authorization
 from write_side.accounting.relay import to_contract
-from write_side.kernel.errors import DomainError, NotFound
 
 LIMIT = 10_000
 

@@ -13,10 +13,10 @@ from eventsourcing.persistence import IntegrityError
 
 from contracts import consumers as contract
 from contracts.orders import LineItem
+from kernel.errors import DomainError, NotFound
 from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.domain import NAMESPACE, Consumer, Verification
 from write_side.consumers.relay import to_contract
-from write_side.kernel.errors import DomainError, NotFound
 
 ITEMS = [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}]
 TOTAL = 2500

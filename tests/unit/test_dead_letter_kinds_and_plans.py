@@ -8,7 +8,7 @@ import pytest
 from contracts import orders
 from contracts.envelope import Envelope
 from contracts.registry import ContractError, decode_envelope, parse_data
-from devstack.dead_letters import (
+from kernel.dead_letters import (
     PROVENANCE_HEADER,
     DeadLetter,
     DeadLetterError,
@@ -18,7 +18,7 @@ from devstack.dead_letters import (
     plan,
     safe_text,
 )
-from write_side.kernel.messaging import REASON_KINDS, Reason
+from kernel.messaging import REASON_KINDS, Reason
 
 ORDER_ID = "0b8a3c52-6f0e-4c6e-9d65-7d1c8f3b2a10"
 CREATED = Envelope(

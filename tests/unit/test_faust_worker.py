@@ -1,12 +1,12 @@
-"""The Faust worker the kernel's apps run with (``write_side.kernel.streams.Worker``)."""
+"""The Faust worker the kernel's apps run with (``kernel.streams.Worker``)."""
 
 import logging
 from collections.abc import Iterator
 
 import pytest
 
-from write_side.kernel.settings import KafkaSettings
-from write_side.kernel.streams import faust_app
+from kernel.settings import KafkaSettings
+from kernel.streams import faust_app
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import pytest
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from kernel.errors import DomainError
 from tests.batching import HeldWriter, outcome
 from tests.kernel_example.application import Saved, TalliesApplication
 from tests.kernel_example.domain import Tally
-from write_side.kernel.errors import DomainError
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4, uuid5
 
 import pytest
 
-from write_side.kernel.errors import DomainError, NotFound
+from kernel.errors import DomainError, NotFound
 from write_side.kitchen.application import KitchenApplication
 from write_side.kitchen.domain import (
     RESTAURANT_NAMESPACE,

@@ -3,10 +3,10 @@
 import pytest
 from eventsourcing.persistence import Mapper
 
+from kernel.metadata import MessageMetadata, caused_by, current_metadata
+from kernel.store import MetadataMapper, event_store_env
 from tests.kernel_example.application import TalliesApplication
 from tests.kernel_example.domain import Tally
-from write_side.kernel.metadata import MessageMetadata, caused_by, current_metadata
-from write_side.kernel.store import MetadataMapper, event_store_env
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_the_store_env_gives_postgresql_the_psycopg_driver_and_a_schema():
 
     assert env["SQLALCHEMY_URL"] == "postgresql+psycopg://u:secret@db:5432/orders"
     assert env["SQLALCHEMY_SCHEMA"] == "tenant_1"
-    assert env["MAPPER_TOPIC"] == "write_side.kernel.store:MetadataMapper"
+    assert env["MAPPER_TOPIC"] == "kernel.store:MetadataMapper"
 
 
 def test_the_store_env_refuses_other_databases():

@@ -8,9 +8,9 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from write_side.kernel.http_api import create_api
-from write_side.kernel.problems import problem, safe_errors, safe_scalar
-from write_side.kernel.request_guard import is_json, unstorable_number
+from kernel.http_api import create_api
+from kernel.problems import problem, safe_errors, safe_scalar
+from kernel.request_guard import is_json, unstorable_number
 
 
 @pytest.mark.parametrize(

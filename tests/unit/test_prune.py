@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from devstack.cli import main
-from devstack.scaffold.changes import ScaffoldError
-from devstack.scaffold.prune import without_saga_blocks
+from scaffold.changes import ScaffoldError
+from scaffold.prune import without_saga_blocks
 
 M = "cqrs-reference-saga"  # not on the lines themselves: pruning this file leaves them
 MARKED = f"""\

@@ -10,11 +10,11 @@ from contracts import accounting, consumers, kitchen
 from contracts import orders as contract
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
-from projections.catalog import build_collection_name
+from kernel.projection import Document
+from kernel.projection_catalog import build_collection_name
+from kernel.projections_status import lag_of
+from kernel.replay import ShadowReport
 from projections.orders import ORDERS
-from projections.projection import Document
-from projections.replay import ShadowReport
-from read_side.projections_status import lag_of
 
 ORDER = "6f1c1a52-4a51-4f0e-9a3e-0d1f7a9c2b11"
 ITEMS = [contract.LineItem(menu_item_id="pizza", quantity=1, unit_price_cents=900)]

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from contracts.envelope import Envelope, event_id_for
+from kernel.messaging import ConsumedMessage
+from kernel.reactions import Reaction, Reactor
+from kernel.streams import retry_until_done
 from tests.kernel_example.application import TalliesApplication
 from tests.kernel_example.contracts import TallyClosed
 from tests.kernel_example.contracts import registered as tally_contracts
-from write_side.kernel.messaging import ConsumedMessage
-from write_side.kernel.reactions import Reaction, Reactor
-from write_side.kernel.streams import retry_until_done
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from devstack.cli import main
-from devstack.scaffold import changes, generate, names
 from devstack.servers import REPO_ROOT
+from scaffold import changes, generate, names
 
 EDITED = (
     "contracts/registry.py",

@@ -1,12 +1,11 @@
 """Services share nothing but contracts: checked on the source, with `ast`.
 
-- `write_side/<service>/` imports its own package, `write_side.kernel`, `contracts` and
+- `kernel/` is shared by every process, so it imports nothing of the project but
+  `contracts` (no domain, no tooling).
+- `write_side/<service>/` imports its own package, `kernel`, `contracts` and
   libraries; never another service, the read side, projections or the dev tooling.
-- `write_side/kernel/` is shared by every service, so it imports no service.
-- `projections/` may use `write_side.kernel` (Kafka and dead-letter plumbing), never a
-  service's package; `read_side/` imports nothing from `write_side` but the kernel's HTTP
-  edge (`HTTP_EDGE`: the app factory, request guard, problem details, tokens and their
-  settings every API shares), which itself imports nothing of the project beyond itself.
+- `projections/` and `read_side/` import themselves, `kernel` and `contracts`: never
+  `write_side`.
 - `contracts/` is the bottom layer: it imports no other package of the project.
 
 Every `import`, `from ... import` (relative ones resolved, `if TYPE_CHECKING:` ones
@@ -23,12 +22,18 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FIRST_PARTY = ("write_side", "contracts", "projections", "read_side", "devstack", "tests")
-SERVICES = sorted(
-    path.parent.name
-    for path in (REPO_ROOT / "write_side").glob("*/__init__.py")
-    if path.parent.name != "kernel"
+FIRST_PARTY = (
+    "kernel",
+    "write_side",
+    "contracts",
+    "projections",
+    "read_side",
+    "operations",
+    "scaffold",
+    "devstack",
+    "tests",
 )
+SERVICES = sorted(path.parent.name for path in (REPO_ROOT / "write_side").glob("*/__init__.py"))
 
 
 def module_name(path: Path) -> str:
@@ -66,16 +71,6 @@ def imported_modules(source: str, module: str, is_package: bool = False) -> Iter
             yield node.args[0].value
 
 
-HTTP_EDGE = (
-    "write_side.kernel.http_api",
-    "write_side.kernel.request_guard",
-    "write_side.kernel.problems",
-    "write_side.kernel.auth",
-    "write_side.kernel.settings",
-)
-"""The kernel's HTTP edge, the same in every API (the query API's too)."""
-
-
 def _within(name: str, package: str) -> bool:
     return name == package or name.startswith(f"{package}.")
 
@@ -83,17 +78,15 @@ def _within(name: str, package: str) -> bool:
 def allowed_first_party(module: str) -> tuple[str, ...]:
     """The project's packages that `module` may import (libraries are always allowed)."""
     top, _, rest = module.partition(".")
-    if module in HTTP_EDGE:
-        return HTTP_EDGE
+    if top == "kernel":
+        return ("kernel", "contracts")
     if top == "write_side":
         service = rest.partition(".")[0]
-        if service in ("", "kernel"):
-            return ("write_side.kernel", "contracts")
-        return (f"write_side.{service}", "write_side.kernel", "contracts")
-    if top == "projections":
-        return ("projections", "write_side.kernel", "contracts")
-    if top == "read_side":
-        return ("read_side", "contracts", *HTTP_EDGE)
+        if service == "":
+            return ("kernel", "contracts")
+        return (f"write_side.{service}", "kernel", "contracts")
+    if top in ("projections", "read_side"):
+        return (top, "kernel", "contracts")
     if top == "contracts":
         return ("contracts",)
     raise ValueError(f"no rule for {module}")
@@ -106,7 +99,7 @@ def violations(source: str, module: str, is_package: bool = False) -> list[str]:
     for name in imported_modules(source, module, is_package):
         if name.partition(".")[0] not in FIRST_PARTY:
             continue  # the standard library or a third-party library
-        if name in ("write_side",) and "write_side.kernel" in allowed:
+        if name in ("write_side",) and "kernel" in allowed:
             continue  # the namespace itself (its __init__ holds no code of a service)
         if not any(_within(name, package) for package in allowed):
             found.add(name)
@@ -116,7 +109,7 @@ def violations(source: str, module: str, is_package: bool = False) -> list[str]:
 
 def checked_files() -> list[Path]:
     files: list[Path] = []
-    for package in ("write_side", "projections", "read_side", "contracts"):
+    for package in ("kernel", "write_side", "projections", "read_side", "contracts"):
         files += sorted((REPO_ROOT / package).rglob("*.py"))
     return files
 
@@ -151,14 +144,14 @@ def test_module_stays_inside_its_boundary(path: Path) -> None:
             "write_side.kitchen.saga",
             "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import devstack.run",
         ),
-        ("write_side.kernel.relay", "from write_side.orders.settings import OrdersSettings"),
+        ("kernel.relay", "from write_side.orders.settings import OrdersSettings"),
         ("projections.orders", "from write_side.orders.relay import to_contract"),
-        ("read_side.api", "from write_side.kernel.store import MetadataMapper"),
-        ("read_side.api", "from write_side.kernel import api"),
-        ("read_side.api", "from write_side.kernel import problems, store"),
-        ("write_side.kernel.problems", "from write_side.kernel.errors import NotFound"),
+        ("read_side.api", "from write_side.orders.domain import Order"),
+        ("kernel.relay", "from projections.registry import PROJECTIONS"),
+        ("kernel.api", "import devstack.run"),
+        ("kernel.replay", "from operations import replay"),
         ("read_side.api", "from projections.orders import ORDERS"),
-        ("contracts.orders", "from write_side.kernel.errors import DomainError"),
+        ("contracts.orders", "from kernel.errors import DomainError"),
     ],
 )
 def test_a_crossing_import_is_found(module: str, source: str) -> None:
@@ -170,13 +163,15 @@ def test_a_crossing_import_is_found(module: str, source: str) -> None:
     [
         ("write_side.kitchen.saga", "from write_side.kitchen.domain import Ticket"),
         ("write_side.kitchen.saga", "from .domain import Ticket\nfrom . import application"),
-        ("write_side.kitchen.saga", "from write_side.kernel.saga import saga_worker"),
+        ("write_side.kitchen.saga", "from kernel.saga import saga_worker"),
         ("write_side.kitchen.saga", "from contracts import accounting, consumers"),
         ("write_side.kitchen.saga", "import faust\nfrom uuid import UUID"),
-        ("projections.worker", "from write_side.kernel.kafka import reliable_producer"),
+        ("projections.worker", "from kernel.kafka import reliable_producer"),
         ("read_side.api", "from read_side.models import Order\nfrom contracts import orders"),
-        ("read_side.api", "from write_side.kernel.auth import Caller, install_auth"),
-        ("read_side.api", "from write_side.kernel.problems import problem"),
+        ("read_side.api", "from kernel.auth import Caller, install_auth"),
+        ("read_side.api", "from kernel.problems import problem"),
+        ("read_side.api", "from kernel.read_models import LiveCollections"),
+        ("kernel.relay", "from kernel.kafka import reliable_producer"),
     ],
 )
 def test_an_allowed_import_passes(module: str, source: str) -> None:

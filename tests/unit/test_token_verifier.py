@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from devstack import cli
 from devstack.identity import JWKS_FILE, KEY_FILE, ensure_keys, jwks_url, mint_token
-from write_side.kernel.auth import (
+from kernel.auth import (
     Forbidden,
     InvalidToken,
     KeySet,
@@ -24,7 +24,7 @@ from write_side.kernel.auth import (
     check_every_route_guarded,
     install_auth,
 )
-from write_side.kernel.settings import AuthSettings
+from kernel.settings import AuthSettings
 
 
 class Clock:

@@ -5,19 +5,19 @@ from typing import Annotated
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel, Field
 
-from write_side.accounting.application import AccountingApplication
-from write_side.accounting.bootstrap import build_application
-from write_side.accounting.domain import Account
-from write_side.accounting.settings import AccountingSettings
-from write_side.kernel.api import (
+from kernel.api import (
     Id,
     IdInPath,
     Strict,
     command_api,
     command_metadata,
 )
-from write_side.kernel.auth import CustomerOrOps, OpsOnly
-from write_side.kernel.metadata import MessageMetadata, caused_by
+from kernel.auth import CustomerOrOps, OpsOnly
+from kernel.metadata import MessageMetadata, caused_by
+from write_side.accounting.application import AccountingApplication
+from write_side.accounting.bootstrap import build_application
+from write_side.accounting.domain import Account
+from write_side.accounting.settings import AccountingSettings
 
 
 class OpenAccount(Strict):

@@ -11,10 +11,10 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
+from kernel.application import ServiceApplication
+from kernel.errors import DomainError, NotFound
+from kernel.group_commit import command
 from write_side.accounting.domain import Account, Authorization
-from write_side.kernel.application import ServiceApplication
-from write_side.kernel.errors import DomainError, NotFound
-from write_side.kernel.group_commit import command
 
 
 class AccountingApplication(ServiceApplication):

@@ -1,8 +1,8 @@
 """Composition of the accounting service's pieces, shared by its processes."""
 
+from kernel.application import open_application
 from write_side.accounting.application import AccountingApplication
 from write_side.accounting.settings import AccountingSettings
-from write_side.kernel.application import open_application
 
 
 def build_application(settings: AccountingSettings) -> AccountingApplication:

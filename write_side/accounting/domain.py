@@ -4,7 +4,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from write_side.kernel.errors import DomainError
+from kernel.errors import DomainError
 
 NAMESPACE = UUID("f79b551c-1b64-49b7-b197-284912fa8177")
 """Account ids are derived from the consumer's id ("cust-1"): one account per consumer."""

@@ -6,10 +6,10 @@ from eventsourcing.domain import DomainEventProtocol
 
 from contracts import accounting as contract
 from contracts.base import ContractEvent
+from kernel.relay import serve_relay
 from write_side.accounting.bootstrap import build_application
 from write_side.accounting.domain import Account, Authorization
 from write_side.accounting.settings import AccountingSettings
-from write_side.kernel.relay import serve_relay
 
 SOURCE = "accounting"
 

@@ -10,11 +10,11 @@ from uuid import UUID
 
 from contracts import kitchen
 from contracts.envelope import Envelope
+from kernel.reactions import Reaction
+from kernel.saga import saga_worker
 from write_side.accounting.application import AccountingApplication
 from write_side.accounting.bootstrap import build_application
 from write_side.accounting.settings import AccountingSettings
-from write_side.kernel.reactions import Reaction
-from write_side.kernel.saga import saga_worker
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-from write_side.kernel.settings import RelaySettings
+from kernel.settings import RelaySettings
 
 
 class AccountingSettings(RelaySettings):

@@ -1,8 +1,8 @@
 """Composition of the consumers service's pieces, shared by its processes."""
 
+from kernel.application import open_application
 from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.settings import ConsumersSettings
-from write_side.kernel.application import open_application
 
 
 def build_application(settings: ConsumersSettings) -> ConsumersApplication:

@@ -5,7 +5,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from write_side.kernel.errors import DomainError
+from kernel.errors import DomainError
 
 NAMESPACE = UUID("3860eb1c-5b8b-4693-870d-4bb47e298e33")
 """Consumer ids are derived from the consumer's own id ("cust-1"): one aggregate each."""

@@ -7,10 +7,10 @@ from eventsourcing.domain import DomainEventProtocol
 from contracts import consumers as contract
 from contracts.base import ContractEvent
 from contracts.orders import LineItem
+from kernel.relay import serve_relay
 from write_side.consumers.bootstrap import build_application
 from write_side.consumers.domain import Consumer, Verification
 from write_side.consumers.settings import ConsumersSettings
-from write_side.kernel.relay import serve_relay
 
 SOURCE = "consumers"
 

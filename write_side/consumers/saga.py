@@ -9,12 +9,12 @@ from uuid import UUID
 
 from contracts import orders
 from contracts.envelope import Envelope
+from kernel.reactions import Reaction
+from kernel.saga import saga_worker
 from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.bootstrap import build_application
 from write_side.consumers.domain import Verification
 from write_side.consumers.settings import ConsumersSettings
-from write_side.kernel.reactions import Reaction
-from write_side.kernel.saga import saga_worker
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,15 @@ from uuid import UUID
 from fastapi import Depends, FastAPI
 from pydantic import AfterValidator, BaseModel, Field
 
-from write_side.kernel.api import (
+from kernel.api import (
     Id,
     IdInPath,
     Strict,
     command_api,
     command_metadata,
 )
-from write_side.kernel.auth import OpsOnly, RestaurantOrOps
-from write_side.kernel.metadata import MessageMetadata, caused_by
+from kernel.auth import OpsOnly, RestaurantOrOps
+from kernel.metadata import MessageMetadata, caused_by
 from write_side.kitchen.application import KitchenApplication, Saved
 from write_side.kitchen.bootstrap import build_application
 from write_side.kitchen.settings import KitchenSettings

@@ -11,9 +11,9 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from write_side.kernel.application import ServiceApplication
-from write_side.kernel.errors import DomainError, NotFound
-from write_side.kernel.group_commit import command
+from kernel.application import ServiceApplication
+from kernel.errors import DomainError, NotFound
+from kernel.group_commit import command
 from write_side.kitchen.domain import Restaurant, Ticket, restaurant_uuid
 
 

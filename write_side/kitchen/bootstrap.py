@@ -1,6 +1,6 @@
 """Composition of the kitchen service's pieces, shared by its processes."""
 
-from write_side.kernel.application import open_application
+from kernel.application import open_application
 from write_side.kitchen.application import KitchenApplication
 from write_side.kitchen.settings import KitchenSettings
 

@@ -7,7 +7,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from write_side.kernel.errors import DomainError
+from kernel.errors import DomainError
 
 RESTAURANT_NAMESPACE = UUID("3432fe58-1d8e-42bb-976e-09433654c1eb")
 """Restaurants have string ids ("rest-1"); their aggregate id is derived from it."""

@@ -7,7 +7,7 @@ from eventsourcing.domain import DomainEventProtocol
 from contracts import kitchen as contract
 from contracts.base import ContractEvent
 from contracts.orders import LineItem
-from write_side.kernel.relay import serve_relay
+from kernel.relay import serve_relay
 from write_side.kitchen.bootstrap import build_application
 from write_side.kitchen.domain import Restaurant, Ticket
 from write_side.kitchen.settings import KitchenSettings

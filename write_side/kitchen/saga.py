@@ -21,8 +21,8 @@ from uuid import UUID
 
 from contracts import accounting, consumers
 from contracts.envelope import Envelope
-from write_side.kernel.reactions import Reaction
-from write_side.kernel.saga import saga_worker
+from kernel.reactions import Reaction
+from kernel.saga import saga_worker
 from write_side.kitchen.application import KitchenApplication
 from write_side.kitchen.bootstrap import build_application
 from write_side.kitchen.domain import Ticket

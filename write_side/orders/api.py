@@ -7,14 +7,14 @@ from fastapi import Depends, FastAPI
 from pydantic import BaseModel, Discriminator, Field, Tag
 
 from contracts.consistency import ConsistencyToken
-from write_side.kernel.api import (
+from kernel.api import (
     Id,
     Strict,
     command_api,
     command_metadata,
 )
-from write_side.kernel.auth import CustomerOrOps, CustomerOrRestaurantOrOps
-from write_side.kernel.metadata import MessageMetadata, caused_by
+from kernel.auth import CustomerOrOps, CustomerOrRestaurantOrOps
+from kernel.metadata import MessageMetadata, caused_by
 from write_side.orders.application import OrdersApplication, Saved
 from write_side.orders.bootstrap import build_application
 from write_side.orders.settings import OrdersSettings

@@ -7,9 +7,9 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
-from write_side.kernel.application import ServiceApplication
-from write_side.kernel.errors import NotFound
-from write_side.kernel.group_commit import command
+from kernel.application import ServiceApplication
+from kernel.errors import NotFound
+from kernel.group_commit import command
 from write_side.orders.domain import DeliveryAddress, LineItem, Order, OrderState
 
 

@@ -1,6 +1,6 @@
 """Composition of the orders service's pieces, shared by its processes."""
 
-from write_side.kernel.application import open_application
+from kernel.application import open_application
 from write_side.orders.application import OrdersApplication
 from write_side.orders.settings import OrdersSettings
 

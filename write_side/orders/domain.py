@@ -6,7 +6,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
-from write_side.kernel.errors import DomainError
+from kernel.errors import DomainError
 
 
 class OrderState(Enum):

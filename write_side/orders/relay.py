@@ -6,7 +6,7 @@ from eventsourcing.domain import DomainEventProtocol
 
 from contracts import orders as contract
 from contracts.base import ContractEvent
-from write_side.kernel.relay import Relay, build_relay, serve_relay
+from kernel.relay import Relay, build_relay, serve_relay
 from write_side.orders.application import OrdersApplication
 from write_side.orders.bootstrap import build_application
 from write_side.orders.domain import Order

@@ -9,8 +9,8 @@ from uuid import UUID
 
 from contracts import accounting, consumers, kitchen
 from contracts.envelope import Envelope
-from write_side.kernel.reactions import Reaction
-from write_side.kernel.saga import saga_worker
+from kernel.reactions import Reaction
+from kernel.saga import saga_worker
 from write_side.orders.application import OrdersApplication
 from write_side.orders.bootstrap import build_application
 from write_side.orders.domain import Order

@@ -1,0 +1,254 @@
+"""Saga reactions: another service's event → a local command, exactly once in effect.
+
+A saga worker hands its Reactor a batch of consumed messages at a time. The batch's
+reactions run through the service's group commit (``GroupCommit.run_in_order``), in the
+messages' order, each in a turn of its own, so they share one transaction: a later
+reaction sees what an earlier one staged, and the transaction also records each
+partition's position (eventsourcing ``Tracking`` records: the inbox). A message whose
+position is recorded already (re-delivered after a crash) is not handled again; a
+re-published copy (same event at a new offset) meets aggregates whose ids derive from
+the order, so handlers see the work is done and save nothing new.
+
+- Unreadable messages (bad bytes, unknown types, contract violations) go to the
+  dead-letter topic; known event types the service does not react to are recorded as
+  handled, with no effect.
+- Infrastructure errors propagate, and the worker retries the batch.
+- A concurrency conflict (another writer changed an aggregate) runs the reaction again,
+  on fresh state, with those after it of the same partition.
+- Any other error is permanent: the reaction's ``on_failure`` turns it into the step's
+  failure event, so the saga still ends; without one (or if it fails too), the message
+  is dead-lettered with the error. It fails only its own message.
+
+A dead letter is sent before its message's position is recorded (a crash in between
+sends it again). Unreadable messages are found before anything runs: the worker sends
+their dead letters, then the batch runs with them recorded as handled. A reaction that
+fails with no failure to record ends its round for its partition: the batch records what
+came before it, the worker sends the dead letter, and the next round records it and runs
+the partition's messages after it again.
+"""
+
+import logging
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, Tracking
+
+from contracts.base import ContractEvent
+from contracts.envelope import Envelope
+from contracts.registry import (
+    ContractError,
+    decode_envelope,
+    is_known_type,
+    parse_data,
+    readable_types,
+)
+from kernel.application import ServiceApplication
+from kernel.messaging import ConsumedMessage, Reason
+from kernel.metadata import MessageMetadata, caused_by
+from kernel.streams import TRANSIENT_ERRORS
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any, Envelope], Sequence[Any]]
+"""Takes the contract event and its envelope; returns the aggregates to save."""
+
+FailureHandler = Callable[[Any, Envelope, str], Sequence[Any]]
+"""Takes the event, its envelope and the error; returns aggregates holding the failure."""
+
+MAX_ROUNDS = 20
+"""Rounds of one batch (conflicts, dead letters) before the worker retries it later."""
+
+MessageKey = tuple[str, int, int]
+"""A message's topic, partition and offset."""
+
+
+@dataclass(frozen=True)
+class Reaction:
+    event: type[ContractEvent]
+    handle: Handler
+    on_failure: FailureHandler | None = None
+
+
+@dataclass
+class Round:
+    """What one round of a batch left to do."""
+
+    dead_letters: list[tuple[ConsumedMessage, Reason]] = field(default_factory=list)
+    """To send now; their messages are in ``again``, to be recorded as handled."""
+    again: list[ConsumedMessage] = field(default_factory=list)
+    """To hand to the next round, in order (after the dead letters were sent)."""
+    error: BaseException | None = None
+    """An infrastructure error: retry the batch once the dead letters are sent."""
+
+
+class _DeadLetter(Exception):
+    """The message must go to the dead-letter topic: its reaction records nothing."""
+
+    def __init__(self, reason: Reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def key_of(message: ConsumedMessage) -> MessageKey:
+    return (message.topic, message.partition, message.offset)
+
+
+class Reactor:
+    """Runs one service's reactions on the messages its saga worker consumes."""
+
+    def __init__(self, app: ServiceApplication, consumer: str, reactions: Sequence[Reaction]):
+        self.app = app
+        self.consumer = consumer
+        self.reactions = {reaction.event.type(): reaction for reaction in reactions}
+        self.accepts = tuple(reaction.event for reaction in reactions)
+        self.readable = readable_types(self.accepts)  # with older majors, upcast
+        # Each partition's inbox position as this worker last read or wrote it. Only a
+        # batch's commit moves it, and its compare-and-set refuses a batch that holds a
+        # message recorded since (another worker's, after a rebalance): then it is read
+        # again. So a batch costs no query for the positions.
+        self._positions: dict[str, int] = {}
+
+    def tracking(self, message: ConsumedMessage) -> Tracking:
+        # Kafka's convention: the position to record is the next offset to read.
+        return Tracking(f"{self.consumer}:{message.topic}:{message.partition}", message.offset + 1)
+
+    def react_batch(
+        self, messages: Sequence[ConsumedMessage], dead_lettered: Collection[MessageKey] = ()
+    ) -> Round:
+        """One round of a batch, in one transaction (blocking: run it in a thread).
+
+        ``dead_lettered``: messages whose dead letters were sent; they are recorded as
+        handled, with no effect.
+        """
+        todo = self._not_handled(messages)
+        commands: list[Callable[[], None] | None] = []
+        unreadable: list[tuple[ConsumedMessage, Reason]] = []
+        for message in todo:
+            command = self._command(message, dead_lettered)
+            if isinstance(command, Reason):
+                unreadable.append((message, command))
+            else:
+                commands.append(command)
+        if unreadable:  # their dead letters first: then the batch runs without them
+            return Round(dead_letters=unreadable, again=todo)
+        settled = self.app.group_commit.run_in_order(
+            commands, [self.tracking(message) for message in todo]
+        )
+        result = Round()
+        for message, outcome in zip(todo, settled, strict=True):
+            tracking = self.tracking(message)
+            name = tracking.application_name
+            if outcome.done:
+                self._positions[name] = max(self._positions.get(name, 0), tracking.notification_id)
+                continue
+            result.again.append(message)
+            error = outcome.error
+            if isinstance(error, _DeadLetter):
+                result.dead_letters.append((message, error.reason))
+            elif error is None:
+                pass  # it read what a failed one staged: run it again
+            elif isinstance(error, IntegrityError):  # a conflict; maybe handled by another
+                self._positions.pop(name, None)
+            elif isinstance(error, TRANSIENT_ERRORS):
+                result.error = result.error or error
+            else:  # a bug outside the reaction (its own errors are caught): the saga must end
+                log.error("%s: message %s failed", self.consumer, key_of(message), exc_info=error)
+                reason = Reason(
+                    f"reaction failed: {type(error).__name__}: {error}", "reaction-failed"
+                )
+                result.dead_letters.append((message, reason))
+        return result
+
+    def react(self, message: ConsumedMessage) -> Reason | None:
+        """Handle one message; return a reason if it must go to the dead-letter topic.
+
+        When a reason is returned nothing was recorded: send the dead letter, then
+        call :meth:`skip`.
+        """
+        for _ in range(MAX_ROUNDS):
+            result = self.react_batch([message])
+            if result.error is not None:
+                raise result.error
+            if result.dead_letters:
+                return result.dead_letters[0][1]
+            if not result.again:
+                return None
+        raise TimeoutError(f"{self.consumer}: {key_of(message)} kept conflicting")
+
+    def skip(self, message: ConsumedMessage) -> None:
+        """Record the message as handled without any effect."""
+        result = self.react_batch([message], dead_lettered={key_of(message)})
+        if result.error is not None:
+            raise result.error
+
+    def _not_handled(self, messages: Sequence[ConsumedMessage]) -> list[ConsumedMessage]:
+        """The messages whose positions are not recorded yet."""
+        recorded = self._positions
+        todo = []
+        for message in messages:
+            tracking = self.tracking(message)
+            name = tracking.application_name
+            if name not in recorded:
+                recorded[name] = self.app.recorder.max_tracking_id(name) or 0
+            if tracking.notification_id > recorded[name]:
+                todo.append(message)
+        return todo
+
+    def _command(
+        self, message: ConsumedMessage, dead_lettered: Collection[MessageKey]
+    ) -> Callable[[], None] | Reason | None:
+        """What the message's turn runs (``None``: it is only to be recorded as handled),
+        or why it cannot be read."""
+        if key_of(message) in dead_lettered or self._not_for_us(message.header("ce_type")):
+            return None
+        try:
+            envelope = decode_envelope(message.value)
+        except ContractError as error:
+            return Reason.of(error)
+        if self._not_for_us(envelope.type):
+            return None
+        try:
+            event = parse_data(envelope, self.accepts)
+        except ContractError as error:
+            return Reason.of(error)
+        reaction = self.reactions[event.type()]
+
+        def react() -> None:
+            metadata = MessageMetadata(
+                correlation_id=envelope.correlationid, causation_id=envelope.id
+            )
+            with caused_by(metadata):
+                self.app.save(*self._decide(reaction, event, envelope))
+
+        return react
+
+    def _not_for_us(self, type_: str | None) -> bool:
+        """A known event type this service does not react to. The relays also put the
+        type in a header (``ce_type``), so most such messages are skipped unread."""
+        return type_ is not None and type_ not in self.readable and is_known_type(type_)
+
+    def _decide(self, reaction: Reaction, event: Any, envelope: Envelope) -> Sequence[Any]:
+        """The aggregates the reaction changed, or those recording its failure."""
+        try:
+            return reaction.handle(event, envelope)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as error:  # permanent: the saga must still end
+            reason = f"{type(error).__name__}: {error}"
+            log.exception("%s: reaction to %s failed", self.consumer, envelope.type)
+            if reaction.on_failure is None:
+                raise _DeadLetter(Reason(f"reaction failed: {reason}", "reaction-failed")) from None
+        try:
+            return reaction.on_failure(event, envelope, reason)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as failure:
+            log.exception("%s: on_failure for %s failed", self.consumer, envelope.type)
+            raise _DeadLetter(
+                Reason(
+                    f"reaction failed: {reason}; "
+                    f"on_failure failed: {type(failure).__name__}: {failure}",
+                    "reaction-failed",
+                )
+            ) from None

@@ -1,0 +1,84 @@
+"""A service's saga worker: a Faust agent feeding other services' events to its Reactor."""
+
+import asyncio
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import faust
+
+from kernel.application import App
+from kernel.kafka import reliable_producer, stop_producer
+from kernel.messaging import ConsumedMessage, DeadLetters
+from kernel.reactions import MAX_ROUNDS, MessageKey, Reaction, Reactor, key_of
+from kernel.settings import KafkaSettings
+from kernel.streams import faust_app, handle_batches, retry_until_done
+
+BATCH_SIZE = 500
+"""At most this many messages are handled in one transaction."""
+
+
+def saga_worker(
+    service: str,
+    topics: Sequence[str],
+    open_application: Callable[[], App],
+    reactions: Callable[[App], Sequence[Reaction]],
+    settings: KafkaSettings | None = None,
+) -> faust.App:
+    """The Faust app of ``<service>-saga``: run it with
+    ``faust -A write_side.<service>.saga:app worker --without-web``.
+
+    ``reactions(application)`` gives the service's reactions, bound to the
+    Application the worker opens on the service's own store.
+    """
+    settings = settings or KafkaSettings()
+    consumer = f"{service}-saga"
+    app = faust_app(consumer, settings)
+    channel = app.topic(
+        *topics, key_type=bytes, value_type=bytes, partitions=settings.kafka_topic_partitions
+    )
+
+    async def react(stream: Any) -> None:
+        application = open_application()
+        reactor = Reactor(application, consumer, reactions(application))
+        producer = reliable_producer(settings.kafka_bootstrap_servers)
+        await producer.start()
+        dead_letters = DeadLetters(producer, consumer)
+        stopping = asyncio.Event()
+
+        async def react_batch(events: Sequence[Any]) -> None:
+            batch = [ConsumedMessage.of(event) for event in events]
+            first, last = key_of(batch[0]), key_of(batch[-1])
+            await retry_until_done(
+                partial(handle, reactor, dead_letters, batch),
+                f"{consumer} {len(batch)} messages from {first} to {last}",
+                stopping,
+            )
+
+        try:
+            await handle_batches(stream, BATCH_SIZE, react_batch)
+        finally:
+            stopping.set()
+            await stop_producer(producer)
+            application.close()
+
+    app.agent(channel, name=f"{consumer}.react")(react)
+    return app
+
+
+async def handle(
+    reactor: Reactor, dead_letters: DeadLetters, batch: Sequence[ConsumedMessage]
+) -> None:
+    """Handle a batch in one transaction (more only for conflicts and dead letters)."""
+    todo, dead_lettered = list(batch), set[MessageKey]()
+    for _ in range(MAX_ROUNDS):
+        result = await asyncio.to_thread(reactor.react_batch, todo, dead_lettered)
+        if result.dead_letters:  # before their positions are recorded
+            await dead_letters.send(result.dead_letters)
+            dead_lettered.update(key_of(message) for message, _ in result.dead_letters)
+        if result.error is not None:
+            raise result.error
+        if not result.again:
+            return
+        todo = result.again
+    raise TimeoutError(f"{reactor.consumer}: a batch kept conflicting ({MAX_ROUNDS} rounds)")

@@ -1,0 +1,156 @@
+"""Faust workers: one way to build the app, to take batches, to retry a batch until it is done."""
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiokafka.errors import KafkaError
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
+from pymongo.errors import PyMongoError
+from sqlalchemy.exc import DBAPIError
+
+from kernel.kafka import fetch_wakeups, pace_empty_fetches
+from kernel.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    PyMongoError,
+    KafkaError,
+    DBAPIError,
+    StoreOperationalError,  # eventsourcing's wrapper of a failed commit
+    StoreInterfaceError,
+    OSError,
+    TimeoutError,
+)
+"""Infrastructure failures: the work is retried, never dropped or dead-lettered."""
+
+
+class Worker(faust.Worker):
+    """Faust's worker without its terminal spinner.
+
+    At the default log level (WARN) Faust spins a spinner on every log record: it sets
+    the root logger to DEBUG and adds a handler for it, so every library's debug message
+    (aiokafka's, several per fetch) is built and handled. That was about a seventh of
+    a saga worker's CPU at 5 orders/s.
+    """
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+
+
+def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust") -> faust.App:
+    """A Faust app reading raw bytes (decoding is ours, so bad bytes can be dead-lettered).
+
+    Where `KAFKA_EMPTY_FETCH_INTERVAL` is set (the local stack), its consumer does not
+    spin on a broker that answers empty fetches at once (`pace_empty_fetches`), and is woken by the relays' announcements where they are
+    heard (`FetchWakeups`)."""
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    if settings.kafka_empty_fetch_interval > 0:
+        pace_empty_fetches(
+            settings.kafka_empty_fetch_interval,
+            fetch_wakeups(settings),
+            settings.kafka_empty_fetch_interval_with_wakeups,
+        )
+    return faust.App(
+        app_id,
+        broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.kafka_topic_partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        store="memory://",
+        web_enabled=False,
+        datadir=f"{data_dir}/{{conf.name}}",
+        # Stopping does not wait for the batch in hand to be handled (with a server
+        # away it would wait for ever): its messages are not acknowledged, so the next
+        # worker gets them again, and the inbox or the version guard keeps their
+        # effects once.
+        stream_wait_empty=False,
+        Worker=Worker,
+    )
+
+
+async def retry_until_done(
+    work: Callable[[], Awaitable[None]], what: str, stopping: asyncio.Event | None = None
+) -> None:
+    """Run ``work`` until it succeeds, backing off on infrastructure errors.
+
+    A batch is acknowledged once its handler returns (``handle_batches``), so it must
+    be finished (or dead-lettered) before this returns; while a server is away the
+    worker waits instead of losing the batch. Anything else is a bug and propagates.
+    """
+    delay = 0.1
+    while True:
+        try:
+            await work()
+            return
+        except TRANSIENT_ERRORS as error:
+            if stopping is not None and stopping.is_set():
+                raise
+            log.warning("%s failed (%r); retrying in %.1fs", what, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def handle_batches(
+    stream: Any,
+    size: int,
+    handle: Callable[[Sequence[Any]], Awaitable[None]],
+) -> None:
+    """Hand ``handle`` whatever has arrived, up to ``size`` events at a time, in order, one
+    batch at a time; wait only when nothing has arrived.
+
+    No batch waits to fill: the first event after a quiet spell is handled at once,
+    and while a batch is handled the next events gather, so batches grow with the load
+    by themselves. The stream is read in a task of its own (Faust's per-message work,
+    about 150 µs a message here, overlaps the handling); the batch is handled in the
+    caller's task, so an error of ``handle`` is raised at once. Acknowledgement is
+    manual (``noack``): an event is acknowledged only once its batch was handled, so
+    if the worker stops or dies meanwhile it comes again (at least once). At most
+    ``size`` events wait beside the batch being handled.
+    """
+    manual = stream.noack()
+    arrived: deque[Any] = deque()
+    something = asyncio.Event()  # set when an event arrived, or the reading ended
+    room = asyncio.Event()  # cleared while ``size`` events wait
+    room.set()
+
+    async def read() -> None:
+        try:
+            async for event in manual.events():
+                arrived.append(event)
+                something.set()
+                if len(arrived) >= size:
+                    room.clear()
+                    await room.wait()
+        finally:
+            something.set()
+
+    reading = asyncio.ensure_future(read())
+    try:
+        while True:
+            if not arrived:
+                something.clear()
+                if reading.done():
+                    reading.result()  # raises what ended the stream, if anything
+                    return
+                await something.wait()
+                continue
+            batch = [arrived.popleft() for _ in range(min(size, len(arrived)))]
+            room.set()
+            await handle(batch)
+            for event in batch:
+                await manual.ack(event)
+    finally:
+        reading.cancel()
+        with suppress(asyncio.CancelledError, Exception):  # the error that ends us counts
+            await reading

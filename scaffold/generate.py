@@ -139,14 +139,6 @@ def new_domain(root: Path, domain: str, aggregate: str | None, field_specs: list
     )
     changes.insert("docker-compose.yml", compose_services(domain, port), "services")
     changes.insert("devstack/postgres/create-service-databases.sql", f"CREATE DATABASE {domain};")
-    changes.insert(
-        "README.md",
-        f"- **{domain}** (`write_side/{domain}/`, `contracts/{domain}.py`): the `{aggregate}` "
-        f"aggregate; command API on port {port} (`POST /{domain}`, "
-        f"`POST /{domain}/{{{aggregate_var}_id}}/close`), read model `GET /{domain}` on the "
-        "query API.",
-        "domains",
-    )
     changes.after += [write_contract_schemas, format_python]
     return changes
 

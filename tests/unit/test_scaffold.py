@@ -21,7 +21,6 @@ EDITED = (
     "Procfile",
     "docker-compose.yml",
     "devstack/postgres/create-service-databases.sql",
-    "README.md",
 )
 
 

@@ -10,7 +10,7 @@ from uuid import uuid4
 import pytest
 
 from kernel.errors import DomainError, NotFound
-from tests.examples import PLACE_ORDER
+from tests.reference_saga.examples import PLACE_ORDER
 from write_side.orders.application import OrdersApplication
 from write_side.orders.domain import LineItem, Order, OrderState
 

@@ -123,7 +123,7 @@ def setting_names(module_name: str) -> set[str]:
 
 
 def settings_of(process: str) -> str:
-    """Where the settings of a Procfile process live (`orders-relay` → write_side/orders)."""
+    """Where the settings of a Procfile process live (`<d>-relay` → write_side/<d>)."""
     if process == "projections":
         return "projections"
     if process == "query-api":

@@ -3,7 +3,6 @@
 Runs on a scratch root holding the files a generation edits (no server, no subprocess).
 """
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,25 +12,28 @@ from devstack.servers import REPO_ROOT
 from scaffold import changes, generate, names
 from scaffold.generated import GENERATED, generated_files
 
-COPIED = (
-    "devstack/compose/shared.yml",
-    "write_side/__init__.py",
-    "write_side/orders",
-    "contracts/orders.py",
-    *GENERATED,
-)
+COPIED = ("devstack/compose/shared.yml",)
+SERVICE = {
+    "write_side/__init__.py": "",
+    "write_side/parcels/__init__.py": "",
+    "write_side/parcels/api.py": "",
+    "write_side/parcels/relay.py": "",
+    "write_side/parcels/settings.py": "API_PORT = 8000\n",
+    "contracts/parcels.py": 'TOPIC = "parcels"\n',
+}
+"""A scratch project's one service (parcels)."""
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """A scratch project: one service (orders), the generated files and their sources."""
-    for relative in COPIED:
-        source, target = REPO_ROOT / relative, tmp_path / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, target)
+    """A scratch project: one service, the generated files and their source."""
+    files = {**SERVICE, **{path: (REPO_ROOT / path).read_text() for path in COPIED}}
+    for relative, text in files.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+    for relative, text in generated_files(tmp_path).items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
     (tmp_path / "projections").mkdir()
     return tmp_path
 
@@ -87,7 +89,7 @@ def test_fields_parse_into_names_types_and_examples() -> None:
 def test_an_existing_domain_is_refused_and_nothing_changes(root: Path, capsys) -> None:
     before = snapshot(root)
 
-    code = main(["new-domain", "orders", "--field", "title:str", "--root", str(root)])
+    code = main(["new-domain", "parcels", "--field", "title:str", "--root", str(root)])
 
     assert code == 2
     assert "exists already" in capsys.readouterr().out
@@ -190,7 +192,7 @@ def test_a_new_domain_gets_the_port_after_every_other(root: Path) -> None:
 
     settings = planned.files["write_side/shipments/settings.py"]
 
-    assert "\nAPI_PORT = 8002\n" in settings  # above orders' 8000 and the query API's 8001
+    assert "\nAPI_PORT = 8002\n" in settings  # above parcels' 8000 and the query API's 8001
 
 
 SOURCE = """import os

@@ -76,6 +76,11 @@ def given(*history: Fact | Event, originator_id: UUID | None = None) -> "Given":
 class Given:
     history: list[Event]
 
+    @property
+    def aggregate(self) -> Any:
+        """The aggregate the history makes, for a query (a new one at each call)."""
+        return _replay(self.history)
+
     def when(self, command: Callable[[Any], object]) -> "Outcome":
         """Run ``command`` on the aggregate the history makes (None without history).
 

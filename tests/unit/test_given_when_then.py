@@ -181,3 +181,9 @@ def test_an_error_after_an_event_fails():
 def test_a_state_change_without_an_event_fails():
     with pytest.raises(AssertionError, match=r"(?s)beyond its events.*-.*'hall'.*\+.*'attic'"):
         given(INSTALLED).when(lambda lamp: lamp.move("attic")).then()
+
+
+def test_the_aggregate_the_events_make_answers_queries():
+    lamp = given(INSTALLED, ON).aggregate
+
+    assert (lamp.room, lamp.on, lamp.version) == ("hall", True, 2)

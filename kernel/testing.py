@@ -61,10 +61,12 @@ def fact(event_class: type[Event], /, **data: Any) -> Fact:
 
 def given(*history: Fact | Event, originator_id: UUID | None = None) -> "Given":
     """The aggregate's past events; facts join the stream ``originator_id`` (by default
-    the first real event's, else a new one) at versions 1, 2, ..."""
+    the first one an event or a fact gives, else a new one) at versions 1, 2, ..."""
     if originator_id is None:
-        real = [e for e in history if not isinstance(e, Fact)]
-        originator_id = real[0].originator_id if real else uuid4()
+        ids = (
+            e.data.get("originator_id") if isinstance(e, Fact) else e.originator_id for e in history
+        )
+        originator_id = next((i for i in ids if i is not None), None) or uuid4()
     events = [
         e.build(originator_id, version) if isinstance(e, Fact) else e
         for version, e in enumerate(history, start=1)

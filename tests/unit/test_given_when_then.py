@@ -78,6 +78,18 @@ def test_the_facts_get_the_stream_s_id_and_versions():
     assert (lamp.id, lamp.version, lamp.on) == (lamp_id, 3, False)
 
 
+def test_the_stream_takes_the_id_the_first_fact_gives():
+    lamp_id = uuid4()
+
+    lamp = (
+        given(fact(Lamp.Installed, room="hall", originator_id=lamp_id), ON)
+        .when(Lamp.switch_off)
+        .then(fact(Lamp.SwitchedOff))
+    )
+
+    assert (lamp.id, lamp.version) == (lamp_id, 3)
+
+
 def test_a_creation_command_is_given_nothing_and_returns_the_aggregate():
     lamp = given().when(lambda _: Lamp("hall")).then(INSTALLED)
 

@@ -28,6 +28,8 @@ KERNEL_TESTS = (
     "tests/unit/test_retries.py",
     "tests/integration/test_group_commit.py",
     "tests/integration/test_handle_batches.py",
+    "tests/integration/test_kernel_projection.py",
+    "tests/integration/test_kernel_replay.py",
     "tests/integration/test_relay.py",
     "tests/integration/test_store.py",
 )

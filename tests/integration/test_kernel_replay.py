@@ -193,7 +193,9 @@ async def test_a_rebuild_switches_and_the_live_side_follows(
     catalog = Catalog(stack.database)
     previous = await catalog.live(TALLIES)
     reader = LiveCollections(stack.database, ttl=0)
-    assert await reader.name("tallies") == previous.collection
+    cached = LiveCollections(stack.database, ttl=600)
+    for live in (reader, cached):
+        assert await live.name("tallies") == previous.collection
     before = await live_documents(stack)
 
     summary = await stack.replay(source="kafka").run()
@@ -201,6 +203,7 @@ async def test_a_rebuild_switches_and_the_live_side_follows(
     assert summary.switched and summary.previous == previous.collection
     assert summary.shadow is not None and summary.shadow.equal, summary.shadow.describe()
     assert await reader.name("tallies") == summary.collection, "the read side reads the new one"
+    assert await cached.name("tallies") == previous.collection, "until its cache expires"
     assert (await catalog.build(summary.collection) or {})["state"] == BuildState.LIVE
     assert (await catalog.build(previous.collection) or {})["state"] == BuildState.RETIRED
     assert await documents(stack.database, summary.collection) == before

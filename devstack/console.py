@@ -71,13 +71,21 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
 
 class HonchoOutput:
     """Reads honcho's output in a thread of its own: everything to ``honcho.log``, to the
-    console (``say``) only what a person needs. ``stopping()`` is called once the runner
+    console only what a person needs (``echo``: a shown process's lines; ``say``: the
+    runner's). ``stopping()`` is called once the runner
     stops the processes itself: their exits are expected then, not reported."""
 
-    def __init__(self, stream: IO[bytes], log_dir: Path, say: Callable[[str], None]):
+    def __init__(
+        self,
+        stream: IO[bytes],
+        log_dir: Path,
+        say: Callable[[str], None],
+        echo: Callable[[str], None],
+    ):
         self.stream = stream
         self.log_dir = log_dir
-        self.say = say
+        self.say = say  # the runner's own lines
+        self.echo = echo  # a process's lines, as they are
         self.failed: list[tuple[str, int]] = []
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._read, name="honcho-output", daemon=True)
@@ -108,7 +116,7 @@ class HonchoOutput:
         if process in SHOWN_ON_CONSOLE:
             with log_path(self.log_dir, process).open("a", encoding="utf-8") as copy:
                 copy.write(text + "\n")
-            self.say(f"{process} | {text}" if text else f"{process} |")
+            self.echo(f"{process} | {text}".rstrip())
             return
         if process != "system" or self._stopping.is_set():
             return

@@ -132,6 +132,12 @@ def say(message: str) -> None:
         print(f"devstack | {message}", flush=True)
 
 
+def echo(line: str) -> None:
+    """Print a process's line as it is (the demo's), never raising (see `say`)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, flush=True)
+
+
 class _StopRequested(Exception):
     """SIGTERM or SIGHUP arrived."""
 
@@ -454,7 +460,7 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
                 start_new_session=True,
             )
             assert honcho.stdout is not None
-            output = HonchoOutput(honcho.stdout, log_dir, say).start()
+            output = HonchoOutput(honcho.stdout, log_dir, say, echo).start()
             if wait_until_ready(apis, honcho, READY_TIMEOUT):
                 for line in summary(gateway, apis, log_dir, time.monotonic() - started):
                     say(line)

@@ -292,7 +292,8 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         "time.sleep(600)\n"
     )
     pid_file = tmp_path / "sleeper.pid"
-    runner, output = start_runner(tmp_path, f"sleeper: python {sleeper} {pid_file}\n")
+    demo = "demo: printf '\\033[1mthe demo summary\\033[0m\\n'; exec sleep 600\n"
+    runner, output = start_runner(tmp_path, f"sleeper: python {sleeper} {pid_file}\n{demo}")
     sleeper_log = tmp_path / "var" / "log" / "sleeper.log"
     try:
         wait_for(
@@ -303,6 +304,8 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         )
         text = output.read_text()
         assert "sleeper sees" not in text, "a process's output goes to its log, not the console"
+        wait_for(lambda: "\ndemo | the demo summary\n" in output.read_text(), timeout=30)
+        assert read(tmp_path / "var" / "log" / "demo.log") == "the demo summary\n"
         assert "ready in " in text and f"{sleeper_log.parent}/<process>.log" in text, text
         pids = [*server_pids(text), int(pid_file.read_text())]
         assert len(pids) == 4, text  # the broker, MongoDB, the gateway, the sleeper

@@ -419,7 +419,9 @@ def test_cqrs_run_scales_an_api_out_behind_the_gateway(tmp_path: Path) -> None:
             assert httpx.get(f"{gateway}/{name}-api/health", timeout=5).status_code == 200
         wait_for(lambda: "ready in " in output.read_text(), timeout=30, message="no summary")
         text = output.read_text()
-        assert re.search(rf"  {api}  http://127\.0\.0\.1:\d+/docs  \(2 processes, ports", text), text
+        assert re.search(rf"  {api}  http://127\.0\.0\.1:\d+/docs  \(2 processes, ports", text), (
+            text
+        )
         assert '"GET /health HTTP/1.1" 200' in read(logs[0]) + read(logs[1])
         assert "GET /health" not in text and "Application startup" not in text, text
         assert "\x1b" not in text, text

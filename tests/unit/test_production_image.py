@@ -21,9 +21,12 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-IMAGE_COMMANDS = ("devstack.cli", "devstack.demo")
+IMAGE_COMMANDS = (
+    "devstack.cli",
+    *(["devstack.demo"] if (ROOT / "devstack" / "demo.py").exists() else []),
+)
 """Besides the Procfile's processes: `cqrs` (`cqrs topics`, `cqrs gateway config`, the
-operations) and compose's demo."""
+operations) and compose's demo (the reference saga's, gone from a project without it)."""
 
 BLOCKER = """
 import importlib.abc, sys

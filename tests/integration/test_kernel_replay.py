@@ -35,7 +35,6 @@ from tests.kernel_example.contracts import TOPIC, registered
 from tests.kernel_example.domain import Tally
 from tests.kernel_example.projection import TALLIES
 from tests.kernel_example.relay import (
-    SOURCE,
     TalliesRelaySettings,
     open_tallies,
     tallies_relay,
@@ -62,7 +61,7 @@ class Stack:
     """(partition, offset) of each record of the topic the live runner has applied."""
 
     def replay(self, **options: Any) -> Replay:
-        logs = [store_log(SOURCE, self.app, to_contract)]
+        logs = [store_log(TalliesApplication.name, self.app, to_contract)]
         return Replay(
             TALLIES,
             self.database,

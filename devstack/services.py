@@ -3,7 +3,8 @@
 A service is a package `write_side/<name>/`. Its processes are the modules it has:
 `api.py` (the command API, `<NAME>_API_PORT`), `relay.py`, `saga.py`. Its API's port is
 the `API_PORT` its own `settings.py` assigns, so that a port never moves when another
-domain comes or goes; `cqrs new-domain` gives a new domain the next free one. The local
+domain comes or goes; `cqrs new-domain` gives a new domain the next free one. A
+`COMPOSE_ENVIRONMENT` dict there adds settings to its processes in docker-compose.yml. The local
 runner (`devstack/run.py`) and the generated files (`scaffold/generated.py`: the Procfile,
 docker-compose.yml, the PostgreSQL init script) read the services from here.
 """
@@ -32,26 +33,30 @@ class Service:
     """Those of `PROCESSES` whose module the package has."""
     api_port: int | None
     """The default port of its command API (None without an api.py)."""
+    compose_environment: tuple[tuple[str, str], ...] = ()
+    """Settings its processes get in docker-compose.yml besides its store's."""
 
     @property
     def port_var(self) -> str:
         return f"{self.name.upper()}_API_PORT"
 
 
-def api_port(settings: Path) -> int | None:
-    """The integer ``settings.py`` assigns to ``API_PORT`` at its top level."""
+def assigned(settings: Path, name: str) -> object:
+    """The literal ``settings.py`` assigns to ``name`` at its top level (None if none)."""
     if not settings.is_file():
         return None
     for node in ast.parse(settings.read_text(encoding="utf-8")).body:
-        if (
-            isinstance(node, ast.Assign | ast.AnnAssign)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, int)
-        ):
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(isinstance(target, ast.Name) and target.id == "API_PORT" for target in targets):
-                return node.value.value
+            if any(isinstance(target, ast.Name) and target.id == name for target in targets):
+                return ast.literal_eval(node.value)
     return None
+
+
+def api_port(settings: Path) -> int | None:
+    """The integer ``settings.py`` assigns to ``API_PORT``."""
+    port = assigned(settings, "API_PORT")
+    return port if isinstance(port, int) else None
 
 
 def find_services(root: Path = REPO_ROOT) -> list[Service]:
@@ -67,7 +72,17 @@ def find_services(root: Path = REPO_ROOT) -> list[Service]:
             raise ServiceLayoutError(
                 f"write_side/{package.name}/settings.py assigns no API_PORT for its api.py"
             )
-        found.append(Service(package.name, processes, port if "api" in processes else None))
+        environment = assigned(package / "settings.py", "COMPOSE_ENVIRONMENT") or {}
+        if not isinstance(environment, dict):
+            raise ServiceLayoutError(f"write_side/{package.name}: COMPOSE_ENVIRONMENT: a dict")
+        found.append(
+            Service(
+                package.name,
+                processes,
+                port if "api" in processes else None,
+                tuple((str(k), str(v)) for k, v in environment.items()),
+            )
+        )
     return found
 
 

@@ -80,13 +80,18 @@ def _healthcheck(port: int) -> str:
 """
 
 
+def _quoted(value: str) -> str:
+    """A YAML single-quoted scalar: compose reads it as the string it is."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def compose_service(service: Service) -> str:
     """The compose services of one write-side service's processes."""
     name, upper = service.name, service.name.upper()
     store = (
         f"      {upper}_DATABASE_URL: postgresql+psycopg://postgres:postgres@postgres:5432/{name}\n"
         f'      {upper}_DATABASE_SCHEMA: ""\n'
-    )
+    ) + "".join(f"      {key}: {_quoted(value)}\n" for key, value in service.compose_environment)
     rule = "-" * max(1, 79 - len(name) - 4)
     text = f"  # {rule} {name}\n"
     for process in service.processes:

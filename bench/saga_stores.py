@@ -88,8 +88,7 @@ class Workload:
             relay = build_relay(
                 app,
                 settings,
-                source=module.SOURCE,
-                topic=module.SOURCE,
+                topic=module.contract.TOPIC,
                 to_contract=module.to_contract,
             )
             await relay.producer.start()

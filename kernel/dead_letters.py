@@ -34,6 +34,7 @@ from kernel.kafka import ensure_topics, reliable_producer, stop_producer
 from kernel.messaging import (
     DEAD_LETTER_HEADER_PREFIX,
     DEAD_LETTER_SUFFIX,
+    ConsumedMessage,
     dead_letter_topic,
 )
 
@@ -80,26 +81,8 @@ def safe_text(raw: bytes) -> str:
 
 
 @dataclass(frozen=True)
-class DeadLetter:
+class DeadLetter(ConsumedMessage):
     """One record of a dead-letter topic."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-
-    @classmethod
-    def of(cls, record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
-        return cls(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            headers=tuple((name, bytes(value)) for name, value in record.headers),
-        )
 
     @property
     def id(self) -> str:
@@ -252,7 +235,7 @@ class DeadLetterTopics:
         which = which or Filter()
         topics = which.topics(await self.admin.list_topics())
         records = await self._read_to_end(await self.partitions(topics))
-        return [letter for letter in map(DeadLetter.of, records) if which(letter)]
+        return [letter for letter in map(DeadLetter.of_record, records) if which(letter)]
 
     async def fetch(self, dead_letter_id: str) -> DeadLetter:
         topic, partition, offset = parse_id(dead_letter_id)
@@ -272,7 +255,7 @@ class DeadLetterTopics:
         while time.monotonic() < deadline:
             for record in (await self.consumer.getmany(tp, timeout_ms=500)).get(tp, []):
                 if record.offset == offset:
-                    return DeadLetter.of(record)
+                    return DeadLetter.of_record(record)
                 if record.offset > offset:
                     raise DeadLetterError(f"no dead letter {dead_letter_id}")
         raise TimeoutError(f"{dead_letter_id}: not read within {self.timeout:g} s")

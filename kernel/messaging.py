@@ -67,12 +67,12 @@ class ConsumedMessage:
         return None
 
     @classmethod
-    def of(cls, event: Any) -> "ConsumedMessage":
+    def of(cls, event: Any) -> Self:
         """From a Faust stream event."""
         return cls.of_record(event.message)
 
     @classmethod
-    def of_record(cls, record: Any) -> "ConsumedMessage":
+    def of_record(cls, record: Any) -> Self:
         """From an aiokafka ``ConsumerRecord`` (or a Faust message: the same fields)."""
         return cls(
             topic=record.topic,

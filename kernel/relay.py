@@ -537,14 +537,16 @@ def build_relay(
     app: ServiceApplication,
     settings: RelaySettings,
     *,
-    source: str,
     topic: str,
     to_contract: ContractMapping,
     also_publish: Collection[str] = (),
+    source: str | None = None,
 ) -> Relay:
+    """A relay of ``app``'s log to ``topic``; its messages' CloudEvents ``source`` is
+    ``source``, by default the topic's name (a service's topic is named after it)."""
     assert isinstance(app.mapper, MetadataMapper)
     return Relay(
-        source=source,
+        source=source or topic,
         topic=topic,
         recorder=app.recorder,
         mapper=app.mapper,
@@ -591,10 +593,10 @@ def serve_relay(
     app: ServiceApplication,
     settings: RelaySettings,
     *,
-    source: str,
     topic: str,
     to_contract: ContractMapping,
     also_publish: Collection[str] = (),
+    source: str | None = None,
 ) -> None:
     """The body of ``python -m write_side.<service>.relay``: run until SIGINT/SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -23,11 +23,12 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from bench import charts, profiling, stack, stats
 from bench.examples import ADDRESS
 from bench.scenario import BenchContext, Measurement, ScenarioResult
+from contracts.orders import TOPIC as SOURCE
 from kernel.kafka import ensure_topics, reliable_producer, stop_producer
 from kernel.relay import PRODUCER_MAX_BATCH_BYTES, Message, Relay, build_relay
 from write_side.orders.application import OrdersApplication
 from write_side.orders.bootstrap import build_application
-from write_side.orders.relay import SOURCE, to_contract
+from write_side.orders.relay import to_contract
 from write_side.orders.settings import OrdersSettings
 
 ITEMS = [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}]

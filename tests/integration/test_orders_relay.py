@@ -9,15 +9,30 @@ kernel's: tests/integration/test_relay.py asserts them on the kernel's tallies d
 
 import pytest
 
+from contracts import orders as contract
 from contracts.envelope import Envelope
 from kernel.kafka import ensure_topics, stop_producer
+from kernel.relay import Relay, build_relay
 from tests.integration.kafka_reading import read_topic
 from tests.stores import orders_settings
+from write_side.orders.application import OrdersApplication
 from write_side.orders.bootstrap import build_application
-from write_side.orders.relay import orders_relay as build_relay
+from write_side.orders.relay import to_contract
+from write_side.orders.settings import OrdersSettings
 
 ITEMS = [{"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}]
 ADDRESS = {"street": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "US"}
+
+
+def orders_relay(app: OrdersApplication, settings: OrdersSettings) -> Relay:
+    """The relay as ``python -m write_side.orders.relay`` builds it."""
+    return build_relay(
+        app,
+        settings,
+        topic=contract.TOPIC,
+        to_contract=to_contract,
+        also_publish=settings.orders_relay_also_publish,
+    )
 
 
 def place_orders(app, count: int, cancel_every: int = 3) -> int:  # type: ignore[no-untyped-def]
@@ -34,7 +49,7 @@ async def test_the_orders_relay_publishes_the_orders_contracts_and_the_v1_copy(k
     app = build_application(settings)
     first = app.place_order("customer-1", "restaurant-1", ADDRESS, ITEMS)
     last = place_orders(app, 30)
-    relay = build_relay(app, settings)
+    relay = orders_relay(app, settings)
     await ensure_topics(kafka, {"orders": 4})
     await relay.producer.start()
     try:
@@ -89,7 +104,7 @@ async def test_the_setting_decides_which_majors_the_orders_relay_publishes(
     app = build_application(settings)
     saved = app.place_order("customer-1", "restaurant-1", ADDRESS, ITEMS)
     app.approve_order(saved.order_id)
-    relay = build_relay(app, settings)  # the producer is not started: nothing is sent
+    relay = orders_relay(app, settings)  # the producer is not started: nothing is sent
     try:
         notifications = app.recorder.select_notifications(1, 10)
         published = [[e.type for e in relay.envelopes(n)] for n in notifications]

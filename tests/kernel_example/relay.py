@@ -14,8 +14,6 @@ from tests.kernel_example.api import TalliesSettings
 from tests.kernel_example.application import TalliesApplication
 from tests.kernel_example.domain import Tally
 
-SOURCE = "tallies"
-
 
 class TalliesRelaySettings(TalliesSettings, RelaySettings):
     """Environment: TALLIES_DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, RELAY_BATCH_SIZE, ..."""
@@ -47,7 +45,6 @@ def tallies_relay(app: TalliesApplication, settings: TalliesRelaySettings) -> Re
     return build_relay(
         app,
         settings,
-        source=SOURCE,
         topic=contract.TOPIC,
         to_contract=to_contract,
         also_publish=settings.tallies_relay_also_publish,
@@ -60,7 +57,6 @@ if __name__ == "__main__":
         serve_relay(
             open_tallies(settings),
             settings,
-            source=SOURCE,
             topic=contract.TOPIC,
             to_contract=to_contract,
             also_publish=settings.tallies_relay_also_publish,

@@ -11,8 +11,6 @@ from write_side.accounting.bootstrap import build_application
 from write_side.accounting.domain import Account, Authorization
 from write_side.accounting.settings import AccountingSettings
 
-SOURCE = "accounting"
-
 _PRIVATE = (Account.Opened, Account.CardBlocked, Account.CardUnblocked, Account.Authorized)
 
 
@@ -34,9 +32,5 @@ def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
 if __name__ == "__main__":
     settings = AccountingSettings()
     serve_relay(
-        build_application(settings),
-        settings,
-        source=SOURCE,
-        topic=contract.TOPIC,
-        to_contract=to_contract,
+        build_application(settings), settings, topic=contract.TOPIC, to_contract=to_contract
     )

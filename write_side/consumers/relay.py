@@ -12,8 +12,6 @@ from write_side.consumers.bootstrap import build_application
 from write_side.consumers.domain import Consumer, Verification
 from write_side.consumers.settings import ConsumersSettings
 
-SOURCE = "consumers"
-
 _PRIVATE = (Consumer.Registered, Consumer.Deactivated, Consumer.Reactivated)
 
 
@@ -39,9 +37,5 @@ def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
 if __name__ == "__main__":
     settings = ConsumersSettings()
     serve_relay(
-        build_application(settings),
-        settings,
-        source=SOURCE,
-        topic=contract.TOPIC,
-        to_contract=to_contract,
+        build_application(settings), settings, topic=contract.TOPIC, to_contract=to_contract
     )

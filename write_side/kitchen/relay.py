@@ -12,8 +12,6 @@ from write_side.kitchen.bootstrap import build_application
 from write_side.kitchen.domain import Restaurant, Ticket
 from write_side.kitchen.settings import KitchenSettings
 
-SOURCE = "kitchen"
-
 PRIVATE_EVENTS = (
     Restaurant.Registered,
     Restaurant.Opened,
@@ -52,9 +50,5 @@ def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
 if __name__ == "__main__":
     settings = KitchenSettings()
     serve_relay(
-        build_application(settings),
-        settings,
-        source=SOURCE,
-        topic=contract.TOPIC,
-        to_contract=to_contract,
+        build_application(settings), settings, topic=contract.TOPIC, to_contract=to_contract
     )

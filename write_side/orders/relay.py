@@ -6,13 +6,10 @@ from eventsourcing.domain import DomainEventProtocol
 
 from contracts import orders as contract
 from contracts.base import ContractEvent
-from kernel.relay import Relay, build_relay, serve_relay
-from write_side.orders.application import OrdersApplication
+from kernel.relay import serve_relay
 from write_side.orders.bootstrap import build_application
 from write_side.orders.domain import Order
 from write_side.orders.settings import OrdersSettings
-
-SOURCE = "orders"
 
 
 def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
@@ -39,23 +36,11 @@ def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
     raise TypeError(f"no contract mapping for domain event {type(event).__qualname__}")
 
 
-def orders_relay(app: OrdersApplication, settings: OrdersSettings) -> Relay:
-    return build_relay(
-        app,
-        settings,
-        source=SOURCE,
-        topic=contract.TOPIC,
-        to_contract=to_contract,
-        also_publish=settings.orders_relay_also_publish,
-    )
-
-
 if __name__ == "__main__":
     settings = OrdersSettings()
     serve_relay(
         build_application(settings),
         settings,
-        source=SOURCE,
         topic=contract.TOPIC,
         to_contract=to_contract,
         also_publish=settings.orders_relay_also_publish,

@@ -1,8 +1,8 @@
 """HTTP query API over the read models (the read side of the CQRS template).
 
 Routes: ``/health``, ``/asyncapi`` with ``/asyncapi.json`` (the event contracts), and
-each read model's router: the reference saga's (``read_side/reference_saga.py``) and
-those ``cqrs new-domain`` registers at the marked lines below.
+each read model's router: the reference saga's (``read_side/orders.py``,
+``read_side/kitchen.py``) and those ``cqrs new-domain`` registers at the marked lines below.
 
 Run with ``uvicorn read_side.api:create_app --factory``. ``create_app`` is the one
 composition root: its lifespan opens the ``pymongo.AsyncMongoClient`` (PyMongo's native
@@ -25,15 +25,14 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from kernel.auth import OpsOnly, check_every_route_guarded, install_auth
 from kernel.http_api import create_api
 from kernel.problems import problem
-from kernel.projections_status import projections_status
+from kernel.projections_status import ProjectionStatus, projections_status
 from kernel.read_models import LiveCollections
 from read_side import asyncapi_page
-from read_side.models import ProjectionStatus
 from read_side.settings import QuerySettings
 
 # cqrs-reference-saga: begin
 # isort: split
-from read_side import reference_saga
+from read_side import kitchen, orders
 
 # isort: split
 # cqrs-reference-saga: end
@@ -141,7 +140,8 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(asyncapi_page.router)
     # cqrs-reference-saga: begin
-    app.include_router(reference_saga.router)
+    app.include_router(orders.router)
+    app.include_router(kitchen.router)
     # cqrs-reference-saga: end
     # cqrs-scaffold: read model routers
     app.add_exception_handler(ConnectionFailure, _store_unavailable)

@@ -27,9 +27,8 @@ from contracts.discovery import modules_where
 from kernel.auth import OpsOnly, check_every_route_guarded, install_auth
 from kernel.http_api import create_api
 from kernel.problems import problem
-from kernel.projections_status import projections_status
+from kernel.projections_status import ProjectionStatus, projections_status
 from kernel.read_models import LiveCollections
-from read_side.models import ProjectionStatus
 from read_side.settings import QuerySettings
 
 log = logging.getLogger(__name__)

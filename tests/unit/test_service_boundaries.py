@@ -167,7 +167,7 @@ def test_a_crossing_import_is_found(module: str, source: str) -> None:
         ("write_side.kitchen.saga", "from contracts import accounting, consumers"),
         ("write_side.kitchen.saga", "import faust\nfrom uuid import UUID"),
         ("projections.worker", "from kernel.kafka import reliable_producer"),
-        ("read_side.api", "from read_side.models import Order\nfrom contracts import orders"),
+        ("read_side.api", "from read_side.orders import Order\nfrom contracts import orders"),
         ("read_side.api", "from kernel.auth import Caller, install_auth"),
         ("read_side.api", "from kernel.problems import problem"),
         ("read_side.api", "from kernel.read_models import LiveCollections"),

@@ -57,7 +57,7 @@ def _seed_kitchen(url: str, order_id: uuid.UUID) -> None:
         kitchen.register_restaurant(RESTAURANT, "A", ["pizza"])
         kitchen.register_restaurant(OTHER_RESTAURANT, "B", ["pizza"])
         pizza = [{"menu_item_id": "pizza", "quantity": 1, "unit_price_cents": 1000}]
-        kitchen.save(*kitchen.create_ticket(order_id, RESTAURANT, CUSTOMER, pizza, 1000))
+        kitchen.create_ticket(order_id, RESTAURANT, CUSTOMER, pizza, 1000)
     finally:
         kitchen.close()
 

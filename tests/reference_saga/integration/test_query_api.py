@@ -21,7 +21,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from read_side.api import create_app
-from read_side.read_model import OrdersReadModel
+from read_side.orders import OrdersReadModel
 from read_side.settings import QuerySettings
 from tests.mongo_commands import CommandCounter
 from tests.support import bearer

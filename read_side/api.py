@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from kernel.auth import OpsOnly, check_every_route_guarded, install_auth
 from kernel.http_api import create_api
@@ -58,8 +58,9 @@ _APP_DOC = (
 token (`401` without a valid one); customers see their own orders, restaurants their
 own tickets, `ops` everything (`403` otherwise): docs/auth.md.
 
-**Unavailable store.** When MongoDB cannot be reached, every route answers `503`
-with `Retry-After: 1` (and no staleness headers) and `/health` answers `503`.
+**Unavailable store.** When MongoDB cannot be reached, or does not answer within
+`MONGODB_TIMEOUT` seconds, every route answers `503` with `Retry-After: 1` (and no
+staleness headers) and `/health` answers `503`; once it is back, they answer again.
 """
 )
 
@@ -97,13 +98,6 @@ async def list_projections(request: Request, caller: OpsOnly) -> list[Projection
     return [ProjectionStatus.model_validate(status) for status in statuses]
 
 
-async def _store_unavailable(request: Request, exc: Exception) -> Response:
-    log.warning("MongoDB unreachable: %s", exc)
-    return problem(
-        503, detail="the read model store is unreachable; retry later", headers={"Retry-After": "1"}
-    )
-
-
 def query_statuses(path: str, method: str, operation: dict[str, object]) -> set[int]:
     """Every route that reads MongoDB may answer 503 (unreachable); the contracts' pages
     do not read it."""
@@ -117,7 +111,10 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_every_route_guarded(app)
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            settings.mongodb_url, tz_aware=True, appname="query-api"
+            settings.mongodb_url,
+            tz_aware=True,
+            appname="query-api",
+            timeoutMS=settings.mongodb_timeout * 1000,
         )
         try:
             app.state.settings = settings
@@ -144,5 +141,5 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
     app.include_router(reference_saga.router)
     # cqrs-reference-saga: end
     # cqrs-scaffold: read model routers
-    app.add_exception_handler(ConnectionFailure, _store_unavailable)
+    # MongoDB away (ConnectionFailure, a timeout): the request guard answers 503.
     return app

@@ -69,14 +69,17 @@ router = APIRouter()
 
 @router.get("/health", tags=["health"], summary="Liveness and MongoDB reachability")
 async def health(request: Request) -> Response:
-    """`200 {"status": "ok"}` when MongoDB answers a ping within 2 s, else a `503` problem."""
+    """`200 {"status": "ok"}` when MongoDB answers a ping within 2 s (MONGODB_TIMEOUT if
+    shorter), else a `503` problem."""
     database = cast(AsyncDatabase[dict[str, Any]], request.app.state.database)
+    settings = cast(QuerySettings, request.app.state.settings)
+    timeout = min(HEALTH_TIMEOUT, settings.mongodb_timeout)
     try:
-        with pymongo.timeout(HEALTH_TIMEOUT):
+        with pymongo.timeout(timeout):
             await database.command("ping")
     except PyMongoError as error:
         log.warning("health: MongoDB did not answer a ping: %s", error)
-        detail = f"MongoDB did not answer a ping within {HEALTH_TIMEOUT:g} s"
+        detail = f"MongoDB did not answer a ping within {timeout:g} s"
         return problem(503, detail=detail, headers={"Retry-After": "1"})
     return JSONResponse({"status": "ok"})
 

@@ -610,6 +610,7 @@ class Datastore(SQLAlchemyDatastore):
     (``kernel/unavailable.py``), retried by the workers. On PostgreSQL each connection is
     pinged as it leaves the pool (``pool_pre_ping``): after a restart of the server the
     pool's connections are dead, and the first command on each would fail without it.
+    The ping is a round trip per checkout (about 0.1 ms on localhost).
     """
 
     def __init__(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft7Validator
-from tests.integration.test_query_api import query_api
+from tests.reference_saga.integration.test_query_api import query_api
 
 from contracts import registry
 from contracts.asyncapi import document

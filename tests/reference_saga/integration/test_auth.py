@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 from pymongo import MongoClient
-from tests.integration.test_query_api import now_ms, order_doc
-from tests.integration.test_query_api_saga import ticket_doc
+from tests.reference_saga.integration.test_query_api import now_ms, order_doc
+from tests.reference_saga.integration.test_query_api_saga import ticket_doc
 
 from devstack.gateway import Gateway, GatewaySettings, discover_apis, envoy_config, write_config
 from devstack.servers import REPO_ROOT, free_port

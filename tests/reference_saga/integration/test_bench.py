@@ -74,7 +74,7 @@ def test_the_http_load_client_counts_answers_and_a_refused_command_stops_the_run
         run = drive_http(url, clients=4, seconds=0.3)
     assert run.per_second > 0 and run.p50 > 0
 
-    refusing = uvicorn("tests.integration.test_bench:refusing_app", {}, tmp_path)
+    refusing = uvicorn("tests.reference_saga.integration.test_bench:refusing_app", {}, tmp_path)
     with refusing as url, pytest.raises(RuntimeError, match="POST /orders failed"):
         drive_http(url, clients=2, seconds=0.2)
 

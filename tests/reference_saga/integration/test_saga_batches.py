@@ -10,7 +10,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from tests.integration.test_consumers_accounting_reactions import (
+from tests.reference_saga.integration.test_consumers_accounting_reactions import (
     message,
     order_created,
     published,

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
-from tests.integration.test_consumers_accounting_reactions import order_created
+from tests.reference_saga.integration.test_consumers_accounting_reactions import order_created
 
 from contracts import consumers, orders
 from kernel.kafka import ensure_topics

@@ -78,6 +78,9 @@ class Election:
         assert isinstance(engine, Engine)
         return engine
 
+    lost_because = "it is no longer the leader"
+    """Why ``confirm`` said no, for the log."""
+
     def try_to_lead(self) -> int | None:
         """Lead if nobody does: the new epoch, or None."""
         raise NotImplementedError
@@ -106,6 +109,8 @@ class Election:
 class SqliteLease(Election):
     """A lease row: a standby takes it once ``expires_at`` (wall clock: the relays share
     the machine of the database's file) is past; the leader moves it on."""
+
+    lost_because = "another relay has taken its lease"
 
     def try_to_lead(self) -> int | None:
         table = self.table
@@ -155,6 +160,8 @@ class SqliteLease(Election):
 class PostgresAdvisoryLock(Election):
     """A session-level advisory lock on a connection of its own (no pool, no reconnect:
     the session that took the lock is the one that is asked whether it still holds it)."""
+
+    lost_because = "the session holding its lock has ended"
 
     def __init__(
         self,
@@ -272,10 +279,20 @@ class Leadership:
         lease (False at once after a pause longer than the lease)."""
         return self.epoch is not None and time.monotonic() < self._confirmed_at + self.lease_seconds
 
-    async def wait_to_lead(self, stopping: asyncio.Event) -> bool:
+    async def wait_to_lead(self, stopping: asyncio.Event, *, lost_it: bool = False) -> bool:
         """Ask every ``check_interval`` until this relay leads (True) or ``stopping``
-        is set (False)."""
+        is set (False). A relay that has just ``lost_it`` (paused, cut off) first waits a
+        lease, so that a standby that kept asking takes over rather than it."""
         said_it_waits = failing = False
+        if lost_it:
+            log.info(
+                "relay %s waits: another relay leads, or may (it asks again in %g s)",
+                self.name,
+                self.lease_seconds,
+            )
+            said_it_waits = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self.lease_seconds)
         while not stopping.is_set():
             asked_at = time.monotonic()
             try:
@@ -326,7 +343,7 @@ class Leadership:
                 reason = f"confirming it failed ({' '.join(str(error).split())})"
                 break
             if not confirmed:
-                reason = "another relay has taken it"
+                reason = self.election.lost_because
                 break
             self._confirmed_at = asked_at
         log.warning(

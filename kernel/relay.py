@@ -59,7 +59,7 @@ from kernel.kafka import (
     reliable_producer,
     stop_producer,
 )
-from kernel.leadership import Leadership, LeadershipLost, leadership_for
+from kernel.leadership import Fenced, Leadership, LeadershipLost, leadership_for
 from kernel.settings import RelaySettings
 from kernel.store import MetadataMapper
 from kernel.wakeup import CommitWatch, commit_watch, is_active
@@ -188,8 +188,10 @@ class Relay:
             await self._publish(stopping)
             return
         try:
-            while await leadership.wait_to_lead(stopping):
+            lost_it = False
+            while await leadership.wait_to_lead(stopping, lost_it=lost_it):
                 await self._lead(leadership, stopping)
+                lost_it = True  # it ends only when stopping, or when the leadership was lost
         finally:
             await leadership.step_down()
 
@@ -203,8 +205,12 @@ class Relay:
         self._term = leadership
         try:
             await self._publish(ended)
+        except Fenced as fenced:
+            log.warning("relay %s is fenced: %s; it stops publishing", self.tracking_name, fenced)
         except LeadershipLost as lost:
-            log.warning("relay %s is fenced: %s; it stops publishing", self.tracking_name, lost)
+            log.warning(
+                "relay %s lost its leadership: %s; it stops publishing", self.tracking_name, lost
+            )
         finally:
             self._term = None
             keeping.cancel()

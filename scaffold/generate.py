@@ -171,6 +171,8 @@ def compose_services(domain: str, port: int) -> str:
   <<: *app
   environment: *{domain}-environment
   command: ["python", "-m", "write_side.{domain}.relay"]
+  deploy:
+    replicas: ${{RELAY_PROCESSES:-2}}
   depends_on:
     <<: *after-api
     {domain}-api:

@@ -93,6 +93,9 @@ class Election:
         """Let a standby take over at once (if ``epoch`` is still this relay's)."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Let go of what asking took (a connection), leading or not."""
+
     def check_epoch(self, connection: Connection, epoch: int) -> None:
         """In a transaction that wrote already: raise ``Fenced`` unless ``epoch`` is the
         current one (on PostgreSQL the lease row stays locked until the transaction ends,
@@ -236,6 +239,9 @@ class PostgresAdvisoryLock(Election):
     def step_down(self, epoch: int) -> None:
         with self._using:
             self._close()  # the session ends, and its lock with it
+
+    def close(self) -> None:
+        self.step_down(0)
 
     def _close(self) -> None:
         connection, self._connection = self._connection, None
@@ -382,6 +388,12 @@ class Leadership:
             log.warning("relay %s could not step down at once (%r)", self.name, error)
         else:
             log.info("relay %s steps down (epoch %d)", self.name, epoch)
+
+    async def close(self) -> None:
+        """Step down if leading, and let go of the election's connection (a standby's)."""
+        await self.step_down()
+        with contextlib.suppress(*STORE_ERRORS):
+            await asyncio.wait_for(asyncio.to_thread(self.election.close), STEP_DOWN_TIMEOUT)
 
 
 def leadership_for(

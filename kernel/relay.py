@@ -193,7 +193,7 @@ class Relay:
                 await self._lead(leadership, stopping)
                 lost_it = True  # it ends only when stopping, or when the leadership was lost
         finally:
-            await leadership.step_down()
+            await leadership.close()
 
     async def _lead(self, leadership: Leadership, stopping: asyncio.Event) -> None:
         """Publish until ``stopping`` is set or the leadership is lost; then step down."""

@@ -276,5 +276,6 @@ def test_a_relay_that_no_longer_leads_cannot_record_its_position(store):
         assert new.confirm(new_epoch)
     finally:
         for election, leader in ((old, old_leader), (new, new_leader)):
-            election.step_down(leader.epoch or 0)  # PostgreSQL: closes its connection
+            election.step_down(leader.epoch or 0)
+            election.close()
         app.close()

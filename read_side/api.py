@@ -1,8 +1,9 @@
 """HTTP query API over the read models (the read side of the CQRS template).
 
-Routes: ``/health``, ``/asyncapi`` with ``/asyncapi.json`` (the event contracts), and
-each read model's router: the reference saga's (``read_side/reference_saga.py``) and
-those ``cqrs new-domain`` registers at the marked lines below.
+Routes: ``/health``, ``/projections``, and the ``router`` of every other module of
+``read_side/`` that has one at its top level (found in name order, so adding a domain's
+query routes, ``read_side/<domain>.py``, edits nothing here): the event contracts' pages
+(``/asyncapi``, ``/asyncapi.json``) and each read model's routes.
 
 Run with ``uvicorn read_side.api:create_app --factory``. ``create_app`` is the one
 composition root: its lifespan opens the ``pymongo.AsyncMongoClient`` (PyMongo's native
@@ -22,22 +23,14 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, PyMongoError
 
+from contracts.discovery import modules_where
 from kernel.auth import OpsOnly, check_every_route_guarded, install_auth
 from kernel.http_api import create_api
 from kernel.problems import problem
 from kernel.projections_status import projections_status
 from kernel.read_models import LiveCollections
-from read_side import asyncapi_page
 from read_side.models import ProjectionStatus
 from read_side.settings import QuerySettings
-
-# cqrs-reference-saga: begin
-# isort: split
-from read_side import reference_saga
-
-# isort: split
-# cqrs-reference-saga: end
-# cqrs-scaffold: read model imports
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +132,7 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
     # Health and the event contracts' pages (documentation, as /docs is) take no token.
     install_auth(app, open_paths={"/health", "/asyncapi", "/asyncapi.json"})
     app.include_router(router)
-    app.include_router(asyncapi_page.router)
-    # cqrs-reference-saga: begin
-    app.include_router(reference_saga.router)
-    # cqrs-reference-saga: end
-    # cqrs-scaffold: read model routers
+    for module in modules_where("read_side", "router", exclude=("api",)):
+        app.include_router(module.router)
     app.add_exception_handler(ConnectionFailure, _store_unavailable)
     return app

@@ -3,7 +3,7 @@
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -45,7 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -297,6 +297,16 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
             Column("body", LargeBinary, nullable=True),
         )
         self.tables.append(self.idempotency_table)
+        self.relay_leases_table = Table(
+            f"{prefix}relay_leases",
+            MetaData(schema=schema_name),
+            Column("name", String(200), primary_key=True),
+            Column("holder", String(200), nullable=False),
+            Column("epoch", Integer, nullable=False),
+            Column("expires_at", Float, nullable=False),
+        )
+        """Who leads each relay of this log, and since which epoch (kernel.leadership)."""
+        self.tables.append(self.relay_leases_table)
         self._next_purge = 0.0
 
     def create_table(self) -> None:
@@ -397,12 +407,20 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
         """The library's, with Core (see :meth:`record_position`)."""
         self.record_position(tracking.application_name, tracking.notification_id)
 
-    def record_position(self, name: str, position: int) -> None:
+    def record_position(
+        self, name: str, position: int, *, fence: Callable[[Connection], None] | None = None
+    ) -> None:
         """Record ``position`` as ``name``'s tracking id (the relay's position), one
         UPDATE in the common case: the library's check too, an ``IntegrityError`` if that
-        position or a later one is recorded already (another relay of the same log?)."""
+        position or a later one is recorded already (another relay of the same log?).
+
+        ``fence`` is called in the same transaction after the UPDATE (which holds the
+        tracking row, and on SQLite the single writer's lock), and raises to roll it back:
+        a relay that no longer leads cannot record (``kernel.leadership``)."""
         with self.transaction(commit=True) as session:
             self._advance_inbox(session, {name: (position, position)})
+            if fence is not None:
+                fence(session.connection())
 
     def _insert_events(
         self, session: Session, stored_events: Sequence[StoredEvent], **kwargs: Any

@@ -122,12 +122,16 @@ def compose_service(service: Service) -> str:
             if "api" in service.processes
             else ""
         )
+        # Relays: one leads, the others stand by (docs/adr/0029).
+        replicas = (
+            "    deploy:\n      replicas: ${RELAY_PROCESSES:-2}\n" if process == "relay" else ""
+        )
         text += f"""  {name}-{process}:
     <<: *app
     environment:
       <<: *service-environment
 {store}    command: {command}
-    depends_on:
+{replicas}    depends_on:
       <<: *after-api
 {after_api}
 """

@@ -21,14 +21,14 @@ from typing import Any
 import httpx
 import pytest
 from pymongo import MongoClient
-from tests.reference_saga.integration.test_query_api import now_ms, order_doc
-from tests.reference_saga.integration.test_query_api_saga import ticket_doc
 
 from devstack.gateway import Gateway, GatewaySettings, discover_apis, envoy_config, write_config
 from devstack.servers import REPO_ROOT, free_port
 from kernel.application import open_application
 from tests import processes
 from tests.reference_saga.examples import DELIVERY_ADDRESS
+from tests.reference_saga.integration.test_query_api import now_ms, order_doc
+from tests.reference_saga.integration.test_query_api_saga import ticket_doc
 from tests.support import bearer
 from tests.token_attacks import ATTACKS, attack_token
 from write_side.kitchen.application import KitchenApplication

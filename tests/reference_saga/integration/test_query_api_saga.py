@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
+
 from tests.reference_saga.integration.test_query_api import (
     Document,
     api,

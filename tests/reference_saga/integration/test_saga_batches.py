@@ -10,11 +10,6 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from tests.reference_saga.integration.test_consumers_accounting_reactions import (
-    message,
-    order_created,
-    published,
-)
 
 from contracts import consumers, orders
 from kernel.kafka import ensure_topics, reliable_producer, stop_producer
@@ -23,6 +18,11 @@ from kernel.reactions import Reaction, Reactor
 from kernel.saga import handle
 from tests.batching import commits_of
 from tests.integration.kafka_reading import read_all
+from tests.reference_saga.integration.test_consumers_accounting_reactions import (
+    message,
+    order_created,
+    published,
+)
 from write_side.consumers import relay as consumers_relay
 from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.bootstrap import build_application

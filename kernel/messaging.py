@@ -2,13 +2,22 @@
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
 
-from contracts.registry import ContractError
+from contracts.base import ContractEvent
+from contracts.envelope import Envelope
+from contracts.registry import (
+    ContractError,
+    decode_envelope,
+    is_known_type,
+    parse_data,
+    readable_types,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,36 @@ class Reason(str):
     @classmethod
     def of(cls, error: ContractError) -> Self:
         return cls(str(error), error.kind)
+
+
+class EventReader:
+    """Reads the contract events one consumer (a projection, a saga worker) accepts,
+    older majors included (upcast). A known event type it does not accept is skipped:
+    another consumer's concern. What cannot be read is a Reason, for its dead letter."""
+
+    def __init__(self, accepts: Sequence[type[ContractEvent]]):
+        self.accepts = tuple(accepts)
+        self.readable = readable_types(self.accepts)
+
+    def skips(self, type_: str | None) -> bool:
+        """A known event type this consumer does not read (None: not known yet)."""
+        return type_ is not None and type_ not in self.readable and is_known_type(type_)
+
+    def envelope(self, raw: bytes | None) -> Envelope | Reason:
+        """The message's envelope, or why it cannot be decoded."""
+        try:
+            return decode_envelope(raw)
+        except ContractError as error:
+            return Reason.of(error)
+
+    def event(self, envelope: Envelope) -> ContractEvent | Reason | None:
+        """The envelope's event, why it cannot be read, or None: skipped."""
+        if self.skips(envelope.type):
+            return None
+        try:
+            return parse_data(envelope, self.accepts)
+        except ContractError as error:
+            return Reason.of(error)
 
 
 @dataclass(frozen=True)

@@ -34,14 +34,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from contracts.envelope import Envelope
-from contracts.registry import (
-    ContractError,
-    decode_envelope,
-    is_known_type,
-    parse_data,
-    readable_types,
-)
-from kernel.messaging import ConsumedMessage, DeadLetters, Reason
+from kernel.messaging import ConsumedMessage, DeadLetters, EventReader, Reason
 from kernel.projection import Document, Projection, ProjectionError
 from kernel.projection_catalog import PROGRESS as PROGRESS_COLLECTION
 from kernel.projection_catalog import Catalog
@@ -116,7 +109,7 @@ class ProjectionRunner:
         self.collection = collection
         self.progress = database[PROGRESS_COLLECTION]
         self.dead_letters = dead_letters
-        self.handled_types = readable_types(projection.accepts)  # with older majors, upcast
+        self.reader = EventReader(projection.accepts)
         self._live: str | None = None  # the live target as last read (collection=None)
         # The documents last written, by id, and the collection they are in.
         self._known: OrderedDict[str, Document] = OrderedDict()
@@ -144,23 +137,19 @@ class ProjectionRunner:
     def decode(self, messages: list[ConsumedMessage]) -> Batch:
         batch = Batch(messages=messages)
         for message in messages:
-            try:
-                envelope = decode_envelope(message.value)
-            except ContractError as error:
-                batch.rejected.append((message, Reason.of(error)))
+            envelope = self.reader.envelope(message.value)
+            if isinstance(envelope, Reason):
+                batch.rejected.append((message, envelope))
             else:
                 self.add(batch, envelope, message)
         return batch
 
     def add(self, batch: Batch, envelope: Envelope, message: ConsumedMessage | None) -> None:
         """Parse one envelope's event into the batch (or reject it, or skip it)."""
-        if envelope.type not in self.handled_types and is_known_type(envelope.type):
-            return  # another read model's concern
-        try:
-            event = parse_data(envelope, self.projection.accepts)
-        except ContractError as error:
-            batch.rejected.append((message, Reason.of(error)))
-        else:
+        event = self.reader.event(envelope)
+        if isinstance(event, Reason):
+            batch.rejected.append((message, event))
+        elif event is not None:  # None: another read model's concern
             batch.readable.append((message, envelope, event))
 
     async def apply(self, batch: Batch) -> BatchResult:

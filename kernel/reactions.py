@@ -39,15 +39,8 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope
-from contracts.registry import (
-    ContractError,
-    decode_envelope,
-    is_known_type,
-    parse_data,
-    readable_types,
-)
 from kernel.application import ServiceApplication
-from kernel.messaging import ConsumedMessage, Reason
+from kernel.messaging import ConsumedMessage, EventReader, Reason
 from kernel.metadata import MessageMetadata, caused_by
 from kernel.streams import TRANSIENT_ERRORS
 
@@ -105,8 +98,7 @@ class Reactor:
         self.app = app
         self.consumer = consumer
         self.reactions = {reaction.event.type(): reaction for reaction in reactions}
-        self.accepts = tuple(reaction.event for reaction in reactions)
-        self.readable = readable_types(self.accepts)  # with older majors, upcast
+        self.reader = EventReader([reaction.event for reaction in reactions])
         # Each partition's inbox position as this worker last read or wrote it. Only a
         # batch's commit moves it, and its compare-and-set refuses a batch that holds a
         # message recorded since (another worker's, after a rebalance): then it is read
@@ -204,18 +196,16 @@ class Reactor:
     ) -> Callable[[], None] | Reason | None:
         """What the message's turn runs (``None``: it is only to be recorded as handled),
         or why it cannot be read."""
-        if key_of(message) in dead_lettered or self._not_for_us(message.header("ce_type")):
+        # The relays also put the type in a header (``ce_type``), so most messages of
+        # types this service does not react to are skipped unread.
+        if key_of(message) in dead_lettered or self.reader.skips(message.header("ce_type")):
             return None
-        try:
-            envelope = decode_envelope(message.value)
-        except ContractError as error:
-            return Reason.of(error)
-        if self._not_for_us(envelope.type):
-            return None
-        try:
-            event = parse_data(envelope, self.accepts)
-        except ContractError as error:
-            return Reason.of(error)
+        envelope = self.reader.envelope(message.value)
+        if isinstance(envelope, Reason):
+            return envelope
+        event = self.reader.event(envelope)
+        if event is None or isinstance(event, Reason):
+            return event
         reaction = self.reactions[event.type()]
 
         def react() -> None:
@@ -226,11 +216,6 @@ class Reactor:
                 self._decide(reaction, event, envelope)
 
         return react
-
-    def _not_for_us(self, type_: str | None) -> bool:
-        """A known event type this service does not react to. The relays also put the
-        type in a header (``ce_type``), so most such messages are skipped unread."""
-        return type_ is not None and type_ not in self.readable and is_known_type(type_)
 
     def _decide(self, reaction: Reaction, event: Any, envelope: Envelope) -> None:
         """Run the reaction's command, or, if it fails for good, the one recording the

@@ -3,9 +3,6 @@
 Run: ``faust -A write_side.consumers.saga:app worker --without-web``.
 """
 
-import logging
-from uuid import UUID
-
 from contracts import orders
 from contracts.envelope import Envelope
 from kernel.reactions import Reaction
@@ -13,8 +10,6 @@ from kernel.saga import saga_worker
 from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.bootstrap import build_application
 from write_side.consumers.settings import ConsumersSettings
-
-log = logging.getLogger(__name__)
 
 
 def reactions(app: ConsumersApplication) -> list[Reaction]:
@@ -28,22 +23,10 @@ def reactions(app: ConsumersApplication) -> list[Reaction]:
         )
 
     def fail(event: orders.OrderCreated, _: Envelope, reason: str) -> None:
-        if not _is_uuid(event.order_id):
-            # No Verification can be keyed by it, and no order of ours has such an id:
-            # record the message as handled rather than block the partition on it.
-            log.error("consumers-saga: order id %r is not a UUID; dropped", event.order_id)
-            return
+        # The contract's OrderId is a UUID: the failed Verification can be keyed by it.
         app.fail_verification(event.order_id, event.customer_id, reason)
 
     return [Reaction(orders.OrderCreated, verify, on_failure=fail)]
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 app = saga_worker(

@@ -15,7 +15,6 @@ dead-lettered with the error: there is no failure event to publish instead.
 Run: ``faust -A write_side.kitchen.saga:app worker --without-web``.
 """
 
-import logging
 from uuid import UUID
 
 from contracts import accounting, consumers
@@ -25,8 +24,6 @@ from kernel.saga import saga_worker
 from write_side.kitchen.application import KitchenApplication
 from write_side.kitchen.bootstrap import build_application
 from write_side.kitchen.settings import KitchenSettings
-
-log = logging.getLogger(__name__)
 
 
 def reactions(app: KitchenApplication) -> list[Reaction]:
@@ -40,15 +37,8 @@ def reactions(app: KitchenApplication) -> list[Reaction]:
         )
 
     def reject_ticket(event: consumers.ConsumerVerified, _: Envelope, error: str) -> None:
-        try:
-            order_id = UUID(event.order_id)
-        except ValueError:
-            # No ticket can be keyed by it, and no order has it (orders are UUIDs).
-            log.error("kitchen: no ticket for order id %r: %s", event.order_id, error)
-            return
-        app.reject_ticket(
-            order_id, event.restaurant_id, f"the kitchen could not create the ticket: {error}"
-        )
+        reason = f"the kitchen could not create the ticket: {error}"
+        app.reject_ticket(UUID(event.order_id), event.restaurant_id, reason)
 
     def approve_ticket(event: accounting.CardAuthorized, _: Envelope) -> None:
         app.approve_ticket(UUID(event.order_id))

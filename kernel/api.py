@@ -44,6 +44,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class FromAggregate(BaseModel):
+    """A response body read from an object's attributes of the same names (an
+    aggregate, or what a command returned): ``AccountOut.model_validate(account)``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """The kernel's errors as problem details (RFC 9457)."""
 

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import (
+    AggregateNotFoundError,
     Application,
     ProcessingEvent,
     ProjectorFunction,
@@ -18,10 +19,13 @@ from eventsourcing.persistence import IntegrityError, ProcessRecorder, Recording
 from eventsourcing.utils import strtobool
 from sqlalchemy.engine import make_url
 
+from kernel.errors import NotFound
 from kernel.group_commit import BatchingRepository, GroupCommit
 from kernel.store import event_store_env
 
 log = logging.getLogger(__name__)
+
+Aggregate = TypeVar("Aggregate")
 
 
 class ServiceApplication(Application[UUID]):
@@ -67,6 +71,17 @@ class ServiceApplication(Application[UUID]):
             ),
             deepcopy_from_cache=strtobool(self.env.get(self.DEEPCOPY_FROM_AGGREGATE_CACHE, "y")),
         )
+
+    def load(self, kind: type[Aggregate], aggregate_id: UUID, missing: str) -> Aggregate:
+        """The ``kind`` aggregate of that id: a command's "get". ``NotFound(missing)`` if
+        there is none, or if the id is an aggregate of another kind."""
+        try:
+            aggregate: object = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(missing) from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(missing)
+        return aggregate
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
         """Inside a command's turn, stage the events in its batch; else save them now."""

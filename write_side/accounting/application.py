@@ -6,10 +6,6 @@ their save joins the batch that records the consumed message's position
 the Reactor runs ``authorize`` again on the fresh Account.
 """
 
-from uuid import UUID
-
-from eventsourcing.application import AggregateNotFoundError
-
 from kernel.application import ServiceApplication
 from kernel.errors import DomainError, NotFound
 from kernel.group_commit import command
@@ -45,11 +41,8 @@ class AccountingApplication(ServiceApplication):
         return account
 
     def get_account(self, consumer_id: str) -> Account:
-        try:
-            account: Account = self.repository.get(Account.create_id(consumer_id))
-        except AggregateNotFoundError:
-            raise NotFound(f"no account for consumer {consumer_id}") from None
-        return account
+        missing = f"no account for consumer {consumer_id}"
+        return self.load(Account, Account.create_id(consumer_id), missing)
 
     @command
     def authorize(self, order_id: str, consumer_id: str, amount_cents: int) -> None:
@@ -77,11 +70,8 @@ class AccountingApplication(ServiceApplication):
         self.save(Authorization.failed(order_id, consumer_id, reason))
 
     def get_authorization(self, order_id: str) -> Authorization:
-        try:
-            authorization: Authorization = self.repository.get(UUID(order_id))
-        except AggregateNotFoundError:
-            raise NotFound(f"no authorization of order {order_id}") from None
-        return authorization
+        missing = f"no authorization of order {order_id}"
+        return self.load(Authorization, Authorization.create_id(order_id), missing)
 
     def _decided_already(self, order_id: str) -> bool:
         return Authorization.create_id(order_id) in self.repository

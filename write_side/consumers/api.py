@@ -3,18 +3,12 @@
 from typing import Annotated
 
 from fastapi import Depends, FastAPI
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from kernel.api import (
-    Id,
-    IdInPath,
-    Strict,
-    command_api,
-)
+from kernel.api import FromAggregate, Id, IdInPath, Strict, command_api
 from kernel.auth import CustomerOrOps, OpsOnly
 from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.bootstrap import build_application
-from write_side.consumers.domain import Consumer
 from write_side.consumers.settings import ConsumersSettings
 
 
@@ -27,16 +21,12 @@ class DeactivateConsumer(Strict):
     reason: str = Field(min_length=1, max_length=500)
 
 
-class CommandAccepted(BaseModel):
+class CommandAccepted(FromAggregate):
     consumer_id: str
     version: int
 
-    @classmethod
-    def of(cls, consumer: Consumer) -> "CommandAccepted":
-        return cls(consumer_id=consumer.consumer_id, version=consumer.version)
 
-
-class ConsumerOut(BaseModel):
+class ConsumerOut(FromAggregate):
     consumer_id: str
     name: str
     active: bool
@@ -59,7 +49,7 @@ def create_app(settings: ConsumersSettings | None = None) -> FastAPI:
         """A customer registers themselves (consumer_id is their id); ops anyone."""
         caller.authorize(f"consumer {body.consumer_id}", customer=body.consumer_id)
         consumer = app.register_consumer(body.consumer_id, body.name)
-        return CommandAccepted.of(consumer)
+        return CommandAccepted.model_validate(consumer)
 
     @api.post("/consumers/{consumer_id}/deactivate")
     def deactivate_consumer(
@@ -69,25 +59,19 @@ def create_app(settings: ConsumersSettings | None = None) -> FastAPI:
         caller: OpsOnly,
     ) -> CommandAccepted:
         consumer = app.deactivate_consumer(consumer_id, body.reason)
-        return CommandAccepted.of(consumer)
+        return CommandAccepted.model_validate(consumer)
 
     @api.post("/consumers/{consumer_id}/reactivate")
     def reactivate_consumer(
         consumer_id: IdInPath, app: Consumers, caller: OpsOnly
     ) -> CommandAccepted:
         consumer = app.reactivate_consumer(consumer_id)
-        return CommandAccepted.of(consumer)
+        return CommandAccepted.model_validate(consumer)
 
     @api.get("/consumers/{consumer_id}")
     def get_consumer(consumer_id: IdInPath, app: Consumers, caller: CustomerOrOps) -> ConsumerOut:
         """The consumer themselves, or ops."""
         caller.authorize(f"consumer {consumer_id}", customer=consumer_id)
-        consumer = app.get_consumer(consumer_id)
-        return ConsumerOut(
-            consumer_id=consumer.consumer_id,
-            name=consumer.name,
-            active=consumer.active,
-            version=consumer.version,
-        )
+        return ConsumerOut.model_validate(app.get_consumer(consumer_id))
 
     return api

@@ -5,9 +5,6 @@ save joins the batch that records the consumed message's position (kernel.reacti
 """
 
 from typing import Any
-from uuid import UUID
-
-from eventsourcing.application import AggregateNotFoundError
 
 from kernel.application import ServiceApplication
 from kernel.errors import DomainError, NotFound
@@ -41,11 +38,8 @@ class ConsumersApplication(ServiceApplication):
         return consumer
 
     def get_consumer(self, consumer_id: str) -> Consumer:
-        try:
-            consumer: Consumer = self.repository.get(Consumer.create_id(consumer_id))
-        except AggregateNotFoundError:
-            raise NotFound(f"consumer {consumer_id} not found") from None
-        return consumer
+        missing = f"consumer {consumer_id} not found"
+        return self.load(Consumer, Consumer.create_id(consumer_id), missing)
 
     @command
     def verify(
@@ -84,11 +78,8 @@ class ConsumersApplication(ServiceApplication):
         self.save(Verification.failed(order_id, consumer_id, reason))
 
     def get_verification(self, order_id: str) -> Verification:
-        try:
-            verification: Verification = self.repository.get(UUID(order_id))
-        except AggregateNotFoundError:
-            raise NotFound(f"no verification of order {order_id}") from None
-        return verification
+        missing = f"no verification of order {order_id}"
+        return self.load(Verification, Verification.create_id(order_id), missing)
 
     def _verified_already(self, order_id: str) -> bool:
         return Verification.create_id(order_id) in self.repository

@@ -8,16 +8,11 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import Depends, FastAPI
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, Field
 
-from kernel.api import (
-    Id,
-    IdInPath,
-    Strict,
-    command_api,
-)
+from kernel.api import FromAggregate, Id, IdInPath, Strict, command_api
 from kernel.auth import OpsOnly, RestaurantOrOps
-from write_side.kitchen.application import KitchenApplication, Saved
+from write_side.kitchen.application import KitchenApplication
 from write_side.kitchen.bootstrap import build_application
 from write_side.kitchen.settings import KitchenSettings
 
@@ -44,29 +39,23 @@ class SetMenu(Strict):
     menu: Menu
 
 
-class CommandAccepted(BaseModel):
+class CommandAccepted(FromAggregate):
     restaurant_id: str
     version: int
     position: int | None = Field(
         description="The event's position in the kitchen's log; null if nothing changed."
     )
 
-    @classmethod
-    def of(cls, saved: Saved) -> "CommandAccepted":
-        return cls(
-            restaurant_id=saved.restaurant_id, version=saved.version, position=saved.position
-        )
 
-
-class RestaurantOut(BaseModel):
+class RestaurantOut(FromAggregate):
     restaurant_id: str
     name: str
-    open: bool
+    open: bool = Field(validation_alias="is_open")
     menu: list[str]
     version: int
 
 
-class TicketOut(BaseModel):
+class TicketOut(FromAggregate):
     order_id: UUID
     restaurant_id: str
     state: str
@@ -89,7 +78,7 @@ def create_app(settings: KitchenSettings | None = None) -> FastAPI:
     ) -> CommandAccepted:
         """Register a restaurant, open, with its menu; an existing id is a 409."""
         saved = app.register_restaurant(body.restaurant_id, body.name, body.menu)
-        return CommandAccepted.of(saved)
+        return CommandAccepted.model_validate(saved)
 
     @api.post("/restaurants/{restaurant_id}/open")
     def open_restaurant(
@@ -97,7 +86,7 @@ def create_app(settings: KitchenSettings | None = None) -> FastAPI:
     ) -> CommandAccepted:
         caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
         saved = app.open_restaurant(restaurant_id)
-        return CommandAccepted.of(saved)
+        return CommandAccepted.model_validate(saved)
 
     @api.post("/restaurants/{restaurant_id}/close")
     def close_restaurant(
@@ -105,7 +94,7 @@ def create_app(settings: KitchenSettings | None = None) -> FastAPI:
     ) -> CommandAccepted:
         caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
         saved = app.close_restaurant(restaurant_id)
-        return CommandAccepted.of(saved)
+        return CommandAccepted.model_validate(saved)
 
     @api.put("/restaurants/{restaurant_id}/menu")
     def set_menu(
@@ -116,33 +105,20 @@ def create_app(settings: KitchenSettings | None = None) -> FastAPI:
     ) -> CommandAccepted:
         caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
         saved = app.set_menu(restaurant_id, body.menu)
-        return CommandAccepted.of(saved)
+        return CommandAccepted.model_validate(saved)
 
     @api.get("/restaurants/{restaurant_id}")
     def get_restaurant(
         restaurant_id: RestaurantId, app: Kitchen, caller: RestaurantOrOps
     ) -> RestaurantOut:
         caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
-        restaurant = app.get_restaurant(restaurant_id)
-        return RestaurantOut(
-            restaurant_id=restaurant.restaurant_id,
-            name=restaurant.name,
-            open=restaurant.is_open,
-            menu=restaurant.menu,
-            version=restaurant.version,
-        )
+        return RestaurantOut.model_validate(app.get_restaurant(restaurant_id))
 
     @api.get("/tickets/{order_id}")
     def get_ticket(order_id: UUID, app: Kitchen, caller: RestaurantOrOps) -> TicketOut:
         """The order's ticket as the write model holds it now: its restaurant's, or ops."""
         ticket = app.get_ticket(order_id)
         caller.authorize(f"ticket {order_id}", restaurant=ticket.restaurant_id)
-        return TicketOut(
-            order_id=ticket.order_id,
-            restaurant_id=ticket.restaurant_id,
-            state=ticket.state.value,
-            reason=ticket.reason,
-            version=ticket.version,
-        )
+        return TicketOut.model_validate(ticket)
 
     return api

@@ -9,8 +9,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
-
 from kernel.application import ServiceApplication
 from kernel.errors import DomainError, NotFound
 from kernel.group_commit import command
@@ -62,22 +60,11 @@ class KitchenApplication(ServiceApplication):
         return self._save(restaurant)
 
     def get_restaurant(self, restaurant_id: str) -> Restaurant:
-        try:
-            restaurant: object = self.repository.get(restaurant_uuid(restaurant_id))
-        except AggregateNotFoundError:
-            restaurant = None
-        if not isinstance(restaurant, Restaurant):
-            raise NotFound(f"restaurant {restaurant_id} not found")
-        return restaurant
+        missing = f"restaurant {restaurant_id} not found"
+        return self.load(Restaurant, restaurant_uuid(restaurant_id), missing)
 
     def get_ticket(self, order_id: UUID) -> Ticket:
-        try:
-            ticket: object = self.repository.get(order_id)
-        except AggregateNotFoundError:
-            ticket = None
-        if not isinstance(ticket, Ticket):  # nothing, or another kind of aggregate
-            raise NotFound(f"ticket for order {order_id} not found")
-        return ticket
+        return self.load(Ticket, order_id, f"ticket for order {order_id} not found")
 
     # Tickets (the saga's commands)
 

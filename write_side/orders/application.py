@@ -4,11 +4,9 @@ from dataclasses import asdict
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 from kernel.application import ServiceApplication
-from kernel.errors import NotFound
 from kernel.group_commit import command
 from write_side.orders.domain import DeliveryAddress, LineItem, Order, OrderState
 
@@ -62,11 +60,7 @@ class OrdersApplication(ServiceApplication):
         self.save(order)
 
     def get_order(self, order_id: UUID) -> Order:
-        try:
-            order: Order = self.repository.get(order_id)
-        except AggregateNotFoundError:
-            raise NotFound(f"order {order_id} not found") from None
-        return order
+        return self.load(Order, order_id, f"order {order_id} not found")
 
     def _save(self, order: Order) -> Saved:
         recordings = self.save(order)

@@ -25,7 +25,12 @@ def defines(path: Path, name: str) -> bool:
             targets = [node.target]
         else:
             continue
-        if any(isinstance(target, ast.Name) and target.id == name for target in targets):
+        names = [
+            bound
+            for target in targets
+            for bound in (target.elts if isinstance(target, ast.Tuple) else [target])
+        ]  # ``router, read_model = ...`` binds both
+        if any(isinstance(bound, ast.Name) and bound.id == name for bound in names):
             return True
     return False
 

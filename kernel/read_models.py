@@ -11,17 +11,19 @@ the staleness the route reports in its headers (``Staleness.headers``).
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from fastapi import Header, HTTPException, Query
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, model_validator
 from pymongo import IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
 from starlette.applications import Starlette
 
 from contracts.consistency import ConsistencyToken, InvalidToken
@@ -147,10 +149,12 @@ class ReadModel:
     a later one. Staleness is the projection's progress on ``topic``, the log of the
     service whose tokens the read model honours (positions of other logs are not
     comparable). A subclass adds its queries, and ``visible``: the filter of documents
-    that may be shown (the others count as not there yet).
+    that may be shown (the others count as not there yet), and ``indexes``: those its
+    queries need.
     """
 
     visible: ClassVar[Document] = {}
+    indexes: ClassVar[list[IndexModel]] = []
 
     def __init__(
         self,
@@ -172,6 +176,11 @@ class ReadModel:
     async def collection(self) -> AsyncCollection[Document]:
         """The live collection (``cqrs replay`` may have switched it to a rebuilt one)."""
         return await self._live.get(self.projection)
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes its queries need (the projection creates them too)."""
+        if self.indexes:
+            await ensure_indexes(await self.collection(), self.indexes)
 
     async def has_version(self, document_id: str, version: int) -> bool:
         collection = await self.collection()
@@ -324,3 +333,36 @@ def consistency_token(service: str) -> Callable[..., Awaitable[ConsistencyToken 
         return token
 
     return token_of
+
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+"""How many items a page of a list route holds at most."""
+Cursor = Annotated[str | None, Query(description="Opaque: a previous page's next_cursor.")]
+"""Where a page of a list route starts: the previous page's ``next_cursor``."""
+
+
+def read_model_routes(
+    projection: str,
+    *,
+    kind: type[Model] = ReadModel,  # type: ignore[assignment]  # mypy#3737
+    topic: str | None = None,
+    tags: list[str | Enum] | None = None,
+) -> tuple[APIRouter, Callable[[Request], Awaitable[Model]]]:
+    """The router of a read model's query routes (with those ``tags``), and the
+    dependency that gives the read model (``read_model_of``). The router's lifespan (run
+    inside the query API's, which opens the database) creates the read model's indexes,
+    if it can."""
+
+    @asynccontextmanager
+    async def indexes(app: FastAPI) -> AsyncIterator[None]:
+        try:  # idempotent
+            await read_model_of(app, projection, kind=kind, topic=topic).ensure_indexes()
+        except PyMongoError as error:
+            # The projection creates them too; the API can serve without them.
+            log.warning("could not ensure the %s read model's indexes: %s", projection, error)
+        yield
+
+    async def read_model(request: Request) -> Model:
+        return read_model_of(request.app, projection, kind=kind, topic=topic)
+
+    return APIRouter(lifespan=indexes, tags=tags), read_model

@@ -10,33 +10,27 @@ consistency token and carry no staleness headers. A restaurant sees only its own
 import base64
 import binascii
 import json
-import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query
 from pydantic import BaseModel, BeforeValidator, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 
 from kernel.auth import Forbidden, RestaurantOrOps
 from kernel.read_models import (
     STORE_UNAVAILABLE,
+    Cursor,
     Document,
+    Limit,
     ReadModel,
     ReadModelDocument,
     aware,
-    ensure_indexes,
-    read_model_of,
+    read_model_routes,
 )
-
-log = logging.getLogger(__name__)
 
 TICKETS = "tickets"
 
@@ -118,25 +112,12 @@ class TicketCursor:
 class TicketsReadModel(ReadModel):
     """The ``tickets`` collection: one document per kitchen ticket, ``_id`` = order id."""
 
-    def __init__(
-        self, database: AsyncDatabase[Document], projection: str = TICKETS, **options: Any
-    ) -> None:
-        super().__init__(database, projection, **options)
-
-    async def ensure_indexes(self) -> None:
-        """Keyset indexes of the list: (filter,) updated_at desc, _id desc."""
-        await ensure_indexes(
-            await self.collection(),
-            [
-                IndexModel(
-                    [("restaurant_id", ASCENDING), ("updated_at", DESCENDING), ("_id", DESCENDING)]
-                ),
-                IndexModel(
-                    [("status", ASCENDING), ("updated_at", DESCENDING), ("_id", DESCENDING)]
-                ),
-                IndexModel([("updated_at", DESCENDING), ("_id", DESCENDING)]),
-            ],
-        )
+    # Keyset indexes of the list: (filter,) updated_at desc, _id desc.
+    indexes: ClassVar[list[IndexModel]] = [
+        IndexModel([("restaurant_id", ASCENDING), ("updated_at", DESCENDING), ("_id", DESCENDING)]),
+        IndexModel([("status", ASCENDING), ("updated_at", DESCENDING), ("_id", DESCENDING)]),
+        IndexModel([("updated_at", DESCENDING), ("_id", DESCENDING)]),
+    ]
 
     async def get(self, order_id: str) -> Ticket | None:
         tickets = await self.collection()
@@ -179,26 +160,8 @@ class TicketsReadModel(ReadModel):
         return tickets, TicketCursor(last["updated_at"], str(last["_id"]))
 
 
-@asynccontextmanager
-async def _read_model_indexes(app: FastAPI) -> AsyncIterator[None]:
-    try:  # idempotent
-        await read_model_of(app, TICKETS, kind=TicketsReadModel).ensure_indexes()
-    except PyMongoError as error:
-        # The projection creates them too; the API can serve without them.
-        log.warning("could not ensure the tickets read model's indexes: %s", error)
-    yield
-
-
-router = APIRouter(lifespan=_read_model_indexes)
-
-
-async def _read_model(request: Request) -> TicketsReadModel:
-    return read_model_of(request.app, TICKETS, kind=TicketsReadModel)
-
-
+router, _read_model = read_model_routes(TICKETS, kind=TicketsReadModel)
 Tickets = Annotated[TicketsReadModel, Depends(_read_model)]
-Limit = Annotated[int, Query(ge=1, le=100)]
-Cursor = Annotated[str | None, Query(description="Opaque: a previous page's next_cursor.")]
 
 
 @router.get(

@@ -50,34 +50,29 @@ another customer's is a ``403``); ``/sagas/stuck`` is ops'.
 state comes from four logs).
 """
 
-import logging
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import Depends, HTTPException, Path, Query, Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 
 from contracts.consistency import ConsistencyToken
 from kernel.auth import CustomerOrOps, CustomerOrRestaurantOrOps, Forbidden, OpsOnly
 from kernel.read_models import (
     STORE_UNAVAILABLE,
+    Cursor,
     Document,
+    Limit,
     ReadModel,
     ReadModelDocument,
     consistency_token,
-    ensure_indexes,
-    read_model_of,
+    read_model_routes,
 )
-
-log = logging.getLogger(__name__)
 
 SERVICE = "orders"  # the write-side service whose tokens these routes honour
 ORDERS = "orders"
@@ -253,23 +248,17 @@ class OrdersReadModel(ReadModel):
     read-your-writes on the orders topic (the tokens of the orders service)."""
 
     visible = VISIBLE
+    indexes: ClassVar[list[IndexModel]] = [
+        IndexModel([("customer_id", ASCENDING), ("created_position", DESCENDING)]),
+        IndexModel([("status", ASCENDING), ("created_position", DESCENDING)]),
+        IndexModel([("created_position", DESCENDING)]),
+        IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
+    ]
 
     def __init__(
         self, database: AsyncDatabase[Document], projection: str = ORDERS, **options: Any
     ) -> None:
         super().__init__(database, projection, **options)
-
-    async def ensure_indexes(self) -> None:
-        """The indexes the list queries need (the projection creates them too)."""
-        await ensure_indexes(
-            await self.collection(),
-            [
-                IndexModel([("customer_id", ASCENDING), ("created_position", DESCENDING)]),
-                IndexModel([("status", ASCENDING), ("created_position", DESCENDING)]),
-                IndexModel([("created_position", DESCENDING)]),
-                IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
-            ],
-        )
 
     async def get(self, order_id: str) -> Order | None:
         """The order, or None when there is none or its OrderCreated is not applied yet."""
@@ -376,27 +365,9 @@ behind: each service's events reach the read model independently.
 """
 
 
-@asynccontextmanager
-async def _read_model_indexes(app: FastAPI) -> AsyncIterator[None]:
-    try:  # idempotent
-        await read_model_of(app, ORDERS, kind=OrdersReadModel).ensure_indexes()
-    except PyMongoError as error:
-        # The projection creates them too; the API can serve without them.
-        log.warning("could not ensure the orders read model's indexes: %s", error)
-    yield
-
-
-router = APIRouter(lifespan=_read_model_indexes)
-
-
-async def _read_model(request: Request) -> OrdersReadModel:
-    return read_model_of(request.app, ORDERS, kind=OrdersReadModel)
-
-
+router, _read_model = read_model_routes(ORDERS, kind=OrdersReadModel)
 Orders = Annotated[OrdersReadModel, Depends(_read_model)]
 Token = Annotated[ConsistencyToken | None, Depends(consistency_token(SERVICE))]
-Limit = Annotated[int, Query(ge=1, le=100)]
-Cursor = Annotated[str | None, Query(description="Opaque: a previous page's next_cursor.")]
 
 
 async def _visible_order(

@@ -15,7 +15,11 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from pymongo.errors import PyMongoError
 from sqlalchemy.exc import DBAPIError
 
-from kernel.group_membership import claim_instance_id, group_instance_id
+from kernel.group_membership import (
+    InstanceIdInUse,
+    claim_instance_id,
+    group_instance_id,
+)
 from kernel.kafka import fetch_wakeups, pace_empty_fetches
 from kernel.settings import KafkaSettings
 
@@ -51,11 +55,15 @@ class Worker(faust.Worker):
         (`kernel.group_membership`): a second live process with the same id stops here."""
         conf = self.app.conf
         if conf.consumer_group_instance_id:
-            self.instance_claim = await claim_instance_id(
-                ",".join(str(url) for url in conf.broker),
-                conf.id,
-                conf.consumer_group_instance_id,
-            )
+            try:
+                self.instance_claim = await claim_instance_id(
+                    ",".join(str(url) for url in conf.broker),
+                    conf.id,
+                    conf.consumer_group_instance_id,
+                )
+            except InstanceIdInUse as error:
+                log.critical("%s", error)  # Faust's crash would not say why
+                raise
             log.info(
                 "consumer group %r: static member %r (session timeout %.0fs)",
                 conf.id,

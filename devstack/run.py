@@ -7,8 +7,11 @@
 4. make the local signing key (var/auth) and start the Envoy gateway, its configuration
    generated from the Procfile's APIs (`devstack/gateway.py`);
 5. run honcho on the Procfile, with `<NAME>_API_PROCESSES` processes of each API (scale-out:
-   the others on free ports, all behind the gateway), the settings exported;
-6. on Ctrl-C / SIGTERM, or when honcho exits, stop honcho, then the servers, by PID.
+   the others on free ports, all behind the gateway), the settings exported, each
+   process's output to `var/log/<process>.log` (`devstack/console.py`);
+6. once every API answers, print the addresses; show the demo's summary, and any process
+   that exits with its code and the last lines of its log;
+7. on Ctrl-C / SIGTERM, or when honcho exits, stop honcho, then the servers, by PID.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from contracts.registry import SERVICE_CONTRACTS
+from devstack.console import HonchoOutput, with_log_files
 from devstack.gateway import (
     PROCFILE_API,
+    Api,
     Gateway,
     GatewaySettings,
     discover_apis,
@@ -74,6 +79,7 @@ API_PORTS = {
 """Each HTTP process's port; `<NAME>_API_URL` follows it."""
 DEFAULT_VAR_DIR = REPO_ROOT / "var"
 HONCHO_STOP_TIMEOUT = 20.0  # honcho itself SIGKILLs its processes 5 s after SIGTERM
+READY_TIMEOUT = 120.0  # seconds for every API to accept connections before the summary
 
 
 def default_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -124,6 +130,12 @@ def say(message: str) -> None:
     """
     with contextlib.suppress(OSError, ValueError):
         print(f"devstack | {message}", flush=True)
+
+
+def echo(line: str) -> None:
+    """Print a process's line as it is (the demo's), never raising (see `say`)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, flush=True)
 
 
 class _StopRequested(Exception):
@@ -312,28 +324,52 @@ def gateway_ports_taken(env: Mapping[str, str]) -> list[tuple[str, str]]:
 
 
 def start_gateway(
-    procfile_text: str,
-    extra_ports: Mapping[str, list[int]],
-    env: MutableMapping[str, str],
-    var_dir: Path,
-    stack: contextlib.ExitStack,
+    apis: list[Api], env: MutableMapping[str, str], var_dir: Path, stack: contextlib.ExitStack
 ) -> Gateway:
     """Envoy in front of every API process of the Procfile."""
     settings = GatewaySettings(**_gateway_overrides(env))
-    apis = discover_apis(procfile_text, env, extra_ports=extra_ports)
     gateway_dir, access_log = var_dir / "gateway", var_dir / "log" / "gateway-access.log"
     access_log.parent.mkdir(parents=True, exist_ok=True)
     config = envoy_config(apis, settings, access_log_path=str(access_log))
     gateway = Gateway(gateway_dir, write_config(config, gateway_dir / "envoy.json"), settings)
     _start(gateway, "Envoy gateway", stack)
-    for api in apis:
-        ports = ", ".join(str(port) for _, port in api.endpoints)
-        say(f"  {gateway.url}{api.prefix}/...  → {api.name} (port {ports})")
-    say(f"gateway: {gateway.url} (docs/gateway.md), access log {access_log}")
-    say("every API route needs a token, e.g. a customer's (ops, restaurant: --role ops, ...):")
-    say("  TOKEN=$(.venv/bin/cqrs token --sub cust-ok --role customer)")
-    say(f'  curl -H "Authorization: Bearer $TOKEN" {gateway.url}/orders/<order_id>')
     return gateway
+
+
+def wait_until_ready(apis: list[Api], honcho: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether every API process accepts connections before ``timeout`` (False as soon
+    as honcho exits: a process died)."""
+    deadline = time.monotonic() + timeout
+    waiting = [port for api in apis for _, port in api.endpoints]
+    while waiting:
+        if honcho.poll() is not None or time.monotonic() > deadline:
+            return False
+        waiting = [port for port in waiting if port_is_free(port)]
+        if waiting:
+            time.sleep(0.2)
+    return True
+
+
+def summary(gateway: Gateway, apis: list[Api], log_dir: Path, seconds: float) -> list[str]:
+    """The console's lines once the stack is up: where everything is."""
+    width = max([len("gateway"), *(len(api.name) for api in apis)])
+    lines = [
+        f"ready in {seconds:.0f} s; each process's log: {log_dir}/<process>.log",
+        f"  {'gateway'.ljust(width)}  {gateway.url}  (every API at /<api>/...; docs/gateway.md)",
+    ]
+    for api in apis:
+        host, port = api.endpoints[0]
+        line = f"  {api.name.ljust(width)}  http://{host}:{port}/docs"
+        if len(api.endpoints) > 1:
+            ports = ", ".join(str(p) for _, p in api.endpoints)
+            line += f"  ({len(api.endpoints)} processes, ports {ports})"
+        lines.append(line)
+    lines += [
+        "every API route needs a token (docs/auth.md), e.g. a customer's:",
+        "  TOKEN=$(.venv/bin/cqrs token --sub cust-ok --role customer)",
+        "Ctrl-C stops everything.",
+    ]
+    return lines
 
 
 def _gateway_overrides(env: Mapping[str, str]) -> dict[str, Any]:
@@ -396,6 +432,9 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
         signal.SIGHUP: signal.signal(signal.SIGHUP, _raise_stop),
     }
     honcho: subprocess.Popen[bytes] | None = None
+    output: HonchoOutput | None = None
+    log_dir = var_dir / "log"
+    log_dir.mkdir(parents=True, exist_ok=True)
     code = 0
     with contextlib.ExitStack() as stack:
         try:
@@ -404,28 +443,32 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
             _start(MongoServer(var_dir / "mongo", mongo_port), "MongoDB (SecantusDB)", stack)
             create_stack_topics(f"127.0.0.1:{kafka_port}", partitions)
             scaled_text, extra_ports = scale_out(procfile_text, env)
-            start_gateway(procfile_text, extra_ports, env, var_dir, stack)
+            apis = discover_apis(procfile_text, env, extra_ports=extra_ports)
+            gateway = start_gateway(apis, env, var_dir, stack)
             procfile = var_dir / "Procfile.run"
-            procfile.write_text(scaled_text)
-            say(f"starting honcho -f {procfile}")
+            procfile.write_text(with_log_files(scaled_text, log_dir))
+            say(f"starting the Procfile's processes (honcho -f {procfile}); logs in {log_dir}")
+            started = time.monotonic()
             honcho = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "honcho",
-                    "start",
-                    "-f",
-                    str(procfile),
-                    "-d",
-                    str(REPO_ROOT),
-                ],
+                [sys.executable, "-m", "honcho", "start", "--no-colour"]
+                + ["-f", str(procfile), "-d", str(REPO_ROOT)],
                 env=env,
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+            assert honcho.stdout is not None
+            output = HonchoOutput(honcho.stdout, log_dir, say, echo).start()
+            if wait_until_ready(apis, honcho, READY_TIMEOUT):
+                for line in summary(gateway, apis, log_dir, time.monotonic() - started):
+                    say(line)
+            elif honcho.poll() is None:
+                say(f"not every API answered within {READY_TIMEOUT:.0f} s: see {log_dir}")
             code = honcho.wait()
-            say(f"honcho exited with code {code}; stopping everything")
+            output.join()
+            say(f"the processes stopped (exit code {code}); stopping everything")
         except (KeyboardInterrupt, _StopRequested) as exc:
             say(f"{str(exc) or 'Ctrl-C'} received: stopping everything")
         except (
@@ -440,8 +483,12 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
         finally:
             with _signals_ignored():
                 try:
+                    if output is not None:
+                        output.stopping()  # exits from now on are ours, not failures
                     if honcho is not None:
                         _stop_honcho(honcho)
+                        if output is not None:
+                            output.join()
                 finally:
                     try:
                         stack.close()  # the servers, in reverse order

@@ -89,24 +89,24 @@ def store_logs(sources: set[str]) -> Iterator[list[StoreLog]]:
             service = service_of(source)
             app = service.open()
             apps.append(app)
-            assert isinstance(app.mapper, MetadataMapper)
-            logs.append(
-                StoreLog(
-                    source=source,
-                    read=partial(_read_notifications, app.recorder),
-                    last_position=partial(_last_position, app.recorder),
-                    envelope=partial(
-                        contract_envelope,
-                        source=source,
-                        mapper=app.mapper,
-                        to_contract=service.to_contract,
-                    ),
-                )
-            )
+            logs.append(store_log(source, app, service.to_contract))
         yield logs
     finally:
         for app in apps:
             app.close()
+
+
+def store_log(source: str, app: ServiceApplication, to_contract: ContractMapping) -> StoreLog:
+    """One open service's event store as a rebuild reads it."""
+    assert isinstance(app.mapper, MetadataMapper)
+    return StoreLog(
+        source=source,
+        read=partial(_read_notifications, app.recorder),
+        last_position=partial(_last_position, app.recorder),
+        envelope=partial(
+            contract_envelope, source=source, mapper=app.mapper, to_contract=to_contract
+        ),
+    )
 
 
 def _read_notifications(

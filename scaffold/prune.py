@@ -92,7 +92,6 @@ REFERENCE_PATHS = (
     "tests/unit/test_contract_mapping.py",
     "tests/unit/test_contract_schemas.py",
     "tests/unit/test_contract_versions.py",
-    "tests/unit/test_dead_letter_kinds_and_plans.py",
     "tests/unit/test_kitchen.py",
     "tests/unit/test_order.py",
 )

@@ -1,18 +1,12 @@
-"""Poison messages end as dead letters that `cqrs dead-letters` lists, shows and sends back.
+"""Poison messages on ``orders`` are dead-lettered by the processes that read it, who both
+go on: the projections worker and the consumers' saga worker, real processes on a broker
+of this module's own and the session's MongoDB-wire server. Each dead-letters each poison
+kind, uses the good message after them, and logs its running counts.
 
-Real processes on a broker of this module's own and the session's MongoDB-wire
-server: the projections worker (which reads every topic) and the consumers' saga
-worker (which reads ``orders``). Each poison message on ``orders`` is dead-lettered
-by both, with its reason's kind; both go on with the good message after it.
-
-"After a fix" comes in two shapes. A message the consumer's *code* refuses (a schema
-violation) needs a new release; re-publishing it to the unchanged consumers brings it
-back as a new dead letter with the same reason and its provenance: the round trip a
-fixed release would end by consuming it. A message that lacked *data* (a ticket's
-approval before its creation) is consumed once the data is there, then re-published.
+`cqrs dead-letters` (list, show, stats, republish, a re-publish after a fix) is tested on
+the kernel's own tallies topic: tests/integration/test_kernel_dead_letters.py.
 """
 
-import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,20 +14,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord
 from pymongo import AsyncMongoClient
 
-from contracts import kitchen, orders
+from contracts import orders
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
-from devstack.cli import main
 from devstack.run import stack_topics
 from devstack.servers import KafkaBroker
-from kernel.dead_letters import PROVENANCE_HEADER, DeadLetter, DeadLetterTopics, Filter
+from kernel.dead_letters import DeadLetter, DeadLetterTopics, Filter
 from kernel.errors import NotFound
 from kernel.kafka import ensure_topics, reliable_producer, stop_producer
 from tests import processes
-from tests.integration.kafka_reading import read_all
 from tests.support import wait_for_async
 from write_side.consumers.bootstrap import build_application
 from write_side.consumers.settings import ConsumersSettings
@@ -49,11 +40,6 @@ class Stack:
     env: dict[str, str]
     workers: list[processes.Process]
     read_models: Any
-
-    def cli(self, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-        code = main(["dead-letters", *argv, "--bootstrap", self.bootstrap])
-        captured = capsys.readouterr()
-        return code, captured.out + captured.err
 
     async def letters(self, which: Filter, at_least: int) -> list[DeadLetter]:
         async def enough() -> list[DeadLetter] | None:
@@ -193,144 +179,3 @@ async def test_each_poison_kind_is_dead_lettered_by_each_consumer_who_both_go_on
         assert f"{consumer} dead-lettered orders[" in log, log
         totals = "orders/malformed=1, orders/schema-violation=1, orders/unknown-type=1, "
         assert f"{totals}orders/unsupported-version=1" in log, log
-
-
-async def test_list_show_and_stats_show_them(
-    stack: Stack, poisoned: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    letters = await stack.letters(Filter(topic="orders"), at_least=8)
-
-    code, out = stack.cli(capsys, "list", "--topic", "orders", "--consumer", "consumers-saga")
-    assert code == 0, out
-    saga_letters = [letter for letter in letters if letter.consumer == "consumers-saga"]
-    for letter in saga_letters:
-        row = next(line for line in out.splitlines() if line.startswith(letter.id + " "))
-        assert letter.origin in row and letter.kind in row
-    assert "projections.orders" not in out
-    assert "orders.OrderShipped.v1" in out, "the type column shows ce_type"
-
-    code, out = stack.cli(capsys, "list", "--reason-contains", "OrderCreated.v99")
-    assert code == 0 and out.count("unsupported-version") == 2, out
-
-    malformed = next(letter for letter in saga_letters if letter.kind == "malformed")
-    code, out = stack.cli(capsys, "show", malformed.id)
-    assert code == 0, out
-    assert r"b'\x00garbage'" in out and "\x00" not in out, "bytes shown escaped"
-    assert "dlq_reason: not a valid envelope" in out
-
-    violation = next(letter for letter in saga_letters if letter.kind == "schema-violation")
-    code, out = stack.cli(capsys, "show", violation.id)
-    assert code == 0 and "JSON" in out and f'    "type": "{orders.OrderCreated.type()}",' in out, (
-        out
-    )
-
-    code, out = stack.cli(capsys, "show", "orders.dead-letters:0:999")
-    assert code == 2 and "no dead letter orders.dead-letters:0:999" in out
-
-    code, out = stack.cli(capsys, "stats", "--topic", "orders")
-    assert code == 0, out
-    for consumer in CONSUMERS:
-        for kind in POISON_KINDS:
-            assert any(line.split()[:3] == [consumer, kind, "1"] for line in out.splitlines()), out
-    assert ["total", "8", "0"] in [line.split() for line in out.splitlines()], out
-
-
-async def test_republish_sends_the_original_back_once_and_dry_run_sends_nothing(
-    stack: Stack, poisoned: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    letters = await stack.letters(Filter(topic="orders"), at_least=8)
-    violations = [letter for letter in letters if letter.kind == "schema-violation"]
-    assert len(violations) == 2 and violations[0].origin == violations[1].origin
-    ids = [letter.id for letter in violations]
-    before = await end_offsets(stack.bootstrap, "orders")
-
-    code, out = stack.cli(capsys, "republish", *ids, "--dry-run")
-    assert code == 0 and "dry run: 1 message(s), nothing sent" in out, out
-    assert f"{PROVENANCE_HEADER}={ids[0]}" in out, "one copy for both consumers' letters"
-    assert await end_offsets(stack.bootstrap, "orders") == before, "a dry run sends nothing"
-    code, out = stack.cli(capsys, "republish", *ids)
-    assert code == 0, out
-    assert await end_offsets(stack.bootstrap, "orders") != before
-    assert f"{ids[1]} holds the same message as {ids[0]}" in out, out
-    sent = re.search(rf"^re-published {ids[0]} as (\S+)$", out, re.MULTILINE)
-    assert sent, out
-    republished_as = sent[1]
-    copy = await read_one(stack.bootstrap, "orders", republished_as)
-    original = violations[0]
-    assert (copy.key, copy.value) == (original.key, original.value)
-    assert copy.partition == original.original_partition
-    headers = tuple((name, bytes(value)) for name, value in copy.headers)
-    assert headers == (*original.original_headers, (PROVENANCE_HEADER, ids[0].encode()))
-
-    code, out = stack.cli(capsys, "list", "--topic", "orders")
-    assert sum(f"as {republished_as}" in line for line in out.splitlines()) == 2, out
-    after = await end_offsets(stack.bootstrap, "orders")
-    code, out = stack.cli(capsys, "republish", ids[1])
-    assert code == 2 and "re-published already" in out and "--again" in out, out
-    code, out = stack.cli(capsys, "republish", "--all", "--topic", "orders", "--dry-run")
-    assert code == 0 and "skipping 2 re-published already" in out, out
-    assert await end_offsets(stack.bootstrap, "orders") == after, "nothing sent"
-
-    # Unchanged consumers read the copy again and dead-letter it again, same reason.
-    again = await stack.letters(Filter(topic="orders"), at_least=10)
-    returned = [letter for letter in again if letter.origin == republished_as]
-    assert {(letter.consumer, letter.kind) for letter in returned} == {
-        (consumer, "schema-violation") for consumer in CONSUMERS
-    }
-    assert all(letter.header(PROVENANCE_HEADER) == ids[0] for letter in returned)
-    assert all(worker.alive() for worker in stack.workers), stack.logs()
-
-
-async def test_a_dead_letter_republished_after_the_fix_is_consumed(
-    stack: Stack, capsys: pytest.CaptureFixture[str]
-) -> None:
-    order_id = str(uuid.uuid4())
-    approved = envelope(
-        kitchen.TicketApproved(order_id=order_id, restaurant_id="rest-1"), order_id, 2, "kitchen"
-    )
-    await publish(stack.bootstrap, "kitchen", order_id, approved)
-    which = Filter(topic="kitchen", consumer="projections.tickets")
-    [dead] = await stack.letters(which, at_least=1)
-    assert dead.kind == "projection-failed" and "never created" in dead.reason
-
-    # The fix: the ticket's creation, which the kitchen had not published, is there now.
-    created = kitchen.TicketCreated(
-        order_id=order_id,
-        consumer_id="cust-1",
-        restaurant_id="rest-1",
-        line_items=LINE_ITEMS,
-        total_cents=2500,
-    )
-    await publish(stack.bootstrap, "kitchen", order_id, envelope(created, order_id, 1, "kitchen"))
-    tickets = stack.read_models["tickets"]
-    await wait_for_async(lambda: tickets.find_one({"_id": order_id}), timeout=60)
-
-    code, out = stack.cli(capsys, "republish", "--all", "--topic", "kitchen")
-    assert code == 0 and f"re-published {dead.id} as kitchen[" in out, out
-    try:
-        await wait_for_async(
-            lambda: tickets.find_one({"_id": order_id, "status": "AWAITING_ACCEPTANCE"}),
-            timeout=60,
-        )
-    except TimeoutError:
-        pytest.fail(f"the re-published approval was not projected\n{stack.logs()}")
-    code, out = stack.cli(capsys, "stats", "--topic", "kitchen")
-    assert any(
-        line.split() == ["projections.tickets", "projection-failed", "1", "1"]
-        for line in out.splitlines()
-    ), out
-
-
-async def end_offsets(bootstrap: str, topic: str) -> list[int]:
-    async with DeadLetterTopics(bootstrap) as topics:
-        partitions = await topics.partitions([topic])
-        ends = await topics.consumer.end_offsets(partitions)
-    return [ends[tp] for tp in partitions]
-
-
-async def read_one(bootstrap: str, topic: str, where: str) -> ConsumerRecord[bytes, bytes]:
-    """The record at ``topic[partition]@offset``."""
-    partition, offset = (int(n) for n in where.removeprefix(f"{topic}[").split("]@"))
-    records = await read_all(bootstrap, topic)
-    [record] = [r for r in records if (r.partition, r.offset) == (partition, offset)]
-    return record

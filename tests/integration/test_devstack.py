@@ -263,6 +263,14 @@ def start_runner(
     return runner, output
 
 
+def read(path: Path) -> str:
+    """A log's text, or "" while it does not exist yet."""
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 def server_pids(output: str) -> list[int]:
     return [int(pid) for pid in re.findall(r"ready at \S+ \(pid (\d+)\)", output)]
 
@@ -284,15 +292,21 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         "time.sleep(600)\n"
     )
     pid_file = tmp_path / "sleeper.pid"
-    runner, output = start_runner(tmp_path, f"sleeper: python {sleeper} {pid_file}\n")
+    demo = "demo: printf '\\033[1mthe demo summary\\033[0m\\n'; exec sleep 600\n"
+    runner, output = start_runner(tmp_path, f"sleeper: python {sleeper} {pid_file}\n{demo}")
+    sleeper_log = tmp_path / "var" / "log" / "sleeper.log"
     try:
         wait_for(
-            lambda: "sleeper sees 127.0.0.1:" in output.read_text() and pid_file.exists(),
+            lambda: "sleeper sees 127.0.0.1:" in read(sleeper_log) and pid_file.exists(),
             timeout=120,
             interval=0.2,
             message=f"the Procfile process did not start; output:\n{output.read_text()}",
         )
         text = output.read_text()
+        assert "sleeper sees" not in text, "a process's output goes to its log, not the console"
+        wait_for(lambda: "\ndemo | the demo summary\n" in output.read_text(), timeout=30)
+        assert read(tmp_path / "var" / "log" / "demo.log") == "the demo summary\n"
+        assert "ready in " in text and f"{sleeper_log.parent}/<process>.log" in text, text
         pids = [*server_pids(text), int(pid_file.read_text())]
         assert len(pids) == 4, text  # the broker, MongoDB, the gateway, the sleeper
         gateway = re.search(r"Envoy gateway ready at (\S+)", text)
@@ -300,7 +314,7 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         assert httpx.get(f"{gateway[1]}/health", timeout=5).status_code == 200
         # The local identity is made at the first run, and the processes trust it.
         auth_dir = (tmp_path / "var" / "auth").resolve()
-        assert f"sleeper trusts {(auth_dir / 'jwks.json').as_uri()}" in text, text
+        assert f"sleeper trusts {(auth_dir / 'jwks.json').as_uri()}" in read(sleeper_log)
         assert (auth_dir / "signing-key.pem").stat().st_mode & 0o777 == 0o600
         topics_line = (
             f"topics {', '.join(SERVICE_TOPICS)} (2 partitions), "
@@ -323,16 +337,23 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     assert "stopped Kafka broker" in text and "stopped MongoDB" in text, text
     assert "stopped Envoy gateway" in text, text
     assert [pid for pid in pids if pid_alive(pid)] == [], text
+    assert "\x1b" not in text and "error" not in text, text
+    assert "sleeper.1 started" in read(tmp_path / "var" / "log" / "honcho.log")
 
 
 def test_cqrs_run_exits_with_the_failing_process_code(tmp_path: Path) -> None:
-    runner, output = start_runner(tmp_path, "fails: exit 3\n")
+    procfile = "waits: exec sleep 600\nfails: echo first; echo the-last-words; exit 3\n"
+    runner, output = start_runner(tmp_path, procfile)
     try:
         code = runner.wait(timeout=120)
     finally:
         stop_runner(runner)
     text = output.read_text()
     assert code == 3, text
+    log = tmp_path / "var" / "log" / "fails.log"
+    assert f"error: process fails exited with code 3; the last lines of {log}:" in text, text
+    assert "  the-last-words\n" in text and read(log) == "first\nthe-last-words\n", text
+    assert "waits" not in text, "only the process that failed is reported"
     pids = server_pids(text)
     assert len(pids) == 3, text
     assert [pid for pid in pids if pid_alive(pid)] == [], text
@@ -370,6 +391,7 @@ def test_cqrs_run_scales_an_api_out_behind_the_gateway(tmp_path: Path) -> None:
         for line in (REPO_ROOT / "Procfile").read_text().splitlines()
         if line.startswith(f"{name}-api:")
     )
+    api = f"{name}-api"
     admin_port = free_port()
     extra = {
         f"{name.upper()}_API_PROCESSES": "2",
@@ -386,16 +408,23 @@ def test_cqrs_run_scales_an_api_out_behind_the_gateway(tmp_path: Path) -> None:
             message="the gateway did not start",
         )
         gateway = found[1]
+        logs = [tmp_path / "var" / "log" / f"{process}.log" for process in (api, f"{api}-2")]
         wait_for(
-            lambda: output.read_text().count("Application startup complete") >= 2,
+            lambda: all("Application startup complete" in read(log) for log in logs),
             timeout=120,
             interval=0.2,
             message=f"the two {name}-api processes did not start",
         )
         for _ in range(20):
             assert httpx.get(f"{gateway}/{name}-api/health", timeout=5).status_code == 200
+        wait_for(lambda: "ready in " in output.read_text(), timeout=30, message="no summary")
         text = output.read_text()
-        assert re.search(rf"{name}-api-2\.1\s*\|", text), text
+        assert re.search(rf"  {api}  http://127\.0\.0\.1:\d+/docs  \(2 processes, ports", text), (
+            text
+        )
+        assert '"GET /health HTTP/1.1" 200' in read(logs[0]) + read(logs[1])
+        assert "GET /health" not in text and "Application startup" not in text, text
+        assert "\x1b" not in text, text
         clusters = httpx.get(f"http://127.0.0.1:{admin_port}/clusters", timeout=5).text
         counts = re.findall(rf"^{name}-api::[\d.]+:\d+::rq_total::(\d+)$", clusters, re.MULTILINE)
         assert len(counts) == 2 and all(int(count) > 0 for count in counts), clusters

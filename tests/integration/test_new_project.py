@@ -23,11 +23,16 @@ TEMPLATE_ONLY = {"copier.yml", "tests/integration/test_new_project.py"}
 """In the template, not in the projects it makes (copier.yml's `_exclude`)."""
 KERNEL_TESTS = (
     "tests/unit/test_group_commit_in_memory.py",
+    "tests/unit/test_kernel_dead_letter_kinds.py",
     "tests/unit/test_kernel_example_contracts.py",
+    "tests/unit/test_kernel_replay_logic.py",
     "tests/unit/test_metadata.py",
     "tests/unit/test_retries.py",
     "tests/integration/test_group_commit.py",
     "tests/integration/test_handle_batches.py",
+    "tests/integration/test_kernel_dead_letters.py",
+    "tests/integration/test_kernel_projection.py",
+    "tests/integration/test_kernel_replay.py",
     "tests/integration/test_relay.py",
     "tests/integration/test_store.py",
 )
@@ -172,3 +177,12 @@ def test_without_the_saga_the_project_passes_its_checks_and_a_generated_domain_i
         "test_an_error_of_the_handler_ends_the_agent_at_once_and_commits_nothing",
     ):
         assert f"PASSED tests/integration/test_handle_batches.py::{test}" in tests.stdout
+    for module, test in (  # the projection runtime, replay and dead letters on the tallies
+        (
+            "test_kernel_projection",
+            "test_poison_messages_go_to_the_dead_letter_topic_with_their_reason",
+        ),
+        ("test_kernel_replay", "test_a_rebuild_switches_and_the_live_side_follows"),
+        ("test_kernel_dead_letters", "test_a_dead_letter_republished_after_the_fix_is_consumed"),
+    ):
+        assert f"PASSED tests/integration/{module}.py::{test}" in tests.stdout

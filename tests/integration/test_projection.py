@@ -1,4 +1,7 @@
-"""The orders projection against a real MongoDB-wire server and a real broker."""
+"""The orders projection against a real MongoDB-wire server and a real broker: the saga's
+view from four topics, and the projections worker process. The runtime's batches,
+version guard, conflicts and dead letters are tested on the kernel's own read model
+(tests/integration/test_kernel_projection.py)."""
 
 import uuid
 from datetime import UTC, datetime
@@ -15,7 +18,7 @@ from contracts.envelope import Envelope, event_id_for
 from kernel.kafka import ensure_topics, reliable_producer, stop_producer
 from kernel.messaging import ConsumedMessage, DeadLetters
 from kernel.projection import Projection, ProjectionError
-from kernel.projection_runtime import ProjectionRunner, WriteConflict
+from kernel.projection_runtime import ProjectionRunner
 from projections.orders import ORDERS
 from tests import processes
 from tests.integration.kafka_reading import read_topic
@@ -104,72 +107,6 @@ async def test_created_then_cancelled_gives_a_cancelled_order(runner):
     assert doc["total_cents"] == 2500
 
 
-async def test_a_redelivered_batch_changes_nothing(runner):
-    log, order_id = Sequence(), str(uuid.uuid4())
-    batch = [
-        log.created(order_id),
-        log.message(contract.OrderApproved(order_id=order_id), order_id, 2),
-    ]
-    await runner.handle(batch)
-    before = await document(runner, order_id)
-    await runner.handle(batch)  # at-least-once: the same messages again
-    await runner.handle(batch[:1])
-    assert await document(runner, order_id) == before
-
-
-async def test_an_older_event_arriving_late_changes_nothing(runner):
-    log, order_id = Sequence(), str(uuid.uuid4())
-    approved = log.message(contract.OrderApproved(order_id=order_id), order_id, 2)
-    cancelled = log.message(contract.OrderCancelled(order_id=order_id, reason="r"), order_id, 3)
-    await runner.handle([log.created(order_id), approved, cancelled])
-    before = await document(runner, order_id)
-    await runner.handle([approved])  # version 2 after version 3: reordered
-    after = await document(runner, order_id)
-    assert after == before
-    assert after is not None and after["status"] == "CANCELLED"
-
-
-async def test_a_batch_is_one_bulk_write_and_new_aggregates_are_not_looked_up(runner):
-    log = Sequence()
-    ids = [str(uuid.uuid4()) for _ in range(50)]
-    batch = [log.created(i) for i in ids]
-    batch += [log.message(contract.OrderApproved(order_id=i), i, 2) for i in ids]
-    runner.commands.clear()
-    await runner.handle(batch)
-    # No find: every order is created in this batch (its first event). One insert batch
-    # for the new documents, one update for the progress record (and one look at the
-    # alias, the cut-over fence).
-    assert runner.commands.count(("find", "orders")) == 0
-    assert runner.commands.count(("insert", "orders")) == 1
-    assert runner.commands.count(("update", "projection_progress")) == 1
-    assert runner.commands.count(("find", "projection_aliases")) == 1
-    assert len(runner.commands) == 3, runner.commands
-    assert await runner.database["orders"].count_documents({"status": "APPROVED"}) == 50
-
-    # The next batch on the same orders loads nothing: the runner wrote them last.
-    runner.commands.clear()
-    await runner.handle(
-        [log.message(contract.OrderCancelled(order_id=i, reason="x"), i, 3) for i in ids]
-    )
-    assert runner.commands.count(("find", "orders")) == 0
-    assert runner.commands.count(("update", "orders")) == 1
-    assert await runner.database["orders"].count_documents({"status": "CANCELLED"}) == 50
-
-
-async def test_a_restarted_runner_loads_a_batchs_documents_in_one_find(runner):
-    log = Sequence()
-    ids = [str(uuid.uuid4()) for _ in range(20)]
-    await runner.handle([log.created(i) for i in ids])
-    restarted = fresh_runner(runner)
-
-    runner.commands.clear()
-    await restarted.handle([log.message(contract.OrderApproved(order_id=i), i, 2) for i in ids])
-
-    assert runner.commands.count(("find", "orders")) == 1
-    assert runner.commands.count(("update", "orders")) == 1
-    assert await runner.database["orders"].count_documents({"status": "APPROVED"}) == 20
-
-
 async def test_a_creation_whose_document_exists_already_is_applied_to_it(runner):
     """An order's document made first by another topic's event: the creation, taken
     to be new, meets it (a duplicate key), and the batch is applied again on it."""
@@ -189,19 +126,6 @@ async def test_a_creation_whose_document_exists_already_is_applied_to_it(runner)
     assert doc is not None and doc["status"] == "APPROVAL_PENDING"
     assert doc["saga"]["consumer_verification"] == "VERIFIED"
     assert doc["_applied"] == {f"consumers/{order_id}": 1, f"orders/{order_id}": 1}
-
-
-async def test_a_creation_redelivered_after_a_restart_changes_nothing(runner):
-    log, order_id = Sequence(), str(uuid.uuid4())
-    created = log.created(order_id)
-    approved = log.message(contract.OrderApproved(order_id=order_id), order_id, 2)
-    await runner.handle([created, approved])
-    before = await document(runner, order_id)
-
-    result = await fresh_runner(runner).handle([created])
-
-    assert await document(runner, order_id) == before
-    assert (result.written, result.rejected) == (0, 0)
 
 
 async def test_an_event_taken_for_a_new_documents_first_is_not_rejected_if_it_exists(runner):
@@ -238,52 +162,6 @@ async def test_an_event_taken_for_a_new_documents_first_is_not_rejected_if_it_ex
 def fresh_runner(runner: ProjectionRunner) -> ProjectionRunner:
     """Another runner on the same collections, knowing no document (a restart)."""
     return ProjectionRunner(ORDERS, runner.database, runner.dead_letters)
-
-
-async def test_another_writers_change_is_caught_and_the_batch_reloaded(runner):
-    """The runner does not reload documents it wrote; another writer's change to one
-    of them still wins, and the event is applied on top of it."""
-    log, order_id = Sequence(), str(uuid.uuid4())
-    await runner.handle([log.created(order_id)])
-    orders = runner.database["orders"]
-    await orders.update_one({"_id": order_id}, {"$set": {"note": "other"}, "$inc": {"_rev": 1}})
-
-    await runner.handle([log.message(contract.OrderApproved(order_id=order_id), order_id, 2)])
-
-    after = await document(runner, order_id)
-    assert after is not None and after["status"] == "APPROVED" and after["note"] == "other"
-
-
-async def test_poison_messages_go_to_the_dead_letter_topic_with_their_reason(runner, kafka):
-    log, good = Sequence(), str(uuid.uuid4())
-    valid = log.created(good)
-    envelope = Envelope.from_bytes(valid.value or b"")
-    poison = {
-        b"not json at all": "not a valid envelope",
-        b'{"specversion": "1.0"}': "not a valid envelope",
-        envelope.model_copy(
-            update={"type": "orders.OrderShipped.v1"}
-        ).to_bytes(): "unknown event type",
-        envelope.model_copy(
-            update={"type": "orders.OrderCreated.v3"}
-        ).to_bytes(): "unsupported version",
-        envelope.model_copy(
-            update={"data": {**envelope.data, "total_cents": -5}}
-        ).to_bytes(): "violates its contract",
-    }
-    batch = [log.raw(value) for value in poison]
-    batch.append(valid)
-    await runner.handle(batch)
-
-    assert (await document(runner, good)) is not None, "good messages in the batch still count"
-    dead = await read_topic(kafka, "orders.dead-letters", until=lambda r: len(r) >= 5)
-    reasons = {record.value: dict(record.headers)["dlq_reason"].decode() for record in dead}
-    for value, reason in poison.items():
-        assert reason in reasons[value]
-    first = dict(dead[0].headers)
-    assert first["ce_id"] == b"x", "original headers are kept"
-    assert (first["dlq_topic"], first["dlq_consumer"]) == (b"orders", b"test")
-    assert int(first["dlq_offset"]) == batch[0].offset
 
 
 async def test_the_worker_dead_letters_a_poison_message_and_goes_on(
@@ -436,28 +314,3 @@ async def test_a_rejected_saga_names_the_failed_step(runner):
         "consumer is deactivated",
     )
     assert doc["saga"]["ticket"] is None
-
-
-async def test_a_document_another_writer_created_meanwhile_is_a_write_conflict(runner):
-    log, order_id = Sequence(), str(uuid.uuid4())
-    await runner.handle([log.created(order_id)])
-    before = await document(runner, order_id)
-    # This writer loaded the batch before the document existed (no revision).
-    with pytest.raises(WriteConflict):
-        await runner._write(
-            runner.database["orders"], {order_id: {"_id": order_id, "status": "APPROVED"}}, {}
-        )
-    assert await document(runner, order_id) == before
-
-
-async def test_progress_never_goes_back(runner):
-    """A cut-over's drain may record an older offset of a partition after the live
-    worker recorded a newer one: the progress keeps the newer."""
-    log, first, second = Sequence(), str(uuid.uuid4()), str(uuid.uuid4())
-    newer = [log.created(first), log.created(second)]
-    older = ConsumedMessage("orders", 0, newer[0].offset, newer[0].key, newer[0].value)
-    await runner.handle(newer)
-    await runner.handle([older])  # already applied: changes nothing but the progress
-
-    progress = await runner.progress.find_one({"_id": f"{await runner.target()}:orders:0"})
-    assert progress is not None and progress["offset"] == newer[-1].offset

@@ -1,16 +1,16 @@
-"""Specifications of the Restaurant and Ticket aggregates: given some history, when a
-command, then events.
+"""Specifications of the Restaurant and Ticket aggregates: given events, when a command,
+then events.
 
-Pure domain code, no server. The last part drives the same rules through
-KitchenApplication on eventsourcing's in-memory (POPO) store.
+Pure domain code, no server (kernel.testing's given-when-then). The last part drives the
+same rules through KitchenApplication on eventsourcing's in-memory (POPO) store.
 """
 
-from collections.abc import Callable
 from uuid import UUID, uuid4, uuid5
 
 import pytest
 
 from kernel.errors import DomainError, NotFound
+from kernel.testing import fact, given
 from write_side.kitchen.application import KitchenApplication
 from write_side.kitchen.domain import (
     RESTAURANT_NAMESPACE,
@@ -28,16 +28,11 @@ RAMEN = {"menu_item_id": "ramen", "quantity": 1, "unit_price_cents": 800}
 TOTAL = 2 * 1250 + 3 * 300
 
 
-def then(aggregate: Restaurant | Ticket, *expected: type) -> list:
-    """The events the command produced are exactly ``expected`` (by type)."""
-    events = aggregate.collect_events()
-    assert [type(e) for e in events] == list(expected)
-    return events
-
-
 # Restaurant
 
-RestaurantCommand = Callable[[Restaurant], None]
+REGISTERED = fact(Restaurant.Registered, restaurant_id="rest-1", name="Pizzeria", menu=MENU)
+CLOSED = fact(Restaurant.Closed)
+OPENED = fact(Restaurant.Opened)
 
 
 def close(restaurant: Restaurant) -> None:
@@ -48,25 +43,9 @@ def reopen(restaurant: Restaurant) -> None:
     restaurant.open()
 
 
-def given_restaurant(*history: RestaurantCommand) -> Restaurant:
-    """A restaurant registered, then driven through ``history``; its events count as saved."""
-    restaurant = Restaurant("rest-1", "Pizzeria", MENU)
-    for command in history:
-        command(restaurant)
-    restaurant.collect_events()
-    return restaurant
-
-
 def test_when_registered_then_registered_event_and_open():
-    restaurant = Restaurant("rest-1", "Pizzeria", MENU)
+    restaurant = given().when(lambda _: Restaurant("rest-1", "Pizzeria", MENU)).then(REGISTERED)
 
-    [registered] = then(restaurant, Restaurant.Registered)
-    assert (registered.restaurant_id, registered.name, registered.menu) == (
-        "rest-1",
-        "Pizzeria",
-        MENU,
-    )
-    assert registered.originator_version == 1
     assert restaurant.is_open is True
     assert (restaurant.restaurant_id, restaurant.name, restaurant.menu) == (
         "rest-1",
@@ -97,61 +76,43 @@ def test_the_restaurant_id_is_derived_from_its_string_id():
     ids=["empty menu", "duplicate item", "empty item", "blank name"],
 )
 def test_when_registered_with_an_invalid_menu_or_name_then_domain_error(name, menu, message):
-    with pytest.raises(DomainError, match=f"^{message}$"):
-        Restaurant("rest-1", name, menu)
+    given().when(lambda _: Restaurant("rest-1", name, menu)).then_error(DomainError, message)
 
 
 def test_given_an_open_restaurant_when_closed_then_closed_event():
-    restaurant = given_restaurant()
+    restaurant = given(REGISTERED).when(close).then(CLOSED)
 
-    restaurant.close()
-
-    [closed] = then(restaurant, Restaurant.Closed)
-    assert closed.originator_version == 2
     assert restaurant.is_open is False
 
 
 def test_given_a_closed_restaurant_when_opened_then_opened_event():
-    restaurant = given_restaurant(close)
+    restaurant = given(REGISTERED, CLOSED).when(reopen).then(OPENED)
 
-    restaurant.open()
-
-    [opened] = then(restaurant, Restaurant.Opened)
-    assert opened.originator_version == 3
     assert restaurant.is_open is True
 
 
 @pytest.mark.parametrize(
     ("history", "command"),
-    [([], reopen), ([close], close)],
+    [([], reopen), ([CLOSED], close)],
     ids=["open an open restaurant", "close a closed restaurant"],
 )
 def test_when_the_restaurant_is_already_in_that_state_then_no_event(history, command):
-    restaurant = given_restaurant(*history)
-    state, version = restaurant.is_open, restaurant.version
-
-    command(restaurant)
-
-    then(restaurant)
-    assert (restaurant.is_open, restaurant.version) == (state, version)
+    given(REGISTERED, *history).when(command).then()  # and (then checks) no change
 
 
 def test_when_the_menu_is_set_then_menu_changed_event():
-    restaurant = given_restaurant()
+    restaurant = (
+        given(REGISTERED)
+        .when(lambda restaurant: restaurant.set_menu(["sushi", "ramen"]))
+        .then(fact(Restaurant.MenuChanged, menu=["sushi", "ramen"]))
+    )
 
-    restaurant.set_menu(["sushi", "ramen"])
-
-    [changed] = then(restaurant, Restaurant.MenuChanged)
-    assert changed.menu == ["sushi", "ramen"]
     assert restaurant.menu == ["sushi", "ramen"]
 
 
 def test_when_the_same_menu_is_set_then_no_event():
-    restaurant = given_restaurant()
+    restaurant = given(REGISTERED).when(lambda restaurant: restaurant.set_menu(list(MENU))).then()
 
-    restaurant.set_menu(list(MENU))
-
-    then(restaurant)
     assert restaurant.version == 1
 
 
@@ -160,34 +121,34 @@ def test_when_the_same_menu_is_set_then_no_event():
     [([], "a menu needs at least one item"), (["a", "a"], "menu items listed twice: a")],
 )
 def test_when_an_invalid_menu_is_set_then_domain_error_and_no_event(menu, message):
-    restaurant = given_restaurant()
+    restaurant = (
+        given(REGISTERED)
+        .when(lambda restaurant: restaurant.set_menu(menu))
+        .then_error(DomainError, message)
+    )
 
-    with pytest.raises(DomainError, match=f"^{message}$"):
-        restaurant.set_menu(menu)
-
-    then(restaurant)
     assert restaurant.menu == MENU
 
 
 def test_given_an_open_restaurant_with_every_item_then_no_refusal():
-    assert given_restaurant().refusal_for([PIZZA, SODA]) is None
+    assert given(REGISTERED).aggregate.refusal_for([PIZZA, SODA]) is None
 
 
 def test_given_a_closed_restaurant_then_it_refuses_as_closed():
-    restaurant = given_restaurant(close)
+    restaurant = given(REGISTERED, CLOSED).aggregate
 
     assert restaurant.refusal_for([PIZZA]) == "restaurant rest-1 is closed"
     assert restaurant.refusal_for([SUSHI]) == "restaurant rest-1 is closed"
 
 
 def test_given_an_item_off_the_menu_then_it_refuses_naming_it():
-    restaurant = given_restaurant()
+    restaurant = given(REGISTERED).aggregate
 
     assert restaurant.refusal_for([PIZZA, SUSHI]) == "not on the menu of rest-1: sushi"
 
 
 def test_given_several_items_off_the_menu_then_each_is_named_once_in_order():
-    restaurant = given_restaurant()
+    restaurant = given(REGISTERED).aggregate
 
     refusal = restaurant.refusal_for([SUSHI, PIZZA, RAMEN, SUSHI])
 
@@ -195,8 +156,7 @@ def test_given_several_items_off_the_menu_then_each_is_named_once_in_order():
 
 
 def test_given_a_changed_menu_then_refusals_follow_the_new_menu():
-    restaurant = given_restaurant()
-    restaurant.set_menu(["sushi"])
+    restaurant = given(REGISTERED, fact(Restaurant.MenuChanged, menu=["sushi"])).aggregate
 
     assert restaurant.refusal_for([SUSHI]) is None
     assert restaurant.refusal_for([PIZZA]) == "not on the menu of rest-1: pizza"
@@ -222,7 +182,22 @@ def test_given_its_events_when_replayed_then_the_same_restaurant():
 
 ORDER_ID = UUID("5b3c1a52-8f1f-4a8e-9a9e-2d3c4b5a6f70")
 
-TicketCommand = Callable[[Ticket], None]
+CREATED = fact(
+    Ticket.Created,
+    originator_id=ORDER_ID,
+    restaurant_id="rest-1",
+    consumer_id="consumer-1",
+    line_items=[PIZZA, SODA],
+    total_cents=TOTAL,
+)
+REJECTED = fact(
+    Ticket.Rejected,
+    originator_id=ORDER_ID,
+    restaurant_id="rest-1",
+    reason="restaurant rest-1 is closed",
+)
+APPROVED = fact(Ticket.Approved, restaurant_id="rest-1")
+CANCELLED = fact(Ticket.Cancelled, restaurant_id="rest-1", reason="card declined")
 
 
 def approve(ticket: Ticket) -> None:
@@ -233,31 +208,17 @@ def cancel(ticket: Ticket) -> None:
     ticket.cancel("card declined")
 
 
-def pending() -> Ticket:
+def pending(_: None = None) -> Ticket:
     return Ticket.create(ORDER_ID, "rest-1", "consumer-1", [PIZZA, SODA], TOTAL)
 
 
-def rejected() -> Ticket:
+def rejected(_: None = None) -> Ticket:
     return Ticket.reject(ORDER_ID, "rest-1", "restaurant rest-1 is closed")
 
 
-def given_ticket(*history: TicketCommand, born: Callable[[], Ticket] = pending) -> Ticket:
-    ticket = born()
-    for command in history:
-        command(ticket)
-    ticket.collect_events()
-    return ticket
-
-
 def test_when_created_then_created_event_and_create_pending():
-    ticket = pending()
+    ticket = given().when(pending).then(CREATED)
 
-    [created] = then(ticket, Ticket.Created)
-    assert (created.originator_id, created.originator_version) == (ORDER_ID, 1)
-    assert created.restaurant_id == "rest-1"
-    assert created.consumer_id == "consumer-1"
-    assert created.line_items == [PIZZA, SODA]
-    assert created.total_cents == TOTAL
     assert ticket.state is TicketState.CREATE_PENDING
     assert ticket.id == ticket.order_id == ORDER_ID
     assert (ticket.restaurant_id, ticket.consumer_id) == ("rest-1", "consumer-1")
@@ -265,12 +226,8 @@ def test_when_created_then_created_event_and_create_pending():
 
 
 def test_when_rejected_then_rejected_event_with_the_reason():
-    ticket = rejected()
+    ticket = given().when(rejected).then(REJECTED)
 
-    [born_rejected] = then(ticket, Ticket.Rejected)
-    assert (born_rejected.originator_id, born_rejected.originator_version) == (ORDER_ID, 1)
-    assert born_rejected.restaurant_id == "rest-1"
-    assert born_rejected.reason == "restaurant rest-1 is closed"
     assert ticket.state is TicketState.REJECTED
     assert ticket.reason == "restaurant rest-1 is closed"
     assert (ticket.consumer_id, ticket.line_items, ticket.total_cents) == (None, [], 0)
@@ -284,81 +241,65 @@ def test_when_rejected_then_rejected_event_with_the_reason():
     ],
 )
 def test_when_created_without_items_or_total_then_domain_error(line_items, total, message):
-    with pytest.raises(DomainError, match=f"^{message}$"):
-        Ticket.create(ORDER_ID, "rest-1", "consumer-1", line_items, total)
+    given().when(
+        lambda _: Ticket.create(ORDER_ID, "rest-1", "consumer-1", line_items, total)
+    ).then_error(DomainError, message)
 
 
 def test_when_rejected_without_a_reason_then_domain_error():
-    with pytest.raises(DomainError, match="needs a reason"):
-        Ticket.reject(ORDER_ID, "rest-1", "")
+    given().when(lambda _: Ticket.reject(ORDER_ID, "rest-1", "")).then_error(
+        DomainError, "a rejected ticket needs a reason"
+    )
 
 
 def test_given_a_pending_ticket_when_approved_then_approved_event():
-    ticket = given_ticket()
+    ticket = given(CREATED).when(approve).then(APPROVED)
 
-    ticket.approve()
-
-    [approved] = then(ticket, Ticket.Approved)
-    assert (approved.originator_id, approved.originator_version) == (ORDER_ID, 2)
-    assert approved.restaurant_id == "rest-1"
     assert ticket.state is TicketState.AWAITING_ACCEPTANCE
     assert ticket.reason is None
 
 
 def test_given_a_pending_ticket_when_cancelled_then_cancelled_event_with_the_reason():
-    ticket = given_ticket()
+    ticket = given(CREATED).when(cancel).then(CANCELLED)
 
-    ticket.cancel("card declined")
-
-    [cancelled] = then(ticket, Ticket.Cancelled)
-    assert (cancelled.originator_id, cancelled.originator_version) == (ORDER_ID, 2)
-    assert (cancelled.restaurant_id, cancelled.reason) == ("rest-1", "card declined")
     assert ticket.state is TicketState.CANCELLED
     assert ticket.reason == "card declined"
 
 
 def test_given_an_approved_ticket_when_approved_again_then_no_event():
-    ticket = given_ticket(approve)
+    ticket = given(CREATED, APPROVED).when(approve).then()
 
-    ticket.approve()
-
-    then(ticket)
     assert (ticket.state, ticket.version) == (TicketState.AWAITING_ACCEPTANCE, 2)
 
 
 def test_given_a_cancelled_ticket_when_cancelled_again_then_no_event_and_the_first_reason():
-    ticket = given_ticket(cancel)
+    ticket = given(CREATED, CANCELLED).when(lambda ticket: ticket.cancel("another reason")).then()
 
-    ticket.cancel("another reason")
-
-    then(ticket)
     assert (ticket.state, ticket.version) == (TicketState.CANCELLED, 2)
     assert ticket.reason == "card declined"
 
 
 FORBIDDEN = [
-    ("cancelled", [cancel], pending, approve, "cannot approve a ticket that is CANCELLED"),
-    ("rejected", [], rejected, approve, "cannot approve a ticket that is REJECTED"),
-    ("approved", [approve], pending, cancel, "cannot cancel a ticket that is AWAITING_ACCEPTANCE"),
-    ("rejected", [], rejected, cancel, "cannot cancel a ticket that is REJECTED"),
+    ("cancelled", [CREATED, CANCELLED], approve, "cannot approve a ticket that is CANCELLED"),
+    ("rejected", [REJECTED], approve, "cannot approve a ticket that is REJECTED"),
+    (
+        "approved",
+        [CREATED, APPROVED],
+        cancel,
+        "cannot cancel a ticket that is AWAITING_ACCEPTANCE",
+    ),
+    ("rejected", [REJECTED], cancel, "cannot cancel a ticket that is REJECTED"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("history", "born", "command", "message"),
-    [pytest.param(h, b, c, m, id=f"given {s} when {c.__name__}") for s, h, b, c, m in FORBIDDEN],
+    ("history", "command", "message"),
+    [pytest.param(h, c, m, id=f"given {s} when {c.__name__}") for s, h, c, m in FORBIDDEN],
 )
 def test_given_a_ticket_when_a_forbidden_command_then_domain_error_and_no_event(
-    history, born, command, message
+    history, command, message
 ):
-    ticket = given_ticket(*history, born=born)
-    state, version, reason = ticket.state, ticket.version, ticket.reason
-
-    with pytest.raises(DomainError, match=f"^{message}$"):
-        command(ticket)
-
-    then(ticket)
-    assert (ticket.state, ticket.version, ticket.reason) == (state, version, reason)
+    given(*history).when(command).then_error(DomainError, message)
 
 
 @pytest.mark.parametrize(

@@ -1,19 +1,15 @@
-"""Pure pieces of rebuilding: the order view does not depend on arrival order, build
-names carry the version, lag arithmetic. No server."""
+"""The orders read model a rebuild makes does not depend on the order the four services'
+events arrive in, nor on a round trip through MongoDB. No server. (Build names, lag
+arithmetic and the shadow report: tests/unit/test_kernel_replay_logic.py.)"""
 
 import itertools
 from datetime import UTC, datetime, timedelta
-
-from aiokafka import TopicPartition
 
 from contracts import accounting, consumers, kitchen
 from contracts import orders as contract
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, event_id_for
 from kernel.projection import Document
-from kernel.projection_catalog import build_collection_name
-from kernel.projections_status import lag_of
-from kernel.replay import ShadowReport
 from projections.orders import ORDERS
 
 ORDER = "6f1c1a52-4a51-4f0e-9a3e-0d1f7a9c2b11"
@@ -109,36 +105,3 @@ def test_the_timeline_sorts_the_same_after_a_round_trip_through_mongodb():
     assert [e["event_id"] for e in after["timeline"]] == [
         e["event_id"] for e in (project(SAGA[:4]) or {})["timeline"]
     ]
-
-
-def test_a_build_is_named_after_its_projection_and_version():
-    name = build_collection_name(ORDERS, datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC))
-    assert name.startswith(f"orders_v{ORDERS.version}_20260304T050607_")
-    assert name != build_collection_name(ORDERS, datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC))
-
-
-def test_lag_in_events_and_in_seconds():
-    now = datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC)
-    entries = [
-        {"topic": "orders", "partition": 0, "offset": 9, "event_time": now - timedelta(seconds=4)},
-        {"topic": "orders", "partition": 1, "offset": 4, "event_time": now - timedelta(seconds=1)},
-    ]
-    ends = {TopicPartition("orders", 0): 10, TopicPartition("orders", 1): 8}
-
-    lag = lag_of(entries, ends, now)
-
-    assert lag["lag_events"] == 3  # partition 1: offsets 5, 6, 7 not applied
-    assert lag["lag_seconds"] == 1.0  # the last event applied there is 1 s old
-    assert [p["lag"] for p in lag["partitions"]] == [0, 3]
-    caught_up = lag_of(entries, {**ends, TopicPartition("orders", 1): 5}, now)
-    assert (caught_up["lag_events"], caught_up["lag_seconds"]) == (0, 0.0)
-    assert lag_of(entries, {}, now)["lag_events"] is None  # no broker: unknown
-
-
-def test_a_shadow_report_names_its_differences():
-    assert ShadowReport(compared=3).describe() == "3 documents, all equal"
-    report = ShadowReport(compared=4, only_live=["a"], different=["b", "c"])
-    assert not report.equal
-    assert report.describe() == (
-        "4 documents compared: 1 only in the live collection (e.g. a); 2 different (e.g. b, c)"
-    )

@@ -1,5 +1,6 @@
 """The workers' group instance ids, and the claim that keeps one id to one process."""
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -50,9 +51,7 @@ async def test_a_second_claim_of_an_instance_id_fails_while_the_first_holds_it()
         claim.close()
 
 
-async def test_the_claim_of_a_process_killed_with_sigkill_is_free_at_once(
-    claims_dir: Path,
-) -> None:
+def test_the_claim_of_a_process_killed_with_sigkill_is_free_at_once(claims_dir: Path) -> None:
     holder_code = (
         "import asyncio, sys, time\n"
         "from kernel import group_membership as m\n"
@@ -67,11 +66,10 @@ async def test_the_claim_of_a_process_killed_with_sigkill_is_free_at_once(
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "claimed\n"
         with pytest.raises(InstanceIdInUse, match=f"pid {holder.pid}"):
-            await claim_instance_id(BROKER, "g", "g-0", patience=0)
+            asyncio.run(claim_instance_id(BROKER, "g", "g-0", patience=0))
         os.kill(holder.pid, signal.SIGKILL)  # by its PID
         wait_for(lambda: holder.poll() is not None, timeout=10)
-        claim = await claim_instance_id(BROKER, "g", "g-0", patience=0)
-        claim.close()
+        asyncio.run(claim_instance_id(BROKER, "g", "g-0", patience=0)).close()
     finally:
         if holder.poll() is None:
             holder.kill()

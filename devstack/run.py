@@ -56,6 +56,7 @@ from devstack.servers import (
     port_is_free,
     run_sync,
 )
+from devstack.services import api_ports
 from kernel.dead_letters import records_topic
 from kernel.kafka import TopicMismatch, ensure_topics
 from kernel.messaging import dead_letter_topic
@@ -66,16 +67,7 @@ SERVICES = SERVICE_TOPICS
 DEAD_LETTER_TOPICS = tuple(dead_letter_topic(topic) for topic in SERVICE_TOPICS)
 REPUBLISHED_TOPICS = tuple(records_topic(topic) for topic in DEAD_LETTER_TOPICS)
 """Where `cqrs dead-letters republish` records what it sent back (ADR 12)."""
-API_PORTS = {
-    "QUERY_API_PORT": "8001",
-    # cqrs-reference-saga: begin
-    "ORDERS_API_PORT": "8000",
-    "CONSUMERS_API_PORT": "8002",
-    "KITCHEN_API_PORT": "8003",
-    "ACCOUNTING_API_PORT": "8004",
-    # cqrs-reference-saga: end
-    # cqrs-scaffold: api ports
-}
+API_PORTS = {name: str(port) for name, port in api_ports().items()}
 """Each HTTP process's port; `<NAME>_API_URL` follows it."""
 DEFAULT_VAR_DIR = REPO_ROOT / "var"
 HONCHO_STOP_TIMEOUT = 20.0  # honcho itself SIGKILLs its processes 5 s after SIGTERM

@@ -10,7 +10,7 @@ import pytest
 
 from kernel.errors import DomainError, NotFound
 from kernel.testing import fact, given
-from tests.examples import PLACE_ORDER
+from tests.reference_saga.examples import PLACE_ORDER
 from write_side.orders.application import OrdersApplication
 from write_side.orders.domain import LineItem, Order, OrderState
 

@@ -1,13 +1,12 @@
-"""The reference createOrder saga's query routes: ``/orders`` (orders with their saga and
-timeline), ``/consumers/{consumer_id}/orders`` (one consumer's orders: the same list),
-``/tickets`` (the kitchen's tickets) and ``/sagas/stuck`` (orders whose saga has been
-pending too long), over the read models of ``projections/orders.py`` and
-``projections/tickets.py``. Document shapes: ``docs/read-models.md``. An order document
+"""The orders' query routes, the reference createOrder saga's: ``/orders`` (orders with
+their saga and timeline), ``/consumers/{consumer_id}/orders`` (one consumer's orders: the
+same list) and ``/sagas/stuck`` (orders whose saga has been pending too long), over the
+read model of ``projections/orders.py``. Document shapes: ``docs/read-models.md``. An order document
 whose ``OrderCreated`` the projection has not applied yet (no ``created_position``) is not
 shown anywhere: ``404`` and not listed.
 
 The router's lifespan (run inside the query API's, which opens the database) makes the
-read models and their indexes.
+read model and its indexes.
 
 Eventual consistency is made visible in two ways.
 
@@ -16,7 +15,7 @@ Read-your-writes
     consistency token, the one a command answered
     with (header ``X-Consistency-Token`` or query parameter ``consistency_token``;
     format ``service:position:aggregate_id:version``, see ``contracts.consistency``).
-    Only ``orders`` tokens apply here. The query waits (polling every 20 ms, at most
+    Only ``orders`` tokens apply here (``kernel.read_models``). The query waits (polling every 20 ms, at most
     ``READ_YOUR_WRITES_TIMEOUT`` seconds) until the order named by the token holds that
     version or a later one, then answers. If it does not get there in time the answer
     is ``503`` with ``Retry-After: 1``: the read model has not caught up yet; retry.
@@ -45,12 +44,10 @@ Staleness headers
 
 Authorization (docs/auth.md): an order and its timeline are its customer's, its
 restaurant's and ops'; the lists of orders show a customer only their own (asking for
-another customer's is a ``403``), the lists of tickets a restaurant only its own;
-``/sagas/stuck`` is ops'.
+another customer's is a ``403``); ``/sagas/stuck`` is ops'.
 
-``/tickets`` and ``/sagas/stuck`` take no consistency token and carry no staleness
-headers (the tickets projection's progress is on the kitchen log; a saga's state comes
-from four logs).
+``/sagas/stuck`` takes no consistency token and carries no staleness headers (a saga's
+state comes from four logs).
 """
 
 import logging
@@ -58,56 +55,267 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, cast
+from enum import StrEnum
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import (
-    APIRouter,
-    Depends,
-    FastAPI,
-    Header,
-    HTTPException,
-    Path,
-    Query,
-    Request,
-    Response,
-)
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from contracts.consistency import ConsistencyToken, InvalidToken
-from kernel.auth import (
-    CustomerOrOps,
-    CustomerOrRestaurantOrOps,
-    Forbidden,
-    OpsOnly,
-    RestaurantOrOps,
-)
-from read_side.models import (
-    Order,
-    OrderPage,
-    OrderStatus,
-    OrderTimeline,
-    StuckSaga,
-    StuckSagas,
-    Ticket,
-    TicketPage,
-    TicketStatus,
-)
-from read_side.read_model import (
+from contracts.consistency import ConsistencyToken
+from kernel.auth import CustomerOrOps, CustomerOrRestaurantOrOps, Forbidden, OpsOnly
+from kernel.read_models import (
+    STORE_UNAVAILABLE,
     Document,
-    InvalidCursor,
-    LiveCollections,
-    OrdersReadModel,
-    Staleness,
-    TicketCursor,
-    TicketsReadModel,
+    ReadModel,
+    ReadModelDocument,
+    consistency_token,
+    ensure_indexes,
+    read_model_of,
 )
-from read_side.settings import QuerySettings
 
 log = logging.getLogger(__name__)
 
 SERVICE = "orders"  # the write-side service whose tokens these routes honour
+ORDERS = "orders"
+
+# An order document exists before its OrderCreated has been applied (saga events of
+# other topics may come first); until then it has no created_position and is not shown.
+VISIBLE: Document = {"created_position": {"$ne": None}}
+# Bookkeeping the projection keeps in the documents; never read (the response models
+# drop every ``_`` field other than ``_id`` anyway).
+_BOOKKEEPING: Document = {"_applied": 0, "_rev": 0}
+
+
+# Response models: the public shape of the documents (docs/read-models.md)
+
+
+class OrderStatus(StrEnum):
+    APPROVAL_PENDING = "APPROVAL_PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+
+
+class SagaState(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+
+
+class ConsumerVerification(StrEnum):
+    VERIFIED = "VERIFIED"
+    FAILED = "FAILED"
+
+
+class TicketStatus(StrEnum):
+    """The saga's kitchen step: the ticket's status."""
+
+    CREATE_PENDING = "CREATE_PENDING"
+    REJECTED = "REJECTED"
+    AWAITING_ACCEPTANCE = "AWAITING_ACCEPTANCE"
+    CANCELLED = "CANCELLED"
+
+
+class CardAuthorization(StrEnum):
+    AUTHORIZED = "AUTHORIZED"
+    FAILED = "FAILED"
+
+
+class SagaStep(StrEnum):
+    """The saga participant whose step failed."""
+
+    CONSUMERS = "consumers"
+    KITCHEN = "kitchen"
+    ACCOUNTING = "accounting"
+
+
+class LineItem(BaseModel):
+    menu_item_id: str
+    quantity: int
+    unit_price_cents: int
+
+
+class DeliveryAddress(BaseModel):
+    street: str = Field(description="Street and number; the whole address for v1 orders.")
+    city: str | None = None
+    postal_code: str | None = None
+    country: str | None = Field(default=None, description="ISO 3166-1 alpha-2 code.")
+
+
+def _street_if_text(value: Any) -> Any:
+    return {"street": value} if isinstance(value, str) else value
+
+
+class Saga(BaseModel):
+    """Where the createOrder saga stands, as far as the projection has seen it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: SagaState | None = Field(
+        default=None, description="Null only in documents written before the saga existed."
+    )
+    consumer_verification: ConsumerVerification | None = None
+    ticket: TicketStatus | None = None
+    card_authorization: CardAuthorization | None = None
+    failed_step: SagaStep | None = None
+    reason: str | None = None
+
+
+class TimelineEntry(BaseModel):
+    """One event of the order's saga, from whichever service published it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    service: str = Field(description="The publishing service, e.g. `kitchen`.")
+    event: str = Field(description="The wire type, e.g. `kitchen.TicketCreated.v1`.")
+    time: datetime
+    event_id: str
+    detail: str | None = Field(default=None, description="A short text, or null.")
+
+
+def _empty_saga_if_null(value: Any) -> Any:
+    return Saga() if value is None else value
+
+
+def _empty_list_if_null(value: Any) -> Any:
+    return [] if value is None else value
+
+
+def _by_time(timeline: list[TimelineEntry]) -> list[TimelineEntry]:
+    # The projection appends in arrival order; events of four topics arrive in any
+    # order. sorted() is stable: entries with equal times keep their arrival order.
+    return sorted(timeline, key=lambda entry: entry.time)
+
+
+class SagaView(ReadModelDocument):
+    """Fields shared by every view of an order's saga."""
+
+    id_field = "order_id"
+
+    order_id: UUID
+    saga: Annotated[Saga, BeforeValidator(_empty_saga_if_null)] = Field(default_factory=Saga)
+    timeline: Annotated[
+        list[TimelineEntry], BeforeValidator(_empty_list_if_null), AfterValidator(_by_time)
+    ] = Field(default_factory=list, description="The saga's events, sorted by time.")
+
+
+class Order(SagaView):
+    """One order as the orders projection last saw it."""
+
+    customer_id: str
+    restaurant_id: str
+    delivery_address: Annotated[DeliveryAddress, BeforeValidator(_street_if_text)]
+    line_items: list[LineItem]
+    total_cents: int
+    status: OrderStatus
+    rejection_reason: str | None = None
+    failed_step: SagaStep | None = None
+    cancellation_reason: str | None = None
+    created_position: int = Field(
+        description="Position of the creating event in the orders service log; "
+        "the list is ordered by it, newest first."
+    )
+    created_at: datetime
+    version: int = Field(description="Aggregate version of the last applied event.")
+    position: int = Field(description="Log position of the last applied event.")
+    updated_at: datetime = Field(description="Time of the last applied event.")
+
+
+class OrderPage(BaseModel):
+    items: list[Order]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class OrderTimeline(SagaView):
+    """An order's saga state and its events."""
+
+
+class StuckSaga(SagaView):
+    """An order still APPROVAL_PENDING longer than asked."""
+
+    created_at: datetime
+    age_seconds: float = Field(description="Seconds since created_at, as of `as_of`.")
+
+
+class StuckSagas(BaseModel):
+    as_of: datetime = Field(description="The time the ages were computed against.")
+    items: list[StuckSaga] = Field(description="Oldest first.")
+
+
+class OrdersReadModel(ReadModel):
+    """The ``orders`` collection (orders with their sagas); staleness and
+    read-your-writes on the orders topic (the tokens of the orders service)."""
+
+    visible = VISIBLE
+
+    def __init__(
+        self, database: AsyncDatabase[Document], projection: str = ORDERS, **options: Any
+    ) -> None:
+        super().__init__(database, projection, **options)
+
+    async def ensure_indexes(self) -> None:
+        """The indexes the list queries need (the projection creates them too)."""
+        await ensure_indexes(
+            await self.collection(),
+            [
+                IndexModel([("customer_id", ASCENDING), ("created_position", DESCENDING)]),
+                IndexModel([("status", ASCENDING), ("created_position", DESCENDING)]),
+                IndexModel([("created_position", DESCENDING)]),
+                IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
+            ],
+        )
+
+    async def get(self, order_id: str) -> Order | None:
+        """The order, or None when there is none or its OrderCreated is not applied yet."""
+        orders = await self.collection()
+        document = await orders.find_one({"_id": order_id, **VISIBLE}, _BOOKKEEPING)
+        return None if document is None else Order.model_validate(document)
+
+    async def newest_first(
+        self,
+        *,
+        customer_id: str | None,
+        status: OrderStatus | None,
+        before: int | None,
+        limit: int,
+    ) -> list[Order]:
+        """Visible orders by created_position descending, those below ``before`` only."""
+        created_position: Document = dict(VISIBLE["created_position"])
+        if before is not None:
+            created_position["$lt"] = before
+        query: Document = {"created_position": created_position}
+        if customer_id is not None:
+            query["customer_id"] = customer_id
+        if status is not None:
+            query["status"] = status.value
+        orders = await self.collection()
+        cursor = orders.find(query, _BOOKKEEPING).sort("created_position", DESCENDING).limit(limit)
+        return [Order.model_validate(document) async for document in cursor]
+
+    async def pending_since(self, cutoff: datetime, *, limit: int) -> list[Order]:
+        """Visible orders still APPROVAL_PENDING created before ``cutoff``, oldest first."""
+        query: Document = {
+            "status": OrderStatus.APPROVAL_PENDING.value,
+            "created_at": {"$lt": cutoff},
+            **VISIBLE,
+        }
+        orders = await self.collection()
+        cursor = (
+            orders.find(query, _BOOKKEEPING)
+            .sort([("created_at", ASCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+        )
+        return [Order.model_validate(document) async for document in cursor]
+
+
+# Routes
+
 _CURSOR = re.compile(r"[1-9][0-9]{0,18}")  # a created_position (fits a BSON int64)
 
 _STALENESS_HEADERS: dict[str, Any] = {
@@ -146,17 +354,6 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
         "headers": _STALENESS_HEADERS,
     },
 }
-_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {
-        "description": "MongoDB is unreachable (retry).",
-        "headers": {
-            "Retry-After": {
-                "description": "Seconds to wait before retrying.",
-                "schema": {"type": "integer"},
-            },
-        },
-    },
-}
 _CONSISTENCY_DOC = """
 **Read-your-writes.** Pass the consistency token a command returned (header
 `X-Consistency-Token` or query `consistency_token`); the answer waits until the read
@@ -180,104 +377,36 @@ behind: each service's events reach the read model independently.
 
 
 @asynccontextmanager
-async def _read_models(app: FastAPI) -> AsyncIterator[None]:
-    database = cast(AsyncDatabase[Document], app.state.database)
-    live = cast(LiveCollections, app.state.live)
-    read_model = OrdersReadModel(database, live)
-    tickets = TicketsReadModel(database, live)
+async def _read_model_indexes(app: FastAPI) -> AsyncIterator[None]:
     try:  # idempotent
-        await read_model.ensure_indexes()
-        await tickets.ensure_indexes()
+        await read_model_of(app, ORDERS, kind=OrdersReadModel).ensure_indexes()
     except PyMongoError as error:
-        # The projections create theirs too; the API can serve without them.
-        log.warning("could not ensure the read models' indexes: %s", error)
-    app.state.read_model = read_model
-    app.state.tickets = tickets
+        # The projection creates them too; the API can serve without them.
+        log.warning("could not ensure the orders read model's indexes: %s", error)
     yield
 
 
-router = APIRouter(lifespan=_read_models)
+router = APIRouter(lifespan=_read_model_indexes)
 
 
 async def _read_model(request: Request) -> OrdersReadModel:
-    return cast(OrdersReadModel, request.app.state.read_model)
+    return read_model_of(request.app, ORDERS, kind=OrdersReadModel)
 
 
-async def _tickets(request: Request) -> TicketsReadModel:
-    return cast(TicketsReadModel, request.app.state.tickets)
-
-
-async def _settings(request: Request) -> QuerySettings:
-    return cast(QuerySettings, request.app.state.settings)
-
-
-async def consistency_token(
-    header: Annotated[
-        str | None,
-        Header(
-            alias="X-Consistency-Token",
-            description="Consistency token from a command (service:position:aggregate_id:version).",
-        ),
-    ] = None,
-    query: Annotated[
-        str | None,
-        Query(alias="consistency_token", description="Same as the X-Consistency-Token header."),
-    ] = None,
-) -> ConsistencyToken | None:
-    header, query = header or None, query or None  # empty: absent, as a missing one
-    if header is not None and query is not None and header != query:
-        raise HTTPException(400, "X-Consistency-Token and consistency_token disagree")
-    text = header if header is not None else query
-    if text is None:
-        return None
-    try:
-        token = ConsistencyToken.parse(text)
-    except InvalidToken as error:
-        raise HTTPException(400, str(error)) from None
-    if token.service != SERVICE:
-        raise HTTPException(
-            400, f"consistency token of service {token.service!r} does not apply to {SERVICE!r}"
-        )
-    return token
-
-
-ReadModel = Annotated[OrdersReadModel, Depends(_read_model)]
-Tickets = Annotated[TicketsReadModel, Depends(_tickets)]
-Settings = Annotated[QuerySettings, Depends(_settings)]
-Token = Annotated[ConsistencyToken | None, Depends(consistency_token)]
+Orders = Annotated[OrdersReadModel, Depends(_read_model)]
+Token = Annotated[ConsistencyToken | None, Depends(consistency_token(SERVICE))]
 Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(description="Opaque: a previous page's next_cursor.")]
-
-
-async def _catch_up(
-    read_model: OrdersReadModel, settings: QuerySettings, token: ConsistencyToken | None
-) -> Staleness:
-    """Wait for the token (if any), then snapshot the projection's progress."""
-    if token is not None:
-        reached = await read_model.wait_for_version(
-            token.aggregate_id, token.version, timeout=settings.read_your_writes_timeout
-        )
-        if not reached:
-            staleness = await read_model.staleness()
-            raise HTTPException(
-                503,
-                f"the read model has not caught up with consistency token {token} yet "
-                f"(order {token.aggregate_id} version {token.version} not applied within "
-                f"{settings.read_your_writes_timeout:g} s); retry later",
-                headers={"Retry-After": "1", **staleness.headers(datetime.now(UTC))},
-            )
-    return await read_model.staleness()
 
 
 async def _visible_order(
     order_id: UUID,
     response: Response,
     read_model: OrdersReadModel,
-    settings: QuerySettings,
     token: ConsistencyToken | None,
 ) -> Order:
     """The order (404 if not visible yet), with the staleness headers set."""
-    staleness = await _catch_up(read_model, settings, token)
+    staleness = await read_model.caught_up(token)
     order = await read_model.get(str(order_id))
     headers = staleness.headers(datetime.now(UTC))
     if order is None:
@@ -289,7 +418,6 @@ async def _visible_order(
 async def _order_page(
     response: Response,
     read_model: OrdersReadModel,
-    settings: QuerySettings,
     token: ConsistencyToken | None,
     *,
     customer_id: str | None,
@@ -303,7 +431,7 @@ async def _order_page(
         if not _CURSOR.fullmatch(cursor) or int(cursor) >= 2**63:
             raise HTTPException(400, "invalid cursor")
         before = int(cursor)
-    staleness = await _catch_up(read_model, settings, token)
+    staleness = await read_model.caught_up(token)
     # One more than asked tells whether another page follows.
     orders = await read_model.newest_first(
         customer_id=customer_id, status=status, before=before, limit=limit + 1
@@ -323,12 +451,11 @@ async def _order_page(
 async def get_order(
     order_id: UUID,
     response: Response,
-    read_model: ReadModel,
-    settings: Settings,
+    read_model: Orders,
     token: Token,
     caller: CustomerOrRestaurantOrOps,
 ) -> Order:
-    order = await _visible_order(order_id, response, read_model, settings, token)
+    order = await _visible_order(order_id, response, read_model, token)
     caller.authorize(
         f"order {order_id}", customer=order.customer_id, restaurant=order.restaurant_id
     )
@@ -345,12 +472,11 @@ async def get_order(
 async def get_order_timeline(
     order_id: UUID,
     response: Response,
-    read_model: ReadModel,
-    settings: Settings,
+    read_model: Orders,
     token: Token,
     caller: CustomerOrRestaurantOrOps,
 ) -> OrderTimeline:
-    order = await _visible_order(order_id, response, read_model, settings, token)
+    order = await _visible_order(order_id, response, read_model, token)
     caller.authorize(
         f"order {order_id}", customer=order.customer_id, restaurant=order.restaurant_id
     )
@@ -368,8 +494,7 @@ async def get_order_timeline(
 )
 async def list_orders(
     response: Response,
-    read_model: ReadModel,
-    settings: Settings,
+    read_model: Orders,
     token: Token,
     caller: CustomerOrOps,
     customer_id: Annotated[str | None, Query(min_length=1)] = None,
@@ -384,7 +509,6 @@ async def list_orders(
     return await _order_page(
         response,
         read_model,
-        settings,
         token,
         customer_id=customer_id,
         status=status,
@@ -405,8 +529,7 @@ async def list_orders(
 async def list_consumer_orders(
     consumer_id: Annotated[str, Path(min_length=1)],
     response: Response,
-    read_model: ReadModel,
-    settings: Settings,
+    read_model: Orders,
     token: Token,
     caller: CustomerOrOps,
     status: OrderStatus | None = None,
@@ -417,69 +540,12 @@ async def list_consumer_orders(
     return await _order_page(
         response,
         read_model,
-        settings,
         token,
         customer_id=consumer_id,
         status=status,
         limit=limit,
         cursor=cursor,
     )
-
-
-@router.get(
-    "/tickets/{order_id}",
-    tags=["tickets"],
-    summary="One kitchen ticket",
-    description="The ticket of an order (a ticket's id is its order's id), as the tickets "
-    "projection last applied it.",
-    responses={
-        404: {"description": "No such ticket (yet)."},
-        **_UNAVAILABLE,
-    },
-)
-async def get_ticket(order_id: UUID, tickets: Tickets, caller: RestaurantOrOps) -> Ticket:
-    ticket = await tickets.get(str(order_id))
-    if ticket is None:
-        raise HTTPException(404, f"ticket {order_id} not found")
-    caller.authorize(f"ticket {order_id}", restaurant=ticket.restaurant_id)
-    return ticket
-
-
-@router.get(
-    "/tickets",
-    tags=["tickets"],
-    summary="Kitchen tickets, most recently updated first",
-    description="Tickets by `updated_at` (the time of their last event), newest first, "
-    "optionally of one restaurant and/or in one status. Page with `limit` and the "
-    "`next_cursor` of the previous page (null on the last page). A ticket updated while "
-    "you page moves to the front: it may be missed by, or repeated in, later pages.",
-    responses={
-        400: {"description": "Malformed cursor."},
-        **_UNAVAILABLE,
-    },
-)
-async def list_tickets(
-    tickets: Tickets,
-    caller: RestaurantOrOps,
-    restaurant_id: Annotated[str | None, Query(min_length=1)] = None,
-    status: TicketStatus | None = None,
-    limit: Limit = 20,
-    cursor: Cursor = None,
-) -> TicketPage:
-    if not caller.is_ops:  # a restaurant lists its own tickets only
-        if restaurant_id is not None and restaurant_id != caller.subject:
-            raise Forbidden(f"the tickets of restaurant {restaurant_id} are not yours")
-        restaurant_id = caller.subject
-    after: TicketCursor | None = None
-    if cursor:  # an empty cursor is the first page, as a missing one
-        try:
-            after = TicketCursor.decode(cursor)
-        except InvalidCursor:
-            raise HTTPException(400, "invalid cursor") from None
-    page, following = await tickets.newest_first(
-        restaurant_id=restaurant_id, status=status, after=after, limit=limit
-    )
-    return TicketPage(items=page, next_cursor=following.encode() if following is not None else None)
 
 
 @router.get(
@@ -490,10 +556,10 @@ async def list_tickets(
     "ago, oldest first (at most `limit`), with their saga and timeline: the saga steps "
     "that have not answered show as null. The read model lags behind the services, so a "
     "saga listed here may have moved on already." + _SAGA_DOC,
-    responses=_UNAVAILABLE,
+    responses=STORE_UNAVAILABLE,
 )
 async def stuck_sagas(
-    read_model: ReadModel,
+    read_model: Orders,
     caller: OpsOnly,
     older_than: Annotated[
         float,

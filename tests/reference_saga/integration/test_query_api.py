@@ -21,7 +21,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from read_side.api import create_app
-from read_side.read_model import OrdersReadModel
+from read_side.orders import OrdersReadModel
 from read_side.settings import QuerySettings
 from tests.mongo_commands import CommandCounter
 from tests.support import bearer
@@ -129,11 +129,14 @@ def token(order_id: str, version: int, service: str = "orders", position: int = 
 
 @asynccontextmanager
 async def query_api(
-    mongo_url: str, database: str, *, timeout: float = 2.0
+    mongo_url: str, database: str, *, timeout: float = 2.0, mongodb_timeout: float = 5.0
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(
         QuerySettings(
-            mongodb_url=mongo_url, mongodb_database=database, read_your_writes_timeout=timeout
+            mongodb_url=mongo_url,
+            mongodb_database=database,
+            read_your_writes_timeout=timeout,
+            mongodb_timeout=mongodb_timeout,
         )
     )
     async with (
@@ -178,8 +181,8 @@ async def test_unreachable_mongo_gives_503_on_health_and_orders() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    url = f"mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300"
-    async with query_api(url, "unreachable") as client:
+    url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    async with query_api(url, "unreachable", mongodb_timeout=0.3) as client:
         health = await client.get("/health")
         assert health.status_code == 503
         assert health.json()["status"] != "ok"

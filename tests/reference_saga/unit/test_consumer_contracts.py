@@ -26,7 +26,7 @@ from contracts.registry import editions, readable_types
 from contracts.schemas import SchemaDirectory
 from projections.orders import ORDERS
 from projections.tickets import TICKETS
-from tests.examples import PLACE_ORDER
+from tests.reference_saga.examples import PLACE_ORDER
 from write_side.accounting import domain as accounting_domain
 from write_side.accounting import relay as accounting_relay
 from write_side.accounting import saga as accounting_saga

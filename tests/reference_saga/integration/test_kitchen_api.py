@@ -103,10 +103,10 @@ def test_a_ticket_shows_its_state_and_reason(client):
     application = client.app.state.kitchen
     register(client)
     pending_id, rejected_id = uuid.uuid4(), uuid.uuid4()
-    application.save(*application.create_ticket(pending_id, "rest-1", "c-1", [PIZZA], 2500))
+    application.create_ticket(pending_id, "rest-1", "c-1", [PIZZA], 2500)
     client.post("/restaurants/rest-1/close")
-    application.save(*application.create_ticket(rejected_id, "rest-1", "c-1", [PIZZA], 2500))
-    application.save(*application.approve_ticket(pending_id))
+    application.create_ticket(rejected_id, "rest-1", "c-1", [PIZZA], 2500)
+    application.approve_ticket(pending_id)
 
     approved = client.get(f"/tickets/{pending_id}")
     rejected = client.get(f"/tickets/{rejected_id}")

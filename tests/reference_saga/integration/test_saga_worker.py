@@ -14,13 +14,13 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from tests.integration.test_consumers_accounting_reactions import order_created
 
 from contracts import consumers, orders
 from kernel.kafka import ensure_topics
 from kernel.messaging import dead_letter_topic
 from tests import processes
 from tests.integration.kafka_reading import read_all
-from tests.integration.test_consumers_accounting_reactions import order_created
 from tests.support import wait_for
 from write_side.consumers import relay as consumers_relay
 from write_side.consumers.bootstrap import build_application

@@ -360,9 +360,8 @@ def test_a_consumer_still_on_v1_skips_the_v2_copy_and_reacts_to_the_v1_one(consu
     """In the transition period both majors are published: a v1 reader keeps working."""
     seen: list[orders.OrderCreatedV1] = []
 
-    def record(event: orders.OrderCreatedV1, _: Envelope) -> list[Any]:
+    def record(event: orders.OrderCreatedV1, _: Envelope) -> None:
         seen.append(event)
-        return []
 
     legacy = Reactor(consumers_app, "legacy-saga", [Reaction(orders.OrderCreatedV1, record)])
     v2 = order_created(str(uuid4()))
@@ -458,7 +457,7 @@ def test_a_conflict_on_the_account_is_decided_again_on_its_fresh_state(
     it again on the fresh Account, and the limit holds."""
     accounting_app.open_account("cust-1", LIMIT)
     first, second = str(uuid4()), str(uuid4())
-    authorize = accounting_app.authorize
+    authorize, save = accounting_app.authorize, accounting_app.save
     decided: list[str] = []
     other_worker = build_accounting(
         AccountingSettings(
@@ -468,17 +467,22 @@ def test_a_conflict_on_the_account_is_decided_again_on_its_fresh_state(
     )
     other_reactor = Reactor(other_worker, "accounting-saga", accounting_reactions(other_worker))
 
-    def authorize_while_the_other_slips_in(order_id: str, consumer_id: str, amount: int):
-        decision = authorize(order_id, consumer_id, amount)
+    def counted_authorize(order_id: str, consumer_id: str, amount: int) -> None:
         decided.append(order_id)
+        authorize(order_id, consumer_id, amount)
+
+    def save_once_the_other_slipped_in(*aggregates: Any) -> Any:
+        """The first ticket is decided on the Account it read: the other worker
+        authorizes the second before that decision is saved."""
         if decided == [first]:
             other = message(ticket_created(second, 6000), kitchen.TOPIC, 0, partition=1)
             with ThreadPoolExecutor(1) as elsewhere:  # another process's worker, meanwhile
                 assert elsewhere.submit(other_reactor.react, other).result() is None
             decided.append(second)
-        return decision
+        return save(*aggregates)
 
-    monkeypatch.setattr(accounting_app, "authorize", authorize_while_the_other_slips_in)
+    monkeypatch.setattr(accounting_app, "authorize", counted_authorize)
+    monkeypatch.setattr(accounting_app, "save", save_once_the_other_slipped_in)
     try:
         result = accounting_reactor.react(
             message(ticket_created(first, 6000), kitchen.TOPIC, 0, partition=0)

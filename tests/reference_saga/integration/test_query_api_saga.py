@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
-
 from tests.integration.test_query_api import (
     Document,
     api,

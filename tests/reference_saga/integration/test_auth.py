@@ -21,14 +21,14 @@ from typing import Any
 import httpx
 import pytest
 from pymongo import MongoClient
+from tests.integration.test_query_api import now_ms, order_doc
+from tests.integration.test_query_api_saga import ticket_doc
 
 from devstack.gateway import Gateway, GatewaySettings, discover_apis, envoy_config, write_config
 from devstack.servers import REPO_ROOT, free_port
 from kernel.application import open_application
 from tests import processes
-from tests.examples import DELIVERY_ADDRESS
-from tests.integration.test_query_api import now_ms, order_doc
-from tests.integration.test_query_api_saga import ticket_doc
+from tests.reference_saga.examples import DELIVERY_ADDRESS
 from tests.support import bearer
 from tests.token_attacks import ATTACKS, attack_token
 from write_side.kitchen.application import KitchenApplication
@@ -57,7 +57,7 @@ def _seed_kitchen(url: str, order_id: uuid.UUID) -> None:
         kitchen.register_restaurant(RESTAURANT, "A", ["pizza"])
         kitchen.register_restaurant(OTHER_RESTAURANT, "B", ["pizza"])
         pizza = [{"menu_item_id": "pizza", "quantity": 1, "unit_price_cents": 1000}]
-        kitchen.save(*kitchen.create_ticket(order_id, RESTAURANT, CUSTOMER, pizza, 1000))
+        kitchen.create_ticket(order_id, RESTAURANT, CUSTOMER, pizza, 1000)
     finally:
         kitchen.close()
 

@@ -18,8 +18,8 @@ from pymongo import MongoClient
 
 from tests import processes
 from tests.api_headers import request_headers
-from tests.examples import PLACE_ORDER
 from tests.http_wire import Answer, Wire
+from tests.reference_saga.examples import PLACE_ORDER
 
 BODY_READ_TIMEOUT = 2.0
 APPS = {

@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from contracts.consistency import ConsistencyToken
-from tests.examples import PLACE_ORDER
-from tests.stores import orders_settings
+from tests.reference_saga.examples import PLACE_ORDER
+from tests.reference_saga.stores import orders_settings
 from tests.support import bearer
 from write_side.orders.api import create_app
 

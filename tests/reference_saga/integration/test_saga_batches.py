@@ -10,6 +10,11 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from tests.integration.test_consumers_accounting_reactions import (
+    message,
+    order_created,
+    published,
+)
 
 from contracts import consumers, orders
 from kernel.kafka import ensure_topics, reliable_producer, stop_producer
@@ -18,11 +23,6 @@ from kernel.reactions import Reaction, Reactor
 from kernel.saga import handle
 from tests.batching import commits_of
 from tests.integration.kafka_reading import read_all
-from tests.integration.test_consumers_accounting_reactions import (
-    message,
-    order_created,
-    published,
-)
 from write_side.consumers import relay as consumers_relay
 from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.bootstrap import build_application
@@ -123,14 +123,11 @@ async def test_a_reaction_failing_with_no_failure_to_record_is_dead_lettered_the
 ):
     app.register_consumer("cust-1", "Ann")
 
-    def verify_or_raise(event: orders.OrderCreated, _: Any) -> Any:
+    def verify_or_raise(event: orders.OrderCreated, _: Any) -> None:
         if event.customer_id == "cust-broken":
             raise RuntimeError("cannot decide")
         items = [item.model_dump() for item in event.line_items]
-        verification = app.verify(
-            event.order_id, event.customer_id, event.restaurant_id, items, event.total_cents
-        )
-        return [verification] if verification is not None else []
+        app.verify(event.order_id, event.customer_id, event.restaurant_id, items, event.total_cents)
 
     reactor = Reactor(app, "consumers-saga", [Reaction(orders.OrderCreated, verify_or_raise)])
     a, b, c = (str(uuid4()) for _ in range(3))

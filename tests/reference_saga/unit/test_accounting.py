@@ -270,55 +270,63 @@ def test_an_unknown_account_is_not_found(app, command):
     assert app.recorder.max_notification_id() is None
 
 
-def test_authorize_returns_the_account_and_the_authorization_to_save_together(app):
+def authorize(app: AccountingApplication, order_id: str, consumer_id: str, amount: int):
+    """Run the authorize command; the Authorization it saved."""
+    app.authorize(order_id, consumer_id, amount)
+    return app.get_authorization(order_id)
+
+
+def test_authorize_saves_the_account_and_the_authorization_together(app):
     app.open_account("cust-1", LIMIT)
     order_id = str(uuid4())
 
-    account, authorization = app.authorize(order_id, "cust-1", 2500)
+    app.authorize(order_id, "cust-1", 2500)
 
-    assert app.recorder.max_notification_id() == 1, "authorize decides; the caller saves"
-    assert isinstance(account, Account) and account.authorized_total_cents == 2500
-    assert isinstance(authorization, Authorization) and authorization.authorized
-    app.save(account, authorization)
+    assert app.recorder.max_notification_id() == 3, "one event each, in one save"
     assert app.get_account("cust-1").authorized_total_cents == 2500
-    assert app.get_authorization(order_id).amount_cents == 2500
+    authorization = app.get_authorization(order_id)
+    assert authorization.authorized and authorization.amount_cents == 2500
 
 
-def test_a_second_authorize_for_the_same_order_returns_nothing(app):
+def test_a_second_authorize_for_the_same_order_saves_nothing(app):
     app.open_account("cust-1", LIMIT)
     order_id = str(uuid4())
-    app.save(*app.authorize(order_id, "cust-1", 2500))
+    app.authorize(order_id, "cust-1", 2500)
 
-    assert app.authorize(order_id, "cust-1", 2500) == []
-    assert app.fail_authorization(order_id, "cust-1", "boom") == []
+    app.authorize(order_id, "cust-1", 2500)
+    app.fail_authorization(order_id, "cust-1", "boom")
+
+    assert app.recorder.max_notification_id() == 3
     assert app.get_account("cust-1").authorized_total_cents == 2500
 
 
-def test_a_second_failed_authorize_for_the_same_order_returns_nothing(app):
+def test_a_second_failed_authorize_for_the_same_order_saves_nothing(app):
     order_id = str(uuid4())
-    app.save(*app.authorize(order_id, "cust-9", 2500))
+    app.authorize(order_id, "cust-9", 2500)
 
-    assert app.authorize(order_id, "cust-9", 2500) == []
+    app.authorize(order_id, "cust-9", 2500)
+
+    assert app.recorder.max_notification_id() == 1
 
 
 def test_authorizations_add_up_across_orders_until_the_limit(app):
     app.open_account("cust-1", LIMIT)
-    app.save(*app.authorize(str(uuid4()), "cust-1", 4000))
-    app.save(*app.authorize(str(uuid4()), "cust-1", 5000))
+    app.authorize(str(uuid4()), "cust-1", 4000)
+    app.authorize(str(uuid4()), "cust-1", 5000)
 
-    [refused] = app.authorize(str(uuid4()), "cust-1", 2500)
-    exact = app.authorize(str(uuid4()), "cust-1", 1000)
+    refused = authorize(app, str(uuid4()), "cust-1", 2500)
+    exact = authorize(app, str(uuid4()), "cust-1", 1000)
 
     assert not refused.authorized
     assert refused.reason == "over the credit limit: 9000 + 2500 > 10000"
-    assert [type(a) for a in exact] == [Account, Authorization]
-    assert exact[1].authorized and exact[0].authorized_total_cents == LIMIT
+    assert exact.authorized
+    assert app.get_account("cust-1").authorized_total_cents == LIMIT
 
 
 def test_without_an_account_the_authorization_fails(app):
     order_id = str(uuid4())
 
-    [authorization] = app.authorize(order_id, "cust-9", 2500)
+    authorization = authorize(app, order_id, "cust-9", 2500)
 
     assert str(authorization.id) == order_id
     assert (authorization.authorized, authorization.reason) == (
@@ -331,10 +339,9 @@ def test_with_a_blocked_card_the_authorization_fails_and_the_account_is_untouche
     app.open_account("cust-1", LIMIT)
     app.block_card("cust-1", "stolen")
 
-    [authorization] = app.authorize(str(uuid4()), "cust-1", 2500)
+    authorization = authorize(app, str(uuid4()), "cust-1", 2500)
 
     assert authorization.reason == "card blocked: stolen"
-    app.save(authorization)
     assert app.get_account("cust-1").authorized_total_cents == 0
 
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft7Validator
+from tests.integration.test_query_api import query_api
 
 from contracts import registry
 from contracts.asyncapi import document
 from contracts.schemas import schema_of
-from tests.integration.test_query_api import query_api
 
-ASYNCAPI_SCHEMA = Path(__file__).parents[1] / "fixtures" / "asyncapi-3.0.0.schema.json.gz"
+ASYNCAPI_SCHEMA = Path(__file__).parents[2] / "fixtures" / "asyncapi-3.0.0.schema.json.gz"
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ def test_block_then_unblock(client):
 def test_the_authorized_total_shows_what_the_saga_authorized(client):
     open_account(client)
     application = client.app.state.accounting
-    application.save(*application.authorize(str(uuid4()), "cust-1", 2500))
+    application.authorize(str(uuid4()), "cust-1", 2500)
 
     account = client.get("/accounts/cust-1").json()
 

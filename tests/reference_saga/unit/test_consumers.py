@@ -207,8 +207,10 @@ def app():
     application.close()
 
 
-def verify(app: ConsumersApplication, order_id: str, consumer_id: str = "cust-1"):
-    return app.verify(order_id, consumer_id, "restaurant-1", ITEMS, TOTAL)
+def verify(app: ConsumersApplication, order_id: str, consumer_id: str = "cust-1") -> Verification:
+    """Run the verify command; the Verification it saved."""
+    app.verify(order_id, consumer_id, "restaurant-1", ITEMS, TOTAL)
+    return app.get_verification(order_id)
 
 
 def test_register_then_deactivate_then_reactivate_reload_from_the_store(app):
@@ -254,15 +256,15 @@ def test_given_an_active_consumer_when_verified_then_a_verified_verification(app
 
     verification = verify(app, order_id)
 
-    assert verification is not None and verification.verified
+    assert verification.verified
     assert str(verification.id) == order_id
-    assert app.recorder.max_notification_id() == 1, "verify decides; the caller saves"
+    assert app.recorder.max_notification_id() == 2
 
 
 def test_given_an_unknown_consumer_when_verified_then_failed_not_registered(app):
     verification = verify(app, str(uuid4()), "cust-9")
 
-    assert verification is not None and not verification.verified
+    assert not verification.verified
     assert verification.reason == "consumer cust-9 is not registered"
 
 
@@ -272,7 +274,7 @@ def test_given_a_deactivated_consumer_when_verified_then_failed_with_the_reason(
 
     verification = verify(app, str(uuid4()))
 
-    assert verification is not None and not verification.verified
+    assert not verification.verified
     assert verification.reason == "consumer cust-1 is deactivated: unpaid bills"
 
 
@@ -283,17 +285,19 @@ def test_given_a_reactivated_consumer_when_verified_then_verified(app):
 
     verification = verify(app, str(uuid4()))
 
-    assert verification is not None and verification.verified
+    assert verification.verified
 
 
-def test_given_a_saved_verification_when_verified_again_then_none(app):
+def test_given_a_saved_verification_when_verified_again_then_nothing_is_saved(app):
     app.register_consumer("cust-1", "Ann")
     order_id = str(uuid4())
-    app.save(verify(app, order_id))
+    verify(app, order_id)
 
-    assert verify(app, order_id) is None
-    assert app.fail_verification(order_id, "cust-1", "boom") is None
+    app.verify(order_id, "cust-1", "restaurant-1", ITEMS, TOTAL)
+    app.fail_verification(order_id, "cust-1", "boom")
+
     assert app.get_verification(order_id).verified
+    assert app.recorder.max_notification_id() == 2
 
 
 def test_given_a_saved_verification_when_another_is_saved_for_the_order_then_it_collides(app):
@@ -305,10 +309,10 @@ def test_given_a_saved_verification_when_another_is_saved_for_the_order_then_it_
     assert app.recorder.max_notification_id() == 1
 
 
-def test_fail_verification_gives_a_failed_verification_with_the_reason(app):
+def test_fail_verification_saves_a_failed_verification_with_the_reason(app):
     order_id = str(uuid4())
 
-    verification = app.fail_verification(order_id, "cust-1", "RuntimeError: boom")
+    app.fail_verification(order_id, "cust-1", "RuntimeError: boom")
 
-    assert verification is not None
+    verification = app.get_verification(order_id)
     assert (verification.verified, verification.reason) == (False, "RuntimeError: boom")

@@ -14,7 +14,7 @@ from contracts.envelope import Envelope
 from kernel.kafka import ensure_topics, stop_producer
 from kernel.relay import Relay, build_relay
 from tests.integration.kafka_reading import read_topic
-from tests.stores import orders_settings
+from tests.reference_saga.stores import orders_settings
 from write_side.orders.application import OrdersApplication
 from write_side.orders.bootstrap import build_application
 from write_side.orders.relay import to_contract

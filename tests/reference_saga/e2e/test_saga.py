@@ -20,8 +20,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from devstack.servers import KafkaBroker, free_port
 from kernel.kafka import ensure_topics
 from tests import processes
-from tests.examples import DELIVERY_ADDRESS
 from tests.integration.kafka_reading import read_all
+from tests.reference_saga.examples import DELIVERY_ADDRESS
 from tests.support import bearer, wait_for
 
 SERVICES = ("orders", "consumers", "kitchen", "accounting")

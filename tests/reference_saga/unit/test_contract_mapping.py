@@ -10,7 +10,7 @@ from eventsourcing.domain import Aggregate, event
 from contracts import ContractError, Envelope, decode_envelope, parse_data
 from contracts import orders as contract
 from contracts.consistency import ConsistencyToken, InvalidToken
-from tests.examples import PLACE_ORDER
+from tests.reference_saga.examples import PLACE_ORDER
 from write_side.orders.domain import Order
 from write_side.orders.relay import to_contract
 

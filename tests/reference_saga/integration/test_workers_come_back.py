@@ -30,8 +30,8 @@ from kernel.messaging import dead_letter_topic
 from projections.orders import ORDERS as ORDERS_PROJECTION
 from tests import processes
 from tests.integration.kafka_reading import read_all
-from tests.integration.test_consumers_accounting_reactions import order_created
-from tests.integration.test_projection import Sequence
+from tests.reference_saga.integration.test_consumers_accounting_reactions import order_created
+from tests.reference_saga.integration.test_projection import Sequence
 from tests.support import wait_for_async
 from write_side.consumers import relay as consumers_relay
 from write_side.consumers.bootstrap import build_application
@@ -276,30 +276,3 @@ async def test_the_projections_worker_killed_mid_stream_comes_back_with_every_do
 
 async def _at_least(count: Awaitable[int], expected: int) -> bool:
     return await count >= expected
-
-
-async def test_a_second_copy_of_a_worker_with_the_same_instance_slot_refuses_to_start(
-    kafka: str, tmp_path: Path
-) -> None:
-    """Two live members with one instance id would take the partitions from each other in
-    turn (the local broker fences neither): the second copy on this machine stops."""
-    topic = f"copies-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(kafka, {topic: 1})
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka,
-        "BATCHES_TOPIC": topic,
-        "BATCHES_GROUP_ID": f"copies-{uuid.uuid4().hex[:8]}",
-        "BATCHES_DIR": str(tmp_path),
-    }
-    app = "tests.kernel_example.batches:app"
-    first = processes.faust_worker("first", app, env, tmp_path)
-    second = processes.faust_worker("second", app, env | {"WORKER_INSTANCE": "0"}, tmp_path)
-    other_slot = processes.faust_worker("other", app, env | {"WORKER_INSTANCE": "1"}, tmp_path)
-    try:
-        second.popen.wait(timeout=60)
-        assert second.popen.returncode != 0
-        assert f"is in use by pid {first.pid}" in second.log(), second.log()
-        assert first.alive() and other_slot.alive(), processes.logs(first, other_slot)
-    finally:
-        for worker in (first, second, other_slot):
-            worker.stop()

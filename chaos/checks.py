@@ -7,6 +7,7 @@ to look for its cause: the order's number, kind and id, what was expected, what 
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from chaos.observe import Sample
 from chaos.stores import Stores, event_name
-from chaos.system import SERVICES
+from chaos.system import PARTITIONS, SERVICES
 from chaos.workload import PlacedOrder
 from devstack.run import DEAD_LETTER_TOPICS
 from kernel.projection_catalog import Catalog
@@ -302,6 +303,54 @@ async def _difference(db: AsyncDatabase[Any], live: str, new: str, document_id: 
     fields = sorted(k for k in {*left, *right} if k != "_rev" and left.get(k) != right.get(k))
     shown = "; ".join(f"{k}: live {left.get(k)!r}, rebuilt {right.get(k)!r}" for k in fields)
     return f"  {document_id}: {shown}"
+
+
+async def published(stores: Stores, bootstrap: str) -> Check:
+    """Every public event of each store is on its service's topic (by its CloudEvents
+    id): an event missing there was lost between the store and the broker (the relay, or
+    the broker), not by a consumer."""
+    check = Check("every stored event is on its topic")
+    counts = []
+    for service in SERVICES:
+        relay = importlib.import_module(f"write_side.{service}.relay")
+        log = store_log(service, stores.apps[service], relay.to_contract)
+        stored = {}
+        for notification in await asyncio.to_thread(stores.notifications, service):
+            envelope = log.envelope(notification)
+            if envelope is not None:
+                stored[envelope.id] = (notification.id, envelope)
+        on_topic = await _topic_ids(bootstrap, service)
+        missing = [stored[i] for i in stored.keys() - on_topic]
+        for position, envelope in sorted(missing, key=lambda m: m[0]):
+            check.problems.append(
+                f"{service}: {envelope.type} of {envelope.subject} (position {position}, "
+                f"version {envelope.aggregateversion}, {envelope.time:%H:%M:%S.%f}) is not "
+                f"on the topic"
+            )
+        counts.append(f"{service} {len(stored)} events, {len(on_topic)} distinct on the topic")
+    check.summary = "; ".join(counts)
+    return check
+
+
+async def _topic_ids(bootstrap: str, topic: str) -> set[str]:
+    """The CloudEvents ids (`ce_id` headers) of every message of the topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    ids: set[str] = set()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    headers = dict(record.headers)
+                    ids.add(headers["ce_id"].decode())
+    finally:
+        await consumer.stop()
+    return ids
 
 
 async def dead_letters(bootstrap: str) -> Check:

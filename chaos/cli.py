@@ -2,8 +2,8 @@
 
 Round i of a run with `--seed S` uses seed S + i - 1, so any round can be run again alone:
 `python -m chaos --seed <its seed> --rounds 1`. Everything runs on 127.0.0.1 in a
-temporary folder, removed at the end; a failed round's logs are copied to
-`var/chaos/seed-<seed>/` first.
+temporary folder, removed at the end; a failed round's folder (logs, stores, the broker's
+data) is copied to `var/chaos/seed-<seed>/` first.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from devstack.servers import REPO_ROOT, MongoServer, ensure_secantus_venv
 log = logging.getLogger("chaos")
 
 ALL_KINDS = (*KINDS, *SERVERS)
-KEPT_LOGS = REPO_ROOT / "var" / "chaos"
+KEPT = REPO_ROOT / "var" / "chaos"
 
 
 def run(rounds: int, seed: int, settings: RoundSettings) -> list[RoundResult]:
@@ -48,17 +48,18 @@ def run(rounds: int, seed: int, settings: RoundSettings) -> list[RoundResult]:
                     result.seconds.get("total", 0),
                 )
                 if not result.passed:
-                    result.logs = keep_logs(round_work, round_seed)
+                    result.logs = keep(round_work, round_seed)
                 shutil.rmtree(round_work, ignore_errors=True)
                 results.append(result)
     return results
 
 
-def keep_logs(round_work: Path, seed: int) -> Path:
-    kept = KEPT_LOGS / f"seed-{seed}"
+def keep(round_work: Path, seed: int) -> Path:
+    """A copy of the failed round's folder, to look into; returns where its logs are."""
+    kept = KEPT / f"seed-{seed}"
     shutil.rmtree(kept, ignore_errors=True)
-    shutil.copytree(round_work / "logs", kept, dirs_exist_ok=True)
-    return kept
+    shutil.copytree(round_work, kept, dirs_exist_ok=True)
+    return kept / "logs"
 
 
 def kinds(value: str) -> tuple[str, ...]:

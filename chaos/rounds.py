@@ -326,6 +326,7 @@ async def run_checks(
             checks.accounts(facts),
             await checks.read_models(orders, facts, db),
             await checks.rebuilds(stores, db, bootstrap),
+            await checks.published(stores, bootstrap),
             await checks.dead_letters(bootstrap),
             await checks.lags(final, db, bootstrap),
         ]

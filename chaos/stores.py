@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.persistence import Notification
+
 from kernel.application import ServiceApplication
 
 READ_BATCH = 1000
@@ -54,17 +56,18 @@ class Stores:
         app = self.apps[service]
         return app.recorder.max_tracking_id(f"relay:{service}") or 0
 
+    def notifications(self, service: str) -> list[Notification]:
+        """Every notification of the service's log, in order."""
+        recorder = self.apps[service].recorder
+        found: list[Notification] = []
+        while batch := recorder.select_notifications(found[-1].id + 1 if found else 1, READ_BATCH):
+            found += batch
+        return found
+
     def events(self, service: str) -> list[Any]:
         """Every domain event of the service's log, in notification order."""
-        app = self.apps[service]
-        found: list[Any] = []
-        start = 1
-        while True:
-            notifications = app.recorder.select_notifications(start, READ_BATCH)
-            if not notifications:
-                return found
-            found += [app.mapper.to_domain_event(n) for n in notifications]
-            start = notifications[-1].id + 1
+        mapper = self.apps[service].mapper
+        return [mapper.to_domain_event(n) for n in self.notifications(service)]
 
     def histories(self, service: str) -> dict[UUID, list[Any]]:
         """Each aggregate's events, by aggregate id."""

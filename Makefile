@@ -2,7 +2,7 @@
 #
 #   make run    start the broker, MongoDB-compatible server and every process
 #   make test   run the test suite against real local servers
-#   make lint   ruff + mypy + the contracts' compatibility check
+#   make lint   ruff + mypy + the contracts' compatibility check + generated files current
 #   make bench  every benchmark beside its raw baseline -> docs/benchmarks.md, docs/img/
 #   make chaos  the saga under load while processes are killed, 20 seeded rounds -> docs/chaos.md
 #   make clean  remove var/ and both virtual environments
@@ -61,6 +61,7 @@ lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/cqrs contracts check
+	$(VENV)/bin/cqrs generate --check
 
 # `make bench BENCH_ARGS='relay --quick'` runs one scenario; `python -m bench --list` names them.
 bench: $(VENV_STAMP) secantus

@@ -125,19 +125,16 @@ class Workload:
         restaurant = "nowhere" if outcome == 2 else "rest"
         order_id = self.orders.place_order(customer, restaurant, ADDRESS, LINE_ITEMS).order_id
         order = str(order_id)
-        verification = self.consumers.verify(order, customer, restaurant, LINE_ITEMS, TOTAL)
-        assert verification is not None
-        self.consumers.save(verification)
+        self.consumers.verify(order, customer, restaurant, LINE_ITEMS, TOTAL)
         if outcome == 1:
             self.orders.reject_order(order_id, "consumer unknown", "consumers")
             return
-        tickets = self.kitchen.create_ticket(order_id, restaurant, customer, LINE_ITEMS, TOTAL)
-        self.kitchen.save(*tickets)
+        self.kitchen.create_ticket(order_id, restaurant, customer, LINE_ITEMS, TOTAL)
         if outcome == 2:
             self.orders.reject_order(order_id, "restaurant unknown", "kitchen")
             return
-        self.accounting.save(*self.accounting.authorize(order, customer, TOTAL))
-        self.kitchen.save(*self.kitchen.approve_ticket(order_id))
+        self.accounting.authorize(order, customer, TOTAL)
+        self.kitchen.approve_ticket(order_id)
         self.orders.approve_order(order_id)
         if outcome == 3:
             self.orders.cancel_order(order_id, "changed my mind")

@@ -2,7 +2,8 @@
 
 from pydantic import Field
 
-from contracts.base import ContractEvent, OrderId
+from contracts.base import ContractEvent
+from contracts.orders import OrderId
 
 TOPIC = "accounting"
 

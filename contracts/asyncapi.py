@@ -84,14 +84,10 @@ def document() -> dict[str, Any]:
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "version": installed_version("cqrs-template"),
-            # cqrs-reference-saga: begin
-            "title": "Event contracts of the createOrder saga",
-            "description": "The integration events the orders, consumers, kitchen and "
-            "accounting services publish on Kafka. Versioning rules: contracts/README.md.",
-            # cqrs-reference-saga: end
-            # cqrs-reference-saga: instead "title": "Event contracts",
-            # cqrs-reference-saga: instead "description": "The integration events the services publish on Kafka. "
-            # cqrs-reference-saga: instead "Versioning rules: contracts/README.md.",
+            "title": "Event contracts",
+            "description": "The integration events the "
+            + ", ".join(service.TOPIC for service in registry.SERVICE_CONTRACTS)
+            + " services publish on Kafka. Versioning rules: contracts/README.md.",
         },
         "defaultContentType": CONTENT_TYPE,
         "channels": channels,

@@ -1,16 +1,8 @@
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
-OrderId = Annotated[
-    str,
-    Field(
-        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
-        description="The order's UUID (lower case, with dashes); saga aggregates use it as id.",
-    ),
-]
+from pydantic import BaseModel, ConfigDict
 
 
 class ContractEvent(BaseModel):

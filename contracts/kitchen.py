@@ -2,8 +2,8 @@
 
 from pydantic import Field
 
-from contracts.base import ContractEvent, OrderId
-from contracts.orders import LineItem
+from contracts.base import ContractEvent
+from contracts.orders import LineItem, OrderId
 
 TOPIC = "kitchen"
 

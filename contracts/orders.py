@@ -1,10 +1,20 @@
 """Integration events published by the orders service (topic ``orders``)."""
 
+from typing import Annotated
+
 from pydantic import Field
 
-from contracts.base import ContractEvent, Conversion, OrderId
+from contracts.base import ContractEvent, Conversion
 
 TOPIC = "orders"
+
+OrderId = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="The order's UUID (lower case, with dashes); saga aggregates use it as id.",
+    ),
+]
 
 
 class LineItem(ContractEvent):

@@ -8,26 +8,12 @@ from types import ModuleType
 from pydantic import ValidationError
 
 from contracts.base import ContractEvent, Conversion
+from contracts.discovery import modules_where
 from contracts.envelope import Envelope
 
-# cqrs-reference-saga: begin
-# isort: split
-from contracts import accounting, consumers, kitchen, orders
-
-# isort: split
-# cqrs-reference-saga: end
-# cqrs-scaffold: contract imports
-
-SERVICE_CONTRACTS: tuple[ModuleType, ...] = (
-    # cqrs-reference-saga: begin
-    orders,
-    consumers,
-    kitchen,
-    accounting,
-    # cqrs-reference-saga: end
-    # cqrs-scaffold: service contracts
-)
-"""Each service's contract module: its ``TOPIC`` and the events it publishes."""
+SERVICE_CONTRACTS: tuple[ModuleType, ...] = tuple(modules_where("contracts", "TOPIC"))
+"""Each service's contract module, found by its ``TOPIC`` (`contracts/<domain>.py`, in
+name order): the topic and the events it publishes."""
 
 CURRENT_EVENTS: tuple[type[ContractEvent], ...] = tuple(
     model for service in SERVICE_CONTRACTS for model in service.EVENTS

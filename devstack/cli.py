@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from devstack import contract_tools, gateway, identity, run
 from operations import dead_letters, replay
 from scaffold import commands as scaffold
-from scaffold import prune
+from scaffold import generated, prune
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -25,6 +25,7 @@ REGISTRARS: list[Registrar] = [
     replay.register,
     scaffold.register,
     prune.register,
+    generated.register,
 ]
 
 

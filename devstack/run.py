@@ -7,8 +7,9 @@
 4. make the local signing key (var/auth) and start the Envoy gateway, its configuration
    generated from the Procfile's APIs (`devstack/gateway.py`);
 5. run honcho on the Procfile, with `<NAME>_API_PROCESSES` processes of each API (scale-out:
-   the others on free ports, all behind the gateway), the settings exported, each
-   process's output to `var/log/<process>.log` (`devstack/console.py`);
+   the others on free ports, all behind the gateway), and `RELAY_PROCESSES` (2) of each
+   relay (one leads, the others stand by), the settings exported, each process's output
+   to `var/log/<process>.log` (`devstack/console.py`);
 6. once every API answers, print the addresses; show the demo's summary, and any process
    that exits with its code and the last lines of its log;
 7. on Ctrl-C / SIGTERM, or when honcho exits, stop honcho, then the servers, by PID.
@@ -56,6 +57,7 @@ from devstack.servers import (
     port_is_free,
     run_sync,
 )
+from devstack.services import api_ports
 from kernel.dead_letters import records_topic
 from kernel.kafka import TopicMismatch, ensure_topics
 from kernel.messaging import dead_letter_topic
@@ -66,16 +68,7 @@ SERVICES = SERVICE_TOPICS
 DEAD_LETTER_TOPICS = tuple(dead_letter_topic(topic) for topic in SERVICE_TOPICS)
 REPUBLISHED_TOPICS = tuple(records_topic(topic) for topic in DEAD_LETTER_TOPICS)
 """Where `cqrs dead-letters republish` records what it sent back (ADR 12)."""
-API_PORTS = {
-    "QUERY_API_PORT": "8001",
-    # cqrs-reference-saga: begin
-    "ORDERS_API_PORT": "8000",
-    "CONSUMERS_API_PORT": "8002",
-    "KITCHEN_API_PORT": "8003",
-    "ACCOUNTING_API_PORT": "8004",
-    # cqrs-reference-saga: end
-    # cqrs-scaffold: api ports
-}
+API_PORTS = {name: str(port) for name, port in api_ports().items()}
 """Each HTTP process's port; `<NAME>_API_URL` follows it."""
 DEFAULT_VAR_DIR = REPO_ROOT / "var"
 HONCHO_STOP_TIMEOUT = 20.0  # honcho itself SIGKILLs its processes 5 s after SIGTERM
@@ -104,6 +97,8 @@ def default_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
         # The one entry point (docs/gateway.md); its admin interface on 127.0.0.1 only.
         "GATEWAY_PORT": env.get("GATEWAY_PORT", "8080"),
         "GATEWAY_ADMIN_PORT": env.get("GATEWAY_ADMIN_PORT", "9901"),
+        # Relays per service: one leads, the others stand by (docs/adr/0029).
+        "RELAY_PROCESSES": "2",
     }
     defaults["GATEWAY_URL"] = f"http://127.0.0.1:{defaults['GATEWAY_PORT']}"
     for service in SERVICES:
@@ -317,6 +312,24 @@ def scale_out(procfile_text: str, env: Mapping[str, str]) -> tuple[str, dict[str
     return "\n".join(lines) + "\n", extra
 
 
+PROCFILE_RELAY = re.compile(r"^(?P<name>[\w.-]+-relay):(?P<command>.*)$")
+
+
+def add_standby_relays(procfile_text: str, env: Mapping[str, str]) -> str:
+    """The Procfile with `RELAY_PROCESSES` processes of each relay (`<name>-relay`): the
+    others are `<name>-relay-2`, ... with the same command; one leads, the others wait
+    to take over (docs/adr/0029). Raises ValueError for a count that is not positive."""
+    count = int(env.get("RELAY_PROCESSES") or "1")
+    if count < 1:
+        raise ValueError(f"RELAY_PROCESSES={count}: at least 1")
+    lines = []
+    for line in procfile_text.splitlines():
+        lines.append(line)
+        if match := PROCFILE_RELAY.match(line):
+            lines += [f"{match['name']}-{n}:{match['command']}" for n in range(2, count + 1)]
+    return "\n".join(lines) + "\n"
+
+
 def gateway_ports_taken(env: Mapping[str, str]) -> list[tuple[str, str]]:
     """The gateway's ports that are not free, as `taken_ports` names them."""
     names = ("GATEWAY_PORT", "GATEWAY_ADMIN_PORT")
@@ -446,7 +459,7 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
             apis = discover_apis(procfile_text, env, extra_ports=extra_ports)
             gateway = start_gateway(apis, env, var_dir, stack)
             procfile = var_dir / "Procfile.run"
-            procfile.write_text(with_log_files(scaled_text, log_dir))
+            procfile.write_text(with_log_files(add_standby_relays(scaled_text, env), log_dir))
             say(f"starting the Procfile's processes (honcho -f {procfile}); logs in {log_dir}")
             started = time.monotonic()
             honcho = subprocess.Popen(

@@ -1,13 +1,15 @@
 """HTTP plumbing shared by the command APIs: error mapping, message metadata, auth."""
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from eventsourcing.persistence import IntegrityError
-from fastapi import FastAPI, Header, Path, Request
+from fastapi import Depends, FastAPI, Header, Path, Request
+from fastapi.params import Depends as Dependency
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -25,7 +27,7 @@ from kernel.auth import (
 from kernel.errors import ApplicationClosed, DomainError, NotFound
 from kernel.http_api import create_api
 from kernel.idempotency import IdempotencyMiddleware
-from kernel.metadata import MessageMetadata
+from kernel.metadata import MessageMetadata, set_for_this_context
 from kernel.problems import problem
 
 ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
@@ -100,6 +102,34 @@ async def command_metadata(
     )
 
 
+async def _request_metadata(
+    metadata: Annotated[MessageMetadata, Depends(command_metadata)],
+) -> None:
+    set_for_this_context(metadata)
+
+
+WRITING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class CommandRoute(APIRoute):
+    """A command API's route. A writing one (POST, PUT, PATCH, DELETE) runs with the
+    request's message metadata (``command_metadata``) set: every event its commands save
+    carries it, and the route itself need not mention it."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        methods: set[str] | list[str] | None = None,
+        dependencies: Sequence[Dependency] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if WRITING_METHODS & {method.upper() for method in methods or ()}:
+            dependencies = [*(dependencies or ()), Depends(_request_metadata)]
+        super().__init__(path, endpoint, methods=methods, dependencies=dependencies, **kwargs)
+
+
 App = TypeVar("App", bound=ServiceApplication)
 
 
@@ -127,7 +157,8 @@ def command_api(
     Every other route needs a bearer token and states its rule (``kernel.auth``):
     the app does not start with a route that has none. The app comes from
     ``http_api.create_api`` (the request guard, problem details, offline docs); every
-    POST honours an ``Idempotency-Key`` (``kernel.idempotency``).
+    POST honours an ``Idempotency-Key`` (``kernel.idempotency``); every writing route
+    sets the request's message metadata (``CommandRoute``).
     """
 
     @asynccontextmanager
@@ -151,6 +182,7 @@ def command_api(
         middleware=[idempotent],  # inside the request guard: it reads bodies the guard let in
         documents=[idempotency.document],
     )
+    api.router.route_class = CommandRoute
     install_error_handlers(api)
     install_auth(api, open_paths={"/health"})
 

@@ -2,7 +2,8 @@
 caused them (the actor: the token's subject and roles of an HTTP command; none for a
 saga reaction).
 
-The HTTP layer (or a saga reaction) sets them for the duration of one command; the
+The command API sets them for a whole request (``kernel.api.CommandRoute``), a saga
+reaction for one message's command (``caused_by``); the
 store's mapper writes them next to each event, and the relay puts them on the wire.
 Domain code never sees them.
 """
@@ -56,6 +57,12 @@ _current: ContextVar[MessageMetadata | None] = ContextVar("message_metadata", de
 
 def current_metadata() -> MessageMetadata | None:
     return _current.get()
+
+
+def set_for_this_context(metadata: MessageMetadata) -> None:
+    """Set ``metadata`` for the rest of the current context: an HTTP request's (each
+    runs in a context of its own, which ends with it)."""
+    _current.set(metadata)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from pydantic import BaseModel, Field
 from pymongo.asynchronous.database import AsyncDatabase
 
 log = logging.getLogger(__name__)
@@ -139,3 +140,41 @@ def _build(build: Document) -> Document:
         "started_at": started,
         "updated_at": updated,
     }
+
+
+# What GET /projections answers, per projection
+
+
+class ProjectionPartition(BaseModel):
+    topic: str
+    partition: int
+    offset: int | None = Field(description="Last offset applied to the live collection.")
+    end_offset: int | None = Field(description="The partition's end offset (null: no broker).")
+    lag: int | None = Field(description="Messages not applied yet (null: no broker).")
+    position: int | None = Field(description="Log position of the last event applied.")
+    event_time: datetime | None = Field(description="Time of the last event applied.")
+
+
+class ProjectionRebuild(BaseModel):
+    collection: str
+    version: int | None
+    source: str | None = Field(description="`stores` or `kafka`.")
+    state: str | None = Field(description="`building` or `catching-up`.")
+    events: int = Field(description="Events applied so far.")
+    events_per_second: float | None
+    started_at: datetime | None
+    updated_at: datetime | None
+
+
+class ProjectionStatus(BaseModel):
+    projection: str
+    collection: str = Field(description="The live collection the query API reads.")
+    version: int = Field(description="The projection version that built it.")
+    switched_at: datetime | None
+    lag_events: int | None = Field(description="Sum of the partitions' lags (null: no broker).")
+    lag_seconds: float | None = Field(
+        description="Age of the last event applied in the partition furthest behind; "
+        "0 when none is behind (null: unknown)."
+    )
+    partitions: list[ProjectionPartition]
+    rebuilds: list[ProjectionRebuild] = Field(description="Rebuilds in progress (`cqrs replay`).")

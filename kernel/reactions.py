@@ -1,10 +1,13 @@
 """Saga reactions: another service's event → a local command, exactly once in effect.
 
-A saga worker hands its Reactor a batch of consumed messages at a time. The batch's
-reactions run through the service's group commit (``GroupCommit.run_in_order``), in the
-messages' order, each in a turn of its own, so they share one transaction: a later
-reaction sees what an earlier one staged, and the transaction also records each
-partition's position (eventsourcing ``Tracking`` records: the inbox). A message whose
+A reaction maps the event to one of the service's ``@command`` methods and calls it;
+the command is get → mutate → save, as for an HTTP request. A saga worker hands its
+Reactor a batch of consumed messages at a time. The batch's reactions run through the
+service's group commit (``GroupCommit.run_in_order``), in the messages' order, each in a
+turn of its own (a command called inside a turn runs in it, and its save stages its
+events there), so they share one transaction: a later reaction sees what an earlier one
+staged, and the transaction also records each partition's position (eventsourcing
+``Tracking`` records: the inbox). A message whose
 position is recorded already (re-delivered after a crash) is not handled again; a
 re-published copy (same event at a new offset) meets aggregates whose ids derive from
 the order, so handlers see the work is done and save nothing new.
@@ -50,11 +53,12 @@ from kernel.streams import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Any, Envelope], Sequence[Any]]
-"""Takes the contract event and its envelope; returns the aggregates to save."""
+Handler = Callable[[Any, Envelope], object]
+"""Takes the contract event and its envelope; calls the command it maps to (which saves,
+as its last step, at most once). What it returns is ignored."""
 
-FailureHandler = Callable[[Any, Envelope, str], Sequence[Any]]
-"""Takes the event, its envelope and the error; returns aggregates holding the failure."""
+FailureHandler = Callable[[Any, Envelope, str], object]
+"""Takes the event, its envelope and the error; calls the command recording the failure."""
 
 MAX_ROUNDS = 20
 """Rounds of one batch (conflicts, dead letters) before the worker retries it later."""
@@ -219,7 +223,7 @@ class Reactor:
                 correlation_id=envelope.correlationid, causation_id=envelope.id
             )
             with caused_by(metadata):
-                self.app.save(*self._decide(reaction, event, envelope))
+                self._decide(reaction, event, envelope)
 
         return react
 
@@ -228,10 +232,12 @@ class Reactor:
         type in a header (``ce_type``), so most such messages are skipped unread."""
         return type_ is not None and type_ not in self.readable and is_known_type(type_)
 
-    def _decide(self, reaction: Reaction, event: Any, envelope: Envelope) -> Sequence[Any]:
-        """The aggregates the reaction changed, or those recording its failure."""
+    def _decide(self, reaction: Reaction, event: Any, envelope: Envelope) -> None:
+        """Run the reaction's command, or, if it fails for good, the one recording the
+        failure. A command that raises has staged nothing (its save is its last step)."""
         try:
-            return reaction.handle(event, envelope)
+            reaction.handle(event, envelope)
+            return
         except TRANSIENT_ERRORS:
             raise
         except Exception as error:  # permanent: the saga must still end
@@ -240,7 +246,7 @@ class Reactor:
             if reaction.on_failure is None:
                 raise _DeadLetter(Reason(f"reaction failed: {reason}", "reaction-failed")) from None
         try:
-            return reaction.on_failure(event, envelope, reason)
+            reaction.on_failure(event, envelope, reason)
         except TRANSIENT_ERRORS:
             raise
         except Exception as failure:

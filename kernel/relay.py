@@ -59,6 +59,7 @@ from kernel.kafka import (
     reliable_producer,
     stop_producer,
 )
+from kernel.leadership import Fenced, Leadership, LeadershipLost, leadership_for
 from kernel.settings import RelaySettings
 from kernel.store import MetadataMapper
 from kernel.wakeup import CommitWatch, commit_watch, is_active
@@ -141,6 +142,7 @@ class Relay:
         also_publish: Collection[str] = (),
         watch_commits: CommitWatch | None = None,
         announce: Callable[[str], object] | None = None,
+        leadership: Leadership | None = None,
     ):
         check_also_publish(also_publish)
         if batches_in_flight < 1:
@@ -162,6 +164,10 @@ class Relay:
         self.also_publish = frozenset(also_publish)
         self.watch_commits = watch_commits
         self.announce = announce
+        self.leadership = leadership
+        """With one, ``run`` publishes only while this relay leads (kernel.leadership)."""
+        self._term: Leadership | None = None
+        """The leadership while this relay leads: its positions are recorded fenced."""
         self.tracking_name = f"relay:{topic}"
         self.recorded: int | None = None
         """The last position this relay recorded (None until it records one)."""
@@ -172,7 +178,48 @@ class Relay:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Publish until ``stopping`` is set, then record what was acknowledged within
-        ``stop_timeout`` seconds (the rest is sent again after the restart)."""
+        ``stop_timeout`` seconds (the rest is sent again after the restart).
+
+        With a ``leadership``: wait until this relay leads, publish while it does, and
+        when it no longer does (it could not confirm it in time, or a position write was
+        fenced), stop publishing and wait again; step down when stopping."""
+        leadership = self.leadership
+        if leadership is None:
+            await self._publish(stopping)
+            return
+        try:
+            lost_it = False
+            while await leadership.wait_to_lead(stopping, lost_it=lost_it):
+                await self._lead(leadership, stopping)
+                lost_it = True  # it ends only when stopping, or when the leadership was lost
+        finally:
+            await leadership.close()
+
+    async def _lead(self, leadership: Leadership, stopping: asyncio.Event) -> None:
+        """Publish until ``stopping`` is set or the leadership is lost; then step down."""
+        ended = asyncio.Event()
+        keeping = asyncio.create_task(leadership.keep())
+        stopped = asyncio.create_task(stopping.wait())
+        for task in (keeping, stopped):
+            task.add_done_callback(lambda _: ended.set())
+        self._term = leadership
+        try:
+            await self._publish(ended)
+        except Fenced as fenced:
+            log.warning("relay %s is fenced: %s; it stops publishing", self.tracking_name, fenced)
+        except LeadershipLost as lost:
+            log.warning(
+                "relay %s lost its leadership: %s; it stops publishing", self.tracking_name, lost
+            )
+        finally:
+            self._term = None
+            keeping.cancel()
+            stopped.cancel()
+            await asyncio.gather(keeping, stopped, return_exceptions=True)
+            await leadership.step_down()
+
+    async def _publish(self, stopping: asyncio.Event) -> None:
+        """Publish from the recorded position until ``stopping`` is set."""
         position = await asyncio.to_thread(self.position)
         log.info("relay %s starts after position %d", self.tracking_name, position)
         wake = asyncio.Event()
@@ -297,6 +344,8 @@ class Relay:
                 if batch.read:
                     position = batch.last
                     await self._room_for_a_batch(in_flight)
+                    if self._term is not None and not self._term.current():
+                        raise LeadershipLost("its lease ran out before a send (was it paused?)")
                     in_flight.add(_Sent(batch.last, await self._send(batch.messages)))
                 if reading is None:
                     if wake is None:
@@ -427,7 +476,10 @@ class Relay:
                 await asyncio.gather(recording, return_exceptions=True)
 
     def _record(self, position: int) -> None:
-        self.tracking.insert_tracking(Tracking(self.tracking_name, position))
+        if self._term is not None:  # refused (Fenced) once another relay leads
+            self._term.record_position(self.tracking_name, position)
+        else:
+            self.tracking.insert_tracking(Tracking(self.tracking_name, position))
 
     async def _watch_commits(self, watch: CommitWatch, wake: asyncio.Event) -> None:
         """Run the commit watch; if it fails, log it and go on polling without it."""
@@ -572,6 +624,14 @@ def build_relay(
         if settings.relay_wake_on_commit
         else None,
         announce=fetch_wakeups(settings).announce,
+        leadership=leadership_for(
+            app.recorder,
+            name=f"relay:{topic}",
+            lease_seconds=settings.relay_lease_seconds,
+            check_interval=settings.relay_standby_check_interval,
+        )
+        if settings.relay_leader_election
+        else None,
     )
 
 

@@ -12,6 +12,8 @@ route that the route could not answer with a 4xx (docs/adr: request guard):
 - ``422`` for a body that strict JSON refuses (NaN, Infinity, lone surrogates, bad
   syntax: pydantic-core's parser) or that holds a number no store keeps: a float that
   overflows (``1e400``) or an integer beyond 64 bits;
+- ``503`` with ``Retry-After`` for an error that says a server the API needs is away
+  (``kernel/unavailable.py``), wherever it was raised;
 - ``500`` (a problem, logged) for an exception no handler answered, the connection kept.
 
 The body is read once, here, and handed to the app as it came.
@@ -29,6 +31,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kernel.problems import problem, validation_problem
+from kernel.unavailable import unavailable_problem, unavailable_server
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +122,15 @@ class RequestGuard:
                 await validation_problem(invalid.errors, invalid.detail)(scope, receive, tracked)
                 return
             await self.app(scope, receive, tracked)
-        except Exception:
+        except Exception as error:
             if started:
                 raise
+            if server := unavailable_server(error):
+                log.warning(
+                    "%s %s: %s is unavailable: %r", scope["method"], scope["path"], server, error
+                )
+                await unavailable_problem(server)(scope, receive, tracked)
+                return
             log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
             await problem(500, detail="an unexpected error; it is logged")(scope, receive, tracked)
 

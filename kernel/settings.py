@@ -49,6 +49,17 @@ class RelaySettings(KafkaSettings):
     relay_sqlite_check_interval: float = 0.005
     """SQLite without inotify (not Linux): seconds between checks of PRAGMA data_version;
     0 turns the SQLite watch off. With inotify, it is checked when the files are written."""
+    relay_leader_election: bool = True
+    """Several relays of a service may run: one leads and publishes, the others wait
+    (docs/adr/0029). False: the relay publishes at once, with nothing to guard against
+    a second one."""
+    relay_lease_seconds: float = Field(default=3.0, gt=0)
+    """How long a leader stays the leader without confirming it (it confirms every third
+    of it): a standby takes over at most this long after the leader stopped (SQLite's
+    lease row; PostgreSQL's `idle_session_timeout` of the lock's session). A killed
+    leader's PostgreSQL lock goes at once."""
+    relay_standby_check_interval: float = Field(default=0.5, gt=0)
+    """Seconds between a standby's attempts to take the leadership."""
 
 
 class AuthSettings(BaseSettings):

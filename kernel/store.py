@@ -3,8 +3,9 @@
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from eventsourcing.domain import DomainEventProtocol
@@ -18,6 +19,7 @@ from eventsourcing.persistence import (
     Tracking,
     Transcoder,
 )
+from eventsourcing.utils import Environment
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import (
@@ -43,7 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -295,6 +297,16 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
             Column("body", LargeBinary, nullable=True),
         )
         self.tables.append(self.idempotency_table)
+        self.relay_leases_table = Table(
+            f"{prefix}relay_leases",
+            MetaData(schema=schema_name),
+            Column("name", String(200), primary_key=True),
+            Column("holder", String(200), nullable=False),
+            Column("epoch", Integer, nullable=False),
+            Column("expires_at", Float, nullable=False),
+        )
+        """Who leads each relay of this log, and since which epoch (kernel.leadership)."""
+        self.tables.append(self.relay_leases_table)
         self._next_purge = 0.0
 
     def create_table(self) -> None:
@@ -395,12 +407,20 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
         """The library's, with Core (see :meth:`record_position`)."""
         self.record_position(tracking.application_name, tracking.notification_id)
 
-    def record_position(self, name: str, position: int) -> None:
+    def record_position(
+        self, name: str, position: int, *, fence: Callable[[Connection], None] | None = None
+    ) -> None:
         """Record ``position`` as ``name``'s tracking id (the relay's position), one
         UPDATE in the common case: the library's check too, an ``IntegrityError`` if that
-        position or a later one is recorded already (another relay of the same log?)."""
+        position or a later one is recorded already (another relay of the same log?).
+
+        ``fence`` is called in the same transaction after the UPDATE (which holds the
+        tracking row, and on SQLite the single writer's lock), and raises to roll it back:
+        a relay that no longer leads cannot record (``kernel.leadership``)."""
         with self.transaction(commit=True) as session:
             self._advance_inbox(session, {name: (position, position)})
+            if fence is not None:
+                fence(session.connection())
 
     def _insert_events(
         self, session: Session, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -596,9 +616,45 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
         return session.execute(statement, rows)
 
 
+DEFAULT_STORE_TIMEOUT = 5.0
+
+
+class Datastore(SQLAlchemyDatastore):
+    """eventsourcing-sqlalchemy's datastore, made for a store that may be away a while.
+
+    ``timeout`` bounds how long a connection waits for the store: PostgreSQL's connect
+    timeout (libpq waits for ever by default), SQLite's wait for another writer's lock.
+    Past it the command fails with the driver's ``OperationalError``: a ``503``
+    (``kernel/unavailable.py``), retried by the workers. On PostgreSQL each connection is
+    pinged as it leaves the pool (``pool_pre_ping``): after a restart of the server the
+    pool's connections are dead, and the first command on each would fail without it.
+    The ping is a round trip per checkout (about 0.1 ms on localhost).
+    """
+
+    def __init__(
+        self, *, url: str | None = None, timeout: float = DEFAULT_STORE_TIMEOUT, **kwargs: Any
+    ) -> None:
+        if url and "creator" not in kwargs:
+            backend = make_url(url).get_backend_name()
+            if backend == "postgresql":
+                kwargs.setdefault("pool_pre_ping", True)
+                kwargs.setdefault("connect_args", {"connect_timeout": max(1, round(timeout))})
+            elif backend == "sqlite":
+                kwargs.setdefault("connect_args", {"timeout": timeout})
+        super().__init__(url=url, **kwargs)
+
+
 class Factory(SQLAlchemyFactory):
-    """eventsourcing-sqlalchemy's factory, with :class:`SchemaProcessRecorder` and
-    :class:`SnapshotRecorder`."""
+    """eventsourcing-sqlalchemy's factory, with :class:`SchemaProcessRecorder`,
+    :class:`SnapshotRecorder` and :class:`Datastore`, whose ``timeout`` is the
+    environment's ``EVENT_STORE_TIMEOUT`` (seconds, default 5)."""
+
+    EVENT_STORE_TIMEOUT = "EVENT_STORE_TIMEOUT"
 
     process_recorder_class = SchemaProcessRecorder
     aggregate_recorder_class = SnapshotRecorder
+
+    def __init__(self, env: Environment):
+        timeout = float(env.get(self.EVENT_STORE_TIMEOUT) or DEFAULT_STORE_TIMEOUT)
+        self.datastore_class = partial(Datastore, timeout=timeout)  # type: ignore[assignment]
+        super().__init__(env)

@@ -1,8 +1,9 @@
 """HTTP query API over the read models (the read side of the CQRS template).
 
-Routes: ``/health``, ``/asyncapi`` with ``/asyncapi.json`` (the event contracts), and
-each read model's router: the reference saga's (``read_side/reference_saga.py``) and
-those ``cqrs new-domain`` registers at the marked lines below.
+Routes: ``/health``, ``/projections``, and the ``router`` of every other module of
+``read_side/`` that has one at its top level (found in name order, so adding a domain's
+query routes, ``read_side/<domain>.py``, edits nothing here): the event contracts' pages
+(``/asyncapi``, ``/asyncapi.json``) and each read model's routes.
 
 Run with ``uvicorn read_side.api:create_app --factory``. ``create_app`` is the one
 composition root: its lifespan opens the ``pymongo.AsyncMongoClient`` (PyMongo's native
@@ -20,24 +21,15 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
+from contracts.discovery import modules_where
 from kernel.auth import OpsOnly, check_every_route_guarded, install_auth
 from kernel.http_api import create_api
 from kernel.problems import problem
-from kernel.projections_status import projections_status
+from kernel.projections_status import ProjectionStatus, projections_status
 from kernel.read_models import LiveCollections
-from read_side import asyncapi_page
-from read_side.models import ProjectionStatus
 from read_side.settings import QuerySettings
-
-# cqrs-reference-saga: begin
-# isort: split
-from read_side import reference_saga
-
-# isort: split
-# cqrs-reference-saga: end
-# cqrs-scaffold: read model imports
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +50,9 @@ _APP_DOC = (
 token (`401` without a valid one); customers see their own orders, restaurants their
 own tickets, `ops` everything (`403` otherwise): docs/auth.md.
 
-**Unavailable store.** When MongoDB cannot be reached, every route answers `503`
-with `Retry-After: 1` (and no staleness headers) and `/health` answers `503`.
+**Unavailable store.** When MongoDB cannot be reached, or does not answer within
+`MONGODB_TIMEOUT` seconds, every route answers `503` with `Retry-After: 1` (and no
+staleness headers) and `/health` answers `503`; once it is back, they answer again.
 """
 )
 
@@ -68,14 +61,17 @@ router = APIRouter()
 
 @router.get("/health", tags=["health"], summary="Liveness and MongoDB reachability")
 async def health(request: Request) -> Response:
-    """`200 {"status": "ok"}` when MongoDB answers a ping within 2 s, else a `503` problem."""
+    """`200 {"status": "ok"}` when MongoDB answers a ping within 2 s (MONGODB_TIMEOUT if
+    shorter), else a `503` problem."""
     database = cast(AsyncDatabase[dict[str, Any]], request.app.state.database)
+    settings = cast(QuerySettings, request.app.state.settings)
+    timeout = min(HEALTH_TIMEOUT, settings.mongodb_timeout)
     try:
-        with pymongo.timeout(HEALTH_TIMEOUT):
+        with pymongo.timeout(timeout):
             await database.command("ping")
     except PyMongoError as error:
         log.warning("health: MongoDB did not answer a ping: %s", error)
-        detail = f"MongoDB did not answer a ping within {HEALTH_TIMEOUT:g} s"
+        detail = f"MongoDB did not answer a ping within {timeout:g} s"
         return problem(503, detail=detail, headers={"Retry-After": "1"})
     return JSONResponse({"status": "ok"})
 
@@ -97,13 +93,6 @@ async def list_projections(request: Request, caller: OpsOnly) -> list[Projection
     return [ProjectionStatus.model_validate(status) for status in statuses]
 
 
-async def _store_unavailable(request: Request, exc: Exception) -> Response:
-    log.warning("MongoDB unreachable: %s", exc)
-    return problem(
-        503, detail="the read model store is unreachable; retry later", headers={"Retry-After": "1"}
-    )
-
-
 def query_statuses(path: str, method: str, operation: dict[str, object]) -> set[int]:
     """Every route that reads MongoDB may answer 503 (unreachable); the contracts' pages
     do not read it."""
@@ -117,7 +106,10 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_every_route_guarded(app)
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            settings.mongodb_url, tz_aware=True, appname="query-api"
+            settings.mongodb_url,
+            tz_aware=True,
+            appname="query-api",
+            timeoutMS=settings.mongodb_timeout * 1000,
         )
         try:
             app.state.settings = settings
@@ -139,10 +131,7 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
     # Health and the event contracts' pages (documentation, as /docs is) take no token.
     install_auth(app, open_paths={"/health", "/asyncapi", "/asyncapi.json"})
     app.include_router(router)
-    app.include_router(asyncapi_page.router)
-    # cqrs-reference-saga: begin
-    app.include_router(reference_saga.router)
-    # cqrs-reference-saga: end
-    # cqrs-scaffold: read model routers
-    app.add_exception_handler(ConnectionFailure, _store_unavailable)
+    for module in modules_where("read_side", "router", exclude=("api",)):
+        app.include_router(module.router)
+    # MongoDB away (ConnectionFailure, a timeout): the request guard answers 503.
     return app

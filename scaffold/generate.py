@@ -16,13 +16,21 @@ from typing import Any
 
 import jinja2
 
+from devstack.services import api_ports
 from scaffold import names
-from scaffold.changes import Changes, ScaffoldError, Transaction
+from scaffold.changes import Changes, Place, ScaffoldError, Transaction
+from scaffold.generated import generated_files
 
 Planner = Callable[[Path], Changes]
+AFTER_IMPORTS = Place("after-imports")
+
+
+def end_of(name: str) -> Place:
+    """At the end of the class or function ``name``."""
+    return Place("end-of", name)
+
 
 TEMPLATES = Path(__file__).parent / "templates"
-FIRST_API_PORT = 8000
 
 
 def render(template: str, answers: dict[str, Any]) -> dict[str, str]:
@@ -83,8 +91,16 @@ def require_project(root: Path) -> None:
 
 
 def next_api_port(root: Path) -> int:
-    ports = re.findall(r'_API_PORT": "(\d+)"', (root / "devstack" / "run.py").read_text())
-    return max((int(port) for port in ports), default=FIRST_API_PORT - 1) + 1
+    """One above every API port the project's services and query API use."""
+    return max(api_ports(root).values()) + 1
+
+
+def write_generated_files(root: Path, transaction: Transaction) -> None:
+    """`cqrs generate`: the Procfile, docker-compose.yml and the PostgreSQL init script
+    list the new service's processes and database (no hand-written file is edited)."""
+    for relative, text in generated_files(root).items():
+        if (root / relative).read_text() != text:
+            transaction.edit(relative, text)
 
 
 def new_domain(root: Path, domain: str, aggregate: str | None, field_specs: list[str]) -> Changes:
@@ -100,7 +116,6 @@ def new_domain(root: Path, domain: str, aggregate: str | None, field_specs: list
     if not fields:
         raise names.InvalidName("give the aggregate at least one field (--field name:type)")
     port = next_api_port(root)
-    upper, constant = domain.upper(), domain.upper()
     changes = Changes(
         files=render(
             "domain",
@@ -114,69 +129,8 @@ def new_domain(root: Path, domain: str, aggregate: str | None, field_specs: list
             },
         )
     )
-    changes.insert("contracts/registry.py", f"from contracts import {domain}", "contract imports")
-    changes.insert("contracts/registry.py", f"{domain},", "service contracts")
-    changes.insert("devstack/run.py", f'"{upper}_API_PORT": "{port}",', "api ports")
-    changes.insert(
-        "projections/registry.py",
-        f"from projections.{domain} import {constant}",
-        "projection imports",
-    )
-    changes.insert("projections/registry.py", f"{constant},", "projections")
-    changes.insert(
-        "read_side/api.py",
-        f"from read_side import {domain} as {domain}_routes",
-        "read model imports",
-    )
-    changes.insert(
-        "read_side/api.py", f"app.include_router({domain}_routes.router)", "read model routers"
-    )
-    changes.insert(
-        "Procfile",
-        f"{domain}-api: exec uvicorn write_side.{domain}.api:create_app --factory "
-        f"--host 127.0.0.1 --port ${upper}_API_PORT\n"
-        f"{domain}-relay: exec python -m write_side.{domain}.relay",
-    )
-    changes.insert("docker-compose.yml", compose_services(domain, port), "services")
-    changes.insert("devstack/postgres/create-service-databases.sql", f"CREATE DATABASE {domain};")
-    changes.after += [write_contract_schemas, format_python]
+    changes.after += [write_generated_files, write_contract_schemas, format_python]
     return changes
-
-
-def compose_services(domain: str, port: int) -> str:
-    upper = domain.upper()
-    title = f"# {'-' * (78 - len(domain))} {domain}"
-    return f"""{title}
-# Other containers call its command API at {upper}_API_URL=http://{domain}-api:{port}.
-{domain}-api:
-  <<: *app
-  environment: &{domain}-environment
-    <<: *service-environment
-    {upper}_DATABASE_URL: postgresql+psycopg://postgres:postgres@postgres:5432/{domain}
-    {upper}_DATABASE_SCHEMA: ""
-  command: ["uvicorn", "write_side.{domain}.api:create_app", "--factory", "--host", "0.0.0.0", "--port", "{port}"]
-  ports:
-    - "${{{upper}_API_PORT:-{port}}}:{port}"
-  depends_on:
-    postgres:
-      condition: service_healthy
-  healthcheck:
-    test: ["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/health', timeout=3)"]
-    interval: 5s
-    timeout: 5s
-    retries: 20
-    start_period: 5s
-
-{domain}-relay:
-  <<: *app
-  environment: *{domain}-environment
-  command: ["python", "-m", "write_side.{domain}.relay"]
-  depends_on:
-    <<: *after-api
-    {domain}-api:
-      condition: service_healthy
-
-"""
 
 
 @dataclass(frozen=True)
@@ -273,22 +227,32 @@ def new_event(
         "fields": [{**field.as_answer(), "new": field.name not in known} for field in fields],
     }
     changes = Changes(files=render("event", answers))
-    service = f"write_side/{domain.name}"
-    changes.insert(f"{service}/domain.py", snippet("domain_event", answers), "domain events")
-    changes.insert(f"{service}/domain.py", snippet("domain_command", answers), "commands")
-    changes.insert(f"{service}/application.py", snippet("application_command", answers), "commands")
-    changes.insert(f"{service}/api.py", snippet("api_body", answers), "command bodies")
-    changes.insert(f"{service}/api.py", snippet("api_route", answers), "command routes")
-    changes.insert(f"{service}/relay.py", snippet("relay_mapping", answers), "contract mappings")
+    service, aggregate = f"write_side/{domain.name}", domain.aggregate
+    application = f"{names.camel_case(domain.name)}Application"
+    changes.insert(f"{service}/domain.py", snippet("domain_event", answers), end_of(aggregate))
+    changes.insert(f"{service}/domain.py", snippet("domain_command", answers), end_of(aggregate))
     changes.insert(
-        f"contracts/{domain.name}.py", snippet("contract_event", answers), "contract events"
+        f"{service}/application.py", snippet("application_command", answers), end_of(application)
     )
-    changes.insert(f"contracts/{domain.name}.py", f"{event},", "events")
+    changes.insert(f"{service}/api.py", snippet("api_body", answers), Place("before", "create_app"))
     changes.insert(
-        f"projections/{domain.name}.py", snippet("projection_handler", answers), "event handlers"
+        f"{service}/api.py", snippet("api_route", answers), Place("before-last", "create_app")
     )
     changes.insert(
-        f"read_side/{domain.name}.py", snippet("read_model_fields", answers), "document fields"
+        f"{service}/relay.py",
+        snippet("relay_mapping", answers),
+        Place("before-last", "to_contract"),
+    )
+    contract = f"contracts/{domain.name}.py"
+    changes.insert(contract, snippet("contract_event", answers), Place("before", "EVENTS"))
+    changes.insert(contract, event, Place("item-of", "EVENTS"))
+    changes.insert(
+        f"projections/{domain.name}.py",
+        snippet("projection_handler", answers),
+        Place("end-of-if", "apply"),
+    )
+    changes.insert(
+        f"read_side/{domain.name}.py", snippet("read_model_fields", answers), end_of(aggregate)
     )
     changes.after += [write_contract_schemas, format_python]
     return changes
@@ -308,14 +272,7 @@ def new_projection(root: Path, domain_name: str, projection: str) -> Changes:
         "projection": projection,
         "create_example": _create_example(domain),
     }
-    constant = projection.upper()
     changes = Changes(files=render("projection", answers))
-    changes.insert(
-        "projections/registry.py",
-        f"from projections.{projection} import {constant}",
-        "projection imports",
-    )
-    changes.insert("projections/registry.py", f"{constant},", "projections")
     changes.after.append(format_python)
     return changes
 
@@ -368,44 +325,35 @@ def new_reaction(root: Path, domain_name: str, on: str) -> Changes:
     changes = Changes(files=render("reaction", answers))
     service = f"write_side/{domain.name}"
     if f"from contracts import {source}\n" not in saga_source:
-        changes.insert(f"{service}/saga.py", f"from contracts import {source}", "contract imports")
-    changes.insert(f"{service}/saga.py", snippet("reaction_handler", answers), "reaction handlers")
+        changes.insert(f"{service}/saga.py", f"from contracts import {source}", AFTER_IMPORTS)
     changes.insert(
-        f"{service}/saga.py", f"Reaction({source}.{event}, on_{event_var}),", "reactions"
+        f"{service}/saga.py",
+        snippet("reaction_handler", answers),
+        Place("before-last", "reactions"),
     )
-    if f"{source}.TOPIC," not in saga_source:
-        changes.insert(f"{service}/saga.py", f"{source}.TOPIC,", "reaction topics")
+    changes.insert(
+        f"{service}/saga.py",
+        f"Reaction({source}.{event}, on_{event_var})",
+        Place("item-of", "reactions"),
+    )
+    if f"{source}.TOPIC" not in saga_source:
+        changes.insert(f"{service}/saga.py", f"{source}.TOPIC", Place("item-of", "app:topics"))
     if first:
-        changes.insert(f"{service}/domain.py", "from uuid import UUID", "imports")
+        application = f"{names.camel_case(domain.name)}Application"
+        changes.insert(f"{service}/domain.py", "from uuid import UUID", AFTER_IMPORTS)
         changes.insert(
-            f"{service}/domain.py", snippet("domain_create_with_id", answers), "commands"
+            f"{service}/domain.py",
+            snippet("domain_create_with_id", answers),
+            end_of(domain.aggregate),
+        )
+        changes.insert(
+            f"{service}/application.py", "from uuid import NAMESPACE_URL, uuid5", AFTER_IMPORTS
         )
         changes.insert(
             f"{service}/application.py",
-            "from uuid import NAMESPACE_URL, uuid5",
-            "imports",
+            snippet("application_create_for", answers),
+            end_of(application),
         )
-        changes.insert(
-            f"{service}/application.py", snippet("application_create_for", answers), "commands"
-        )
-        changes.insert(
-            "Procfile",
-            f"{domain.name}-saga: exec faust -A write_side.{domain.name}.saga:app worker "
-            "--without-web --loglevel=warn",
-        )
-        changes.insert("docker-compose.yml", compose_saga(domain.name), "services")
+        changes.after.append(write_generated_files)
     changes.after.append(format_python)
     return changes
-
-
-def compose_saga(domain: str) -> str:
-    return f"""{domain}-saga:
-  <<: *app
-  environment: *{domain}-environment
-  command: ["faust", "-A", "write_side.{domain}.saga:app", "worker", "--without-web", "--loglevel=info"]
-  depends_on:
-    <<: *after-api
-    {domain}-api:
-      condition: service_healthy
-
-"""

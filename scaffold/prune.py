@@ -1,49 +1,47 @@
 """`cqrs remove-reference-saga`: take the reference createOrder saga out of a project made
 from this template, so that only the kernel and the project's own domains remain.
 
-The saga is one unit: the orders, consumers, kitchen and accounting services, their
-contracts and committed schemas, the orders and tickets read models with their query
-routes, the demo, and their tests. What goes:
+The saga is its files, and removing it edits no other file (ADR 29). Its files are:
 
-- the files and directories of `REFERENCE_PATHS`, the saga's schemas and lock entries;
-- in every text file, each block from a comment line ``cqrs-reference-saga: begin`` to
-  one ``cqrs-reference-saga: end`` (comment syntax ``#``, ``--`` or ``<!-- -->``), both
-  lines included; a comment line ``cqrs-reference-saga: instead TEXT`` becomes ``TEXT``,
-  indented like it (what the file says once the saga is gone);
-- the Procfile's processes of the four services and the demo's.
+- its four domains' files: `write_side/<d>/`, `contracts/<d>.py`, their committed
+  schemas `contracts/schemas/<d>.*` (and their entries in the schemas' lock, a generated
+  file), `projections/<name>.py` and `read_side/<name>.py` for each domain or read model
+  of the saga (`READ_MODELS`);
+- every path with a part named `reference_saga...`: its tests (`tests/reference_saga/`),
+  its query routes while they are one module (`read_side/reference_saga.py`);
+- the demo (`devstack/demo.py`) and the saga's benchmark scenarios and helpers
+  (`BENCHMARK`: `make bench` keeps its runner, with no scenario).
+
+Then the generated files (`cqrs generate`: the Procfile, docker-compose.yml, the
+PostgreSQL init script) are written again, without the saga's processes and databases.
+Its guide, `docs/reference-saga.md`, stays: the other guides link it as the template's
+worked example, and it links only to guides.
 
 Standard library only: copier's post-copy task runs ``python -m scaffold.prune``
 with the Python that runs copier, before the new project has a venv. All or nothing: the
-plan is checked first, then applied in `changes.transaction`.
+plan is made first, then applied in `changes.transaction`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaffold.changes import ScaffoldError, transaction
+from scaffold.generated import generated_files
 
-SERVICES = ("orders", "consumers", "kitchen", "accounting")
-REFERENCE_PATHS = (
-    *(f"write_side/{service}" for service in SERVICES),
-    *(f"contracts/{service}.py" for service in SERVICES),
-    "projections/orders.py",
-    "projections/tickets.py",
-    "read_side/reference_saga.py",
-    "docs/read-models.md",
-    "devstack/demo.py",
-    "bench/bare_saga.py",
-    "bench/capacity.py",
-    "bench/examples.py",
-    "bench/flows.py",
-    "bench/hops.py",
+DOMAINS = ("orders", "consumers", "kitchen", "accounting")
+READ_MODELS = ("tickets",)
+"""The saga's read models not named after one of its domains."""
+NAMED = ("reference_saga",)
+"""A path with a part that starts with one of these is the saga's."""
+DEMO = "devstack/demo.py"
+BENCHMARK = (
+    *(f"bench/{name}.py" for name in ("bare_saga", "capacity", "examples", "flows", "hops")),
     "bench/saga_stores.py",
     *(
         f"bench/scenarios/{scenario}.py"
@@ -59,141 +57,67 @@ REFERENCE_PATHS = (
             "write_path",
         )
     ),
-    "tests/integration/test_bench.py",
-    "tests/integration/test_read_model_versions.py",
-    "tests/integration/test_replay.py",
-    "tests/unit/test_replay_logic.py",
-    "tests/examples.py",
-    "tests/fixtures/orders-topic-v1.jsonl",
-    "tests/e2e/test_order_flow.py",
-    "tests/e2e/test_saga.py",
-    "tests/integration/test_accounting_api.py",
-    "tests/integration/test_auth.py",
-    "tests/integration/test_asyncapi.py",
-    "tests/integration/test_consumers_accounting_reactions.py",
-    "tests/integration/test_consumers_api.py",
-    "tests/integration/test_dead_letters.py",
-    "tests/integration/test_kitchen_api.py",
-    "tests/integration/test_hostile_input.py",
-    "tests/integration/test_kitchen_reactions.py",
-    "tests/integration/test_order_versions.py",
-    "tests/integration/test_orders_api.py",
-    "tests/integration/test_orders_relay.py",
-    "tests/integration/test_projection.py",
-    "tests/integration/test_projection_versions.py",
-    "tests/integration/test_query_api.py",
-    "tests/integration/test_query_api_saga.py",
-    "tests/integration/test_saga_batches.py",
-    "tests/integration/test_saga_worker.py",
-    "tests/unit/test_accounting.py",
-    "tests/unit/test_bench_capacity.py",
-    "tests/unit/test_consumer_contracts.py",
-    "tests/unit/test_consumers.py",
-    "tests/unit/test_contract_mapping.py",
-    "tests/unit/test_contract_schemas.py",
-    "tests/unit/test_contract_versions.py",
-    "tests/unit/test_kitchen.py",
-    "tests/unit/test_order.py",
 )
-"""The saga's own files: nothing that stays imports them once the marked blocks are gone."""
 SCHEMAS = "contracts/schemas"
 SKIPPED_DIRS = {".git", "var", "build", "node_modules", "__pycache__"}
-MARKER = re.compile(
-    r"^(?P<indent>\s*)(?:#|--|<!--)\s*cqrs-reference-saga: (?P<kind>begin|end|instead)"
-    r"(?: (?P<text>.*?))?\s*(?:-->)?\s*$"
-)
-PROCFILE_LINE = re.compile(rf"^(?:(?:{'|'.join(SERVICES)})-[\w-]+|demo)\s*:")
 
 
 @dataclass
 class Plan:
     removed: list[str] = field(default_factory=list)
     edited: dict[str, str] = field(default_factory=dict)
-    """Path → its new text."""
+    """Path → its new text (generated files only)."""
 
     def describe(self) -> list[str]:
-        return [*(f"remove {path}" for path in self.removed), *(f"edit   {p}" for p in self.edited)]
+        return [*(f"remove {path}" for path in self.removed), *(f"write  {p}" for p in self.edited)]
 
 
-def without_saga_blocks(text: str, path: str) -> str:
-    """``text`` with its marked blocks removed and its ``instead`` lines in their place."""
-    kept: list[str] = []
-    begun: int | None = None
-    for number, line in enumerate(text.splitlines(keepends=True), start=1):
-        match = MARKER.match(line)
-        kind = match["kind"] if match else None
-        if kind == "begin":
-            if begun is not None:
-                raise ScaffoldError(
-                    f"{path}:{number}: a block begins inside the one of line {begun}"
-                )
-            begun = number
-        elif kind == "end":
-            if begun is None:
-                raise ScaffoldError(f"{path}:{number}: a block ends that did not begin")
-            begun = None
-        elif begun is not None:
-            continue
-        elif match and kind == "instead":
-            kept.append(f"{match['indent']}{match['text'] or ''}".rstrip() + "\n")
-        else:
-            kept.append(line)
-    if begun is not None:
-        raise ScaffoldError(f"{path}:{begun}: a block begins and never ends")
-    result = "".join(kept)
-    # A block at the end leaves the blank lines that preceded it.
-    return result.rstrip("\n") + "\n" if result != text else text
-
-
-def _text_files(root: Path) -> list[Path]:
+def _named(root: Path) -> list[str]:
+    """Every path under ``root`` with a part named for the saga (the outermost only)."""
     found = []
-    for directory, subdirectories, files in os.walk(root):
-        subdirectories[:] = sorted(
-            name
-            for name in subdirectories
-            if name not in SKIPPED_DIRS and not name.startswith((".venv", ".mypy", ".ruff", ".pyt"))
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(part in SKIPPED_DIRS or part.startswith(".") for part in relative.parts):
+            continue
+        if relative.name.startswith(NAMED) and not relative.parent.name.startswith(NAMED):
+            found.append(relative.as_posix())
+    return [p for p in found if not any(p.startswith(f"{q}/") for q in found)]
+
+
+def saga_files(root: Path) -> list[str]:
+    """The saga's files and folders present in ``root``, by the rules above."""
+    candidates = [
+        *(f"write_side/{domain}" for domain in DOMAINS),
+        *(f"contracts/{domain}.py" for domain in DOMAINS),
+        *(f"{side}/{name}.py" for side in ("projections", "read_side") for name in DOMAINS),
+        *(f"{side}/{name}.py" for side in ("projections", "read_side") for name in READ_MODELS),
+        *_named(root),
+        DEMO,
+        *BENCHMARK,
+    ]
+    schemas = root / SCHEMAS
+    if schemas.is_dir():
+        candidates += sorted(
+            f"{SCHEMAS}/{entry.name}"
+            for entry in schemas.iterdir()
+            if entry.name.split(".", 1)[0] in DOMAINS
         )
-        found += [Path(directory, name) for name in sorted(files)]
-    return found
+    return list(dict.fromkeys(path for path in candidates if (root / path).exists()))
 
 
 def plan(root: Path) -> Plan:
     """What removing the saga changes in ``root``; raises `ScaffoldError` if it cannot."""
     if not (root / "write_side" / "orders").is_dir():
         raise ScaffoldError(f"{root} has no reference saga (write_side/orders is missing)")
-    result = Plan(removed=[path for path in REFERENCE_PATHS if (root / path).exists()])
-    schemas = root / SCHEMAS
-    if schemas.is_dir():
-        result.removed += sorted(
-            f"{SCHEMAS}/{entry.name}"
-            for entry in schemas.iterdir()
-            if entry.name.split(".", 1)[0] in SERVICES
-        )
-        lock_file = schemas / "schemas.lock"
-        if lock_file.is_file():
-            lock = json.loads(lock_file.read_text())
-            kept = {k: v for k, v in lock.items() if k.split(".", 1)[0] not in SERVICES}
-            if kept != lock:
-                result.edited[f"{SCHEMAS}/schemas.lock"] = (
-                    json.dumps(dict(sorted(kept.items())), indent=2) + "\n"
-                )
-    gone = [root / path for path in result.removed]
-    for path in _text_files(root):
-        relative = path.relative_to(root).as_posix()
-        if any(path == removed or removed in path.parents for removed in gone):
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
-        if relative == "Procfile":
-            new = "".join(
-                line for line in text.splitlines(keepends=True) if not PROCFILE_LINE.match(line)
+    result = Plan(removed=saga_files(root))
+    lock_file = root / SCHEMAS / "schemas.lock"
+    if lock_file.is_file():
+        lock = json.loads(lock_file.read_text())
+        kept = {k: v for k, v in lock.items() if k.split(".", 1)[0] not in DOMAINS}
+        if kept != lock:
+            result.edited[f"{SCHEMAS}/schemas.lock"] = (
+                json.dumps(dict(sorted(kept.items())), indent=2) + "\n"
             )
-        else:
-            new = without_saga_blocks(text, relative)
-        if new != text:
-            result.edited[relative] = new
     return result
 
 
@@ -205,6 +129,10 @@ def remove_reference_saga(root: Path) -> Plan:
             recorded.edit(relative, text)
         for relative in planned.removed:
             recorded.remove(relative)
+        for relative, text in generated_files(root).items():
+            if (root / relative).read_text() != text:
+                recorded.edit(relative, text)
+                planned.edited[relative] = text
     return planned
 
 

@@ -11,6 +11,8 @@ from devstack.processes import Process, api, faust_worker, logs, projections_wor
 from devstack.servers import free_port
 from tests.support import wait_for
 
+PROJECT = Path(__file__).resolve().parents[1]
+
 __all__ = [
     "Process",
     "api",
@@ -50,3 +52,22 @@ def running_apis(
     finally:
         for process in running:
             process.stop()
+
+
+def started_api(name: str, factory: str, env: dict[str, str], log_dir: Path) -> tuple[str, Process]:
+    """An API process, once it answers `/health` (whatever it answers: its store may be
+    away); its URL and the process."""
+    port = free_port()
+    process = api(name, factory, port, {"PYTHONPATH": str(PROJECT), **env}, log_dir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: httpx.get(f"{url}/health", timeout=10),
+            timeout=60,
+            ignore=(httpx.TransportError,),
+            message=f"{name} answering\n{logs(process)}",
+        )
+    except BaseException:
+        process.stop()
+        raise
+    return url, process

@@ -2,14 +2,6 @@
 
 from dataclasses import dataclass
 
-# cqrs-reference-saga: begin
-# isort: split
-from typing import Any
-
-from write_side.orders.settings import OrdersSettings
-
-# isort: split
-# cqrs-reference-saga: end
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -32,13 +24,3 @@ class Store:
             if self.schema:
                 env[f"{service.upper()}_DATABASE_SCHEMA"] = self.schema
         return env
-
-
-# cqrs-reference-saga: begin
-def orders_settings(store: Store, **overrides: Any) -> OrdersSettings:
-    return OrdersSettings(
-        orders_database_url=store.url("orders"), orders_database_schema=store.schema, **overrides
-    )
-
-
-# cqrs-reference-saga: end

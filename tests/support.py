@@ -10,6 +10,8 @@ from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
+
 from devstack.identity import mint_token
 
 T = TypeVar("T")
@@ -90,3 +92,13 @@ async def wait_for_async(
 def _timeout_text(message: str, timeout: float, last_error: Exception | None) -> str:
     text = f"{message or 'condition not met'} within {timeout:g} s"
     return f"{text} (last error: {last_error!r})" if last_error else text
+
+
+def assert_unavailable(response: httpx.Response, bound: float) -> None:
+    """A 503 problem with Retry-After, answered within ``bound`` seconds."""
+    where = f"{response.request.method} {response.request.url.path}"
+    assert response.status_code == 503, f"{where}: {response.status_code} {response.text}"
+    assert response.headers["retry-after"].isdigit(), where
+    assert response.headers["content-type"] == "application/problem+json", where
+    assert response.json()["status"] == 503, where
+    assert response.elapsed.total_seconds() < bound, f"{where} took {response.elapsed}"

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings
 
 from devstack.run import default_environment
 from devstack.servers import REPO_ROOT
+from devstack.services import find_services
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 PROCFILE = REPO_ROOT / "Procfile"
@@ -122,7 +123,7 @@ def setting_names(module_name: str) -> set[str]:
 
 
 def settings_of(process: str) -> str:
-    """Where the settings of a Procfile process live (`orders-relay` → write_side/orders)."""
+    """Where the settings of a Procfile process live (`<d>-relay` → write_side/<d>)."""
     if process == "projections":
         return "projections"
     if process == "query-api":
@@ -156,12 +157,7 @@ def test_each_process_runs_the_procfile_command() -> None:
 def test_every_setting_a_process_reads_is_in_its_environment() -> None:
     modules = settings_modules()
     assert set(modules) >= {
-        # cqrs-reference-saga: begin
-        "write_side/orders",
-        "write_side/consumers",
-        "write_side/kitchen",
-        "write_side/accounting",
-        # cqrs-reference-saga: end
+        *(f"write_side/{service.name}" for service in find_services()),
         "projections",
         "read_side",
     }
@@ -208,23 +204,21 @@ def test_apis_have_healthchecks_and_the_others_wait_for_them() -> None:
     services = compose_services()
     apis = {name for name in procfile() if name.endswith("-api")}
     assert "query-api" in apis
-    # cqrs-reference-saga: begin
-    assert apis >= {"orders-api", "consumers-api", "kitchen-api", "accounting-api"}
-    # cqrs-reference-saga: end
+    assert apis >= {f"{service.name}-api" for service in find_services() if service.api_port}
     for api in apis:
         assert section(services[api], "healthcheck"), f"{api} has no healthcheck"
     for process in procfile():
         if process.endswith(("-relay", "-saga")):
             api = f"{process.rsplit('-', 1)[0]}-api"
             assert f"{api}:" in section(services[process], "depends_on"), process
-    # cqrs-reference-saga: begin
-    # The demo waits for every API it calls (a generated domain's API it does not call).
+    if "demo" not in services:
+        return  # a project without a demo
+    # The demo waits for every API it calls.
     demo_waits_for = set(section(services["demo"], "depends_on"))
     called = {
         f"{line.split('_API_URL', 1)[0].lower()}-api:"
         for line in section(services["demo"], "environment")
         if "_API_URL:" in line
     }
-    assert called >= {"orders-api:", "query-api:"}
+    assert called >= {f"{api}:" for api in apis}
     assert called <= demo_waits_for
-    # cqrs-reference-saga: end

@@ -37,6 +37,7 @@ from devstack.servers import (
     port_is_free,
     run_sync,
 )
+from devstack.services import find_services
 from kernel.kafka import TopicMismatch, ensure_topics
 from tests.support import wait_for
 
@@ -155,14 +156,10 @@ def test_default_environment_follows_the_ports() -> None:
     assert env["QUERY_API_PORT"] == "18001"
     assert env["QUERY_API_URL"] == "http://127.0.0.1:18001"
     defaults = default_environment({})
-    ports = {
-        "QUERY": "8001",
-        # cqrs-reference-saga: begin
-        "ORDERS": "8000",
-        "CONSUMERS": "8002",
-        "KITCHEN": "8003",
-        "ACCOUNTING": "8004",
-        # cqrs-reference-saga: end
+    ports = {"QUERY": "8001"} | {
+        service.name.upper(): str(service.api_port)  # its settings.py's API_PORT
+        for service in find_services()
+        if service.api_port is not None
     }
     for name, port in ports.items():
         assert defaults[f"{name}_API_PORT"] == port
@@ -180,9 +177,7 @@ def test_stack_topics_are_every_service_topic_its_dead_letters_and_their_records
             f"{service}.dead-letters.republished": 1,
         }
     assert stack_topics(3) == expected
-    # cqrs-reference-saga: begin
-    assert set(SERVICES) >= {"orders", "consumers", "kitchen", "accounting"}
-    # cqrs-reference-saga: end
+    assert set(SERVICES) >= {s.name for s in find_services() if "relay" in s.processes}
 
 
 def procfile_entries() -> dict[str, str]:
@@ -200,10 +195,8 @@ def test_every_procfile_process_runs_a_module_that_exists() -> None:
         assert importlib.util.find_spec(module) is not None, f"{name}: no module {module}"
     for service in SERVICES:
         assert {f"{service}-api", f"{service}-relay"} <= set(entries)
-    # cqrs-reference-saga: begin
-    for service in ("orders", "consumers", "kitchen", "accounting"):
-        assert f"{service}-saga" in entries
-    # cqrs-reference-saga: end
+    for found in find_services():  # every process module of every service runs
+        assert {f"{found.name}-{process}" for process in found.processes} <= set(entries)
 
 
 def test_every_setting_the_procfile_uses_has_a_default() -> None:
@@ -382,10 +375,7 @@ def test_cqrs_run_refuses_a_taken_api_port_before_starting_anything(
 
 def test_cqrs_run_scales_an_api_out_behind_the_gateway(tmp_path: Path) -> None:
     """`<NAME>_API_PROCESSES=2`: two processes of an API, both answering through the gateway."""
-    # cqrs-reference-saga: begin
-    name = "orders"
-    # cqrs-reference-saga: end
-    # cqrs-reference-saga: instead name = "query"
+    name = "query"
     line = next(
         line
         for line in (REPO_ROOT / "Procfile").read_text().splitlines()

@@ -1,12 +1,16 @@
 """`copier copy` of this repository makes a new project (copier.yml, ADR 18).
 
-Without the reference saga, the new project passes `make lint`'s checks, keeps no file of
-the saga and no marked block, keeps the kernel's tests (on their own tallies domain), and
-a domain generated in it passes its own unit tests with the kernel's unit, group commit and
-relay tests on SQLite. With it, the new project is this repository's files, byte for byte.
+Without the reference saga, the new project is the template without the saga's files
+(`scaffold.prune.saga_files`) and with its generated files written again: no other file
+differs, none names the saga's files or modules, no Markdown link dangles. It passes `make
+lint`'s checks, collects every kernel test (on their own tallies domain), and a domain
+generated in it passes its own unit tests with the kernel's unit, group commit and relay
+tests on SQLite. With it, the new project is this repository's files, byte for byte.
 """
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +20,8 @@ import pytest
 from copier import run_copy
 
 from devstack.servers import REPO_ROOT
-from scaffold.prune import MARKER, REFERENCE_PATHS
+from scaffold.generated import GENERATED
+from scaffold.prune import saga_files
 from tests.integration.test_new_domain import repository_copy
 
 TEMPLATE_ONLY = {"copier.yml", "tests/integration/test_new_project.py"}
@@ -38,6 +43,54 @@ KERNEL_TESTS = (
 )
 """The kernel's tests (on the domain of tests/kernel_example): a project without the saga
 keeps them, and that domain, as they are, and runs them on SQLite."""
+REWRITTEN = {*GENERATED, "contracts/schemas/schemas.lock"}
+"""The generated files: the only ones a project without the saga has other than the template."""
+ABOUT_THE_SAGA = {
+    "scaffold/prune.py": "it removes them (the post-copy task runs it)",
+    "scaffold/generated.py": "it runs the demo where a project has a devstack/demo.py",
+    "tests/unit/test_prune.py": "a scratch project with the saga, to prune",
+    "tests/unit/test_service_boundaries.py": "imports it must refuse, as strings",
+    "tests/unit/test_gateway_config.py": "a sample Procfile",
+    "tests/integration/test_new_project.py": "this test",
+}
+"""Files that may name the saga's files in text, never import them (each with the reason)."""
+LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+
+
+def names_of(removed: list[str]) -> re.Pattern[str]:
+    """A path of a removed file or folder, or the dotted name of a removed module."""
+    names = set()
+    for path in removed:
+        names.add(re.escape(path))
+        if path.endswith(".py") or "." not in path.rsplit("/", 1)[-1]:
+            names.add(re.escape(path.removesuffix(".py").replace("/", ".")))
+    return re.compile(rf"(?<![\w./-])(?:{'|'.join(sorted(names))})(?![\w-])")
+
+
+def imported(source: str) -> set[str]:
+    """Every module a Python source imports, and each ``from`` import's names under it."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def dangling_links(project: Path, kept: dict[str, bytes]) -> list[str]:
+    """Every relative Markdown link whose target is not in the project."""
+    found = []
+    for path, data in kept.items():
+        if not path.endswith(".md"):
+            continue
+        for target in LINK.findall(data.decode("utf-8", "replace")):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (project / path).parent.joinpath(target).exists():
+                found.append(f"{path} → {target}")
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -108,19 +161,28 @@ def test_without_the_saga_the_project_passes_its_checks_and_a_generated_domain_i
         quiet=True,
     )
 
-    assert not [path for path in REFERENCE_PATHS if (project / path).exists()]
+    removed = saga_files(template)
+    assert "write_side/orders" in removed and "tests/reference_saga" in removed
+    assert not [path for path in removed if (project / path).exists()]
     assert not list((project / "contracts" / "schemas").glob("orders.*"))
     kept = files(project)
     assert not TEMPLATE_ONLY & set(kept)
-    marked = [
-        path
-        for path, data in kept.items()
-        if any(MARKER.match(line) for line in data.decode("utf-8", "replace").splitlines())
-    ]
-    assert marked == []
-    assert "demo" not in (project / "Procfile").read_text()
-    assert "orders" not in (project / "contracts" / "registry.py").read_text()
     template_files = files(template)
+    edited = [p for p, data in kept.items() if p not in REWRITTEN and template_files[p] != data]
+    assert edited == [], "a project without the saga edits no file but the generated ones"
+    assert "demo" not in (project / "Procfile").read_text()
+    naming = names_of(removed)
+    for path, data in kept.items():
+        if path.endswith(".md") or path.startswith("scaffold/templates/"):
+            continue  # prose (its links are checked below); the generator's own templates
+        text = data.decode("utf-8", "replace")
+        assert "cqrs-reference-saga" not in text and "cqrs-scaffold:" not in text, path
+        if path.endswith(".py"):
+            modules = " ".join(sorted(imported(text)))
+            assert not naming.search(modules), f"{path} imports {naming.search(modules)}"
+        if path not in ABOUT_THE_SAGA:
+            assert not naming.search(text), f"{path} names {naming.search(text)}"
+    assert dangling_links(project, kept) == []
     for path in (
         "kernel/store.py",
         "Makefile",
@@ -138,6 +200,10 @@ def test_without_the_saga_the_project_passes_its_checks_and_a_generated_domain_i
     run_in(project, "-m", "ruff", "format", "--check", ".")
     run_in(project, "-m", "mypy")
     run_in(project, "-m", "devstack", "contracts", "check")
+    run_in(project, "-m", "devstack", "generate", "--check")
+    collected = run_in(project, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider")
+    for path in KERNEL_TESTS:  # `make test` runs them: the whole suite collects, every one in it
+        assert f"{path}::" in collected.stdout, path
 
     refused = subprocess.run(
         [sys.executable, "-m", "scaffold.prune"],

@@ -253,8 +253,8 @@ def watch_positions(app: TalliesApplication, monkeypatch: pytest.MonkeyPatch) ->
     recorded: list[int] = []
     record = app.recorder.record_position
 
-    def recording(name: str, position: int) -> None:
-        record(name, position)
+    def recording(name: str, position: int, **fence: Any) -> None:
+        record(name, position, **fence)  # a leading relay's write is fenced (docs/adr/0029)
         recorded.append(position)
 
     monkeypatch.setattr(app.recorder, "record_position", recording)

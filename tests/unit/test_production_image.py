@@ -21,12 +21,10 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-IMAGE_COMMANDS = (
-    "devstack.cli",
-    *(["devstack.demo"] if (ROOT / "devstack" / "demo.py").exists() else []),
-)
+IMAGE_COMMANDS = ("devstack.cli",)
 """Besides the Procfile's processes: `cqrs` (`cqrs topics`, `cqrs gateway config`, the
-operations) and compose's demo (the reference saga's, gone from a project without it)."""
+operations). Compose's services are the Procfile's processes (`cqrs generate`), the demo
+included where there is one."""
 
 BLOCKER = """
 import importlib.abc, sys

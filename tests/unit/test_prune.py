@@ -1,83 +1,104 @@
-"""`cqrs remove-reference-saga`'s parts that need no copy of the repository."""
+"""`cqrs remove-reference-saga` on a scratch project: the saga's files go, the generated
+files are written again, and no other file changes."""
 
 from pathlib import Path
 
 import pytest
 
 from devstack.cli import main
-from scaffold.changes import ScaffoldError
-from scaffold.prune import without_saga_blocks
+from devstack.servers import REPO_ROOT
+from scaffold.generated import GENERATED, generated_files
+from scaffold.prune import saga_files
 
-M = "cqrs-reference-saga"  # not on the lines themselves: pruning this file leaves them
-MARKED = f"""\
-first
-# {M}: begin
-saga
-# {M}: end
-    # {M}: instead kept = "indented like the marker"
-<!-- {M}: instead Markdown's text -->
--- {M}: begin
-SQL
--- {M}: end
-last
-"""
-
-
-def test_blocks_go_and_instead_lines_take_their_text() -> None:
-    assert without_saga_blocks(MARKED, "file") == (
-        'first\n    kept = "indented like the marker"\nMarkdown\'s text\nlast\n'
-    )
-
-
-def test_a_mention_of_the_marker_inside_a_line_is_text() -> None:
-    text = "See `# cqrs-reference-saga: begin` in the ADR.\n"
-    assert without_saga_blocks(text, "README.md") == text
-
-
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
-        ("# cqrs-reference-saga: begin\nsaga\n", "never ends"),
-        ("saga\n# cqrs-reference-saga: end\n", "did not begin"),
-        ("# cqrs-reference-saga: begin\n# cqrs-reference-saga: begin\n", "inside"),
-    ],
-)
-def test_unbalanced_markers_are_refused(text: str, problem: str) -> None:
-    with pytest.raises(ScaffoldError, match=problem):
-        without_saga_blocks(text, "file")
+SAGA_SERVICE = "write_side/orders"
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def test_the_saga_goes_with_its_blocks_and_processes(tmp_path: Path, capsys) -> None:
-    (tmp_path / "write_side" / "orders").mkdir(parents=True)
-    (tmp_path / "write_side" / "orders" / "domain.py").write_text("class Order: ...\n")
-    (tmp_path / "registry.py").write_text(MARKED)
-    (tmp_path / "Procfile").write_text(
-        "orders-api: exec uvicorn a\nquery-api: exec uvicorn b\ndemo: exec python -m c\n"
+def write(root: Path, relative: str, text: str = "x = 1\n") -> None:
+    (root / relative).parent.mkdir(parents=True, exist_ok=True)
+    (root / relative).write_text(text)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """The saga's orders service beside a project's own shipments service."""
+    shared = (REPO_ROOT / "devstack" / "compose" / "shared.yml").read_text()
+    write(tmp_path, "devstack/compose/shared.yml", shared)
+    for service, port in (("orders", 8000), ("shipments", 8002)):
+        write(tmp_path, f"write_side/{service}/__init__.py", "")
+        write(tmp_path, f"write_side/{service}/api.py")
+        write(tmp_path, f"write_side/{service}/relay.py")
+        write(tmp_path, f"write_side/{service}/settings.py", f"API_PORT = {port}\n")
+        write(tmp_path, f"contracts/{service}.py", f'TOPIC = "{service}"\n')
+        write(tmp_path, f"projections/{service}.py")
+        write(tmp_path, f"read_side/{service}.py")
+        write(tmp_path, f"contracts/schemas/{service}.Created/1.0.json", "{}\n")
+    write(tmp_path, "projections/tickets.py")
+    write(tmp_path, "read_side/reference_saga.py")
+    write(tmp_path, "tests/reference_saga/unit/test_order.py")
+    write(tmp_path, "tests/unit/test_shipment.py")
+    write(tmp_path, "devstack/demo.py")
+    write(tmp_path, "docs/reference-saga.md", "# The saga\n")
+    lock = '{\n  "orders.Created": {},\n  "shipments.Created": {}\n}\n'
+    write(tmp_path, "contracts/schemas/schemas.lock", lock)
+    for relative, text in generated_files(tmp_path).items():
+        write(tmp_path, relative, text)
+    return tmp_path
+
+
+SAGA_FILES = [
+    "write_side/orders",
+    "contracts/orders.py",
+    "projections/orders.py",
+    "read_side/orders.py",
+    "projections/tickets.py",
+    "read_side/reference_saga.py",
+    "tests/reference_saga",
+    "devstack/demo.py",
+    "contracts/schemas/orders.Created",
+]
+
+
+def test_the_saga_is_its_files(root: Path) -> None:
+    assert saga_files(root) == SAGA_FILES
+
+
+def test_removing_it_removes_its_files_and_regenerates_the_generated_ones(
+    root: Path, capsys
+) -> None:
+    before = snapshot(root)
+
+    assert main(["remove-reference-saga", "--root", str(root)]) == 0
+
+    after = snapshot(root)
+    removed = set(before) - set(after)
+    assert all(
+        any(path == gone or path.startswith(f"{gone}/") for gone in SAGA_FILES) for path in removed
     )
-
-    assert main(["remove-reference-saga", "--root", str(tmp_path)]) == 0
-
-    assert not (tmp_path / "write_side" / "orders").exists()
-    assert (tmp_path / "Procfile").read_text() == "query-api: exec uvicorn b\n"
-    assert "saga" not in (tmp_path / "registry.py").read_text()
+    assert not any(path.startswith(SAGA_SERVICE) for path in after)
+    touched = {path for path in after if after[path] != before[path]}
+    assert touched == {*GENERATED, "contracts/schemas/schemas.lock"}
+    procfile = (root / "Procfile").read_text()
+    assert "orders" not in procfile and "demo" not in procfile
+    assert "shipments-api:" in procfile
+    assert "orders" not in (root / "docker-compose.yml").read_text()
+    sql = (root / "devstack" / "postgres" / "create-service-databases.sql").read_text()
+    assert "orders" not in sql and "CREATE DATABASE shipments;" in sql
+    assert "orders" not in (root / "contracts" / "schemas" / "schemas.lock").read_text()
+    assert "docs/reference-saga.md" in after  # the guides link it
     assert "remove write_side/orders" in capsys.readouterr().out
 
 
-def test_a_bad_marker_anywhere_changes_nothing(tmp_path: Path, capsys) -> None:
-    (tmp_path / "write_side" / "orders").mkdir(parents=True)
-    (tmp_path / "write_side" / "orders" / "domain.py").write_text("class Order: ...\n")
-    (tmp_path / "a.py").write_text(MARKED)
-    (tmp_path / "b.py").write_text("# cqrs-reference-saga: begin\n")
-    before = snapshot(tmp_path)
+def test_a_dry_run_changes_nothing(root: Path, capsys) -> None:
+    before = snapshot(root)
 
-    assert main(["remove-reference-saga", "--root", str(tmp_path)]) == 2
+    assert main(["remove-reference-saga", "--dry-run", "--root", str(root)]) == 0
 
-    assert "b.py:1: a block begins and never ends" in capsys.readouterr().out
-    assert snapshot(tmp_path) == before
+    assert snapshot(root) == before
+    assert "remove tests/reference_saga" in capsys.readouterr().out
 
 
 def test_a_project_without_the_saga_is_refused(tmp_path: Path, capsys) -> None:

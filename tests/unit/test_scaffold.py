@@ -3,8 +3,6 @@
 Runs on a scratch root holding the files a generation edits (no server, no subprocess).
 """
 
-import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,25 +10,31 @@ import pytest
 from devstack.cli import main
 from devstack.servers import REPO_ROOT
 from scaffold import changes, generate, names
+from scaffold.generated import GENERATED, generated_files
 
-EDITED = (
-    "contracts/registry.py",
-    "devstack/run.py",
-    "projections/registry.py",
-    "read_side/api.py",
-    "Procfile",
-    "docker-compose.yml",
-    "devstack/postgres/create-service-databases.sql",
-)
+COPIED = ("devstack/compose/shared.yml",)
+SERVICE = {
+    "write_side/__init__.py": "",
+    "write_side/parcels/__init__.py": "",
+    "write_side/parcels/api.py": "",
+    "write_side/parcels/relay.py": "",
+    "write_side/parcels/settings.py": "API_PORT = 8000\n",
+    "contracts/parcels.py": 'TOPIC = "parcels"\n',
+}
+"""A scratch project's one service (parcels)."""
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    for relative in EDITED:
+    """A scratch project: one service, the generated files and their source."""
+    files = {**SERVICE, **{path: (REPO_ROOT / path).read_text() for path in COPIED}}
+    for relative, text in files.items():
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO_ROOT / relative, tmp_path / relative)
-    for package in ("write_side/orders", "projections"):
-        (tmp_path / package).mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+    for relative, text in generated_files(tmp_path).items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+    (tmp_path / "projections").mkdir()
     return tmp_path
 
 
@@ -85,7 +89,7 @@ def test_fields_parse_into_names_types_and_examples() -> None:
 def test_an_existing_domain_is_refused_and_nothing_changes(root: Path, capsys) -> None:
     before = snapshot(root)
 
-    code = main(["new-domain", "orders", "--field", "title:str", "--root", str(root)])
+    code = main(["new-domain", "parcels", "--field", "title:str", "--root", str(root)])
 
     assert code == 2
     assert "exists already" in capsys.readouterr().out
@@ -103,7 +107,7 @@ def test_dry_run_prints_every_change_and_changes_nothing(root: Path, capsys) -> 
     assert code == 0
     assert "create write_side/shipments/domain.py" in out
     assert "create tests/e2e/test_shipments_flow.py" in out
-    assert "+ SHIPMENTS," in out
+    assert "edit " not in out  # a new domain is new files only
     assert "dry run: nothing was changed" in out
     assert snapshot(root) == before
 
@@ -130,14 +134,16 @@ def test_an_existing_file_is_never_overwritten(root: Path) -> None:
     assert snapshot(root) == before
 
 
-def test_a_missing_insertion_point_is_refused_before_anything_is_written(root: Path) -> None:
-    planned = generate.new_domain(root, "shipments", None, ["title:str"])
-    registry = root / "projections" / "registry.py"
-    registry.write_text(registry.read_text().replace("# cqrs-scaffold: projections\n", ""))
+def test_a_missing_place_is_refused_before_anything_is_written(root: Path) -> None:
+    new_domain = generate.new_domain(root, "shipments", None, ["title:str"])
+    new_domain.after = []
+    changes.apply(root, new_domain)
+    contract = root / "contracts" / "shipments.py"
+    contract.write_text(contract.read_text().replace("EVENTS:", "ALL_EVENTS:"))
     before = snapshot(root)
 
-    with pytest.raises(changes.ScaffoldError, match="projections/registry.py"):
-        changes.apply(root, planned)
+    with pytest.raises(changes.ScaffoldError, match="contracts/shipments.py: no EVENTS"):
+        changes.apply(root, generate.new_event(root, "shipments", "Dispatched", [], None))
 
     assert snapshot(root) == before
 
@@ -162,19 +168,93 @@ def test_a_failure_half_way_restores_every_file_and_removes_the_new_ones(root: P
     assert {p for p in root.rglob("*") if p.is_dir()} == directories
 
 
-def test_entries_go_above_their_marker_with_its_indentation(root: Path) -> None:
+def test_a_new_domain_touches_no_existing_file_but_the_generated_ones(root: Path) -> None:
     planned = generate.new_domain(root, "shipments", None, ["title:str"])
-    planned.after = []
+    planned.after = [generate.write_generated_files]
+    before = snapshot(root)
 
     changes.apply(root, planned)
 
-    registry = (root / "contracts" / "registry.py").read_text()
-    assert "\n    shipments,\n    # cqrs-scaffold: service contracts\n" in registry
-    assert (
-        (root / "Procfile")
-        .read_text()
-        .endswith("shipments-relay: exec python -m write_side.shipments.relay\n")
-    )
-    ports = re.findall(r'_API_PORT": "(\d+)"', (REPO_ROOT / "devstack" / "run.py").read_text())
-    following = max(int(port) for port in ports) + 1  # 8005 in the template
-    assert f'"SHIPMENTS_API_PORT": "{following}",' in (root / "devstack" / "run.py").read_text()
+    after = snapshot(root)
+    touched = {path for path, content in before.items() if after[path] != content}
+    assert touched == set(GENERATED)
+    assert all((root / path).read_text() == text for path, text in generated_files(root).items())
+    procfile = (root / "Procfile").read_text()
+    assert "shipments-api: exec uvicorn write_side.shipments.api:create_app" in procfile
+    assert "shipments-relay: exec python -m write_side.shipments.relay\n" in procfile
+    assert "  shipments-api:\n" in (root / "docker-compose.yml").read_text()
+    sql = (root / "devstack" / "postgres" / "create-service-databases.sql").read_text()
+    assert "CREATE DATABASE shipments;" in sql
+
+
+def test_a_new_domain_gets_the_port_after_every_other(root: Path) -> None:
+    planned = generate.new_domain(root, "shipments", None, ["title:str"])
+
+    settings = planned.files["write_side/shipments/settings.py"]
+
+    assert "\nAPI_PORT = 8002\n" in settings  # above parcels' 8000 and the query API's 8001
+
+
+SOURCE = """import os
+
+EVENTS = (
+    A,
+    B,
+)
+TOPICS = []
+
+
+class Thing:
+    x: int
+
+    def close(self) -> None:
+        pass
+
+
+def apply(event):
+    if event == 1:
+        x = 1
+    elif event == 2:
+        x = 2
+    return x
+
+
+def reactions():
+    return [one]
+"""
+
+
+@pytest.mark.parametrize(
+    ("place", "text", "expected"),
+    [
+        (changes.Place("after-imports"), "import re", "import os\n\nimport re\n"),
+        (changes.Place("before", "EVENTS"), "C = 3", "\nC = 3\n\nEVENTS = ("),
+        (changes.Place("item-of", "EVENTS"), "C", "    B,\nC,\n)"),
+        (changes.Place("item-of", "TOPICS"), "t", "TOPICS = [\nt,\n]"),
+        (changes.Place("item-of", "reactions"), "two", "[one,\ntwo]"),
+        (changes.Place("end-of", "Thing"), "y: int", "        pass\n\n    y: int\n"),
+        (changes.Place("end-of", "Thing.close"), "return", "        pass\n\n        return\n"),
+        (
+            changes.Place("before-last", "apply"),
+            "y = 0",
+            "        x = 2\n\n    y = 0\n\n    return x",
+        ),
+        (
+            changes.Place("end-of-if", "apply"),
+            "elif event == 3:\n    x = 3",
+            "        x = 2\n\n    elif event == 3:\n        x = 3\n\n    return x",
+        ),
+    ],
+)
+def test_a_piece_goes_to_its_place_found_without_a_marker(
+    place: changes.Place, text: str, expected: str
+) -> None:
+    result = changes.inserted(SOURCE, changes.Insertion("m.py", text, place))
+
+    assert expected in result
+    compile(result, "m.py", "exec")
+
+
+def test_a_place_that_is_not_there_is_an_error() -> None:
+    with pytest.raises(changes.ScaffoldError, match="m.py: no Other"):
+        changes.inserted(SOURCE, changes.Insertion("m.py", "x", changes.Place("end-of", "Other")))

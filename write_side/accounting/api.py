@@ -10,10 +10,8 @@ from kernel.api import (
     IdInPath,
     Strict,
     command_api,
-    command_metadata,
 )
 from kernel.auth import CustomerOrOps, OpsOnly
-from kernel.metadata import MessageMetadata, caused_by
 from write_side.accounting.application import AccountingApplication
 from write_side.accounting.bootstrap import build_application
 from write_side.accounting.domain import Account
@@ -54,30 +52,22 @@ def create_app(settings: AccountingSettings | None = None) -> FastAPI:
     )
 
     Accounting = Annotated[AccountingApplication, Depends(accounting)]
-    Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
 
     @api.post("/accounts", status_code=201)
-    def open_account(
-        body: OpenAccount, app: Accounting, metadata: Metadata, caller: OpsOnly
-    ) -> CommandAccepted:
-        with caused_by(metadata):
-            account = app.open_account(body.consumer_id, body.credit_limit_cents)
+    def open_account(body: OpenAccount, app: Accounting, caller: OpsOnly) -> CommandAccepted:
+        account = app.open_account(body.consumer_id, body.credit_limit_cents)
         return CommandAccepted.of(account)
 
     @api.post("/accounts/{consumer_id}/block")
     def block_card(
-        consumer_id: IdInPath, body: BlockCard, app: Accounting, metadata: Metadata, caller: OpsOnly
+        consumer_id: IdInPath, body: BlockCard, app: Accounting, caller: OpsOnly
     ) -> CommandAccepted:
-        with caused_by(metadata):
-            account = app.block_card(consumer_id, body.reason)
+        account = app.block_card(consumer_id, body.reason)
         return CommandAccepted.of(account)
 
     @api.post("/accounts/{consumer_id}/unblock")
-    def unblock_card(
-        consumer_id: IdInPath, app: Accounting, metadata: Metadata, caller: OpsOnly
-    ) -> CommandAccepted:
-        with caused_by(metadata):
-            account = app.unblock_card(consumer_id)
+    def unblock_card(consumer_id: IdInPath, app: Accounting, caller: OpsOnly) -> CommandAccepted:
+        account = app.unblock_card(consumer_id)
         return CommandAccepted.of(account)
 
     @api.get("/accounts/{consumer_id}")

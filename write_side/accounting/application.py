@@ -1,12 +1,11 @@
-"""The accounting Application: commands are get → mutate → save; ``authorize`` decides only.
+"""The accounting Application: each command is get → mutate → save, nothing else.
 
-``authorize`` and ``fail_authorization`` return the aggregates to save and save
-nothing: the saga's Reactor saves them together with the consumed message's position,
-in one transaction. If the Account changed meanwhile, that save conflicts and the
-Reactor calls ``authorize`` again on the fresh Account.
+``authorize`` and ``fail_authorization`` are the saga's commands: called by a reaction,
+their save joins the batch that records the consumed message's position
+(kernel.reactions). If the Account changed meanwhile, that batch's insert conflicts and
+the Reactor runs ``authorize`` again on the fresh Account.
 """
 
-from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -52,25 +51,30 @@ class AccountingApplication(ServiceApplication):
             raise NotFound(f"no account for consumer {consumer_id}") from None
         return account
 
-    def authorize(self, order_id: str, consumer_id: str, amount_cents: int) -> list[Any]:
-        """Authorize the order's amount on the consumer's card; [] if already decided."""
+    @command
+    def authorize(self, order_id: str, consumer_id: str, amount_cents: int) -> None:
+        """Authorize the order's amount on the consumer's card: the Authorization (and
+        the Account's new total) or the failed Authorization; nothing if decided."""
         if self._decided_already(order_id):
-            return []
+            return
         try:
             account = self.get_account(consumer_id)
         except NotFound as not_found:
-            return [Authorization.failed(order_id, consumer_id, str(not_found))]
+            self.save(Authorization.failed(order_id, consumer_id, str(not_found)))
+            return
         refusal = account.refusal_for(amount_cents)
         if refusal is not None:
-            return [Authorization.failed(order_id, consumer_id, refusal)]
+            self.save(Authorization.failed(order_id, consumer_id, refusal))
+            return
         account.authorize(order_id, amount_cents)
-        return [account, Authorization.succeeded(order_id, consumer_id, amount_cents)]
+        self.save(account, Authorization.succeeded(order_id, consumer_id, amount_cents))
 
-    def fail_authorization(self, order_id: str, consumer_id: str, reason: str) -> list[Any]:
-        """The order's authorization failed for ``reason``; [] if already decided."""
+    @command
+    def fail_authorization(self, order_id: str, consumer_id: str, reason: str) -> None:
+        """Save the order's authorization as failed for ``reason``; nothing if decided."""
         if self._decided_already(order_id):
-            return []
-        return [Authorization.failed(order_id, consumer_id, reason)]
+            return
+        self.save(Authorization.failed(order_id, consumer_id, reason))
 
     def get_authorization(self, order_id: str) -> Authorization:
         try:

@@ -4,8 +4,6 @@ Run: ``faust -A write_side.accounting.saga:app worker --without-web``.
 """
 
 import logging
-from collections.abc import Sequence
-from typing import Any
 from uuid import UUID
 
 from contracts import kitchen
@@ -20,16 +18,16 @@ log = logging.getLogger(__name__)
 
 
 def reactions(app: AccountingApplication) -> list[Reaction]:
-    def authorize(event: kitchen.TicketCreated, _: Envelope) -> Sequence[Any]:
-        return app.authorize(event.order_id, event.consumer_id, event.total_cents)
+    def authorize(event: kitchen.TicketCreated, _: Envelope) -> None:
+        app.authorize(event.order_id, event.consumer_id, event.total_cents)
 
-    def fail(event: kitchen.TicketCreated, _: Envelope, reason: str) -> Sequence[Any]:
+    def fail(event: kitchen.TicketCreated, _: Envelope, reason: str) -> None:
         if not _is_uuid(event.order_id):
             # No Authorization can be keyed by it, and no order has such an id: record
             # the message as handled rather than block the partition on it.
             log.error("accounting-saga: order id %r is not a UUID; dropped", event.order_id)
-            return []
-        return app.fail_authorization(event.order_id, event.consumer_id, reason)
+            return
+        app.fail_authorization(event.order_id, event.consumer_id, reason)
 
     return [Reaction(kitchen.TicketCreated, authorize, on_failure=fail)]
 

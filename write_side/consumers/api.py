@@ -10,10 +10,8 @@ from kernel.api import (
     IdInPath,
     Strict,
     command_api,
-    command_metadata,
 )
 from kernel.auth import CustomerOrOps, OpsOnly
-from kernel.metadata import MessageMetadata, caused_by
 from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.bootstrap import build_application
 from write_side.consumers.domain import Consumer
@@ -53,16 +51,14 @@ def create_app(settings: ConsumersSettings | None = None) -> FastAPI:
     )
 
     Consumers = Annotated[ConsumersApplication, Depends(consumers)]
-    Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
 
     @api.post("/consumers", status_code=201)
     def register_consumer(
-        body: RegisterConsumer, app: Consumers, metadata: Metadata, caller: CustomerOrOps
+        body: RegisterConsumer, app: Consumers, caller: CustomerOrOps
     ) -> CommandAccepted:
         """A customer registers themselves (consumer_id is their id); ops anyone."""
         caller.authorize(f"consumer {body.consumer_id}", customer=body.consumer_id)
-        with caused_by(metadata):
-            consumer = app.register_consumer(body.consumer_id, body.name)
+        consumer = app.register_consumer(body.consumer_id, body.name)
         return CommandAccepted.of(consumer)
 
     @api.post("/consumers/{consumer_id}/deactivate")
@@ -70,19 +66,16 @@ def create_app(settings: ConsumersSettings | None = None) -> FastAPI:
         consumer_id: IdInPath,
         body: DeactivateConsumer,
         app: Consumers,
-        metadata: Metadata,
         caller: OpsOnly,
     ) -> CommandAccepted:
-        with caused_by(metadata):
-            consumer = app.deactivate_consumer(consumer_id, body.reason)
+        consumer = app.deactivate_consumer(consumer_id, body.reason)
         return CommandAccepted.of(consumer)
 
     @api.post("/consumers/{consumer_id}/reactivate")
     def reactivate_consumer(
-        consumer_id: IdInPath, app: Consumers, metadata: Metadata, caller: OpsOnly
+        consumer_id: IdInPath, app: Consumers, caller: OpsOnly
     ) -> CommandAccepted:
-        with caused_by(metadata):
-            consumer = app.reactivate_consumer(consumer_id)
+        consumer = app.reactivate_consumer(consumer_id)
         return CommandAccepted.of(consumer)
 
     @api.get("/consumers/{consumer_id}")

@@ -1,7 +1,7 @@
-"""The consumers Application: commands are get → mutate → save; ``verify`` decides only.
+"""The consumers Application: each command is get → mutate → save, nothing else.
 
-``verify`` and ``fail_verification`` return the aggregate to save and save nothing:
-the saga's Reactor saves it together with the consumed message's position.
+``verify`` and ``fail_verification`` are the saga's commands: called by a reaction, their
+save joins the batch that records the consumed message's position (kernel.reactions).
 """
 
 from typing import Any
@@ -47,6 +47,7 @@ class ConsumersApplication(ServiceApplication):
             raise NotFound(f"consumer {consumer_id} not found") from None
         return consumer
 
+    @command
     def verify(
         self,
         order_id: str,
@@ -54,31 +55,33 @@ class ConsumersApplication(ServiceApplication):
         restaurant_id: str,
         line_items: list[dict[str, Any]],
         total_cents: int,
-    ) -> Verification | None:
-        """May this consumer place this order? None if the order was verified already."""
+    ) -> None:
+        """May this consumer place this order? Saves the Verification (verified, or
+        failed with the reason); nothing if the order was verified already."""
         if self._verified_already(order_id):
-            return None
+            return
         try:
             consumer = self.get_consumer(consumer_id)
         except NotFound:
-            return Verification.failed(
+            verification = Verification.failed(
                 order_id, consumer_id, f"consumer {consumer_id} is not registered"
             )
-        if not consumer.may_order():
-            return Verification.failed(
-                order_id,
-                consumer_id,
-                f"consumer {consumer_id} is deactivated: {consumer.deactivation_reason}",
-            )
-        return Verification.succeeded(order_id, consumer_id, restaurant_id, line_items, total_cents)
+        else:
+            if consumer.may_order():
+                verification = Verification.succeeded(
+                    order_id, consumer_id, restaurant_id, line_items, total_cents
+                )
+            else:
+                reason = f"consumer {consumer_id} is deactivated: {consumer.deactivation_reason}"
+                verification = Verification.failed(order_id, consumer_id, reason)
+        self.save(verification)
 
-    def fail_verification(
-        self, order_id: str, consumer_id: str, reason: str
-    ) -> Verification | None:
-        """The order's verification failed for ``reason``; None if already decided."""
+    @command
+    def fail_verification(self, order_id: str, consumer_id: str, reason: str) -> None:
+        """Save the order's verification as failed for ``reason``; nothing if decided."""
         if self._verified_already(order_id):
-            return None
-        return Verification.failed(order_id, consumer_id, reason)
+            return
+        self.save(Verification.failed(order_id, consumer_id, reason))
 
     def get_verification(self, order_id: str) -> Verification:
         try:

@@ -15,10 +15,8 @@ from kernel.api import (
     IdInPath,
     Strict,
     command_api,
-    command_metadata,
 )
 from kernel.auth import OpsOnly, RestaurantOrOps
-from kernel.metadata import MessageMetadata, caused_by
 from write_side.kitchen.application import KitchenApplication, Saved
 from write_side.kitchen.bootstrap import build_application
 from write_side.kitchen.settings import KitchenSettings
@@ -84,33 +82,29 @@ def create_app(settings: KitchenSettings | None = None) -> FastAPI:
     )
 
     Kitchen = Annotated[KitchenApplication, Depends(kitchen)]
-    Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
 
     @api.post("/restaurants", status_code=201)
     def register_restaurant(
-        body: RegisterRestaurant, app: Kitchen, metadata: Metadata, caller: OpsOnly
+        body: RegisterRestaurant, app: Kitchen, caller: OpsOnly
     ) -> CommandAccepted:
         """Register a restaurant, open, with its menu; an existing id is a 409."""
-        with caused_by(metadata):
-            saved = app.register_restaurant(body.restaurant_id, body.name, body.menu)
+        saved = app.register_restaurant(body.restaurant_id, body.name, body.menu)
         return CommandAccepted.of(saved)
 
     @api.post("/restaurants/{restaurant_id}/open")
     def open_restaurant(
-        restaurant_id: RestaurantId, app: Kitchen, metadata: Metadata, caller: RestaurantOrOps
+        restaurant_id: RestaurantId, app: Kitchen, caller: RestaurantOrOps
     ) -> CommandAccepted:
         caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
-        with caused_by(metadata):
-            saved = app.open_restaurant(restaurant_id)
+        saved = app.open_restaurant(restaurant_id)
         return CommandAccepted.of(saved)
 
     @api.post("/restaurants/{restaurant_id}/close")
     def close_restaurant(
-        restaurant_id: RestaurantId, app: Kitchen, metadata: Metadata, caller: RestaurantOrOps
+        restaurant_id: RestaurantId, app: Kitchen, caller: RestaurantOrOps
     ) -> CommandAccepted:
         caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
-        with caused_by(metadata):
-            saved = app.close_restaurant(restaurant_id)
+        saved = app.close_restaurant(restaurant_id)
         return CommandAccepted.of(saved)
 
     @api.put("/restaurants/{restaurant_id}/menu")
@@ -118,12 +112,10 @@ def create_app(settings: KitchenSettings | None = None) -> FastAPI:
         restaurant_id: RestaurantId,
         body: SetMenu,
         app: Kitchen,
-        metadata: Metadata,
         caller: RestaurantOrOps,
     ) -> CommandAccepted:
         caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
-        with caused_by(metadata):
-            saved = app.set_menu(restaurant_id, body.menu)
+        saved = app.set_menu(restaurant_id, body.menu)
         return CommandAccepted.of(saved)
 
     @api.get("/restaurants/{restaurant_id}")

@@ -1,8 +1,8 @@
-"""The kitchen Application.
+"""The kitchen Application: each command is get → mutate → save, nothing else.
 
-HTTP commands (restaurants) are get → mutate → save. The saga-facing commands
-(tickets) are get → mutate and return the aggregates to save: the saga's Reactor saves
-them together with the consumed message's position, in one transaction.
+The restaurants' commands serve the command API; the tickets' serve the saga: called by
+a reaction, their save joins the batch that records the consumed message's position
+(kernel.reactions).
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -79,8 +79,9 @@ class KitchenApplication(ServiceApplication):
             raise NotFound(f"ticket for order {order_id} not found")
         return ticket
 
-    # Tickets (saga commands: they return the aggregates to save, unsaved)
+    # Tickets (the saga's commands)
 
+    @command
     def create_ticket(
         self,
         order_id: UUID,
@@ -88,26 +89,30 @@ class KitchenApplication(ServiceApplication):
         consumer_id: str,
         line_items: Sequence[Mapping[str, Any]],
         total_cents: int,
-    ) -> list[Ticket]:
+    ) -> None:
         """A CREATE_PENDING ticket if the restaurant can make the order, else a REJECTED
         one with the reason; nothing if the order already has a ticket."""
         if order_id in self.repository:
-            return []  # a re-published message: the ticket was made the first time
+            return  # a re-published message: the ticket was made the first time
         try:
             refusal = self.get_restaurant(restaurant_id).refusal_for(line_items)
         except NotFound:
             refusal = f"unknown restaurant {restaurant_id}"
         if refusal is not None:
-            return [Ticket.reject(order_id, restaurant_id, refusal)]
-        return [Ticket.create(order_id, restaurant_id, consumer_id, line_items, total_cents)]
+            ticket = Ticket.reject(order_id, restaurant_id, refusal)
+        else:
+            ticket = Ticket.create(order_id, restaurant_id, consumer_id, line_items, total_cents)
+        self.save(ticket)
 
-    def reject_ticket(self, order_id: UUID, restaurant_id: str, reason: str) -> list[Ticket]:
+    @command
+    def reject_ticket(self, order_id: UUID, restaurant_id: str, reason: str) -> None:
         """A REJECTED ticket (creating the ticket failed); nothing if one exists."""
         if order_id in self.repository:
-            return []
-        return [Ticket.reject(order_id, restaurant_id, reason)]
+            return
+        self.save(Ticket.reject(order_id, restaurant_id, reason))
 
-    def approve_ticket(self, order_id: UUID) -> list[Ticket]:
+    @command
+    def approve_ticket(self, order_id: UUID) -> None:
         """CREATE_PENDING → AWAITING_ACCEPTANCE (no new event if already there).
 
         A missing ticket is NotFound. In the saga it cannot happen: accounting
@@ -115,16 +120,17 @@ class KitchenApplication(ServiceApplication):
         """
         ticket = self.get_ticket(order_id)
         ticket.approve()
-        return [ticket]
+        self.save(ticket)
 
-    def cancel_ticket(self, order_id: UUID, reason: str) -> list[Ticket]:
+    @command
+    def cancel_ticket(self, order_id: UUID, reason: str) -> None:
         """CREATE_PENDING → CANCELLED, the compensation (no new event if already there).
 
         A missing ticket is NotFound, as for :meth:`approve_ticket`.
         """
         ticket = self.get_ticket(order_id)
         ticket.cancel(reason)
-        return [ticket]
+        self.save(ticket)
 
     def _save(self, restaurant: Restaurant) -> Saved:
         recordings = self.save(restaurant)

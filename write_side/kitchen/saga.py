@@ -16,7 +16,6 @@ Run: ``faust -A write_side.kitchen.saga:app worker --without-web``.
 """
 
 import logging
-from collections.abc import Sequence
 from uuid import UUID
 
 from contracts import accounting, consumers
@@ -25,15 +24,14 @@ from kernel.reactions import Reaction
 from kernel.saga import saga_worker
 from write_side.kitchen.application import KitchenApplication
 from write_side.kitchen.bootstrap import build_application
-from write_side.kitchen.domain import Ticket
 from write_side.kitchen.settings import KitchenSettings
 
 log = logging.getLogger(__name__)
 
 
 def reactions(app: KitchenApplication) -> list[Reaction]:
-    def create_ticket(event: consumers.ConsumerVerified, _: Envelope) -> Sequence[Ticket]:
-        return app.create_ticket(
+    def create_ticket(event: consumers.ConsumerVerified, _: Envelope) -> None:
+        app.create_ticket(
             order_id=UUID(event.order_id),
             restaurant_id=event.restaurant_id,
             consumer_id=event.consumer_id,
@@ -41,24 +39,22 @@ def reactions(app: KitchenApplication) -> list[Reaction]:
             total_cents=event.total_cents,
         )
 
-    def reject_ticket(
-        event: consumers.ConsumerVerified, _: Envelope, error: str
-    ) -> Sequence[Ticket]:
+    def reject_ticket(event: consumers.ConsumerVerified, _: Envelope, error: str) -> None:
         try:
             order_id = UUID(event.order_id)
         except ValueError:
             # No ticket can be keyed by it, and no order has it (orders are UUIDs).
             log.error("kitchen: no ticket for order id %r: %s", event.order_id, error)
-            return []
-        return app.reject_ticket(
+            return
+        app.reject_ticket(
             order_id, event.restaurant_id, f"the kitchen could not create the ticket: {error}"
         )
 
-    def approve_ticket(event: accounting.CardAuthorized, _: Envelope) -> Sequence[Ticket]:
-        return app.approve_ticket(UUID(event.order_id))
+    def approve_ticket(event: accounting.CardAuthorized, _: Envelope) -> None:
+        app.approve_ticket(UUID(event.order_id))
 
-    def cancel_ticket(event: accounting.CardAuthorizationFailed, _: Envelope) -> Sequence[Ticket]:
-        return app.cancel_ticket(UUID(event.order_id), event.reason)
+    def cancel_ticket(event: accounting.CardAuthorizationFailed, _: Envelope) -> None:
+        app.cancel_ticket(UUID(event.order_id), event.reason)
 
     return [
         Reaction(consumers.ConsumerVerified, create_ticket, on_failure=reject_ticket),

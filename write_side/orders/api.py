@@ -11,10 +11,8 @@ from kernel.api import (
     Id,
     Strict,
     command_api,
-    command_metadata,
 )
 from kernel.auth import CustomerOrOps, CustomerOrRestaurantOrOps
-from kernel.metadata import MessageMetadata, caused_by
 from write_side.orders.application import OrdersApplication, Saved
 from write_side.orders.bootstrap import build_application
 from write_side.orders.settings import OrdersSettings
@@ -116,32 +114,27 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
     api, orders = command_api("Orders command API", "orders", lambda: build_application(settings))
 
     Orders = Annotated[OrdersApplication, Depends(orders)]
-    Metadata = Annotated[MessageMetadata, Depends(command_metadata)]
 
     @api.post("/orders", status_code=201)
-    def place_order(
-        body: PlaceOrder, app: Orders, metadata: Metadata, caller: CustomerOrOps
-    ) -> CommandAccepted:
+    def place_order(body: PlaceOrder, app: Orders, caller: CustomerOrOps) -> CommandAccepted:
         """A customer places their own orders (customer_id is their id); ops any."""
         caller.authorize(f"customer {body.customer_id}", customer=body.customer_id)
-        with caused_by(metadata):
-            saved = app.place_order(
-                customer_id=body.customer_id,
-                restaurant_id=body.restaurant_id,
-                delivery_address=body.address(),
-                line_items=[item.model_dump() for item in body.line_items],
-            )
+        saved = app.place_order(
+            customer_id=body.customer_id,
+            restaurant_id=body.restaurant_id,
+            delivery_address=body.address(),
+            line_items=[item.model_dump() for item in body.line_items],
+        )
         return CommandAccepted.of(saved)
 
     @api.post("/orders/{order_id}/cancel")
     def cancel_order(
-        order_id: UUID, body: CancelOrder, app: Orders, metadata: Metadata, caller: CustomerOrOps
+        order_id: UUID, body: CancelOrder, app: Orders, caller: CustomerOrOps
     ) -> CommandAccepted:
         """The order's customer, or ops."""
         order = app.get_order(order_id)
         caller.authorize(f"order {order_id}", customer=order.customer_id)
-        with caused_by(metadata):
-            saved = app.cancel_order(order_id, body.reason)
+        saved = app.cancel_order(order_id, body.reason)
         return CommandAccepted.of(saved)
 
     @api.get("/orders/{order_id}")

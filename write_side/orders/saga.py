@@ -3,7 +3,7 @@
 Run: ``faust -A write_side.orders.saga:app worker --without-web``.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -13,23 +13,18 @@ from kernel.reactions import Reaction
 from kernel.saga import saga_worker
 from write_side.orders.application import OrdersApplication
 from write_side.orders.bootstrap import build_application
-from write_side.orders.domain import Order
 from write_side.orders.settings import OrdersSettings
 
 
 def reactions(app: OrdersApplication) -> list[Reaction]:
-    def approve(event: accounting.CardAuthorized, _: Envelope) -> Sequence[Order]:
-        order = app.get_order(UUID(event.order_id))
-        order.approve()
-        return [order]
+    def approve(event: accounting.CardAuthorized, _: Envelope) -> None:
+        app.approve_order(UUID(event.order_id))
 
-    def reject(step: str) -> Any:
-        def handle(event: Any, _: Envelope) -> Sequence[Order]:
-            order = app.get_order(UUID(event.order_id))
-            order.reject(event.reason, failed_step=step)
-            return [order]
+    def reject(step: str) -> Callable[[Any, Envelope], None]:
+        def on_step_failed(event: Any, _: Envelope) -> None:
+            app.reject_order(UUID(event.order_id), event.reason, failed_step=step)
 
-        return handle
+        return on_step_failed
 
     return [
         Reaction(accounting.CardAuthorized, approve),

@@ -1,0 +1,373 @@
+"""The createOrder saga end to end: every process of the four services running.
+
+One system per module (SQLite stores, its own broker, a fresh read-model database);
+each test uses its own consumers and restaurants, so the tests do not see each
+other's orders.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from devstack.servers import KafkaBroker, free_port
+from kernel.kafka import ensure_topics
+from tests import processes
+from tests.integration.kafka_reading import read_all
+from tests.reference_saga.examples import DELIVERY_ADDRESS
+from tests.support import bearer, wait_for
+
+SERVICES = ("orders", "consumers", "kitchen", "accounting")
+TOPICS = SERVICES
+PIZZA = {"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}  # 2500 cents
+TERMINAL = ("APPROVED", "REJECTED")
+
+
+class System:
+    def __init__(self, urls: dict[str, str], env: dict[str, str], log_dir: Path):
+        self.urls = urls
+        self.env = env
+        self.log_dir = log_dir
+        self.running: dict[str, processes.Process] = {}
+        self.http = httpx.Client(timeout=30, headers=bearer())
+
+    def start(self, name: str, incarnation: int = 1) -> None:
+        log_dir = self.log_dir if incarnation == 1 else self.log_dir / f"run-{incarnation}"
+        log_dir.mkdir(exist_ok=True)
+        self.running[name] = _process(name, self.urls, self.env, log_dir)
+
+    def stop(self, name: str) -> None:
+        """SIGTERM: the worker leaves its consumer group and exits."""
+        self.running[name].stop()
+
+    def logs(self) -> str:
+        return processes.logs(*self.running.values())
+
+    def post(self, service: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        return self.http.post(f"{self.urls[service]}{path}", json=body or {})
+
+    def get(self, service: str, path: str) -> httpx.Response:
+        return self.http.get(f"{self.urls[service]}{path}")
+
+    # The domain's set-up, through the services' own command APIs.
+
+    def consumer(self, credit_limit_cents: int = 1_000_000, active: bool = True) -> str:
+        consumer_id = f"cust-{uuid.uuid4().hex[:8]}"
+        assert (
+            self.post(
+                "consumers", "/consumers", {"consumer_id": consumer_id, "name": "Ann"}
+            ).status_code
+            == 201
+        )
+        assert (
+            self.post(
+                "accounting",
+                "/accounts",
+                {
+                    "consumer_id": consumer_id,
+                    "credit_limit_cents": credit_limit_cents,
+                },
+            ).status_code
+            == 201
+        )
+        if not active:
+            response = self.post(
+                "consumers", f"/consumers/{consumer_id}/deactivate", {"reason": "moved away"}
+            )
+            assert response.status_code == 200, response.text
+        return consumer_id
+
+    def restaurant(self, open_: bool = True) -> str:
+        restaurant_id = f"rest-{uuid.uuid4().hex[:8]}"
+        response = self.post(
+            "kitchen",
+            "/restaurants",
+            {
+                "restaurant_id": restaurant_id,
+                "name": "Luigi's",
+                "menu": ["pizza", "soda"],
+            },
+        )
+        assert response.status_code == 201, response.text
+        if not open_:
+            assert self.post("kitchen", f"/restaurants/{restaurant_id}/close").status_code == 200
+        return restaurant_id
+
+    def place(self, consumer_id: str, restaurant_id: str, items: list[dict] | None = None) -> str:
+        response = self.post(
+            "orders",
+            "/orders",
+            {
+                "customer_id": consumer_id,
+                "restaurant_id": restaurant_id,
+                "delivery_address": DELIVERY_ADDRESS,
+                "line_items": items or [PIZZA],
+            },
+        )
+        assert response.status_code == 201, response.text
+        order_id: str = response.json()["order_id"]
+        return order_id
+
+    def order(self, order_id: str) -> dict[str, Any] | None:
+        response = self.get("query", f"/orders/{order_id}")
+        return response.json() if response.status_code == 200 else None
+
+    def finished(self, order_id: str, timeout: float = 120) -> dict[str, Any]:
+        """Wait until the order's saga has ended and its last step is visible: the
+        kitchen's ticket (approved, or cancelled as compensation) included."""
+
+        def ended() -> dict[str, Any] | None:
+            order = self.order(order_id)
+            if order is None or order["status"] not in TERMINAL:
+                return None
+            saga = order["saga"]
+            if saga["card_authorization"] == "FAILED" and saga["ticket"] != "CANCELLED":
+                return None  # the kitchen's compensation has not shown yet
+            if order["status"] == "APPROVED" and saga["ticket"] != "AWAITING_ACCEPTANCE":
+                return None  # the kitchen reacts to the card in parallel with orders
+            return order
+
+        try:
+            return wait_for(ended, timeout=timeout, interval=0.2)
+        except TimeoutError:
+            pytest.fail(f"order {order_id} never ended: {self.order(order_id)}\n{self.logs()}")
+
+
+def _process(name: str, urls: dict[str, str], env: dict[str, str], log_dir: Path):
+    service, kind = name.rsplit("-", 1)
+    if kind == "api":
+        factory = (
+            "read_side.api:create_app"
+            if service == "query"
+            else (f"write_side.{service}.api:create_app")
+        )
+        port = int(urls[service].rsplit(":", 1)[1])
+        return processes.api(name, factory, port, env, log_dir)
+    if kind == "relay":
+        return processes.relay(env, log_dir, name=name, service=service)
+    if kind == "saga":
+        return processes.faust_worker(name, f"write_side.{service}.saga:app", env, log_dir)
+    return processes.projections_worker(env, log_dir)
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory, mongo_url: str) -> Iterator[System]:
+    log_dir = tmp_path_factory.mktemp("saga")
+    broker = KafkaBroker(log_dir / "kafka").start()
+    asyncio.run(ensure_topics(broker.bootstrap, {topic: 4 for topic in TOPICS}))
+    urls = {service: f"http://127.0.0.1:{free_port()}" for service in (*SERVICES, "query")}
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "MONGODB_URL": mongo_url,
+        "MONGODB_DATABASE": f"saga_{uuid.uuid4().hex[:8]}",
+        "PROJECTIONS_GROUP_ID": f"projections-{uuid.uuid4().hex[:8]}",
+        "READ_YOUR_WRITES_TIMEOUT": "10",
+        **{f"{s.upper()}_DATABASE_URL": f"sqlite:///{log_dir}/{s}.db" for s in SERVICES},
+    }
+    running = System(urls, env, log_dir)
+    names = [f"{s}-{kind}" for s in SERVICES for kind in ("api", "relay", "saga")]
+    try:
+        for name in [*names, "projections-worker", "query-api"]:
+            running.start(name)
+        for service, url in urls.items():
+            try:
+                wait_for(
+                    lambda url=url: httpx.get(f"{url}/health").raise_for_status(),
+                    timeout=90,
+                    ignore=(httpx.TransportError, httpx.HTTPStatusError),
+                )
+            except TimeoutError as error:
+                pytest.fail(f"{service} never became healthy ({error})\n{running.logs()}")
+        yield running
+    finally:
+        for process in running.running.values():
+            process.stop()
+        broker.stop()
+
+
+def test_every_path_ends_with_the_compensations_it_requires(system):
+    ok, poor = system.consumer(), system.consumer(credit_limit_cents=1000)
+    gone = system.consumer(active=False)
+    open_, closed = system.restaurant(), system.restaurant(open_=False)
+
+    approved = system.place(ok, open_)
+    unknown_consumer = system.place("cust-nobody", open_)
+    deactivated = system.place(gone, open_)
+    kitchen_closed = system.place(ok, closed)
+    not_on_menu = system.place(ok, open_, [{**PIZZA, "menu_item_id": "sushi"}])
+    over_limit = system.place(poor, open_)
+
+    order = system.finished(approved)
+    assert order["status"] == "APPROVED"
+    assert order["saga"] == {
+        "state": "APPROVED",
+        "consumer_verification": "VERIFIED",
+        "ticket": "AWAITING_ACCEPTANCE",
+        "card_authorization": "AUTHORIZED",
+        "failed_step": None,
+        "reason": None,
+    }
+    assert order["timeline"][0]["service"] == "orders"
+    assert len(order["timeline"]) == 6
+
+    for order_id, reason in [(unknown_consumer, "not registered"), (deactivated, "deactivated")]:
+        order = system.finished(order_id)
+        assert (order["status"], order["failed_step"]) == ("REJECTED", "consumers")
+        assert reason in order["rejection_reason"]
+        assert order["saga"]["ticket"] is None and order["saga"]["card_authorization"] is None
+
+    for order_id, reason in [(kitchen_closed, "closed"), (not_on_menu, "sushi")]:
+        order = system.finished(order_id)
+        assert (order["status"], order["failed_step"]) == ("REJECTED", "kitchen")
+        assert reason in order["rejection_reason"]
+        assert order["saga"]["ticket"] == "REJECTED"
+        assert order["saga"]["card_authorization"] is None
+
+    order = system.finished(over_limit)
+    assert (order["status"], order["failed_step"]) == ("REJECTED", "accounting")
+    assert "credit limit" in order["rejection_reason"]
+    assert order["saga"]["ticket"] == "CANCELLED"  # the compensation
+    assert system.get("kitchen", f"/tickets/{over_limit}").json()["state"] == "CANCELLED"
+
+    # Only the approved order was charged.
+    assert system.get("accounting", f"/accounts/{ok}").json()["authorized_total_cents"] == 2500
+    assert system.get("accounting", f"/accounts/{poor}").json()["authorized_total_cents"] == 0
+
+
+def test_a_cancel_while_the_saga_runs_is_refused_and_allowed_once_approved(system):
+    consumer, restaurant = system.consumer(), system.restaurant()
+    # Without accounting the saga cannot end: the order is surely still pending.
+    system.stop("accounting-saga")
+    try:
+        order_id = system.place(consumer, restaurant)
+        refused = system.post("orders", f"/orders/{order_id}/cancel", {"reason": "changed my mind"})
+        assert refused.status_code == 409, refused.text
+        assert "saga is still in progress" in refused.json()["detail"]
+    finally:
+        system.start("accounting-saga", incarnation=3)  # its logs apart from the others
+
+    assert system.finished(order_id)["status"] == "APPROVED"
+    response = system.post("orders", f"/orders/{order_id}/cancel", {"reason": "changed my mind"})
+    assert response.status_code == 200, response.text
+    wait_for(lambda: (system.order(order_id) or {}).get("status") == "CANCELLED", timeout=60)
+
+
+def test_duplicated_messages_have_no_second_effect(system):
+    consumer, restaurant = system.consumer(), system.restaurant()
+    order_id = system.place(consumer, restaurant)
+    before = system.finished(order_id)
+    account = system.get("accounting", f"/accounts/{consumer}").json()
+    ticket = system.get("kitchen", f"/tickets/{order_id}").json()
+    order = system.get("orders", f"/orders/{order_id}").json()
+
+    # Every message of the saga delivered again to every participant, at new offsets.
+    bootstrap = system.env["KAFKA_BOOTSTRAP_SERVERS"]
+    asyncio.run(_republish(bootstrap, order_id))
+    asyncio.run(_wait_until_consumed(bootstrap, [f"{s}-saga" for s in SERVICES]))
+
+    assert system.get("accounting", f"/accounts/{consumer}").json() == account  # no 2nd charge
+    assert system.get("kitchen", f"/tickets/{order_id}").json() == ticket  # no 2nd ticket
+    assert system.get("orders", f"/orders/{order_id}").json() == order
+    after = system.order(order_id)
+    assert after is not None
+    assert (after["saga"], len(after["timeline"])) == (before["saga"], len(before["timeline"]))
+
+
+def test_a_participant_stopped_mid_flow_catches_up_when_started(system):
+    consumer, restaurant = system.consumer(), system.restaurant()
+    system.stop("accounting-saga")
+    try:
+        orders = [system.place(consumer, restaurant) for _ in range(5)]
+        # The saga reaches the card step and waits there.
+        wait_for(
+            lambda: all(
+                (o := system.order(i)) and o["saga"]["ticket"] == "CREATE_PENDING" for i in orders
+            ),
+            timeout=120,
+            interval=0.2,
+        )
+        stuck = system.get("query", "/sagas/stuck?older_than=0.001&limit=100").json()
+        assert set(orders) <= {o["order_id"] for o in stuck["items"]}
+    finally:
+        system.start("accounting-saga", incarnation=2)
+    for order_id in orders:
+        assert system.finished(order_id)["status"] == "APPROVED"
+    total = system.get("accounting", f"/accounts/{consumer}").json()["authorized_total_cents"]
+    assert total == 5 * 2500
+
+
+def test_a_hundred_concurrent_orders_all_end_and_the_totals_agree(system):
+    rich = [system.consumer() for _ in range(3)]
+    limited = system.consumer(credit_limit_cents=10 * 2500)  # room for 10 of its 30 orders
+    gone = system.consumer(active=False)
+    open_, closed = system.restaurant(), system.restaurant(open_=False)
+    plan = (
+        [(c, open_) for c in rich for _ in range(17)]  # 51
+        + [(limited, open_)] * 30
+        + [(gone, open_)] * 10
+        + [(rich[0], closed)] * 9
+    )
+    assert len(plan) == 100
+    with ThreadPoolExecutor(16) as pool:
+        order_ids = list(pool.map(lambda p: system.place(*p), plan))
+
+    ended = [system.finished(order_id, timeout=300) for order_id in order_ids]
+    by_status = {status: [o for o in ended if o["status"] == status] for status in TERMINAL}
+    assert len(by_status["APPROVED"]) == 51 + 10
+    approved_total = sum(o["total_cents"] for o in by_status["APPROVED"])
+    authorized_total = sum(
+        system.get("accounting", f"/accounts/{c}").json()["authorized_total_cents"]
+        for c in [*rich, limited, gone]
+    )
+    assert authorized_total == approved_total
+    for order in by_status["REJECTED"]:
+        if order["failed_step"] == "accounting":
+            assert order["saga"]["ticket"] == "CANCELLED"
+
+
+async def _republish(bootstrap: str, order_id: str) -> None:
+    """Publish every message of the order's saga once more, at new offsets."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for topic in TOPICS:
+            for record in await read_all(bootstrap, topic):
+                if order_id.encode() in (record.value or b""):
+                    await producer.send_and_wait(
+                        topic, record.value, key=record.key, headers=list(record.headers)
+                    )
+    finally:
+        await producer.stop()
+
+
+async def _wait_until_consumed(bootstrap: str, groups: list[str], timeout: float = 60) -> None:
+    """Poll until each consumer group has committed the end of every partition it reads."""
+    from aiokafka import AIOKafkaConsumer
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            lagging = []
+            for group in groups:
+                committed = await admin.list_consumer_group_offsets(group)
+                ends = await consumer.end_offsets(list(committed))
+                lagging += [tp for tp, meta in committed.items() if meta.offset < ends[tp]]
+            if not lagging:
+                return
+            assert loop.time() < deadline, f"still lagging: {lagging}"
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+        await admin.close()

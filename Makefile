@@ -67,9 +67,9 @@ lint: $(VENV_STAMP)
 bench: $(VENV_STAMP) secantus
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
-# `make chaos CHAOS_ARGS='--rounds 2 --kill api,relay'`; `python -m chaos --help` lists the options.
+# `make chaos CHAOS_ARGS='--rounds 2 --kill api,relay'`; `python -m bench.chaos --help` lists the options.
 chaos: $(VENV_STAMP) secantus
-	$(VENV)/bin/python -m chaos $(CHAOS_ARGS)
+	$(VENV)/bin/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf var $(VENV) $(SECANTUS_VENV)

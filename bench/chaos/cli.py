@@ -1,7 +1,7 @@
-"""`python -m chaos` (`make chaos`): seeded chaos rounds, then the report.
+"""`python -m bench.chaos` (`make chaos`): seeded chaos rounds, then the report.
 
 Round i of a run with `--seed S` uses seed S + i - 1, so any round can be run again alone:
-`python -m chaos --seed <its seed> --rounds 1`. Everything runs on 127.0.0.1 in a
+`python -m bench.chaos --seed <its seed> --rounds 1`. Everything runs on 127.0.0.1 in a
 temporary folder, removed at the end; a failed round's folder (logs, stores, the broker's
 data) is copied to `var/chaos/seed-<seed>/` first.
 """
@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from chaos.report import render
-from chaos.rounds import RoundResult, RoundSettings, run_round
-from chaos.schedule import SERVERS
-from chaos.system import KINDS, standby_relays
+from bench.chaos.report import render
+from bench.chaos.rounds import RoundResult, RoundSettings, run_round
+from bench.chaos.schedule import SERVERS
+from bench.chaos.system import KINDS, standby_relays
 from devstack.servers import REPO_ROOT, MongoServer, ensure_secantus_venv
 
 log = logging.getLogger("chaos")
@@ -70,7 +70,7 @@ def kinds(value: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1, help="the first round's seed")
     parser.add_argument("--rate", type=float, default=RoundSettings.rate, help="orders/s")
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results = run(args.rounds, args.seed, settings)
     elapsed = time.monotonic() - started
-    command = "python -m chaos " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bench.chaos " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.no_report:
         args.report.write_text(render(results, settings, command.strip(), elapsed))
         log.info("report: %s", args.report)

@@ -22,11 +22,18 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from chaos import checks, workload
-from chaos.observe import Observer, Sample
-from chaos.schedule import SERVERS, Action, make_schedule
-from chaos.stores import opened_stores
-from chaos.system import GROUP_TOPICS, KINDS, PROJECTIONS_GROUP, SERVICES, System, running_system
+from bench.chaos import checks, workload
+from bench.chaos.observe import Observer, Sample
+from bench.chaos.schedule import SERVERS, Action, make_schedule
+from bench.chaos.stores import opened_stores
+from bench.chaos.system import (
+    GROUP_TOPICS,
+    KINDS,
+    PROJECTIONS_GROUP,
+    SERVICES,
+    System,
+    running_system,
+)
 from devstack.servers import MongoServer
 
 log = logging.getLogger("chaos")

@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from chaos.stores import Stores
-from chaos.system import GROUP_TOPICS, PARTITIONS, SERVICES
+from bench.chaos.stores import Stores
+from bench.chaos.system import GROUP_TOPICS, PARTITIONS, SERVICES
 
 log = logging.getLogger("chaos")
 

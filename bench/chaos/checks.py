@@ -16,10 +16,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo.asynchronous.database import AsyncDatabase
 
-from chaos.observe import Sample
-from chaos.stores import Stores, event_name
-from chaos.system import PARTITIONS, SERVICES
-from chaos.workload import PlacedOrder
+from bench.chaos.observe import Sample
+from bench.chaos.stores import Stores, event_name
+from bench.chaos.system import PARTITIONS, SERVICES
+from bench.chaos.workload import PlacedOrder
 from devstack.run import DEAD_LETTER_TOPICS
 from kernel.projection_catalog import Catalog
 from kernel.projections_status import projections_status

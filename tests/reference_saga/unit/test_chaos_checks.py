@@ -3,9 +3,9 @@ check finds what it is there to find (an order doubled, a charge doubled, a wron
 
 import random
 
-from chaos import checks, workload
-from chaos.checks import Facts, StoredOrder
-from chaos.schedule import make_schedule
+from bench.chaos import checks, workload
+from bench.chaos.checks import Facts, StoredOrder
+from bench.chaos.schedule import make_schedule
 
 PROCESSES = {
     "api": ["orders-api", "query-api"],

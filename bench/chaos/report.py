@@ -8,8 +8,8 @@ import statistics
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from chaos.rounds import RoundResult, RoundSettings
-from chaos.schedule import SERVERS
+from bench.chaos.rounds import RoundResult, RoundSettings
+from bench.chaos.schedule import SERVERS
 
 MAX_PROBLEMS = 20  # per check and round
 

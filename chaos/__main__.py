@@ -1,5 +1,0 @@
-import sys
-
-from chaos.cli import main
-
-sys.exit(main())

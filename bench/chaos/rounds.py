@@ -51,7 +51,7 @@ class RoundSettings:
     kills: int = 4  # process kills per round (the servers' restarts come on top)
     kinds: tuple[str, ...] = (*KINDS, *SERVERS)
     relays_per_service: int = 1
-    settle_timeout: float = 90.0
+    settle_timeout: float = 40.0  # seconds; settling takes a few when all is well
 
 
 @dataclass

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import FrameType
 
 from bench.chaos.report import render
 from bench.chaos.rounds import RoundResult, RoundSettings, run_round
@@ -105,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         kinds=args.kill,
         relays_per_service=relays,
     )
+    # SIGTERM unwinds like Ctrl-C: every process and server started is stopped by PID.
+    signal.signal(signal.SIGTERM, _exit)
     started = time.monotonic()
     results = run(args.rounds, args.seed, settings)
     elapsed = time.monotonic() - started
@@ -115,3 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     passed = sum(r.passed for r in results)
     log.info("%d of %d rounds passed in %.1f min", passed, len(results), elapsed / 60)
     return 0 if passed == len(results) else 1
+
+
+def _exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)

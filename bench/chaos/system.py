@@ -183,13 +183,14 @@ class System:
         return False
 
     def wait_healthy(self, timeout: float = 120) -> None:
+        """Every API answers /health; a process that exits meanwhile is restarted (and
+        listed), as a process runner would."""
         deadline = time.monotonic() + timeout
         for name, spec in self.specs.items():
             if spec.health_url is None:
                 continue
             while not self.healthy(name):
-                if dead := [n for n, p in self.running.items() if not p.alive()]:
-                    raise RuntimeError(f"{', '.join(dead)} exited while starting\n{self.logs()}")
+                self.restart_exited()  # e.g. "database is locked" opening a new store
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{name} not healthy within {timeout:g} s\n{self.logs()}")
                 time.sleep(0.2)

@@ -22,6 +22,16 @@ class KafkaSettings(BaseSettings):
     kafka_empty_fetch_interval_with_wakeups: float = 1.0
     """Instead of `kafka_empty_fetch_interval` while a consumer hears the wakeups: only
     the fallback for producers that do not announce."""
+    worker_instance: int = Field(default=0, ge=0)
+    """The slot of this copy of a worker among the copies of it that run (0 to N-1, set by
+    whatever starts N copies): its consumer group instance id is `<group>-<slot>` (static
+    membership, docs/adr/0031). Stable across restarts, unique among running copies: two
+    live copies with one slot take each other's partitions in turn."""
+    kafka_session_timeout: float = Field(default=30.0, ge=6.0, le=90.0)
+    """Seconds Kafka waits for a silent group member before it gives its partitions to the
+    others. A worker restarted within it gets its partitions back without a rebalance;
+    one that never comes back leaves them idle that long. (The local broker keeps a static
+    member's partitions until it comes back, however long.)"""
 
 
 class RelaySettings(KafkaSettings):

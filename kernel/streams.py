@@ -15,6 +15,11 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from pymongo.errors import PyMongoError
 from sqlalchemy.exc import DBAPIError
 
+from kernel.group_membership import (
+    InstanceIdInUse,
+    claim_instance_id,
+    group_instance_id,
+)
 from kernel.kafka import fetch_wakeups, pace_empty_fetches
 from kernel.settings import KafkaSettings
 
@@ -45,13 +50,39 @@ class Worker(faust.Worker):
         self.spinner = None
         super().on_setup_root_logger(logger, level)
 
+    async def on_first_start(self) -> None:
+        """Claim the app's group instance id on this machine before it joins the group
+        (`kernel.group_membership`): a second live process with the same id stops here."""
+        conf = self.app.conf
+        if conf.consumer_group_instance_id:
+            try:
+                self.instance_claim = await claim_instance_id(
+                    ",".join(str(url) for url in conf.broker),
+                    conf.id,
+                    conf.consumer_group_instance_id,
+                )
+            except InstanceIdInUse as error:
+                log.critical("%s", error)  # Faust's crash would not say why
+                raise
+            log.info(
+                "consumer group %r: static member %r (session timeout %.0fs)",
+                conf.id,
+                conf.consumer_group_instance_id,
+                conf.broker_session_timeout,
+            )
+        await super().on_first_start()
+
 
 def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust") -> faust.App:
     """A Faust app reading raw bytes (decoding is ours, so bad bytes can be dead-lettered).
 
+    Its consumer is a static member of the group ``app_id``, as copy `WORKER_INSTANCE` of
+    the worker (`kernel.group_membership`): restarted after a crash, it gets its partitions
+    back at once.
+
     Where `KAFKA_EMPTY_FETCH_INTERVAL` is set (the local stack), its consumer does not
-    spin on a broker that answers empty fetches at once (`pace_empty_fetches`), and is woken by the relays' announcements where they are
-    heard (`FetchWakeups`)."""
+    spin on a broker that answers empty fetches at once (`pace_empty_fetches`), and is
+    woken by the relays' announcements where they are heard (`FetchWakeups`)."""
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     if settings.kafka_empty_fetch_interval > 0:
         pace_empty_fetches(
@@ -67,6 +98,8 @@ def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust")
         topic_partitions=settings.kafka_topic_partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=group_instance_id(app_id, settings.worker_instance),
+        broker_session_timeout=settings.kafka_session_timeout,
         store="memory://",
         web_enabled=False,
         datadir=f"{data_dir}/{{conf.name}}",

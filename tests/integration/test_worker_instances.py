@@ -1,0 +1,37 @@
+"""One instance id, one live worker: the guard against two copies of a worker sharing a
+group instance id (`kernel.group_membership`, docs/adr/0031), on the kernel's own worker
+(tests/kernel_example/batches.py). How a worker comes back after kill -9:
+tests/reference_saga/integration/test_workers_come_back.py."""
+
+import uuid
+from pathlib import Path
+
+from kernel.kafka import ensure_topics
+from tests import processes
+
+
+async def test_a_second_copy_of_a_worker_with_the_same_instance_slot_refuses_to_start(
+    kafka: str, tmp_path: Path
+) -> None:
+    """Two live members with one instance id would take the partitions from each other in
+    turn (the local broker fences neither): the second copy on this machine stops."""
+    topic = f"copies-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka, {topic: 1})
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "BATCHES_TOPIC": topic,
+        "BATCHES_GROUP_ID": f"copies-{uuid.uuid4().hex[:8]}",
+        "BATCHES_DIR": str(tmp_path),
+    }
+    app = "tests.kernel_example.batches:app"
+    first = processes.faust_worker("first", app, env, tmp_path)
+    second = processes.faust_worker("second", app, env | {"WORKER_INSTANCE": "0"}, tmp_path)
+    other_slot = processes.faust_worker("other", app, env | {"WORKER_INSTANCE": "1"}, tmp_path)
+    try:
+        second.popen.wait(timeout=60)
+        assert second.popen.returncode != 0
+        assert f"is in use by pid {first.pid}" in second.log(), second.log()
+        assert first.alive() and other_slot.alive(), processes.logs(first, other_slot)
+    finally:
+        for worker in (first, second, other_slot):
+            worker.stop()

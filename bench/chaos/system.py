@@ -26,6 +26,7 @@ from devstack import processes
 from devstack.identity import ensure_keys, jwks_url, mint_token
 from devstack.run import stack_topics
 from devstack.servers import KafkaBroker, MongoServer, free_port, run_sync
+from kernel.group_membership import claim_path, group_instance_id
 from kernel.kafka import ensure_topics
 
 log = logging.getLogger("chaos")
@@ -260,3 +261,6 @@ def running_system(work: Path, mongo: MongoServer, relays_per_service: int) -> I
         if system is not None:
             system.stop()
         broker.stop()
+        for group in GROUP_TOPICS:  # the workers' claims on their instance ids, now let go
+            path = claim_path(broker.bootstrap, group, group_instance_id(group, 0))
+            path.unlink(missing_ok=True)

@@ -66,7 +66,7 @@ def render(
         ),
         (
             f"- Then the system settles: polled until every lag is 0 twice in a row (deadline "
-            f"{settings.settle_timeout:g} s), and the checks run (`chaos/checks.py`)."
+            f"{settings.settle_timeout:g} s), and the checks run (`bench/chaos/checks.py`)."
         ),
         (
             "- Recovery, per kill: an API, until it answers /health; a relay, until its recorded "

@@ -67,9 +67,11 @@ lint: $(VENV_STAMP)
 bench: $(VENV_STAMP) secantus
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
-# `make chaos CHAOS_ARGS='--rounds 2 --kill api,relay'`; `python -m bench.chaos --help` lists the options.
+# `make chaos CHAOS_ARGS='--rounds 2 --kill api,relay'` (`--help` lists the options): the
+# reference saga's chaos rounds, in bench/; a project without the saga has none.
 chaos: $(VENV_STAMP) secantus
-	$(VENV)/bin/python -m bench.chaos $(CHAOS_ARGS)
+	@[ -d bench/$@ ] || { echo "no chaos rounds in this project (they are the reference saga's)"; exit 2; }
+	$(VENV)/bin/python -m bench.$@ $(CHAOS_ARGS)
 
 clean:
 	rm -rf var $(VENV) $(SECANTUS_VENV)

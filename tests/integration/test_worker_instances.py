@@ -6,8 +6,10 @@ kill -9: that ADR."""
 import uuid
 from pathlib import Path
 
+from kernel.group_membership import claim_path, group_instance_id, holder
 from kernel.kafka import ensure_topics
 from tests import processes
+from tests.support import wait_for
 
 
 async def test_a_second_copy_of_a_worker_with_the_same_instance_slot_refuses_to_start(
@@ -25,6 +27,14 @@ async def test_a_second_copy_of_a_worker_with_the_same_instance_slot_refuses_to_
     }
     app = "tests.kernel_example.batches:app"
     first = processes.faust_worker("first", app, env, tmp_path)
+    claim = claim_path(  # as the worker names its broker: Faust's URL
+        f"kafka://{kafka}", env["BATCHES_GROUP_ID"], group_instance_id(env["BATCHES_GROUP_ID"], 0)
+    )
+    try:  # the second copy starts once the first holds the claim (else either may win)
+        wait_for(lambda: holder(claim) == str(first.pid), timeout=60, message=first.log())
+    except BaseException:
+        first.stop()
+        raise
     second = processes.faust_worker("second", app, env | {"WORKER_INSTANCE": "0"}, tmp_path)
     other_slot = processes.faust_worker("other", app, env | {"WORKER_INSTANCE": "1"}, tmp_path)
     try:

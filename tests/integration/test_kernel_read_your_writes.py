@@ -50,12 +50,17 @@ class Settings:
 
 
 @pytest.fixture
-async def client(database: AsyncDatabase[Any]) -> AsyncIterator[httpx.AsyncClient]:
+def app(database: AsyncDatabase[Any]) -> FastAPI:
     app = FastAPI()
     app.state.database = database
     app.state.live = LiveCollections(database)
     app.state.settings = Settings()
     app.include_router(queries.router)
+    return app
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://tallies") as client:
         yield client
@@ -92,12 +97,14 @@ async def test_a_reached_token_answers_at_once_with_the_staleness_headers(client
     assert float(response.headers["X-Read-Model-Age"]) >= 0
 
 
-async def test_a_query_waits_for_its_token_and_then_reads_its_own_write(client, runner, database):
+async def test_a_query_waits_for_its_token_and_then_reads_its_own_write(
+    app, client, runner, database
+):
     log = TallyLog()
     started = log.started()
     tally_id = started.key.decode()  # type: ignore[union-attr]
     await runner.handle([started])
-    client._transport.app.state.settings.read_your_writes_timeout = 30  # type: ignore[attr-defined]
+    app.state.settings.read_your_writes_timeout = 30
     asked = len(database.commands)
 
     query = asyncio.create_task(

@@ -38,8 +38,11 @@ class Process:
         self.popen.wait(timeout=10)
 
     def stop(self, timeout: float = 15) -> None:
+        """SIGTERM, SIGKILL after ``timeout``. SIGCONT follows the SIGTERM: a stopped
+        (SIGSTOPped) process would otherwise hold the SIGTERM until the SIGKILL."""
         if self.alive():
             os.killpg(self.pid, signal.SIGTERM)
+            os.killpg(self.pid, signal.SIGCONT)
             try:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

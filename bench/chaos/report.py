@@ -24,7 +24,7 @@ BROKER_RESTART = [
         "with a steady stream of idempotent sends (acks=all), the broker SIGTERMed and "
         "started again on its data: in each of 8 runs with a few thousand messages sent, the "
         "last 20 to 140 acknowledged messages were missing afterwards (with a few hundred "
-        "sent, in 2 of 6 runs) (their offsets then given to new messages), and every later "
+        "sent, in 2 of 6 runs), their offsets then given to new messages, and every later "
         "send of the same producer was refused with `OutOfOrderSequenceNumber` (its sequence "
         "numbers were lost as well). That was the cause of every failure of the first full "
         "run (6 of 20 rounds passed, 2026-12-03): a stored event missing from its topic after "
@@ -41,7 +41,7 @@ BROKER_RESTART = [
         "data. `tests/integration/test_broker_restart.py` checks that every acknowledged "
         "message survives three restarts under a stream of sends (with the SIGTERM alone it "
         "fails). The processes are still `kill -9`ed. A `kill -9` of this broker is not a "
-        "round's action: it keeps nothing since its last snapshot (in one try, 2,000 messages "
+        "round's action: it keeps only what it had saved (in one try, 2,000 messages "
         "sent, then `kill -9`: no data file at all, the topic gone); Kafka itself keeps what "
         "it acknowledged with acks=all across any restart."
     ),

@@ -12,7 +12,6 @@ import faust
 from aiokafka.errors import KafkaError
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
-from faust.transport.drivers import aiokafka as faust_kafka
 from pymongo.errors import PyMongoError
 from sqlalchemy.exc import DBAPIError
 
@@ -74,41 +73,6 @@ class Worker(faust.Worker):
         await super().on_first_start()
 
 
-class _NothingRead(dict[Any, int | None]):
-    """Faust's consumer keeps the offset it last handed on per partition, and drops a
-    fetched message at or below it as already read. A rebalance can leave that offset
-    ahead of what was handled: on revocation Faust empties the agents' queues, but the
-    message it was handing on when that happened still sets the offset. After the
-    rebalance the consumer fetches again from the committed offset, and the messages
-    that were in the queues were dropped for good: their effects missing, and the
-    partition's commits stuck behind them (Faust commits only up to the first offset not
-    acknowledged). Seen after broker restarts, which make every member rejoin (chaos
-    rounds, seed 10: an orders-saga worker not killed never rejected an order, its group
-    40 messages behind on `consumers[2]` for good). This map has no offset for any
-    partition: every message fetched is handed on, a message fetched again after a
-    rebalance or a seek comes again (the inbox and the version guard keep its effect
-    once). Our topics have no offset gaps (no compaction, no transactions), so Faust's
-    filling of gaps, which needs these offsets, is not needed."""
-
-    def __getitem__(self, tp: Any) -> None:
-        return None
-
-
-class _Consumer(faust_kafka.Consumer):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._read_offset = _NothingRead()
-
-
-class _Transport(faust_kafka.Transport):
-    Consumer = _Consumer
-
-
-class _App(faust.App):
-    def _new_transport(self) -> Any:
-        return _Transport(self.conf.broker_consumer, self)
-
-
 def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust") -> faust.App:
     """A Faust app reading raw bytes (decoding is ours, so bad bytes can be dead-lettered).
 
@@ -126,7 +90,7 @@ def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust")
             fetch_wakeups(settings),
             settings.kafka_empty_fetch_interval_with_wakeups,
         )
-    return _App(
+    return faust.App(
         app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
         key_serializer="raw",

@@ -326,6 +326,33 @@ class KafkaBroker(ManagedServer):
             return False
         return True
 
+    def stop(self) -> int | None:
+        """Stop the broker without losing what it acknowledged: first its own graceful
+        stop of the Kafka service (`noida-db stop kafka`, through its control channel),
+        which saves every acknowledged message and the idempotent producers' sequence
+        numbers, then SIGTERM to its process group as every server.
+
+        A SIGTERM alone is not enough: noida-db 0.2.3 still acknowledges produce requests
+        while it exits and saves its data before the last of them, so the last batches
+        acknowledged (measured: 20 to 40 messages of a steady stream) are gone after the
+        restart, and its producers' sequence numbers with them (every later send of an
+        idempotent producer then fails with OutOfOrderSequenceNumber). See docs/chaos.md.
+        """
+        if self.running:
+            try:
+                subprocess.run(
+                    [str(broker_binary()), "stop", "kafka", "--data-dir", str(self.storage_dir)],
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    cwd=self.data_dir,
+                    timeout=self.stop_timeout,
+                    check=True,
+                )
+            except (subprocess.SubprocessError, OSError) as error:
+                with open(self.log_path, "ab") as log:  # the SIGTERM follows all the same
+                    log.write(f"=== noida-db stop kafka failed: {error!r}\n".encode())
+        return super().stop()
+
 
 class MongoServer(ManagedServer):
     """SecantusDB's `secantusd-py`, a one-node replica set named `secantus`."""

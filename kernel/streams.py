@@ -97,8 +97,8 @@ def consumer_lag_sampler(app: Any, health: process_health.Health) -> Any:
         assigned = set()
         for tp in app.consumer.assignment():
             highwater = app.consumer.highwater(tp)
-            if highwater is None:
-                continue
+            if highwater is None or tp.topic.startswith(f"{group}-__"):
+                continue  # not fetched yet, or Faust's own (its assignor's leader topic)
             key = (tp.topic, tp.partition)
             assigned.add(key)
             if key in handled:

@@ -8,7 +8,6 @@ Faust worker, as real processes on a real broker, on the kernel's tallies domain
 """
 
 import asyncio
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from tests import processes
 from tests.integration.test_relay import relay_settings, write_tallies
 from tests.kernel_example.contracts import TOPIC, registered
 from tests.kernel_example.relay import open_tallies
+from tests.metrics_scrape import scrape, value
 from tests.stores import Store
 from tests.support import wait_for
 
@@ -32,22 +32,6 @@ FAST_HEALTH = {
     "HEALTH_CHECK_TIMEOUT": "1.0",
     "HEALTH_HEARTBEAT_INTERVAL": "0.1",
 }
-SAMPLE = re.compile(r"^(?P<name>[a-z_:]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
-
-
-def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """A /metrics page as ``(name, labels) -> value``."""
-    samples = {}
-    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
-        if line.startswith("#") or not (match := SAMPLE.match(line)):
-            continue
-        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', match["labels"] or ""))
-        samples[(match["name"], labels)] = float(match["value"])
-    return samples
-
-
-def value(url: str, name: str, **labels: str) -> float | None:
-    return scrape(url).get((name, frozenset(labels.items())))
 
 
 def status(url: str, path: str) -> int | None:

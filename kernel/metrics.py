@@ -136,6 +136,12 @@ DEAD_LETTERS = Counter(
     ["consumer", "topic", "kind"],
     namespace=NAMESPACE,
 )
+SAGAS_STARTED = Counter(
+    "sagas_started",
+    "Sagas that began (their first command was committed), by saga.",
+    ["saga"],
+    namespace=NAMESPACE,
+)
 SAGAS_ENDED = Counter(
     "sagas_ended",
     "Sagas that ended, by saga and outcome.",
@@ -195,6 +201,11 @@ def projection_writes(projection: str, outcome: str, count: int) -> None:
 def dead_letter(consumer: str, topic: str, kind: str) -> None:
     if _ENABLED:
         DEAD_LETTERS.labels(consumer, topic, kind).inc()
+
+
+def saga_started(saga: str) -> None:
+    if _ENABLED:
+        SAGAS_STARTED.labels(saga).inc()
 
 
 @dataclass(frozen=True)

@@ -420,6 +420,7 @@ def test_cqrs_run_scales_an_api_out_behind_the_gateway(tmp_path: Path) -> None:
             interval=0.2,
             message=f"the two {name}-api processes did not start",
         )
+
         # The gateway sends requests to a process once its /health/ready answered 200.
         def healthy() -> list[str]:
             clusters = httpx.get(f"http://127.0.0.1:{admin_port}/clusters", timeout=5).text

@@ -32,6 +32,7 @@ REGENERATED = {
     "Procfile",
     "docker-compose.yml",
     "devstack/postgres/create-service-databases.sql",
+    "devstack/compose/prometheus/prometheus.yml",
     "contracts/schemas/schemas.lock",
 }
 """What `cqrs generate` and `cqrs contracts generate` write: no hand-written file changes."""

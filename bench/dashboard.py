@@ -20,9 +20,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from devstack.servers import REPO_ROOT  # noqa: E402
+from devstack.servers import REPO_ROOT
 
 DASHBOARD = REPO_ROOT / "devstack/compose/grafana/dashboards/cqrs.json"
 OUTPUT = REPO_ROOT / "docs/img/metrics-dashboard.png"

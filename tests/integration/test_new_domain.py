@@ -118,7 +118,11 @@ def test_a_generated_domain_passes_the_checks_and_its_tests_end_to_end(tmp_path:
     services = compose_services(copy)
     api, relay = services["shipments-api"], services["shipments-relay"]
     assert api["environment"]["SHIPMENTS_DATABASE_URL"].endswith("/shipments")
-    assert relay["environment"].items() <= api["environment"].items()  # + the API's auth
+    # the API's auth besides; the relay's health and metrics server (docs/metrics.md)
+    health = {"HEALTH_", "METRICS_"}
+    shared = {k: v for k, v in relay["environment"].items() if k[:7] not in health}
+    assert shared.items() <= api["environment"].items()
+    assert relay["environment"]["HEALTH_PORT"] == "9100"
     assert "KAFKA_BOOTSTRAP_SERVERS" in api["environment"]
     assert relay["command"] == ["python", "-m", "write_side.shipments.relay"]
 

@@ -48,27 +48,32 @@ def test_compose_s_scrape_config_is_valid_and_has_a_job_per_process() -> None:
     assert len(compose_jobs(find_services())) == text.count("job_name:")
 
 
+PROCFILE = """\
+shop-api: exec uvicorn write_side.shop.api:create_app --factory --port $SHOP_API_PORT
+shop-relay: exec python -m write_side.shop.relay
+shop-relay-2: exec python -m write_side.shop.relay
+shop-saga: exec faust -A write_side.shop.saga:app worker --without-web
+projections: exec faust -A projections.worker:app worker --without-web
+demo: exec python -m devstack.demo
+"""
+
+
 def test_the_runner_s_scrape_config_has_every_process_on_its_port(tmp_path: Path) -> None:
-    procfile = (REPO_ROOT / "Procfile").read_text()
-    procfile += "orders-relay-2: exec python -m write_side.orders.relay\n"
-    text, workers = with_health_ports(procfile)
-    assert "demo" not in workers and not any(name.endswith("-api") for name in workers)
-    assert {"orders-relay", "orders-relay-2", "orders-saga", "projections"} <= set(workers)
+    text, workers = with_health_ports(PROCFILE)
+    assert set(workers) == {"shop-relay", "shop-relay-2", "shop-saga", "projections"}
     ports = [port for endpoints in workers.values() for _, port in endpoints]
     assert len(set(ports)) == len(ports)
     for name, [(_, port)] in workers.items():
-        assert f"{name}: export HEALTH_PORT={port}; " in text
-    api = "orders-api: exec uvicorn write_side.orders.api:create_app"
-    assert any(line.startswith(api) for line in text.splitlines())  # APIs: their own port
+        assert f"{name}: export HEALTH_PORT={port}; exec " in text
+    assert PROCFILE.splitlines()[0] in text.splitlines()  # an API: its own port
+    assert "demo: exec python -m devstack.demo" in text.splitlines()
     from devstack.gateway import Api
 
-    targets = scrape_targets(
-        [Api("orders-api", [("127.0.0.1", 8000), ("127.0.0.1", 8100)])], workers
-    )
-    assert targets["orders-api-2"] == [("127.0.0.1", 8100)]
+    targets = scrape_targets([Api("shop-api", [("127.0.0.1", 8000), ("127.0.0.1", 8100)])], workers)
+    assert targets["shop-api-2"] == [("127.0.0.1", 8100)]
     config = tmp_path / "prometheus.yml"
     config.write_text(local_scrape_config(targets, REPO_ROOT))
     assert "1 rule files found" in check("config", str(config))
     written = config.read_text()
-    assert 'job_name: "orders-relay-2"' in written and '"127.0.0.1:8100"' in written
-    assert 'replacement: "relay"' in written and 'replacement: "orders"' in written
+    assert 'job_name: "shop-relay-2"' in written and '"127.0.0.1:8100"' in written
+    assert 'replacement: "relay"' in written and 'replacement: "shop"' in written

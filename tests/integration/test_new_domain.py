@@ -119,8 +119,8 @@ def test_a_generated_domain_passes_the_checks_and_its_tests_end_to_end(tmp_path:
     api, relay = services["shipments-api"], services["shipments-relay"]
     assert api["environment"]["SHIPMENTS_DATABASE_URL"].endswith("/shipments")
     # the API's auth besides; the relay's health and metrics server (docs/metrics.md)
-    health = {"HEALTH_", "METRICS_"}
-    shared = {k: v for k, v in relay["environment"].items() if k[:7] not in health}
+    health = ("HEALTH_", "METRICS_")
+    shared = {k: v for k, v in relay["environment"].items() if not k.startswith(health)}
     assert shared.items() <= api["environment"].items()
     assert relay["environment"]["HEALTH_PORT"] == "9100"
     assert "KAFKA_BOOTSTRAP_SERVERS" in api["environment"]

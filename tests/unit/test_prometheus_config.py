@@ -54,7 +54,7 @@ shop-relay: exec python -m write_side.shop.relay
 shop-relay-2: exec python -m write_side.shop.relay
 shop-saga: exec faust -A write_side.shop.saga:app worker --without-web
 projections: exec faust -A projections.worker:app worker --without-web
-demo: exec python -m devstack.demo
+demo: exec python -m shop_demo
 """
 
 
@@ -66,7 +66,7 @@ def test_the_runner_s_scrape_config_has_every_process_on_its_port(tmp_path: Path
     for name, [(_, port)] in workers.items():
         assert f"{name}: export HEALTH_PORT={port}; exec " in text
     assert PROCFILE.splitlines()[0] in text.splitlines()  # an API: its own port
-    assert "demo: exec python -m devstack.demo" in text.splitlines()
+    assert "demo: exec python -m shop_demo" in text.splitlines()
     from devstack.gateway import Api
 
     targets = scrape_targets([Api("shop-api", [("127.0.0.1", 8000), ("127.0.0.1", 8100)])], workers)

@@ -108,8 +108,7 @@ class System:
         return processes.logs(*self.running)
 
     def stop(self) -> None:
-        for process in reversed(self.running):
-            process.stop()
+        processes.stop_all(self.running)
         self.running.clear()
 
     def __enter__(self) -> Self:

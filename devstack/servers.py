@@ -245,6 +245,7 @@ class ManagedServer:
             return self.returncode
         if process.returncode is None:  # not reaped yet, so the PID is still ours
             self._signal_group(signal.SIGTERM)
+            self._signal_group(signal.SIGCONT)  # a stopped server holds SIGTERM until then
             try:
                 process.wait(timeout=self.stop_timeout)
             except subprocess.TimeoutExpired:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import httpx
 
-from devstack.processes import Process, api, faust_worker, logs, projections_worker, relay
+from devstack.processes import (
+    Process,
+    api,
+    faust_worker,
+    logs,
+    projections_worker,
+    relay,
+    stop_all,
+)
 from devstack.servers import free_port
 from tests.support import wait_for
 
@@ -21,6 +29,7 @@ __all__ = [
     "projections_worker",
     "relay",
     "running_apis",
+    "stop_all",
 ]
 
 
@@ -50,8 +59,7 @@ def running_apis(
         yield urls, running
         assert all(process.alive() for process in running), logs(*running)
     finally:
-        for process in running:
-            process.stop()
+        stop_all(running)
 
 
 def started_api(name: str, factory: str, env: dict[str, str], log_dir: Path) -> tuple[str, Process]:

@@ -35,7 +35,7 @@ from devstack.gateway import (
     validate,
     write_config,
 )
-from devstack.processes import Process, api, logs
+from devstack.processes import Process, api, logs, stop_all
 from devstack.run import API_PORTS
 from devstack.servers import REPO_ROOT, free_port
 from tests.support import wait_for
@@ -167,8 +167,7 @@ def stack(
         yield Stack(gateway, auth_dir, stub_log, stub_port, apis, config)
     finally:
         gateway.stop()
-        for process in processes:
-            process.stop()
+        stop_all(processes)
 
 
 # ------------------------------------------------------------------------ validate

@@ -217,8 +217,7 @@ def two_processes(store: Store, tmp_path: Path) -> Iterator[list[str]]:
             wait_for(lambda url=url: _healthy(url), timeout=30, interval=0.1)
         yield urls
     finally:
-        for process in running:
-            process.stop()
+        processes.stop_all(running)
 
 
 def _healthy(url: str) -> bool:

@@ -90,15 +90,17 @@ def compose_services(copy: Path) -> dict[str, Any]:
     return services
 
 
-def test_a_generated_domain_passes_the_checks_and_its_tests_end_to_end(tmp_path: Path) -> None:
+def test_generated_domains_events_projections_and_reactions_pass_the_checks_and_their_tests(
+    tmp_path: Path,
+) -> None:
+    """One copy, every generator: the checks and the tests run once over all of it."""
     copy = repository_copy(tmp_path / "repo")
     started = time.monotonic()
     before = snapshot(copy)
-
     generated = run_in(
         copy,
         *("-m", "devstack", "new-domain", "shipments", "--aggregate", "Shipment"),
-        *("--field", "delivery_address:str", "--field", "total_cents:int"),
+        *("--field", "restaurant_id:str", "--field", "total_cents:int"),
         *("--field", "weight_kg:float", "--field", "express:bool"),
     )
     assert generated.returncode == 0, generated.stdout + generated.stderr
@@ -107,33 +109,12 @@ def test_a_generated_domain_passes_the_checks_and_its_tests_end_to_end(tmp_path:
     touched = {path for path, content in before.items() if after[path] != content}
     assert touched <= REGENERATED, f"new-domain edited {sorted(touched - REGENERATED)}"
     assert "shipments-api: exec uvicorn" in (copy / "Procfile").read_text()
-    generated_current = run_in(copy, "-m", "devstack", "generate", "--check")
-    assert generated_current.returncode == 0, generated_current.stdout
     schemas = copy / "contracts" / "schemas"
     assert (schemas / "shipments.ShipmentCreated" / "1.0.json").exists()
     assert (schemas / "shipments.ShipmentClosed" / "1.0.json").exists()
-    checks_and_tests(copy, GENERATED, ["tests/integration/test_compose.py"])
-    print(f"new-domain → its tests passed in {time.monotonic() - started:.1f} s")
 
-    services = compose_services(copy)
-    api, relay = services["shipments-api"], services["shipments-relay"]
-    assert api["environment"]["SHIPMENTS_DATABASE_URL"].endswith("/shipments")
-    # the API's auth besides; the relay's health and metrics server (docs/metrics.md)
-    health = ("HEALTH_", "METRICS_")
-    shared = {k: v for k, v in relay["environment"].items() if not k.startswith(health)}
-    assert shared.items() <= api["environment"].items()
-    assert relay["environment"]["HEALTH_PORT"] == "9100"
-    assert "KAFKA_BOOTSTRAP_SERVERS" in api["environment"]
-    assert relay["command"] == ["python", "-m", "write_side.shipments.relay"]
-
-
-def test_events_projections_and_reactions_added_to_a_generated_domain_pass_too(
-    tmp_path: Path,
-) -> None:
-    copy = repository_copy(tmp_path / "repo")
     fields = ["--field", "restaurant_id:str", "--field", "total_cents:int"]
     commands = [
-        ["new-domain", "shipments", *fields],
         ["new-domain", "parcels", *fields],
         ["new-domain", "invoices", *fields],
         ["new-event", "shipments", "ShipmentDispatched", "--field", "carrier:str"],
@@ -145,32 +126,42 @@ def test_events_projections_and_reactions_added_to_a_generated_domain_pass_too(
     for command in commands:
         result = run_in(copy, "-m", "devstack", *command)
         assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
-
     refused = run_in(
         copy, "-m", "devstack", "new-reaction", "invoices", "--on", "shipments.ShipmentClosed"
     )
     assert refused.returncode == 2
     assert "has no restaurant_id, total_cents" in refused.stdout
-
+    generated_current = run_in(copy, "-m", "devstack", "generate", "--check")
+    assert generated_current.returncode == 0, generated_current.stdout
     added = [
-        "write_side/shipments",
+        *GENERATED,
         "write_side/parcels",
         "write_side/invoices",
-        "contracts/shipments.py",
         "contracts/parcels.py",
         "contracts/invoices.py",
         "projections",
-        "read_side/shipments.py",
-        "tests/unit/test_shipment.py",
         "tests/unit/test_shipment_dispatched.py",
         "tests/unit/test_shipment_delayed.py",
         "tests/unit/test_shipment_history_projection.py",
         "tests/unit/test_invoices_on_shipment_created.py",
         "tests/unit/test_invoices_on_parcel_created.py",
     ]
-    checks_and_tests(copy, added, ["tests/unit/test_service_boundaries.py"], end_to_end=False)
-    assert (copy / "contracts" / "schemas" / "shipments.ShipmentDelayed" / "1.0.json").exists()
-    saga = compose_services(copy)["invoices-saga"]
+    more_tests = ["tests/integration/test_compose.py", "tests/unit/test_service_boundaries.py"]
+    checks_and_tests(copy, added, more_tests)
+    print(f"the generators → their tests passed in {time.monotonic() - started:.1f} s")
+    assert (schemas / "shipments.ShipmentDelayed" / "1.0.json").exists()
+
+    services = compose_services(copy)
+    api, relay = services["shipments-api"], services["shipments-relay"]
+    assert api["environment"]["SHIPMENTS_DATABASE_URL"].endswith("/shipments")
+    # the API's auth besides; the relay's health and metrics server (docs/metrics.md)
+    health = ("HEALTH_", "METRICS_")
+    shared = {k: v for k, v in relay["environment"].items() if not k.startswith(health)}
+    assert shared.items() <= api["environment"].items()
+    assert relay["environment"]["HEALTH_PORT"] == "9100"
+    assert "KAFKA_BOOTSTRAP_SERVERS" in api["environment"]
+    assert relay["command"] == ["python", "-m", "write_side.shipments.relay"]
+    saga = services["invoices-saga"]
     assert saga["command"][:3] == ["faust", "-A", "write_side.invoices.saga:app"]
     assert (
         "invoices-saga: exec faust -A write_side.invoices.saga:app"
@@ -180,9 +171,7 @@ def test_events_projections_and_reactions_added_to_a_generated_domain_pass_too(
     assert "parcels.TOPIC" in topics and "shipments.TOPIC" in topics
 
 
-def checks_and_tests(
-    copy: Path, generated: list[str], more_tests: list[str], end_to_end: bool = True
-) -> None:
+def checks_and_tests(copy: Path, generated: list[str], more_tests: list[str]) -> None:
     """`make lint`'s checks on what was generated, then its tests (and ``more_tests``)."""
     for check in (["check"], ["format", "--check"]):
         result = run_in(copy, "-m", "ruff", *check, *generated)
@@ -197,8 +186,6 @@ def checks_and_tests(
             assert "{{" not in text and "{%" not in text and "TODO" not in text, source
 
     tests = [path for path in generated if path.startswith("tests/")]
-    if not end_to_end:
-        tests = [path for path in tests if not path.startswith("tests/e2e/")]
     result = run_in(copy, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests, *more_tests)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout

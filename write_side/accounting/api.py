@@ -6,9 +6,10 @@ from fastapi import Depends, FastAPI
 from pydantic import Field
 
 from kernel.api import FromAggregate, Id, IdInPath, Strict, command_api
-from kernel.auth import CustomerOrOps, OpsOnly
+from kernel.auth import CustomerOrOps, OpsOnly, Principal
 from write_side.accounting.application import AccountingApplication
 from write_side.accounting.bootstrap import build_application
+from write_side.accounting.domain import Account
 from write_side.accounting.settings import AccountingSettings
 
 
@@ -34,6 +35,15 @@ class AccountOut(FromAggregate):
     version: int
 
 
+async def account_owner(consumer_id: IdInPath, caller: CustomerOrOps) -> Principal:
+    """The consumer whose account is named in the path, or ops."""
+    caller.authorize(f"account {consumer_id}", customer=consumer_id)
+    return caller
+
+
+ItsConsumerOrOps = Annotated[Principal, Depends(account_owner)]
+
+
 def create_app(settings: AccountingSettings | None = None) -> FastAPI:
     settings = settings or AccountingSettings()
 
@@ -43,27 +53,22 @@ def create_app(settings: AccountingSettings | None = None) -> FastAPI:
 
     Accounting = Annotated[AccountingApplication, Depends(accounting)]
 
-    @api.post("/accounts", status_code=201)
-    def open_account(body: OpenAccount, app: Accounting, caller: OpsOnly) -> CommandAccepted:
-        account = app.open_account(body.consumer_id, body.credit_limit_cents)
-        return CommandAccepted.model_validate(account)
+    @api.post("/accounts", status_code=201, response_model=CommandAccepted)
+    def open_account(body: OpenAccount, app: Accounting, caller: OpsOnly) -> Account:
+        return app.open_account(body.consumer_id, body.credit_limit_cents)
 
-    @api.post("/accounts/{consumer_id}/block")
+    @api.post("/accounts/{consumer_id}/block", response_model=CommandAccepted)
     def block_card(
         consumer_id: IdInPath, body: BlockCard, app: Accounting, caller: OpsOnly
-    ) -> CommandAccepted:
-        account = app.block_card(consumer_id, body.reason)
-        return CommandAccepted.model_validate(account)
+    ) -> Account:
+        return app.block_card(consumer_id, body.reason)
 
-    @api.post("/accounts/{consumer_id}/unblock")
-    def unblock_card(consumer_id: IdInPath, app: Accounting, caller: OpsOnly) -> CommandAccepted:
-        account = app.unblock_card(consumer_id)
-        return CommandAccepted.model_validate(account)
+    @api.post("/accounts/{consumer_id}/unblock", response_model=CommandAccepted)
+    def unblock_card(consumer_id: IdInPath, app: Accounting, caller: OpsOnly) -> Account:
+        return app.unblock_card(consumer_id)
 
-    @api.get("/accounts/{consumer_id}")
-    def get_account(consumer_id: IdInPath, app: Accounting, caller: CustomerOrOps) -> AccountOut:
-        """The account's consumer, or ops."""
-        caller.authorize(f"account {consumer_id}", customer=consumer_id)
-        return AccountOut.model_validate(app.get_account(consumer_id))
+    @api.get("/accounts/{consumer_id}", response_model=AccountOut)
+    def get_account(consumer_id: IdInPath, app: Accounting, caller: ItsConsumerOrOps) -> Account:
+        return app.get_account(consumer_id)
 
     return api

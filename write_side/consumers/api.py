@@ -6,9 +6,10 @@ from fastapi import Depends, FastAPI
 from pydantic import Field
 
 from kernel.api import FromAggregate, Id, IdInPath, Strict, command_api
-from kernel.auth import CustomerOrOps, OpsOnly
+from kernel.auth import CustomerOrOps, OpsOnly, Principal
 from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.bootstrap import build_application
+from write_side.consumers.domain import Consumer
 from write_side.consumers.settings import ConsumersSettings
 
 
@@ -33,6 +34,15 @@ class ConsumerOut(FromAggregate):
     version: int
 
 
+async def the_consumer(consumer_id: IdInPath, caller: CustomerOrOps) -> Principal:
+    """The consumer named in the path themselves, or ops."""
+    caller.authorize(f"consumer {consumer_id}", customer=consumer_id)
+    return caller
+
+
+ThemselvesOrOps = Annotated[Principal, Depends(the_consumer)]
+
+
 def create_app(settings: ConsumersSettings | None = None) -> FastAPI:
     settings = settings or ConsumersSettings()
 
@@ -42,36 +52,26 @@ def create_app(settings: ConsumersSettings | None = None) -> FastAPI:
 
     Consumers = Annotated[ConsumersApplication, Depends(consumers)]
 
-    @api.post("/consumers", status_code=201)
+    @api.post("/consumers", status_code=201, response_model=CommandAccepted)
     def register_consumer(
         body: RegisterConsumer, app: Consumers, caller: CustomerOrOps
-    ) -> CommandAccepted:
+    ) -> Consumer:
         """A customer registers themselves (consumer_id is their id); ops anyone."""
         caller.authorize(f"consumer {body.consumer_id}", customer=body.consumer_id)
-        consumer = app.register_consumer(body.consumer_id, body.name)
-        return CommandAccepted.model_validate(consumer)
+        return app.register_consumer(body.consumer_id, body.name)
 
-    @api.post("/consumers/{consumer_id}/deactivate")
+    @api.post("/consumers/{consumer_id}/deactivate", response_model=CommandAccepted)
     def deactivate_consumer(
-        consumer_id: IdInPath,
-        body: DeactivateConsumer,
-        app: Consumers,
-        caller: OpsOnly,
-    ) -> CommandAccepted:
-        consumer = app.deactivate_consumer(consumer_id, body.reason)
-        return CommandAccepted.model_validate(consumer)
+        consumer_id: IdInPath, body: DeactivateConsumer, app: Consumers, caller: OpsOnly
+    ) -> Consumer:
+        return app.deactivate_consumer(consumer_id, body.reason)
 
-    @api.post("/consumers/{consumer_id}/reactivate")
-    def reactivate_consumer(
-        consumer_id: IdInPath, app: Consumers, caller: OpsOnly
-    ) -> CommandAccepted:
-        consumer = app.reactivate_consumer(consumer_id)
-        return CommandAccepted.model_validate(consumer)
+    @api.post("/consumers/{consumer_id}/reactivate", response_model=CommandAccepted)
+    def reactivate_consumer(consumer_id: IdInPath, app: Consumers, caller: OpsOnly) -> Consumer:
+        return app.reactivate_consumer(consumer_id)
 
-    @api.get("/consumers/{consumer_id}")
-    def get_consumer(consumer_id: IdInPath, app: Consumers, caller: CustomerOrOps) -> ConsumerOut:
-        """The consumer themselves, or ops."""
-        caller.authorize(f"consumer {consumer_id}", customer=consumer_id)
-        return ConsumerOut.model_validate(app.get_consumer(consumer_id))
+    @api.get("/consumers/{consumer_id}", response_model=ConsumerOut)
+    def get_consumer(consumer_id: IdInPath, app: Consumers, caller: ThemselvesOrOps) -> Consumer:
+        return app.get_consumer(consumer_id)
 
     return api

@@ -11,9 +11,10 @@ from fastapi import Depends, FastAPI
 from pydantic import AfterValidator, Field
 
 from kernel.api import FromAggregate, Id, IdInPath, Strict, command_api
-from kernel.auth import OpsOnly, RestaurantOrOps
-from write_side.kitchen.application import KitchenApplication
+from kernel.auth import OpsOnly, Principal, RestaurantOrOps
+from write_side.kitchen.application import KitchenApplication, Saved
 from write_side.kitchen.bootstrap import build_application
+from write_side.kitchen.domain import Restaurant
 from write_side.kitchen.settings import KitchenSettings
 
 RestaurantId = IdInPath
@@ -63,6 +64,15 @@ class TicketOut(FromAggregate):
     version: int
 
 
+async def restaurant_owner(restaurant_id: RestaurantId, caller: RestaurantOrOps) -> Principal:
+    """The restaurant named in the path, or ops."""
+    caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
+    return caller
+
+
+ItsOwnerOrOps = Annotated[Principal, Depends(restaurant_owner)]
+
+
 def create_app(settings: KitchenSettings | None = None) -> FastAPI:
     settings = settings or KitchenSettings()
 
@@ -72,47 +82,30 @@ def create_app(settings: KitchenSettings | None = None) -> FastAPI:
 
     Kitchen = Annotated[KitchenApplication, Depends(kitchen)]
 
-    @api.post("/restaurants", status_code=201)
-    def register_restaurant(
-        body: RegisterRestaurant, app: Kitchen, caller: OpsOnly
-    ) -> CommandAccepted:
+    @api.post("/restaurants", status_code=201, response_model=CommandAccepted)
+    def register_restaurant(body: RegisterRestaurant, app: Kitchen, caller: OpsOnly) -> Saved:
         """Register a restaurant, open, with its menu; an existing id is a 409."""
-        saved = app.register_restaurant(body.restaurant_id, body.name, body.menu)
-        return CommandAccepted.model_validate(saved)
+        return app.register_restaurant(body.restaurant_id, body.name, body.menu)
 
-    @api.post("/restaurants/{restaurant_id}/open")
-    def open_restaurant(
-        restaurant_id: RestaurantId, app: Kitchen, caller: RestaurantOrOps
-    ) -> CommandAccepted:
-        caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
-        saved = app.open_restaurant(restaurant_id)
-        return CommandAccepted.model_validate(saved)
+    @api.post("/restaurants/{restaurant_id}/open", response_model=CommandAccepted)
+    def open_restaurant(restaurant_id: RestaurantId, app: Kitchen, caller: ItsOwnerOrOps) -> Saved:
+        return app.open_restaurant(restaurant_id)
 
-    @api.post("/restaurants/{restaurant_id}/close")
-    def close_restaurant(
-        restaurant_id: RestaurantId, app: Kitchen, caller: RestaurantOrOps
-    ) -> CommandAccepted:
-        caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
-        saved = app.close_restaurant(restaurant_id)
-        return CommandAccepted.model_validate(saved)
+    @api.post("/restaurants/{restaurant_id}/close", response_model=CommandAccepted)
+    def close_restaurant(restaurant_id: RestaurantId, app: Kitchen, caller: ItsOwnerOrOps) -> Saved:
+        return app.close_restaurant(restaurant_id)
 
-    @api.put("/restaurants/{restaurant_id}/menu")
+    @api.put("/restaurants/{restaurant_id}/menu", response_model=CommandAccepted)
     def set_menu(
-        restaurant_id: RestaurantId,
-        body: SetMenu,
-        app: Kitchen,
-        caller: RestaurantOrOps,
-    ) -> CommandAccepted:
-        caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
-        saved = app.set_menu(restaurant_id, body.menu)
-        return CommandAccepted.model_validate(saved)
+        restaurant_id: RestaurantId, body: SetMenu, app: Kitchen, caller: ItsOwnerOrOps
+    ) -> Saved:
+        return app.set_menu(restaurant_id, body.menu)
 
-    @api.get("/restaurants/{restaurant_id}")
+    @api.get("/restaurants/{restaurant_id}", response_model=RestaurantOut)
     def get_restaurant(
-        restaurant_id: RestaurantId, app: Kitchen, caller: RestaurantOrOps
-    ) -> RestaurantOut:
-        caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
-        return RestaurantOut.model_validate(app.get_restaurant(restaurant_id))
+        restaurant_id: RestaurantId, app: Kitchen, caller: ItsOwnerOrOps
+    ) -> Restaurant:
+        return app.get_restaurant(restaurant_id)
 
     @api.get("/tickets/{order_id}")
     def get_ticket(order_id: UUID, app: Kitchen, caller: RestaurantOrOps) -> TicketOut:

@@ -58,8 +58,7 @@ def system(
         if not all(p.alive() for p in running):
             pytest.fail(f"a process died during the test\n{processes.logs(*running)}")
     finally:
-        for process in running:
-            process.stop()
+        processes.stop_all(running)
     assert all(not p.alive() for p in running)
 
 

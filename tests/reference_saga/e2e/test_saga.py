@@ -202,8 +202,7 @@ def system(tmp_path_factory: pytest.TempPathFactory, mongo_url: str) -> Iterator
                 pytest.fail(f"{service} never became healthy ({error})\n{running.logs()}")
         yield running
     finally:
-        for process in running.running.values():
-            process.stop()
+        processes.stop_all(running.running.values())
         broker.stop()
 
 

@@ -24,7 +24,6 @@ the kernel's consumer loop (``kernel.streams.handle_batches``) register with it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
 import logging
@@ -156,7 +155,7 @@ class Health:
             now = time.monotonic()
             self.beat_at = now
             if metrics.enabled():
-                metrics.LOOP_LAG.set(max(0.0, now - before - interval))
+                metrics.health_gauges()[1].set(max(0.0, now - before - interval))
             if now >= next_check:
                 next_check = now + self.settings.check_interval
                 await self.run_checks()
@@ -170,7 +169,7 @@ class Health:
         self.results = dict(zip(names, outcomes, strict=True))
         self.checked_at = time.monotonic()
         if metrics.enabled():
-            metrics.READY.set(1 if self.ready()[0] else 0)
+            metrics.health_gauges()[0].set(1 if self.ready()[0] else 0)
 
     async def _checked(self, check: Check) -> str | None:
         try:
@@ -330,6 +329,3 @@ async def problems_of(checks: dict[str, Check], timeout: float) -> dict[str, str
     outcomes = await asyncio.gather(*(health._checked(check) for check in checks.values()))
     return {name: problem for name, problem in zip(checks, outcomes, strict=True) if problem}
 
-
-with contextlib.suppress(Exception):  # the gauge starts at 0 until checks say otherwise
-    metrics.READY.set(0)

@@ -158,16 +158,33 @@ SAGA_DURATION = Histogram(
 
 # ----------------------------------------------------------------------- health
 
-LOOP_LAG = Gauge(
-    "event_loop_lag_seconds",
-    "How late the event loop's last heartbeat ran (a blocked loop makes it grow).",
-    namespace=NAMESPACE,
-)
-READY = Gauge(
-    "ready",
-    "1 while the process is ready (connected to what it needs, lag under its threshold).",
-    namespace=NAMESPACE,
-)
+
+class _HealthGauges:
+    """``cqrs_ready`` and ``cqrs_event_loop_lag_seconds``, made by the first process
+    health (``kernel.health``) that runs: an API, whose health is its routes, exports
+    neither (rather than a ``cqrs_ready 0`` that would say it is not ready)."""
+
+    def __init__(self) -> None:
+        self._gauges: tuple[Gauge, Gauge] | None = None
+
+    def __call__(self) -> tuple[Gauge, Gauge]:
+        if self._gauges is None:
+            ready = Gauge(
+                "ready",
+                "1 while the relay or worker is ready (connected to what it needs, lag "
+                "under its threshold).",
+                namespace=NAMESPACE,
+            )
+            lag = Gauge(
+                "event_loop_lag_seconds",
+                "How late the event loop's last heartbeat ran (a blocked loop makes it grow).",
+                namespace=NAMESPACE,
+            )
+            self._gauges = (ready, lag)
+        return self._gauges
+
+
+health_gauges = _HealthGauges()
 
 
 # ------------------------------------------------------------------ recording

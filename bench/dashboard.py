@@ -48,18 +48,19 @@ def render(prometheus: str, minutes: float, output: Path, dashboard: Path = DASH
     rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(18, 3.2 * rows), squeeze=False)
     for axis, panel in zip(axes.flat, panels, strict=False):
-        drawn = 0
+        found = []
         for target in panel["targets"]:
             for series in query_range(prometheus, target["expr"], start, end, step):
-                if drawn >= MAX_SERIES:
-                    break
                 points = [(float(t) - end, float(v)) for t, v in series["values"] if v != "NaN"]
-                if not points:
-                    continue
-                xs, ys = zip(*points, strict=True)
-                label = legend(target.get("legendFormat", ""), series["metric"])
-                axis.plot([x / 60 for x in xs], ys, linewidth=1, label=label)
-                drawn += 1
+                if points:
+                    label = legend(target.get("legendFormat", ""), series["metric"])
+                    found.append((sum(abs(y) for _, y in points), label, points))
+        found.sort(key=lambda item: item[0], reverse=True)  # the busiest series first
+        drawn = 0
+        for _, label, points in found[:MAX_SERIES]:
+            xs, ys = zip(*points, strict=True)
+            axis.plot([x / 60 for x in xs], ys, linewidth=1, label=label)
+            drawn += 1
         axis.set_title(panel["title"], fontsize=9)
         axis.tick_params(labelsize=7)
         axis.set_xlabel(f"minutes ({panel['fieldConfig']['defaults']['unit']})", fontsize=7)

@@ -328,4 +328,3 @@ async def problems_of(checks: dict[str, Check], timeout: float) -> dict[str, str
     health = Health(HealthSettings(check_timeout=timeout))
     outcomes = await asyncio.gather(*(health._checked(check) for check in checks.values()))
     return {name: problem for name, problem in zip(checks, outcomes, strict=True) if problem}
-

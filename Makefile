@@ -22,7 +22,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 CHAOS_ARGS ?=
 
-.PHONY: venv .venv secantus compose-tool run test lint bench chaos clean
+.PHONY: venv .venv secantus compose-tool prometheus-tool run test lint bench chaos clean
 
 venv .venv: $(VENV_STAMP)
 
@@ -50,10 +50,22 @@ compose-tool:
 	    echo "note: docker-compose not installed; its test will skip (or fail under CI)"; \
 	  fi; }
 
+# Debian's prometheus (with promtool), for the Prometheus files' test and `make run`'s
+# Prometheus. Best effort: never fails.
+prometheus-tool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing prometheus (Debian package) for promtool"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
+	      || echo "note: could not install prometheus; the promtool checks will skip (or fail under CI)"; \
+	  else \
+	    echo "note: promtool not installed; its checks will skip (or fail under CI)"; \
+	  fi; }
+
 run: $(VENV_STAMP) secantus
 	$(VENV)/bin/cqrs run
 
-test: $(VENV_STAMP) secantus compose-tool
+test: $(VENV_STAMP) secantus compose-tool prometheus-tool
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 lint: $(VENV_STAMP)

@@ -10,6 +10,9 @@
    the others on free ports, all behind the gateway), and `RELAY_PROCESSES` (2) of each
    relay (one leads, the others stand by), the settings exported, each process's output
    to `var/log/<process>.log` (`devstack/console.py`);
+   each relay and Faust worker with a `HEALTH_PORT` of its own (its /metrics and health);
+   when Debian's `prometheus` is installed, Prometheus scraping them all
+   (`devstack/prometheus.py`, on `PROMETHEUS_PORT`, 9090);
 6. once every API answers, print the addresses; show the demo's summary, and any process
    that exits with its code and the last lines of its log;
 7. on Ctrl-C / SIGTERM, or when honcho exits, stop honcho, then the servers, by PID.
@@ -46,6 +49,13 @@ from devstack.gateway import (
     write_config,
 )
 from devstack.identity import ensure_keys, jwks_url
+from devstack.prometheus import (
+    Prometheus,
+    prometheus_binary,
+    scrape_targets,
+    with_health_ports,
+)
+from devstack.prometheus import write_config as write_scrape_config
 from devstack.servers import (
     REPO_ROOT,
     KafkaBroker,
@@ -349,6 +359,26 @@ def start_gateway(
     return gateway
 
 
+def start_prometheus(
+    targets: dict[str, list[tuple[str, int]]],
+    env: Mapping[str, str],
+    var_dir: Path,
+    stack: contextlib.ExitStack,
+) -> Prometheus | None:
+    """Prometheus scraping every process, if it is installed (docs/metrics.md)."""
+    config = write_scrape_config(targets, var_dir / "prometheus")
+    if prometheus_binary() is None:
+        say(f"no prometheus installed (apt-get install prometheus): scrape config {config}")
+        return None
+    port = int(env.get("PROMETHEUS_PORT", "9090"))
+    if not port_is_free(port):
+        say(f"port {port} is in use: Prometheus not started (set PROMETHEUS_PORT)")
+        return None
+    server = Prometheus(var_dir / "prometheus", config, port)
+    _start(server, "Prometheus", stack)
+    return server
+
+
 def wait_until_ready(apis: list[Api], honcho: subprocess.Popen[bytes], timeout: float) -> bool:
     """Whether every API process accepts connections before ``timeout`` (False as soon
     as honcho exits: a process died)."""
@@ -459,7 +489,9 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
             apis = discover_apis(procfile_text, env, extra_ports=extra_ports)
             gateway = start_gateway(apis, env, var_dir, stack)
             procfile = var_dir / "Procfile.run"
-            procfile.write_text(with_log_files(add_standby_relays(scaled_text, env), log_dir))
+            run_text, workers = with_health_ports(add_standby_relays(scaled_text, env))
+            procfile.write_text(with_log_files(run_text, log_dir))
+            start_prometheus(scrape_targets(apis, workers), env, var_dir, stack)
             say(f"starting the Procfile's processes (honcho -f {procfile}); logs in {log_dir}")
             started = time.monotonic()
             honcho = subprocess.Popen(

@@ -15,7 +15,9 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 
+from kernel import health as process_health
 from kernel import idempotency
+from kernel import metrics as process_metrics
 from kernel.application import ServiceApplication
 from kernel.auth import (
     Caller,
@@ -115,6 +117,9 @@ async def _request_metadata(
     set_for_this_context(metadata)
 
 
+READY_TIMEOUT = 2.0
+"""Seconds the store has to answer ``/health/ready``'s query."""
+
 WRITING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -192,10 +197,21 @@ def command_api(
     api.router.route_class = CommandRoute
     install_error_handlers(api)
     install_auth(api, open_paths={"/health"})
+    process_metrics.install(api, f"{service}-api")
 
     @api.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    async def ready() -> dict[str, str]:
+        """The store answers a query (``/health/ready``; ``/health/live`` always answers)."""
+        opened: ServiceApplication | None = getattr(api.state, service, None)
+        if opened is None:
+            return {"store": "not opened yet"}
+        check = process_health.store_check(opened.recorder)
+        return await process_health.problems_of({"store": check}, READY_TIMEOUT)
+
+    process_health.install_routes(api, ready)
 
     async def application(request: Request) -> App:
         opened: App = getattr(request.app.state, service)

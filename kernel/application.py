@@ -58,7 +58,9 @@ class ServiceApplication(Application[UUID]):
 
     def construct_repository(self) -> Repository[UUID]:
         # Called by Application.__init__ once the mapper, recorder and stores exist.
-        self.group_commit = GroupCommit(self.mapper, self.recorder, on_committed=self._committed)
+        self.group_commit = GroupCommit(
+            self.mapper, self.recorder, on_committed=self._committed, name=self.name
+        )
         cache_maxsize = self.env.get(self.AGGREGATE_CACHE_MAXSIZE)
         return BatchingRepository(  # the cache's settings read as Application's own are
             self.group_commit,

@@ -76,7 +76,8 @@ from eventsourcing.persistence import (
     Tracking,
 )
 
-from kernel.errors import ApplicationClosed
+from kernel import metrics
+from kernel.errors import ApplicationClosed, DomainError, NotFound
 from kernel.store import IdempotencyClaim, IdempotencyConflict, InboxConflict
 
 P = ParamSpec("P")
@@ -248,9 +249,12 @@ class GroupCommit:
         max_batch_size: int = MAX_BATCH_SIZE,
         max_turn: float = MAX_TURN_SECONDS,
         on_committed: Callable[[Sequence[Any], dict[UUID, Any]], None] | None = None,
+        name: str = "",
     ):
         """``on_committed(events, aggregates)`` runs in the command's thread once its
-        events are stored (the Application's automatic snapshots)."""
+        events are stored (the Application's automatic snapshots). ``name``: the
+        service, as its metrics say (``cqrs_commands_total``, the batch sizes)."""
+        self.name = name
         self._mapper = mapper
         self._recorder = recorder
         self._on_committed = on_committed
@@ -287,11 +291,17 @@ class GroupCommit:
         request = _request_claim.get()
         claim = request.take() if request is not None else None
         try:
-            return self._run(command, request, claim)
+            result = self._run(command, request, claim)
         except IdempotencyConflict:
             if request is not None and claim is not None:
                 request.refused = True
+            metrics.command_outcome(self.name, "conflict")
             raise
+        except BaseException as error:
+            metrics.command_outcome(self.name, _outcome(error))
+            raise
+        metrics.command_outcome(self.name, "ok")
+        return result
 
     def _run(
         self,
@@ -384,6 +394,11 @@ class GroupCommit:
                 settled.append(Settled(error=turn.error))
             else:
                 settled.append(Settled(value=values.get(turn) if command is not None else None))
+        if metrics.enabled():
+            for command, outcome in zip(commands, settled, strict=True):
+                if command is not None and not outcome.rerun:
+                    error = outcome.error
+                    metrics.command_outcome(self.name, "ok" if error is None else _outcome(error))
         return settled
 
     def save(
@@ -721,6 +736,7 @@ class GroupCommit:
                 _fail_all(batch, saving, error)
                 return
             assert notification_ids is not None and len(notification_ids) == len(stored)
+            metrics.group_commit_batch(self.name, len(saving))
             ids = iter(notification_ids)
             for turn in saving:
                 turn.recordings = [
@@ -740,6 +756,15 @@ class GroupCommit:
             for originator_id, (version, turn) in first.items()
             if self._recorder.select_events(originator_id, gt=version - 1, limit=1)
         }
+
+
+def _outcome(error: BaseException) -> str:
+    """A command's outcome label for an error it ended with."""
+    if isinstance(error, DomainError | NotFound | AggregateNotFoundError):
+        return "rejected"
+    if isinstance(error, IntegrityError):
+        return "conflict"
+    return "error"
 
 
 def _turns_in_order(

@@ -18,6 +18,7 @@ from contracts.registry import (
     parse_data,
     readable_types,
 )
+from kernel import metrics
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ class DeadLetters:
             await ack
         for message, reason in rejected:
             self.counts[(message.topic, reason.kind)] += 1
+            metrics.dead_letter(self.consumer, message.topic, reason.kind)
             log.warning(
                 "%s dead-lettered %s[%d]@%d (%s): %s; dead letters so far: %s",
                 self.consumer,

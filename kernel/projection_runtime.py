@@ -34,6 +34,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from contracts.envelope import Envelope
+from kernel import metrics
 from kernel.messaging import ConsumedMessage, DeadLetters, EventReader, Reason
 from kernel.projection import Document, Projection, ProjectionError
 from kernel.projection_catalog import PROGRESS as PROGRESS_COLLECTION
@@ -173,6 +174,8 @@ class ProjectionRunner:
                 log.info("projection %s switched to %s", self.projection.name, switched_to)
                 written, _ = await self._apply_retrying(switched_to, batch)  # rejected above
                 await self._record_progress(switched_to, batch)
+        metrics.projection_writes(self.projection.name, "written", written)
+        metrics.projection_writes(self.projection.name, "rejected", len(rejected))
         return BatchResult(len(batch.readable) + len(batch.rejected), written, len(rejected))
 
     async def _reject(self, rejected: list[tuple[ConsumedMessage | None, Reason]]) -> None:
@@ -194,6 +197,7 @@ class ProjectionRunner:
                     self.database[target], batch.readable, guess_new=attempt == 0
                 )
             except WriteConflict:
+                metrics.projection_writes(self.projection.name, "conflict", 1)
                 log.debug("projection %s: a write conflict, applying the batch again", target)
                 self._known.clear()  # another writer was here (or a guess was wrong)
                 continue

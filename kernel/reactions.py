@@ -39,6 +39,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope
+from kernel import metrics
 from kernel.application import ServiceApplication
 from kernel.messaging import ConsumedMessage, EventReader, Reason
 from kernel.metadata import MessageMetadata, caused_by
@@ -48,7 +49,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, Envelope], object]
 """Takes the contract event and its envelope; calls the command it maps to (which saves,
-as its last step, at most once). What it returns is ignored."""
+as its last step, at most once). What it returns is ignored, but a
+``kernel.metrics.SagaEnded``: counted once the reaction's batch is committed."""
 
 FailureHandler = Callable[[Any, Envelope, str], object]
 """Takes the event, its envelope and the error; calls the command recording the failure."""
@@ -118,7 +120,7 @@ class Reactor:
         handled, with no effect.
         """
         todo = self._not_handled(messages)
-        commands: list[Callable[[], None] | None] = []
+        commands: list[Callable[[], object] | None] = []
         unreadable: list[tuple[ConsumedMessage, Reason]] = []
         for message in todo:
             command = self._command(message, dead_lettered)
@@ -137,6 +139,8 @@ class Reactor:
             name = tracking.application_name
             if outcome.done:
                 self._positions[name] = max(self._positions.get(name, 0), tracking.notification_id)
+                if isinstance(outcome.value, metrics.SagaEnded):
+                    metrics.saga_ended(outcome.value)
                 continue
             result.again.append(message)
             error = outcome.error
@@ -193,7 +197,7 @@ class Reactor:
 
     def _command(
         self, message: ConsumedMessage, dead_lettered: Collection[MessageKey]
-    ) -> Callable[[], None] | Reason | None:
+    ) -> Callable[[], object] | Reason | None:
         """What the message's turn runs (``None``: it is only to be recorded as handled),
         or why it cannot be read."""
         # The relays also put the type in a header (``ce_type``), so most messages of
@@ -208,21 +212,21 @@ class Reactor:
             return event
         reaction = self.reactions[event.type()]
 
-        def react() -> None:
+        def react() -> object:
             metadata = MessageMetadata(
                 correlation_id=envelope.correlationid, causation_id=envelope.id
             )
             with caused_by(metadata):
-                self._decide(reaction, event, envelope)
+                return self._decide(reaction, event, envelope)
 
         return react
 
-    def _decide(self, reaction: Reaction, event: Any, envelope: Envelope) -> None:
+    def _decide(self, reaction: Reaction, event: Any, envelope: Envelope) -> object:
         """Run the reaction's command, or, if it fails for good, the one recording the
-        failure. A command that raises has staged nothing (its save is its last step)."""
+        failure (what either returns). A command that raises has staged nothing (its
+        save is its last step)."""
         try:
-            reaction.handle(event, envelope)
-            return
+            return reaction.handle(event, envelope)
         except TRANSIENT_ERRORS:
             raise
         except Exception as error:  # permanent: the saga must still end
@@ -231,7 +235,7 @@ class Reactor:
             if reaction.on_failure is None:
                 raise _DeadLetter(Reason(f"reaction failed: {reason}", "reaction-failed")) from None
         try:
-            reaction.on_failure(event, envelope, reason)
+            return reaction.on_failure(event, envelope, reason)
         except TRANSIENT_ERRORS:
             raise
         except Exception as failure:

@@ -41,6 +41,7 @@ import signal
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NotRequired, TypedDict, Unpack
 
 from aiokafka import AIOKafkaProducer
@@ -52,6 +53,8 @@ from eventsourcing.persistence import ApplicationRecorder, Notification, Trackin
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, Headers, encode_envelope, event_id_for
 from contracts.registry import check_also_publish, editions
+from kernel import health as process_health
+from kernel import metrics
 from kernel.application import ServiceApplication
 from kernel.kafka import (
     ensure_topics,
@@ -88,12 +91,16 @@ class Batch:
     read: int
     """How many notifications were read; private events are read but not published."""
     messages: list[Message]
+    last_time: datetime | None = None
+    """When the last notification's event happened (for the lag in seconds)."""
 
 
 @dataclass(frozen=True)
 class _Sent:
     last: int
     acks: list["asyncio.Future[Any]"]
+    read: int = 0
+    last_time: datetime | None = None
 
 
 class _InFlight:
@@ -171,6 +178,15 @@ class Relay:
         self.tracking_name = f"relay:{topic}"
         self.recorded: int | None = None
         """The last position this relay recorded (None until it records one)."""
+        self.acknowledged: int | None = None
+        """The last position the broker acknowledged in this run (None before the first)."""
+        self.acknowledged_time: datetime | None = None
+        """When that position's event happened."""
+
+    @property
+    def leading(self) -> bool:
+        """Whether this relay publishes now (always, without leader election)."""
+        return self.leadership is None or self._term is not None
 
     def position(self) -> int:
         """The last notification id the broker has acknowledged (as recorded)."""
@@ -272,7 +288,13 @@ class Relay:
         if not notifications:
             return Batch(position, 0, [])
         messages = [message for n in notifications for message in self.messages(n)]
-        return Batch(notifications[-1].id, len(notifications), messages)
+        last_time = self.event_time(notifications[-1]) if metrics.enabled() else None
+        return Batch(notifications[-1].id, len(notifications), messages, last_time)
+
+    def event_time(self, notification: Notification) -> datetime | None:
+        """When the notification's event happened."""
+        domain_event, _ = self.mapper.decode(notification)
+        return getattr(domain_event, "timestamp", None)
 
     def messages(self, notification: Notification) -> list[Message]:
         return contract_messages(
@@ -346,7 +368,8 @@ class Relay:
                     await self._room_for_a_batch(in_flight)
                     if self._term is not None and not self._term.current():
                         raise LeadershipLost("its lease ran out before a send (was it paused?)")
-                    in_flight.add(_Sent(batch.last, await self._send(batch.messages)))
+                    acks = await self._send(batch.messages)
+                    in_flight.add(_Sent(batch.last, acks, batch.read, batch.last_time))
                 if reading is None:
                     if wake is None:
                         return  # caught up
@@ -420,7 +443,13 @@ class Relay:
                 for ack in batches[0].acks:
                     await ack  # raises if the send failed
                 self._announce(batches[0].acks)
-                in_flight.acknowledged = batches.popleft().last
+                acknowledged = batches.popleft()
+                in_flight.acknowledged = acknowledged.last
+                self.acknowledged, self.acknowledged_time = (
+                    acknowledged.last,
+                    acknowledged.last_time,
+                )
+                metrics.relay_published(self.topic, acknowledged.read)
                 in_flight.room.release()
                 in_flight.moved.set()
         finally:
@@ -641,17 +670,66 @@ def build_relay(
     )
 
 
+def lag_sampler(relay: Relay, max_lag: int) -> Callable[[], Any]:
+    """Sets the relay's gauges (leader, lag in events and in seconds) from the store;
+    returns a problem when the leader is more than ``max_lag`` events behind."""
+
+    def sample() -> str | None:
+        leading = relay.leading
+        metrics.RELAY_LEADER.labels(relay.topic).set(1 if leading else 0)
+        if not leading:
+            return None
+        newest = relay.recorder.max_notification_id() or 0
+        acknowledged = relay.acknowledged
+        if acknowledged is None:
+            acknowledged = relay.position()
+        lag = max(0, newest - acknowledged)
+        seconds = 0.0
+        if lag:
+            newest_time = _time_at(relay, newest)
+            acknowledged_time = relay.acknowledged_time or _time_at(relay, max(acknowledged, 1))
+            if newest_time is not None and acknowledged_time is not None:
+                seconds = max(0.0, (newest_time - acknowledged_time).total_seconds())
+        metrics.RELAY_LAG_EVENTS.labels(relay.topic).set(lag)
+        metrics.RELAY_LAG_SECONDS.labels(relay.topic).set(seconds)
+        return f"{lag} events behind (more than {max_lag})" if lag > max_lag else None
+
+    async def sampled() -> str | None:
+        return await asyncio.to_thread(sample)
+
+    return sampled
+
+
+def _time_at(relay: Relay, position: int) -> datetime | None:
+    notifications = relay.recorder.select_notifications(position, 1)
+    return relay.event_time(notifications[0]) if notifications else None
+
+
+def watch_health(relay: Relay, health: process_health.Health) -> None:
+    """The relay's readiness: the broker and the store answer, and (leading) it is at
+    most ``HEALTH_MAX_LAG`` events behind; its lag gauges with it."""
+    health.add_check("broker", lambda: process_health.broker_check(relay.producer))
+    health.add_check("store", process_health.store_check(relay.recorder))
+    health.add_sampler("relay lag", lag_sampler(relay, health.settings.max_lag))
+
+
 async def run_relay(relay: Relay, bootstrap: str, partitions: int) -> None:
-    """The relay process: create the topic if needed, publish until SIGINT/SIGTERM."""
+    """The relay process: create the topic if needed, publish until SIGINT/SIGTERM;
+    its health and metrics on HEALTH_PORT (``kernel.health``)."""
+    health = process_health.current()
+    health.serve()
+    health.start()
     await ensure_topics(bootstrap, {relay.topic: partitions})
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     await relay.producer.start()
+    watch_health(relay, health)
     try:
         await relay.run(stopping)
     finally:
+        await health.stop()
         await stop_producer(relay.producer)
 
 

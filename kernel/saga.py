@@ -7,6 +7,8 @@ from typing import Any
 
 import faust
 
+from kernel import health as process_health
+from kernel import metrics
 from kernel.application import App
 from kernel.kafka import reliable_producer, stop_producer
 from kernel.messaging import ConsumedMessage, DeadLetters
@@ -45,6 +47,9 @@ def saga_worker(
         await producer.start()
         dead_letters = DeadLetters(producer, consumer)
         stopping = asyncio.Event()
+        health = process_health.current()
+        health.add_check("broker", lambda: process_health.broker_check(producer))
+        health.add_check("store", process_health.store_check(application.recorder))
 
         async def react_batch(events: Sequence[Any]) -> None:
             batch = [ConsumedMessage.of(event) for event in events]
@@ -56,7 +61,7 @@ def saga_worker(
             )
 
         try:
-            await handle_batches(stream, BATCH_SIZE, react_batch)
+            await handle_batches(stream, BATCH_SIZE, react_batch, name=f"{consumer}.react")
         finally:
             stopping.set()
             await stop_producer(producer)
@@ -71,13 +76,19 @@ async def handle(
 ) -> None:
     """Handle a batch in one transaction (more only for conflicts and dead letters)."""
     todo, dead_lettered = list(batch), set[MessageKey]()
+    consumer = reactor.consumer
     for _ in range(MAX_ROUNDS):
         result = await asyncio.to_thread(reactor.react_batch, todo, dead_lettered)
         if result.dead_letters:  # before their positions are recorded
             await dead_letters.send(result.dead_letters)
             dead_lettered.update(key_of(message) for message, _ in result.dead_letters)
+            metrics.reactions(consumer, "dead-lettered", len(result.dead_letters))
         if result.error is not None:
+            metrics.reactions(consumer, "retried", len(todo))
             raise result.error
+        reruns = len(result.again) - len(result.dead_letters)
+        metrics.reactions(consumer, "done", len(todo) - len(result.again))
+        metrics.reactions(consumer, "rerun", reruns)
         if not result.again:
             return
         todo = result.again

@@ -15,6 +15,8 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from pymongo.errors import PyMongoError
 from sqlalchemy.exc import DBAPIError
 
+from kernel import health as process_health
+from kernel import metrics
 from kernel.group_membership import (
     InstanceIdInUse,
     claim_instance_id,
@@ -70,7 +72,51 @@ class Worker(faust.Worker):
                 conf.consumer_group_instance_id,
                 conf.broker_session_timeout,
             )
+        health = process_health.current()
+        health.serve()
+        health.start()
+        health.add_sampler("consumer lag", consumer_lag_sampler(self.app, health))
         await super().on_first_start()
+
+
+def consumer_lag_sampler(app: Any, health: process_health.Health) -> Any:
+    """Per assigned partition, the messages after the last one handled (from the last
+    fetch's high watermark): ``cqrs_consumer_lag_messages``; a problem beyond
+    ``HEALTH_MAX_LAG``."""
+    group = app.conf.id
+    seen: set[tuple[str, int]] = set()
+
+    async def sample() -> str | None:
+        if app.consumer is None:
+            return None
+        handled: dict[tuple[str, int], int] = {}
+        for consumer in health.consumers.values():
+            for key, offset in consumer.offsets.items():
+                handled[key] = min(offset, handled.get(key, offset))
+        worst = 0
+        assigned = set()
+        for tp in app.consumer.assignment():
+            highwater = app.consumer.highwater(tp)
+            if highwater is None or tp.topic.startswith(f"{group}-__"):
+                continue  # not fetched yet, or Faust's own (its assignor's leader topic)
+            key = (tp.topic, tp.partition)
+            assigned.add(key)
+            if key in handled:
+                next_offset = handled[key] + 1
+            else:
+                position = await app.consumer.position(tp)
+                next_offset = highwater if position is None else position
+            lag = max(0, highwater - next_offset)
+            worst = max(worst, lag)
+            metrics.CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(lag)
+        for topic, partition in seen - assigned:  # given to another worker
+            metrics.CONSUMER_LAG.remove(group, topic, str(partition))
+        seen.clear()
+        seen.update(assigned)
+        max_lag = health.settings.max_lag
+        return f"{worst} messages behind (more than {max_lag})" if worst > max_lag else None
+
+    return sample
 
 
 def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust") -> faust.App:
@@ -112,6 +158,19 @@ def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust")
     )
 
 
+def _handled(consumer: process_health.Consumer, batch: Sequence[Any]) -> None:
+    """The batch's last offset per partition (the batch is in order)."""
+    last: dict[tuple[str, int], int] = {}
+    for event in batch:
+        message = getattr(event, "message", None)
+        if message is not None:
+            last[(message.topic, message.partition)] = message.offset
+    for (topic, partition), offset in last.items():
+        consumer.handled(topic, partition, offset)
+    if not last:
+        consumer.down_since = None
+
+
 async def retry_until_done(
     work: Callable[[], Awaitable[None]], what: str, stopping: asyncio.Event | None = None
 ) -> None:
@@ -138,6 +197,8 @@ async def handle_batches(
     stream: Any,
     size: int,
     handle: Callable[[Sequence[Any]], Awaitable[None]],
+    *,
+    name: str = "consumer",
 ) -> None:
     """Hand ``handle`` whatever has arrived, up to ``size`` events at a time, in order, one
     batch at a time; wait only when nothing has arrived.
@@ -150,7 +211,29 @@ async def handle_batches(
     manual (``noack``): an event is acknowledged only once its batch was handled, so
     if the worker stops or dies meanwhile it comes again (at least once). At most
     ``size`` events wait beside the batch being handled.
+
+    The process's health (``kernel.health``) follows the task as the consumer ``name``:
+    running while it is in here, down once it has left (with the error that ended it),
+    and each batch's last offset per partition (the consumer lag).
     """
+    consumer = process_health.current().consumer(name)
+    consumer.started()
+    ended: BaseException | None = None
+    try:
+        await _handle_batches(stream, size, handle, consumer)
+    except BaseException as error:
+        ended = error
+        raise
+    finally:
+        consumer.stopped(ended)
+
+
+async def _handle_batches(
+    stream: Any,
+    size: int,
+    handle: Callable[[Sequence[Any]], Awaitable[None]],
+    consumer: process_health.Consumer,
+) -> None:
     manual = stream.noack()
     arrived: deque[Any] = deque()
     something = asyncio.Event()  # set when an event arrived, or the reading ended
@@ -183,6 +266,7 @@ async def handle_batches(
             await handle(batch)
             for event in batch:
                 await manual.ack(event)
+            _handled(consumer, batch)
     finally:
         reading.cancel()
         with suppress(asyncio.CancelledError, Exception):  # the error that ends us counts

@@ -12,6 +12,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
+from kernel import health as process_health
 from kernel.kafka import reliable_producer, stop_producer
 from kernel.messaging import ConsumedMessage, DeadLetters
 from kernel.projection import Projection
@@ -43,6 +44,9 @@ def register(projection: Projection) -> None:
         producer = reliable_producer(settings.kafka_bootstrap_servers)
         await producer.start()
         stopping = asyncio.Event()
+        health = process_health.current()
+        health.add_check("broker", lambda: process_health.broker_check(producer))
+        health.add_check("mongodb", process_health.mongo_check(client[settings.mongodb_database]))
         try:
             runner = ProjectionRunner(
                 projection,
@@ -58,7 +62,12 @@ def register(projection: Projection) -> None:
                         partial(handle, runner, batch), f"projection {projection.name}", stopping
                     )
 
-                await handle_batches(stream, settings.projection_batch_size, project_batch)
+                await handle_batches(
+                    stream,
+                    settings.projection_batch_size,
+                    project_batch,
+                    name=f"projections.{projection.name}",
+                )
             except ProjectionVersionMismatch as error:
                 # Another version's collection is live (or this one was never rebuilt):
                 # stop the worker rather than mix two versions' logic in one collection.

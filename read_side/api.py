@@ -24,6 +24,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from contracts.discovery import modules_where
+from kernel import health as process_health
+from kernel import metrics as process_metrics
 from kernel.auth import OpsOnly, check_every_route_guarded, install_auth
 from kernel.http_api import create_api
 from kernel.problems import problem
@@ -131,6 +133,18 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
     # Health and the event contracts' pages (documentation, as /docs is) take no token.
     install_auth(app, open_paths={"/health", "/asyncapi", "/asyncapi.json"})
     app.include_router(router)
+    process_metrics.install(app, "query-api")
+
+    async def ready() -> dict[str, str]:
+        """MongoDB answers a ping (``/health/ready``; ``/health/live`` always answers)."""
+        database = getattr(app.state, "database", None)
+        if database is None:
+            return {"mongodb": "not connected yet"}
+        timeout = min(HEALTH_TIMEOUT, settings.mongodb_timeout)
+        checks = {"mongodb": process_health.mongo_check(database)}
+        return await process_health.problems_of(checks, timeout)
+
+    process_health.install_routes(app, ready)
     for module in modules_where("read_side", "router", exclude=("api",)):
         app.include_router(module.router)
     # MongoDB away (ConnectionFailure, a timeout): the request guard answers 503.

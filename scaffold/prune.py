@@ -51,6 +51,7 @@ BENCHMARK = (
             "end_to_end",
             "history",
             "idle",
+            "metrics_cost",
             "projection",
             "query_api",
             "rebuild",

@@ -7,6 +7,7 @@ what reached the upstream and what the gateway refused on its own.
 - `/fail-once/<key>`: 502 the first time a (method, path) is asked, 200 after;
 - `/slow`: 200 after a second (to hold a request open);
 - `/broken`: always 500;
+- `/health/ready`: 503 when started with a third argument `unready`, else 200;
 - anything else: 200 with the request's headers as JSON.
 """
 
@@ -26,6 +27,7 @@ SEEN: set[tuple[str, str]] = set()
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     log_path: Path
+    unready = False
 
     def _handle(self) -> None:
         length = int(self.headers.get("content-length") or 0)
@@ -42,8 +44,8 @@ class Handler(BaseHTTPRequestHandler):
             first = (self.command, self.path) not in SEEN
             SEEN.add((self.command, self.path))
         status = 502 if self.path.startswith("/fail-once/") and first else 200
-        if self.path == "/broken":
-            status = 500
+        if self.path == "/broken" or (self.path == "/health/ready" and Handler.unready):
+            status = 500 if self.path == "/broken" else 503
         if self.path == "/slow":
             time.sleep(1)
         answer = json.dumps(record).encode()
@@ -62,6 +64,7 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> None:
     port, log = int(sys.argv[1]), Path(sys.argv[2])
     Handler.log_path = log
+    Handler.unready = sys.argv[3:4] == ["unready"]
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.serve_forever()
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
+from devstack.prometheus import prometheus_binary
 from devstack.run import (
     DEAD_LETTER_TOPICS,
     SERVICE_TOPICS,
@@ -238,6 +239,7 @@ def start_runner(
         "MONGODB_PORT": str(free_port()),
         "GATEWAY_PORT": str(free_port()),
         "GATEWAY_ADMIN_PORT": str(free_port()),
+        "PROMETHEUS_PORT": str(free_port()),
         "KAFKA_TOPIC_PARTITIONS": "2",
         **(extra_env or {}),
     }
@@ -301,7 +303,19 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
         assert read(tmp_path / "var" / "log" / "demo.log") == "the demo summary\n"
         assert "ready in " in text and f"{sleeper_log.parent}/<process>.log" in text, text
         pids = [*server_pids(text), int(pid_file.read_text())]
-        assert len(pids) == 4, text  # the broker, MongoDB, the gateway, the sleeper
+        # the broker, MongoDB, the gateway, Prometheus where it is installed, the sleeper
+        assert len(pids) == 4 + (prometheus_binary() is not None), text
+        scrape_config = (tmp_path / "var" / "prometheus" / "prometheus.yml").read_text()
+        assert 'job_name: "sleeper"' in scrape_config, scrape_config  # its HEALTH_PORT
+        if prometheus_binary() is not None:
+            prometheus = re.search(r"Prometheus ready at (\S+)", text)
+            assert prometheus, text
+
+            def jobs() -> set[str]:
+                answer = httpx.get(f"{prometheus[1]}/api/v1/targets", timeout=5).json()
+                return {t["labels"]["job"] for t in answer["data"]["activeTargets"]}
+
+            wait_for(lambda: jobs() == {"sleeper"}, timeout=30, message=scrape_config)
         gateway = re.search(r"Envoy gateway ready at (\S+)", text)
         assert gateway, text
         assert httpx.get(f"{gateway[1]}/health", timeout=5).status_code == 200
@@ -329,6 +343,7 @@ def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     text = output.read_text()
     assert "stopped Kafka broker" in text and "stopped MongoDB" in text, text
     assert "stopped Envoy gateway" in text, text
+    assert ("stopped Prometheus" in text) == (prometheus_binary() is not None), text
     assert [pid for pid in pids if pid_alive(pid)] == [], text
     assert "\x1b" not in text and "error" not in text, text
     assert "sleeper.1 started" in read(tmp_path / "var" / "log" / "honcho.log")
@@ -348,7 +363,7 @@ def test_cqrs_run_exits_with_the_failing_process_code(tmp_path: Path) -> None:
     assert "  the-last-words\n" in text and read(log) == "first\nthe-last-words\n", text
     assert "waits" not in text, "only the process that failed is reported"
     pids = server_pids(text)
-    assert len(pids) == 3, text
+    assert len(pids) == 3 + (prometheus_binary() is not None), text
     assert [pid for pid in pids if pid_alive(pid)] == [], text
 
 
@@ -405,6 +420,14 @@ def test_cqrs_run_scales_an_api_out_behind_the_gateway(tmp_path: Path) -> None:
             interval=0.2,
             message=f"the two {name}-api processes did not start",
         )
+
+        # The gateway sends requests to a process once its /health/ready answered 200.
+        def healthy() -> list[str]:
+            clusters = httpx.get(f"http://127.0.0.1:{admin_port}/clusters", timeout=5).text
+            flags = rf"^{name}-api::[\d.]+:\d+::health_flags::healthy$"
+            return re.findall(flags, clusters, re.MULTILINE)
+
+        wait_for(lambda: len(healthy()) == 2, timeout=30, message="never both ready")
         for _ in range(20):
             assert httpx.get(f"{gateway}/{name}-api/health", timeout=5).status_code == 200
         wait_for(lambda: "ready in " in output.read_text(), timeout=30, message="no summary")

@@ -32,6 +32,7 @@ REGENERATED = {
     "Procfile",
     "docker-compose.yml",
     "devstack/postgres/create-service-databases.sql",
+    "devstack/compose/prometheus/prometheus.yml",
     "contracts/schemas/schemas.lock",
 }
 """What `cqrs generate` and `cqrs contracts generate` write: no hand-written file changes."""
@@ -153,7 +154,11 @@ def test_generated_domains_events_projections_and_reactions_pass_the_checks_and_
     services = compose_services(copy)
     api, relay = services["shipments-api"], services["shipments-relay"]
     assert api["environment"]["SHIPMENTS_DATABASE_URL"].endswith("/shipments")
-    assert relay["environment"].items() <= api["environment"].items()  # + the API's auth
+    # the API's auth besides; the relay's health and metrics server (docs/metrics.md)
+    health = ("HEALTH_", "METRICS_")
+    shared = {k: v for k, v in relay["environment"].items() if not k.startswith(health)}
+    assert shared.items() <= api["environment"].items()
+    assert relay["environment"]["HEALTH_PORT"] == "9100"
     assert "KAFKA_BOOTSTRAP_SERVERS" in api["environment"]
     assert relay["command"] == ["python", "-m", "write_side.shipments.relay"]
     saga = services["invoices-saga"]

@@ -13,6 +13,7 @@ from kernel.api import (
     command_api,
 )
 from kernel.auth import CustomerOrOps, CustomerOrRestaurantOrOps
+from kernel.metrics import saga_started
 from write_side.orders.application import OrdersApplication, Saved
 from write_side.orders.bootstrap import build_application
 from write_side.orders.settings import OrdersSettings
@@ -125,6 +126,7 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
             delivery_address=body.address(),
             line_items=[item.model_dump() for item in body.line_items],
         )
+        saga_started("createOrder")
         return CommandAccepted.of(saved)
 
     @api.post("/orders/{order_id}/cancel")

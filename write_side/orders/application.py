@@ -1,6 +1,7 @@
 """The orders Application: each command is get → mutate → save, nothing else."""
 
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -48,16 +49,22 @@ class OrdersApplication(ServiceApplication):
         return self._save(order)
 
     @command
-    def approve_order(self, order_id: UUID) -> None:
+    def approve_order(self, order_id: UUID) -> datetime | None:
+        """When the order was placed if this ended its saga (None: it had ended)."""
         order = self.get_order(order_id)
+        ends = order.state is OrderState.APPROVAL_PENDING
         order.approve()
         self.save(order)
+        return order.created_on if ends else None
 
     @command
-    def reject_order(self, order_id: UUID, reason: str, failed_step: str) -> None:
+    def reject_order(self, order_id: UUID, reason: str, failed_step: str) -> datetime | None:
+        """When the order was placed if this ended its saga (None: it had ended)."""
         order = self.get_order(order_id)
+        ends = order.state is OrderState.APPROVAL_PENDING
         order.reject(reason, failed_step)
         self.save(order)
+        return order.created_on if ends else None
 
     def get_order(self, order_id: UUID) -> Order:
         return self.load(Order, order_id, f"order {order_id} not found")

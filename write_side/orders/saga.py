@@ -4,11 +4,13 @@ Run: ``faust -A write_side.orders.saga:app worker --without-web``.
 """
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from contracts import accounting, consumers, kitchen
 from contracts.envelope import Envelope
+from kernel.metrics import SagaEnded
 from kernel.reactions import Reaction
 from kernel.saga import saga_worker
 from write_side.orders.application import OrdersApplication
@@ -16,13 +18,19 @@ from write_side.orders.bootstrap import build_application
 from write_side.orders.settings import OrdersSettings
 
 
-def reactions(app: OrdersApplication) -> list[Reaction]:
-    def approve(event: accounting.CardAuthorized, _: Envelope) -> None:
-        app.approve_order(UUID(event.order_id))
+def ended(outcome: str, started: datetime | None) -> SagaEnded | None:
+    """The saga's end, for its metrics (``cqrs_sagas_ended_total``), if this ended it."""
+    return None if started is None else SagaEnded("createOrder", outcome, started)
 
-    def reject(step: str) -> Callable[[Any, Envelope], None]:
-        def on_step_failed(event: Any, _: Envelope) -> None:
-            app.reject_order(UUID(event.order_id), event.reason, failed_step=step)
+
+def reactions(app: OrdersApplication) -> list[Reaction]:
+    def approve(event: accounting.CardAuthorized, _: Envelope) -> SagaEnded | None:
+        return ended("approved", app.approve_order(UUID(event.order_id)))
+
+    def reject(step: str) -> Callable[[Any, Envelope], SagaEnded | None]:
+        def on_step_failed(event: Any, _: Envelope) -> SagaEnded | None:
+            started = app.reject_order(UUID(event.order_id), event.reason, failed_step=step)
+            return ended(f"rejected-{step}", started)
 
         return on_step_failed
 

@@ -21,6 +21,8 @@ from devstack.servers import KafkaBroker, free_port
 from kernel.kafka import ensure_topics
 from tests import processes
 from tests.integration.kafka_reading import read_all
+from tests.metrics_scrape import scrape
+from tests.metrics_scrape import value as metric_value
 from tests.reference_saga.examples import DELIVERY_ADDRESS
 from tests.support import bearer, wait_for
 
@@ -36,12 +38,25 @@ class System:
         self.env = env
         self.log_dir = log_dir
         self.running: dict[str, processes.Process] = {}
+        self.health_ports: dict[str, int] = {}
+        """Each relay's and worker's health and metrics port (HEALTH_PORT)."""
         self.http = httpx.Client(timeout=30, headers=bearer())
+
+    def metrics_url(self, name: str) -> str:
+        """Where a process serves /metrics and /health/*: an API on its own port."""
+        service, kind = name.rsplit("-", 1)
+        if kind == "api":
+            return self.urls[service]
+        port = self.health_ports.setdefault(name, free_port())
+        return f"http://127.0.0.1:{port}"
 
     def start(self, name: str, incarnation: int = 1) -> None:
         log_dir = self.log_dir if incarnation == 1 else self.log_dir / f"run-{incarnation}"
         log_dir.mkdir(exist_ok=True)
-        self.running[name] = _process(name, self.urls, self.env, log_dir)
+        env = self.env
+        if not name.endswith("-api"):
+            env = {**env, "HEALTH_PORT": self.metrics_url(name).rsplit(":", 1)[1]}
+        self.running[name] = _process(name, self.urls, env, log_dir)
 
     def stop(self, name: str) -> None:
         """SIGTERM: the worker leaves its consumer group and exits."""
@@ -238,6 +253,120 @@ def test_every_path_ends_with_the_compensations_it_requires(system):
     # Only the approved order was charged.
     assert system.get("accounting", f"/accounts/{ok}").json()["authorized_total_cents"] == 2500
     assert system.get("accounting", f"/accounts/{poor}").json()["authorized_total_cents"] == 0
+
+
+def test_every_process_is_ready_and_its_metrics_move_with_a_known_workload(system):
+    """Scrapes each real process's /metrics before and after one approved order, one the
+    kitchen rejects and one unreadable message on the orders topic."""
+    names = [*system.running]
+    for name in names:
+        url = system.metrics_url(name)
+        assert httpx.get(f"{url}/health/live").status_code == 200, name
+        wait_for(
+            lambda url=url: httpx.get(f"{url}/health/ready").status_code == 200,
+            timeout=30,
+            message=f"{name} never ready: {httpx.get(f'{url}/health/ready').text}",
+        )
+    before = {name: scrape(system.metrics_url(name)) for name in names}
+
+    def moved(name: str, metric: str, **labels: str) -> float:
+        key = (metric, frozenset(labels.items()))
+        now = scrape(system.metrics_url(name)).get(key, 0.0)
+        return now - before[name].get(key, 0.0)
+
+    consumer, open_, closed = system.consumer(), system.restaurant(), system.restaurant(False)
+    approved, rejected = system.place(consumer, open_), system.place(consumer, closed)
+    asyncio.run(_send_raw(system.env["KAFKA_BOOTSTRAP_SERVERS"], "orders", b"not an envelope"))
+    assert system.finished(approved)["status"] == "APPROVED"
+    assert system.finished(rejected)["failed_step"] == "kitchen"
+
+    created = {"app": "orders-api", "method": "POST", "route": "/orders", "status": "201"}
+    assert moved("orders-api", "cqrs_http_requests_total", **created) == 2
+    timed = {"app": "orders-api", "method": "POST", "route": "/orders"}
+    assert moved("orders-api", "cqrs_http_request_duration_seconds_count", **timed) == 2
+    assert moved("orders-api", "cqrs_commands_total", service="orders", outcome="ok") == 2
+    assert moved("orders-api", "cqrs_group_commit_batch_size_count", service="orders") >= 1
+    read = {"app": "query-api", "method": "GET", "route": "/orders/{order_id}", "status": "200"}
+    assert moved("query-api", "cqrs_http_requests_total", **read) >= 2
+
+    # orders: 2 placed, 1 approved, 1 rejected; the relay's position passed them all
+    wait_for(
+        lambda: moved("orders-relay", "cqrs_relay_published_events_total", topic="orders") == 4
+    )
+    wait_for(lambda: value(system, "orders-relay", "cqrs_relay_lag_events", topic="orders") == 0)
+    assert value(system, "orders-relay", "cqrs_relay_leader", topic="orders") == 1
+
+    ended = {"saga": "createOrder"}
+    assert moved("orders-saga", "cqrs_sagas_ended_total", **ended, outcome="approved") == 1
+    assert moved("orders-saga", "cqrs_sagas_ended_total", **ended, outcome="rejected-kitchen") == 1
+    duration = "cqrs_saga_duration_seconds_count"
+    assert moved("orders-saga", duration, **ended, outcome="approved") == 1
+    # the saga's commands (approve, reject) in the saga worker's own process
+    assert moved("orders-saga", "cqrs_commands_total", service="orders", outcome="ok") == 2
+    assert moved("orders-saga", "cqrs_reactions_total", consumer="orders-saga", outcome="done") >= 2
+
+    # the unreadable message: dead-lettered by each of its consumers, with its kind
+    malformed = {"topic": "orders", "kind": "malformed"}
+    wait_for(
+        lambda: (
+            moved(
+                "consumers-saga", "cqrs_dead_letters_total", consumer="consumers-saga", **malformed
+            )
+            == 1
+        )
+    )
+    wait_for(
+        lambda: (
+            moved(
+                "projections-worker",
+                "cqrs_dead_letters_total",
+                consumer="projections.orders",
+                **malformed,
+            )
+            == 1
+        )
+    )
+    assert (
+        moved(
+            "consumers-saga",
+            "cqrs_reactions_total",
+            consumer="consumers-saga",
+            outcome="dead-lettered",
+        )
+        == 1
+    )
+    written = {"projection": "orders", "outcome": "written"}
+    assert moved("projections-worker", "cqrs_projection_writes_total", **written) >= 2
+
+    # consumer lag per topic and partition, back to 0 once all is handled
+    reads = {"kitchen-saga": {"consumers", "accounting"}, "projections-worker": {"orders"}}
+    for worker, group in [("kitchen-saga", "kitchen-saga"), ("projections-worker", None)]:
+
+        def lags(worker: str = worker, group: str | None = group) -> dict[tuple[str, str], float]:
+            return {
+                (dict(labels)["topic"], dict(labels)["partition"]): sample
+                for (name, labels), sample in scrape(system.metrics_url(worker)).items()
+                if name == "cqrs_consumer_lag_messages"
+                and (group is None or dict(labels)["group"] == group)
+            }
+
+        wait_for(lambda lags=lags: lags() and set(lags().values()) == {0}, timeout=30)
+        assert {topic for topic, _ in lags()} >= reads[worker], lags()
+        assert {topic for topic, _ in lags()} <= set(TOPICS), lags()  # Faust's own: none
+        assert {partition for _, partition in lags()} <= {"0", "1", "2", "3"}
+
+
+def value(system: System, name: str, metric: str, **labels: str) -> float | None:
+    return metric_value(system.metrics_url(name), metric, **labels)
+
+
+async def _send_raw(bootstrap: str, topic: str, data: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, data, key=b"garbage")
+    finally:
+        await producer.stop()
 
 
 def test_a_cancel_while_the_saga_runs_is_refused_and_allowed_once_approved(system):

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 
-from kernel import idempotency
+from kernel import idempotency, tracing
 from kernel.application import ServiceApplication
 from kernel.auth import (
     Caller,
@@ -27,6 +27,7 @@ from kernel.auth import (
 from kernel.errors import ApplicationClosed, DomainError, NotFound
 from kernel.http_api import create_api
 from kernel.idempotency import IdempotencyMiddleware
+from kernel.logs import configure_logging
 from kernel.metadata import MessageMetadata, set_for_this_context
 from kernel.problems import problem
 
@@ -167,6 +168,9 @@ def command_api(
     POST honours an ``Idempotency-Key`` (``kernel.idempotency``); every writing route
     sets the request's message metadata (``CommandRoute``).
     """
+
+    configure_logging(f"{service}-api")
+    tracing.configure_tracing(f"{service}-api")
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:

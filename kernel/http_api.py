@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
+from kernel import tracing
 from kernel.problems import (
     PROBLEM_MEDIA_TYPE,
     FieldError,
@@ -58,6 +59,7 @@ def create_api(
     install_problem_handlers(app)
     app.add_middleware(RequestGuard, limits=limits or RequestLimits())
     document_problems(app, statuses or (lambda path, method, operation: ()), documents)
+    tracing.instrument_app(app)  # server spans, when the process traces (kernel.tracing)
     return app
 
 

@@ -18,6 +18,7 @@ from contracts.registry import (
     parse_data,
     readable_types,
 )
+from kernel.logs import message_fields
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ class DeadLetters:
                 reason.kind,
                 reason,
                 self.summary(),
+                extra={"dead_letter_reason_kind": reason.kind, **message_fields(message.headers)},
             )
 
     def summary(self) -> str:

@@ -99,6 +99,11 @@ def default_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
         "GATEWAY_ADMIN_PORT": env.get("GATEWAY_ADMIN_PORT", "9901"),
         # Relays per service: one leads, the others stand by (docs/adr/0029).
         "RELAY_PROCESSES": "2",
+        # Spans as OTLP JSON lines under var/traces/, exported twice a second: what
+        # `cqrs trace` reads (docs/observability.md). Compose exports OTLP to Jaeger.
+        "OTEL_TRACES_EXPORTER": "otlp_json_file",
+        "TRACES_DIR": "var/traces",
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
     }
     defaults["GATEWAY_URL"] = f"http://127.0.0.1:{defaults['GATEWAY_PORT']}"
     for service in SERVICES:

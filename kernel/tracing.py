@@ -14,7 +14,7 @@ the events (docs/observability.md, docs/adr/0032).
 Configuration is the standard ``OTEL_*`` environment (``OTEL_SDK_DISABLED``,
 ``OTEL_SERVICE_NAME``, ``OTEL_TRACES_EXPORTER``, ``OTEL_EXPORTER_OTLP_ENDPOINT``,
 ``OTEL_TRACES_SAMPLER``...), with one local addition: ``TRACES_DIR``, where the
-``otlp_json_file`` exporter writes ``<process>.jsonl`` (what ``cqrs trace`` reads).
+``otlp_json_file`` exporter writes ``<process>-<pid>.jsonl`` (what ``cqrs trace`` reads).
 Unlike the SDK's default (``otlp``), an unset ``OTEL_TRACES_EXPORTER`` exports nothing
 and sets nothing up: a process nobody configured pays nothing.
 """
@@ -100,7 +100,8 @@ def configure_tracing(process: str, env: Mapping[str, str] | None = None) -> boo
 
             directory = Path(env.get("TRACES_DIR") or DEFAULT_TRACES_DIR)
             directory.mkdir(parents=True, exist_ok=True)
-            exporters.append(FileSpanExporter(directory / f"{process}.jsonl"))
+            # A file per process: two copies of a process never interleave their lines.
+            exporters.append(FileSpanExporter(directory / f"{process}-{os.getpid()}.jsonl"))
         elif name == "console":
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 

@@ -87,7 +87,7 @@ def spans_of_line(line: str) -> Iterator[Span]:
 def read_spans(directory: Path) -> list[Span]:
     """Every span of the ``*.jsonl`` files in ``directory`` (a line being written is
     skipped)."""
-    spans = []
+    spans: list[Span] = []
     for path in sorted(directory.glob("*.jsonl")):
         with path.open(encoding="utf-8") as lines:
             for line in lines:

@@ -83,6 +83,9 @@ def configure_logging(process: str, level: int = logging.INFO, *, take_root: boo
     if take_root:
         for handler in root.handlers:
             use_json(handler, process)
+            # The loggers' levels decide (Faust sets its handler's to the worker's level,
+            # which would drop the milestones' INFO lines).
+            handler.setLevel(logging.NOTSET)
     for name in _UVICORN:
         for handler in logging.getLogger(name).handlers:
             use_json(handler, process)

@@ -163,7 +163,11 @@ def instrument_app(app: Any) -> None:
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="/health,/metrics,/livez,/readyz")
+    FastAPIInstrumentor.instrument_app(
+        app,
+        excluded_urls="/health,/metrics,/livez,/readyz",
+        exclude_spans=["receive", "send"],  # a span per ASGI message: noise
+    )
 
 
 def shutdown() -> None:

@@ -278,7 +278,8 @@ def traced_order(system: System) -> tuple[str, Trace, list[Span]]:
     except TimeoutError:
         spans = read_spans(system.log_dir / "traces")
         found = [trace_of(spans, t) for t in trace_ids_for(spans, order_id)]
-        pytest.fail(f"order {order_id}: no complete trace: {[render(t) for t in found]}")
+        shown = "\n\n".join("\n".join(render(trace)) for trace in found[:3])
+        pytest.fail(f"order {order_id}: no complete trace; {len(found)} about it:\n{shown}")
     return order_id, trace, spans
 
 

@@ -433,6 +433,8 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
     var_dir.mkdir(parents=True, exist_ok=True)
     # The APIs verify tokens against these keys; the demo and `cqrs token` sign with them.
     env["DEVSTACK_VAR_DIR"] = str(var_dir)
+    if "TRACES_DIR" not in os.environ:  # the spans beside the logs, where `cqrs trace` looks
+        env["TRACES_DIR"] = str(var_dir / "traces")
     auth_dir = var_dir / "auth"
     try:
         ensure_keys(auth_dir)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import time
 from collections import Counter, defaultdict
@@ -225,7 +226,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "correlation) id.",
     )
     parser.add_argument("key", metavar="ORDER_ID|TRACE_ID")
-    parser.add_argument("--dir", default=str(DEFAULT_DIR), help="where the spans are")
+    default = os.environ.get("TRACES_DIR") or (
+        Path(os.environ["DEVSTACK_VAR_DIR"]) / "traces"
+        if os.environ.get("DEVSTACK_VAR_DIR")
+        else DEFAULT_DIR
+    )
+    parser.add_argument(
+        "--dir",
+        default=str(default),
+        help="where the spans are: $TRACES_DIR, else $DEVSTACK_VAR_DIR/traces (%(default)s)",
+    )
     parser.add_argument(
         "--wait",
         type=float,

@@ -55,7 +55,7 @@ def create_api(
 ) -> FastAPI:
     """A FastAPI app (``fastapi`` are its arguments: title, version, lifespan...);
     ``documents`` complete its OpenAPI document (each changes it in place)."""
-    app = FastAPIOffline(**fastapi)
+    app = FastAPIOffline(**{"telemetry": tracing.fastapi_telemetry(), **fastapi})
     install_problem_handlers(app)
     app.add_middleware(RequestGuard, limits=limits or RequestLimits())
     document_problems(app, statuses or (lambda path, method, operation: ()), documents)

@@ -132,34 +132,58 @@ def _sampler_from_env() -> Any:
 
 
 def _instrument_libraries() -> None:
-    from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
-    from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+    if _instrumentation_on("pymongo"):
+        from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
 
-    PymongoInstrumentor().instrument()
-    # The producer's ``send`` (dead letters, re-published ones); the relay sends with the
-    # batch API and its own span. Its consumer side is left alone: its ``getmany`` makes a
-    # root span per fetch (a trace each); the consumers' message spans are ours.
-    AIOKafkaInstrumentor().instrument()
-    import aiokafka
-    from opentelemetry.instrumentation.utils import unwrap
+        PymongoInstrumentor().instrument()
+    if _instrumentation_on("aiokafka"):
+        # The producer's ``send`` (dead letters, re-published ones); the relay sends with
+        # the batch API and its own span. Its consumer side is left alone: its ``getmany``
+        # makes a root span per fetch (a trace each); the consumers' message spans are ours.
+        import aiokafka
+        from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
+        from opentelemetry.instrumentation.utils import unwrap
 
-    unwrap(aiokafka.AIOKafkaConsumer, "getone")
-    unwrap(aiokafka.AIOKafkaConsumer, "getmany")
+        AIOKafkaInstrumentor().instrument()
+        unwrap(aiokafka.AIOKafkaConsumer, "getone")
+        unwrap(aiokafka.AIOKafkaConsumer, "getmany")
+
+
+def _instrumentation_on(name: str) -> bool:
+    """Whether ``name``'s instrumentation is wanted: tracing is on, and the standard
+    ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (a comma list) does not name it."""
+    disabled = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    return _enabled and name not in {n.strip() for n in disabled.split(",")}
 
 
 def instrument_engine(engine: Any) -> None:
     """SQLAlchemy's spans for an engine (the event store's), when tracing is on."""
-    if not _enabled:
+    if not _instrumentation_on("sqlalchemy"):
         return
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
     SQLAlchemyInstrumentor().instrument(engine=engine)
 
 
+_UNTRACED_PATHS = frozenset({"/health", "/metrics", "/livez", "/readyz"})
+
+
+def _untraced(scope: Any) -> bool:
+    return scope.get("path") in _UNTRACED_PATHS
+
+
+def fastapi_telemetry() -> dict[str, Any]:
+    """FastAPI's own telemetry settings (``FastAPI(telemetry=...)``; it traces requests by
+    itself once a tracer provider is set, unless the contrib instrumentation wraps the
+    app): one server span a request, no span per dependency, endpoint and serialization,
+    no metrics or log records of its own, health probes left out."""
+    return {"operation_spans": False, "metrics": False, "logs": False, "exclude": _untraced}
+
+
 def instrument_app(app: Any) -> None:
     """FastAPI's server spans for an app, when tracing is on (it joins a caller's
     ``traceparent``)."""
-    if not _enabled:
+    if not _instrumentation_on("fastapi"):
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

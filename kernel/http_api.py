@@ -55,11 +55,11 @@ def create_api(
 ) -> FastAPI:
     """A FastAPI app (``fastapi`` are its arguments: title, version, lifespan...);
     ``documents`` complete its OpenAPI document (each changes it in place)."""
+    # FastAPI's own request spans, when the process traces (kernel.tracing).
     app = FastAPIOffline(**{"telemetry": tracing.fastapi_telemetry(), **fastapi})
     install_problem_handlers(app)
     app.add_middleware(RequestGuard, limits=limits or RequestLimits())
     document_problems(app, statuses or (lambda path, method, operation: ()), documents)
-    tracing.instrument_app(app)  # server spans, when the process traces (kernel.tracing)
     return app
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from devstack import contract_tools, gateway, identity, run
+from devstack import contract_tools, gateway, identity, run, traces
 from operations import dead_letters, replay
 from scaffold import commands as scaffold
 from scaffold import generated, prune
@@ -18,6 +18,7 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 REGISTRARS: list[Registrar] = [
     run.register,
+    traces.register,
     identity.register,
     gateway.register,
     contract_tools.register,

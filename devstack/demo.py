@@ -39,11 +39,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import httpx
 
+from devstack import traces
 from devstack.identity import default_auth_dir, mint_token
 from operations.text_table import table
 
@@ -530,6 +532,7 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     report(runs, lock_answer)
+    show_trace(runs[0], os.environ)
     query = urls["query"]
     say()
     auth = '-H "Authorization: Bearer $TOKEN"'
@@ -550,6 +553,32 @@ def main() -> int:
             time.sleep(3600)
     except KeyboardInterrupt:
         return 0
+
+
+TRACE_WAIT = 15.0
+"""Seconds the demo waits for an order's trace to be exported whole."""
+
+
+def show_trace(scenario: Scenario, env: Mapping[str, str]) -> None:
+    """Print the order's trace as `cqrs trace` does, when the processes write their spans
+    under TRACES_DIR (the local stack); else say where to look (Jaeger, in compose)."""
+    if "otlp_json_file" not in env.get("OTEL_TRACES_EXPORTER", "") or not scenario.order_id:
+        if "otlp" in env.get("OTEL_TRACES_EXPORTER", ""):
+            say()
+            say("Its trace: in Jaeger's UI (http://localhost:16686), service orders-api.")
+        return
+    found = traces.find_trace(
+        Path(env.get("TRACES_DIR") or traces.DEFAULT_DIR), scenario.order_id, wait=TRACE_WAIT
+    )
+    say()
+    if found is None:
+        say(f"No trace of order {scenario.order_id} yet; try: cqrs trace {scenario.order_id}")
+        return
+    say(
+        f"Order {scenario.order_id}, {scenario.title}, as one trace (cqrs trace {scenario.order_id}):"
+    )
+    for line in traces.render(found):
+        say(f"  {line}")
 
 
 def api_urls(env: Mapping[str, str]) -> dict[str, str]:

@@ -109,6 +109,11 @@ def default_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
         "GATEWAY_ADMIN_PORT": env.get("GATEWAY_ADMIN_PORT", "9901"),
         # Relays per service: one leads, the others stand by (docs/adr/0029).
         "RELAY_PROCESSES": "2",
+        # Spans as OTLP JSON lines under var/traces/, exported twice a second: what
+        # `cqrs trace` reads (docs/observability.md). Compose exports OTLP to Jaeger.
+        "OTEL_TRACES_EXPORTER": "otlp_json_file",
+        "TRACES_DIR": "var/traces",
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
     }
     defaults["GATEWAY_URL"] = f"http://127.0.0.1:{defaults['GATEWAY_PORT']}"
     for service in SERVICES:
@@ -458,6 +463,8 @@ def run(procfile: Path | str | None = None, var_dir: Path | str | None = None) -
     var_dir.mkdir(parents=True, exist_ok=True)
     # The APIs verify tokens against these keys; the demo and `cqrs token` sign with them.
     env["DEVSTACK_VAR_DIR"] = str(var_dir)
+    if "TRACES_DIR" not in os.environ:  # the spans beside the logs, where `cqrs trace` looks
+        env["TRACES_DIR"] = str(var_dir / "traces")
     auth_dir = var_dir / "auth"
     try:
         ensure_keys(auth_dir)

@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from kernel import health as process_health
 from kernel import idempotency
 from kernel import metrics as process_metrics
+from kernel import idempotency, tracing
 from kernel.application import ServiceApplication
 from kernel.auth import (
     Caller,
@@ -29,6 +30,7 @@ from kernel.auth import (
 from kernel.errors import ApplicationClosed, DomainError, NotFound
 from kernel.http_api import create_api
 from kernel.idempotency import IdempotencyMiddleware
+from kernel.logs import configure_logging
 from kernel.metadata import MessageMetadata, set_for_this_context
 from kernel.problems import problem
 
@@ -172,6 +174,9 @@ def command_api(
     POST honours an ``Idempotency-Key`` (``kernel.idempotency``); every writing route
     sets the request's message metadata (``CommandRoute``).
     """
+
+    configure_logging(f"{service}-api")
+    tracing.configure_tracing(f"{service}-api")
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:

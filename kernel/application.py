@@ -19,6 +19,7 @@ from eventsourcing.persistence import IntegrityError, ProcessRecorder, Recording
 from eventsourcing.utils import strtobool
 from sqlalchemy.engine import make_url
 
+from kernel import tracing
 from kernel.errors import NotFound
 from kernel.group_commit import BatchingRepository, GroupCommit
 from kernel.store import event_store_env
@@ -142,4 +143,6 @@ def open_application(app_class: type[App], database_url: str, schema: str | None
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    return app_class(env=event_store_env(database_url, schema))
+    app = app_class(env=event_store_env(database_url, schema))
+    tracing.instrument_engine(app.recorder.datastore.engine)  # type: ignore[attr-defined]
+    return app

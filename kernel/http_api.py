@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
+from kernel import tracing
 from kernel.problems import (
     PROBLEM_MEDIA_TYPE,
     FieldError,
@@ -54,7 +55,8 @@ def create_api(
 ) -> FastAPI:
     """A FastAPI app (``fastapi`` are its arguments: title, version, lifespan...);
     ``documents`` complete its OpenAPI document (each changes it in place)."""
-    app = FastAPIOffline(**fastapi)
+    # FastAPI's own request spans, when the process traces (kernel.tracing).
+    app = FastAPIOffline(**{"telemetry": tracing.fastapi_telemetry(), **fastapi})
     install_problem_handlers(app)
     app.add_middleware(RequestGuard, limits=limits or RequestLimits())
     document_problems(app, statuses or (lambda path, method, operation: ()), documents)

@@ -19,6 +19,7 @@ from contracts.registry import (
     readable_types,
 )
 from kernel import metrics
+from kernel.logs import message_fields
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ class DeadLetters:
                 reason.kind,
                 reason,
                 self.summary(),
+                extra={"dead_letter_reason_kind": reason.kind, **message_fields(message.headers)},
             )
 
     def summary(self) -> str:

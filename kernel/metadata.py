@@ -1,6 +1,7 @@
-"""Correlation and causation ids that travel with the events a command causes, and who
+"""Correlation and causation ids that travel with the events a command causes, who
 caused them (the actor: the token's subject and roles of an HTTP command; none for a
-saga reaction).
+saga reaction), and the W3C trace context of the span that saved them (the store adds
+it when the event is encoded: ``kernel.tracing``).
 
 The command API sets them for a whole request (``kernel.api.CommandRoute``), a saga
 reaction for one message's command (``caused_by``); the
@@ -24,6 +25,9 @@ class MessageMetadata:
     """The subject of the token of the HTTP command that caused the events."""
     actor_roles: tuple[str, ...] = ()
     """That token's roles."""
+    traceparent: str | None = None
+    """The W3C trace context of the span that saved the event (``kernel.tracing``)."""
+    tracestate: str | None = None
 
     @classmethod
     def new(cls) -> "MessageMetadata":
@@ -39,6 +43,10 @@ class MessageMetadata:
         if self.actor is not None:
             stored["actor"] = self.actor
             stored["actor_roles"] = list(self.actor_roles)
+        if self.traceparent is not None:
+            stored["traceparent"] = self.traceparent
+            if self.tracestate:
+                stored["tracestate"] = self.tracestate
         return stored
 
     @classmethod
@@ -49,6 +57,8 @@ class MessageMetadata:
             causation_id=stored["causation_id"],
             actor=stored.get("actor"),
             actor_roles=tuple(stored.get("actor_roles", ())),
+            traceparent=stored.get("traceparent"),
+            tracestate=stored.get("tracestate"),
         )
 
 

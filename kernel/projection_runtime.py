@@ -35,6 +35,7 @@ from pymongo.errors import BulkWriteError
 
 from contracts.envelope import Envelope
 from kernel import metrics
+from kernel import tracing
 from kernel.messaging import ConsumedMessage, DeadLetters, EventReader, Reason
 from kernel.projection import Document, Projection, ProjectionError
 from kernel.projection_catalog import PROGRESS as PROGRESS_COLLECTION
@@ -132,8 +133,40 @@ class ProjectionRunner:
 
     async def handle(self, messages: list[ConsumedMessage]) -> BatchResult:
         """Project one batch. Raises only for infrastructure errors (retry the batch)
-        and when the live collection was built by another version."""
-        return await self.apply(self.decode(messages))
+        and when the live collection was built by another version.
+
+        Traced: the batch in a span linked to its messages' traces, and each message this
+        projection reads in a span that is the child of its message's context, from the
+        batch's start until it is written (``kernel.tracing``)."""
+        name = f"projection {self.projection.name}"
+        span = tracing.batch_span(
+            f"{name} batch",
+            (message.headers for message in messages),
+            attributes={"messaging.batch.message_count": len(messages)},
+        )
+        if not span.is_recording():
+            return await self.apply(self.decode(messages))
+        spans = [
+            tracing.message_span(
+                f"{name} {message.header('ce_type')}",
+                message.headers,
+                tracing.message_attributes(
+                    message.headers, message.topic, message.partition, message.offset
+                ),
+            )
+            for message in messages
+            if not self.reader.skips(message.header("ce_type"))
+        ]
+        try:
+            with tracing.current_span(span):
+                return await self.apply(self.decode(messages))
+        except BaseException as error:
+            for message_span in spans:
+                message_span.record_exception(error)
+            raise
+        finally:
+            for message_span in spans:
+                message_span.end()
 
     def decode(self, messages: list[ConsumedMessage]) -> Batch:
         batch = Batch(messages=messages)

@@ -40,6 +40,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope
 from kernel import metrics
+from kernel import tracing
 from kernel.application import ServiceApplication
 from kernel.messaging import ConsumedMessage, EventReader, Reason
 from kernel.metadata import MessageMetadata, caused_by
@@ -216,7 +217,15 @@ class Reactor:
             metadata = MessageMetadata(
                 correlation_id=envelope.correlationid, causation_id=envelope.id
             )
-            with caused_by(metadata):
+            # The message's trace goes on: the events the command saves carry this span.
+            span = tracing.message_span(
+                f"{self.consumer} {envelope.type}",
+                message.headers,
+                tracing.message_attributes(
+                    message.headers, message.topic, message.partition, message.offset
+                ),
+            )
+            with tracing.current_span(span), caused_by(metadata):
                 return self._decide(reaction, event, envelope)
 
         return react

@@ -49,12 +49,14 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import ApplicationRecorder, Notification, Tracking, TrackingRecorder
+from opentelemetry.trace import SpanKind
 
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope, Headers, encode_envelope, event_id_for
 from contracts.registry import check_also_publish, editions
 from kernel import health as process_health
 from kernel import metrics
+from kernel import tracing
 from kernel.application import ServiceApplication
 from kernel.kafka import (
     ensure_topics,
@@ -63,8 +65,10 @@ from kernel.kafka import (
     stop_producer,
 )
 from kernel.leadership import Fenced, Leadership, LeadershipLost, leadership_for
+from kernel.logs import configure_logging
 from kernel.settings import RelaySettings
 from kernel.store import MetadataMapper
+from kernel.tracing import trace_headers
 from kernel.wakeup import CommitWatch, commit_watch, is_active
 
 log = logging.getLogger(__name__)
@@ -408,6 +412,16 @@ class Relay:
         """
         producer = self.producer
         topic = self.topic
+        # Its own trace, linked to the events' (docs/adr/0032); ends once all are acked.
+        span = tracing.batch_span(
+            f"publish {topic}",
+            (headers for _, _, headers in messages),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.destination.name": topic,
+                "messaging.batch.message_count": len(messages),
+            },
+        )
         partitions = sorted(await producer.partitions_for(topic))
         partition_of: dict[bytes, int] = {}
         filling: dict[int, BatchBuilder] = {}
@@ -425,6 +439,7 @@ class Relay:
                 builder.append(key=key, value=value, timestamp=None, headers=headers)
         for partition, builder in filling.items():
             acks.append(await producer.send_batch(builder, topic, partition=partition))
+        tracing.end_when_acknowledged(span, acks)
         return acks
 
     async def _acknowledge_in_order(self, in_flight: _InFlight) -> None:
@@ -558,6 +573,8 @@ def contract_messages(
             aggregateversion=version,
             data_json=edition.__pydantic_serializer__.to_json(edition),
         )
+        if metadata is not None and metadata.traceparent:  # the command's trace goes on
+            headers.extend(trace_headers(metadata.traceparent, metadata.tracestate))
         messages.append((value, key, headers))
     return messages
 
@@ -737,7 +754,9 @@ def serve_relay(
     app: ServiceApplication, settings: RelaySettings, **route: Unpack[RelayRoute]
 ) -> None:
     """The body of ``python -m write_side.<service>.relay``: run until SIGINT/SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    process = f"{route['topic']}-relay"
+    configure_logging(process)
+    tracing.configure_tracing(process)
 
     async def serve() -> None:
         # aiokafka's producer must be made inside the running event loop.

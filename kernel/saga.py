@@ -9,6 +9,7 @@ import faust
 
 from kernel import health as process_health
 from kernel import metrics
+from kernel import tracing
 from kernel.application import App
 from kernel.kafka import reliable_producer, stop_producer
 from kernel.messaging import ConsumedMessage, DeadLetters
@@ -35,6 +36,7 @@ def saga_worker(
     """
     settings = settings or KafkaSettings()
     consumer = f"{service}-saga"
+    tracing.configure_tracing(consumer)
     app = faust_app(consumer, settings)
     channel = app.topic(
         *topics, key_type=bytes, value_type=bytes, partitions=settings.kafka_topic_partitions
@@ -74,7 +76,21 @@ def saga_worker(
 async def handle(
     reactor: Reactor, dead_letters: DeadLetters, batch: Sequence[ConsumedMessage]
 ) -> None:
-    """Handle a batch in one transaction (more only for conflicts and dead letters)."""
+    """Handle a batch in one transaction (more only for conflicts and dead letters), in a
+    span of its own linked to the messages' traces (each reaction's span is the child of
+    its message's: ``Reactor``)."""
+    span = tracing.batch_span(
+        f"{reactor.consumer} batch",
+        (message.headers for message in batch),
+        attributes={"messaging.batch.message_count": len(batch)},
+    )
+    with tracing.current_span(span):
+        await _handle(reactor, dead_letters, batch)
+
+
+async def _handle(
+    reactor: Reactor, dead_letters: DeadLetters, batch: Sequence[ConsumedMessage]
+) -> None:
     todo, dead_lettered = list(batch), set[MessageKey]()
     consumer = reactor.consumer
     for _ in range(MAX_ROUNDS):

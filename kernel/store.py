@@ -50,6 +50,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from kernel.metadata import MessageMetadata, current_metadata
+from kernel.tracing import current_trace_context
 
 _METADATA_KEY = "__metadata__"
 _CREATE_TABLES = zlib.crc32(b"cqrs-template: create event store tables")
@@ -94,7 +95,8 @@ class _MetadataTranscoder(Transcoder):
     def encode(self, obj: Any) -> bytes:
         if isinstance(obj, dict):
             metadata = current_metadata() or MessageMetadata.new()
-            obj = {**obj, _METADATA_KEY: metadata.stored()}
+            # The trace context of the span saving it (none when tracing is off).
+            obj = {**obj, _METADATA_KEY: {**metadata.stored(), **current_trace_context()}}
         return self.inner.encode(obj)
 
     def decode(self, data: bytes) -> Any:

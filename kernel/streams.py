@@ -23,6 +23,7 @@ from kernel.group_membership import (
     group_instance_id,
 )
 from kernel.kafka import fetch_wakeups, pace_empty_fetches
+from kernel.logs import configure_logging
 from kernel.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Worker(faust.Worker):
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
         super().on_setup_root_logger(logger, level)
+        configure_logging(self.app.conf.id, take_root=True)  # JSON lines (kernel.logs)
 
     async def on_first_start(self) -> None:
         """Claim the app's group instance id on this machine before it joins the group

@@ -13,6 +13,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from kernel import health as process_health
+from kernel import tracing
 from kernel.kafka import reliable_producer, stop_producer
 from kernel.messaging import ConsumedMessage, DeadLetters
 from kernel.projection import Projection
@@ -24,6 +25,7 @@ from projections.settings import ProjectionSettings
 
 log = logging.getLogger(__name__)
 settings = ProjectionSettings()
+tracing.configure_tracing("projections")
 app = faust_app(settings.projections_group_id, settings, settings.projections_data_dir)
 
 

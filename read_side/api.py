@@ -26,8 +26,10 @@ from pymongo.errors import PyMongoError
 from contracts.discovery import modules_where
 from kernel import health as process_health
 from kernel import metrics as process_metrics
+from kernel import tracing
 from kernel.auth import OpsOnly, check_every_route_guarded, install_auth
 from kernel.http_api import create_api
+from kernel.logs import configure_logging
 from kernel.problems import problem
 from kernel.projections_status import ProjectionStatus, projections_status
 from kernel.read_models import LiveCollections
@@ -103,6 +105,8 @@ def query_statuses(path: str, method: str, operation: dict[str, object]) -> set[
 
 def create_app(settings: QuerySettings | None = None) -> FastAPI:
     settings = settings or QuerySettings()
+    configure_logging("query-api")
+    tracing.configure_tracing("query-api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -78,6 +78,7 @@ def stack_environment(work: Path, kafka_port: int, mongo_port: int) -> dict[str,
         "PROJECTIONS_DATA_DIR": str(work / "faust"),
         "KAFKA_EMPTY_FETCH_INTERVAL": "0.01",
         "KAFKA_FETCH_WAKEUP_DIR": str(work / "kafka-wakeups"),
+        "TRACES_DIR": str(work / "traces"),  # `cqrs run` puts them under its var directory
         # As `cqrs run` does: the Procfile's `python`, `uvicorn`, `faust` are this venv's.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
     }

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from contracts import accounting, consumers, kitchen
 from contracts.envelope import Envelope
+from kernel.logs import milestones
 from kernel.metrics import SagaEnded
 from kernel.reactions import Reaction
 from kernel.saga import saga_worker
@@ -17,20 +18,32 @@ from write_side.orders.application import OrdersApplication
 from write_side.orders.bootstrap import build_application
 from write_side.orders.settings import OrdersSettings
 
+log = milestones(__name__)
 
-def ended(outcome: str, started: datetime | None) -> SagaEnded | None:
-    """The saga's end, for its metrics (``cqrs_sagas_ended_total``), if this ended it."""
-    return None if started is None else SagaEnded("createOrder", outcome, started)
+
+def ended(order_id: str, outcome: str, started: datetime | None, **fields: str) -> SagaEnded | None:
+    """If this ended the saga: its log line (in the step's trace) and its metrics
+    (``cqrs_sagas_ended_total``, counted once the step is committed)."""
+    if started is None:  # it had ended: a message handled again
+        return None
+    log.info(
+        "saga ended: order %s %s",
+        order_id,
+        outcome,
+        extra={"order_id": order_id, "outcome": outcome, **fields},
+    )
+    return SagaEnded("createOrder", outcome, started)
 
 
 def reactions(app: OrdersApplication) -> list[Reaction]:
     def approve(event: accounting.CardAuthorized, _: Envelope) -> SagaEnded | None:
-        return ended("approved", app.approve_order(UUID(event.order_id)))
+        return ended(event.order_id, "approved", app.approve_order(UUID(event.order_id)))
 
     def reject(step: str) -> Callable[[Any, Envelope], SagaEnded | None]:
         def on_step_failed(event: Any, _: Envelope) -> SagaEnded | None:
             started = app.reject_order(UUID(event.order_id), event.reason, failed_step=step)
-            return ended(f"rejected-{step}", started)
+            outcome = f"rejected-{step}"
+            return ended(event.order_id, outcome, started, failed_step=step, reason=event.reason)
 
         return on_step_failed
 

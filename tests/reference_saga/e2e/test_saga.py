@@ -6,6 +6,8 @@ other's orders.
 """
 
 import asyncio
+import json
+import re
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +19,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from devstack import cli
 from devstack.servers import KafkaBroker, free_port
+from devstack.traces import Span, Trace, read_spans, render, trace_ids_for, trace_of
 from kernel.kafka import ensure_topics
 from tests import processes
 from tests.integration.kafka_reading import read_all
@@ -184,6 +188,10 @@ def system(tmp_path_factory: pytest.TempPathFactory, mongo_url: str) -> Iterator
         "MONGODB_DATABASE": f"saga_{uuid.uuid4().hex[:8]}",
         "PROJECTIONS_GROUP_ID": f"projections-{uuid.uuid4().hex[:8]}",
         "READ_YOUR_WRITES_TIMEOUT": "10",
+        # Every process's spans as OTLP JSON lines, exported often (test_one_order_is_one_trace).
+        "OTEL_TRACES_EXPORTER": "otlp_json_file",
+        "TRACES_DIR": str(log_dir / "traces"),
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
         **{f"{s.upper()}_DATABASE_URL": f"sqlite:///{log_dir}/{s}.db" for s in SERVICES},
     }
     running = System(urls, env, log_dir)
@@ -367,6 +375,115 @@ async def _send_raw(bootstrap: str, topic: str, data: bytes) -> None:
         await producer.send_and_wait(topic, data, key=b"garbage")
     finally:
         await producer.stop()
+
+
+SAGA_PROCESSES = {"orders-api", *(f"{s}-saga" for s in SERVICES), "projections"}
+
+
+@pytest.fixture(scope="module")
+def traced_order(system: System) -> tuple[str, Trace, list[Span]]:
+    """An approved order, once its trace holds every process's spans down to the
+    projection's write of OrderApproved, and the relays' batch spans linked to it."""
+    order_id = system.place(system.consumer(), system.restaurant())
+    assert system.finished(order_id)["status"] == "APPROVED"
+
+    def complete() -> tuple[Trace, list[Span]] | None:
+        spans = read_spans(system.log_dir / "traces")
+        trace_ids = trace_ids_for(spans, order_id)
+        if not trace_ids:
+            return None
+        trace = trace_of(spans, trace_ids[0])
+        relays = {s.service for linked in trace.linked.values() for s in linked}
+        wrote_approval = any(
+            s.service == "projections" and "OrderApproved" in s.name for s in trace.spans
+        )
+        if SAGA_PROCESSES <= trace.services() and wrote_approval and len(relays) >= 4:
+            return trace, spans
+        return None
+
+    try:
+        trace, spans = wait_for(complete, timeout=30, interval=0.2)
+    except TimeoutError:
+        spans = read_spans(system.log_dir / "traces")
+        found = [trace_of(spans, t) for t in trace_ids_for(spans, order_id)]
+        shown = "\n\n".join("\n".join(render(trace)) for trace in found[:3])
+        pytest.fail(f"order {order_id}: no complete trace; {len(found)} about it:\n{shown}")
+    return order_id, trace, spans
+
+
+def test_one_order_is_one_trace_through_every_service_and_the_projection(traced_order, system):
+    order_id, trace, spans = traced_order
+    by_id = {span.span_id: span for span in trace.spans}
+
+    # One order, one trace: every span about the order is in it.
+    assert trace_ids_for(spans, order_id) == [trace.trace_id]
+    # Its root is the HTTP command; every other span's parent is in the trace.
+    [root] = [span for span in trace.spans if span.parent_id is None]
+    assert (root.service, root.name) == ("orders-api", "POST /orders")
+    assert all(span.parent_id in by_id for span in trace.spans if span is not root)
+
+    def ancestors(span: Span) -> list[Span]:
+        chain = []
+        while span.parent_id is not None:
+            span = by_id[span.parent_id]
+            chain.append(span)
+        return chain
+
+    def handling(process: str, event: str) -> list[Span]:
+        return [s for s in trace.spans if s.service == process and event in s.name]
+
+    def step(process: str, event: str, after: list[Span]) -> Span:
+        """The span of ``process`` handling ``event`` that descends from one of ``after``
+        (a major published twice is handled twice, the second time with no effect)."""
+        wanted = {a.span_id for a in after}
+        [span] = [s for s in handling(process, event) if {a.span_id for a in ancestors(s)} & wanted]
+        return span
+
+    # Each saga step descends from the step whose event it handles.
+    created = step("consumers-saga", "orders.OrderCreated.v2", [root])
+    verified = step("kitchen-saga", "consumers.ConsumerVerified", [created])
+    ticket = step("accounting-saga", "kitchen.TicketCreated", [verified])
+    authorized = step("orders-saga", "accounting.CardAuthorized", [ticket])
+    # ... down to the projection's write of the approval, the child of the step approving.
+    [approval] = handling("projections", "orders.OrderApproved")
+    assert approval.parent_id == authorized.span_id
+
+    # The relays' and consumers' batch spans are roots of their own traces, linked to it.
+    linked = [span for spans_ in trace.linked.values() for span in spans_]
+    relays = [span for span in linked if span.service.endswith("-relay")]
+    assert {span.service for span in relays} >= {f"{s}-relay" for s in SERVICES}
+    assert all(span.parent_id is None and span.name.startswith("publish ") for span in relays)
+    assert all(span.trace_id != trace.trace_id for span in linked)
+    assert any(span.service == "projections" and span.name.endswith(" batch") for span in linked)
+
+    # The saga's end is one JSON log line with the trace's ids and the correlation id.
+    lines = [
+        json.loads(line)
+        for line in (system.log_dir / "orders-saga.log").read_text().splitlines()
+        if line.startswith("{") and order_id in line
+    ]
+    [ended] = [line for line in lines if line["message"].startswith("saga ended")]
+    assert (ended["outcome"], ended["trace_id"]) == ("approved", trace.trace_id)
+    assert ended["span_id"] == authorized.span_id
+    assert ended["correlation_id"] == created.attributes["cqrs.correlation_id"]
+
+
+def test_cqrs_trace_prints_the_tree_of_a_real_order(traced_order, system, capsys):
+    order_id, trace, _ = traced_order
+
+    assert cli.main(["trace", order_id, "--dir", str(system.log_dir / "traces")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+
+    assert printed[0].startswith(f"trace {trace.trace_id}: {len(trace.spans)} spans")
+    assert re.match(r"^\s+0\.0ms\s+\d+\.\dms\s+orders-api\s+POST /orders$", printed[2])
+    tree = "\n".join(printed)
+    for process in SAGA_PROCESSES:
+        assert f" {process} " in tree
+    assert re.search(r"orders-relay\s+ +~> publish orders \(a batch of \d+", tree)
+    # Deeper steps are indented further: the approval's write under the orders saga's step.
+    [step] = [line for line in printed if "orders-saga accounting.CardAuthorized" in line]
+    [write] = [line for line in printed if "projection orders orders.OrderApproved" in line]
+    assert write.index("projection orders") > step.index("orders-saga accounting")
 
 
 def test_a_cancel_while_the_saga_runs_is_refused_and_allowed_once_approved(system):

@@ -16,9 +16,8 @@ from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 
 from kernel import health as process_health
-from kernel import idempotency
-from kernel import metrics as process_metrics
 from kernel import idempotency, tracing
+from kernel import metrics as process_metrics
 from kernel.application import ServiceApplication
 from kernel.auth import (
     Caller,

@@ -34,8 +34,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from contracts.envelope import Envelope
-from kernel import metrics
-from kernel import tracing
+from kernel import metrics, tracing
 from kernel.messaging import ConsumedMessage, DeadLetters, EventReader, Reason
 from kernel.projection import Document, Projection, ProjectionError
 from kernel.projection_catalog import PROGRESS as PROGRESS_COLLECTION

@@ -39,8 +39,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope
-from kernel import metrics
-from kernel import tracing
+from kernel import metrics, tracing
 from kernel.application import ServiceApplication
 from kernel.messaging import ConsumedMessage, EventReader, Reason
 from kernel.metadata import MessageMetadata, caused_by

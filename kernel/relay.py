@@ -55,8 +55,7 @@ from contracts.base import ContractEvent
 from contracts.envelope import Envelope, Headers, encode_envelope, event_id_for
 from contracts.registry import check_also_publish, editions
 from kernel import health as process_health
-from kernel import metrics
-from kernel import tracing
+from kernel import metrics, tracing
 from kernel.application import ServiceApplication
 from kernel.kafka import (
     ensure_topics,

@@ -8,8 +8,7 @@ from typing import Any
 import faust
 
 from kernel import health as process_health
-from kernel import metrics
-from kernel import tracing
+from kernel import metrics, tracing
 from kernel.application import App
 from kernel.kafka import reliable_producer, stop_producer
 from kernel.messaging import ConsumedMessage, DeadLetters

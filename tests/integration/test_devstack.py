@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -435,7 +436,9 @@ def test_cqrs_run_scales_an_api_out_behind_the_gateway(tmp_path: Path) -> None:
         assert re.search(rf"  {api}  http://127\.0\.0\.1:\d+/docs  \(2 processes, ports", text), (
             text
         )
-        assert '"GET /health HTTP/1.1" 200' in read(logs[0]) + read(logs[1])
+        lines = (read(logs[0]) + read(logs[1])).splitlines()  # JSON lines (kernel/logs.py)
+        messages = [json.loads(line)["message"] for line in lines if line.startswith("{")]
+        assert any('"GET /health HTTP/1.1" 200' in message for message in messages), lines
         assert "GET /health" not in text and "Application startup" not in text, text
         assert "\x1b" not in text, text
         clusters = httpx.get(f"http://127.0.0.1:{admin_port}/clusters", timeout=5).text

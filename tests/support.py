@@ -102,3 +102,14 @@ def assert_unavailable(response: httpx.Response, bound: float) -> None:
     assert response.headers["content-type"] == "application/problem+json", where
     assert response.json()["status"] == 503, where
     assert response.elapsed.total_seconds() < bound, f"{where} took {response.elapsed}"
+
+
+def wait_routable(admin_url: str, hosts: int, timeout: float = 30.0) -> None:
+    """Until the Envoy gateway whose admin interface is ``admin_url`` has seen ``hosts``
+    processes ready: it sends requests only to those (its active health checks)."""
+
+    def healthy() -> int:
+        clusters = httpx.get(f"{admin_url}/clusters", timeout=5).text
+        return clusters.count("::health_flags::healthy\n")
+
+    wait_for(lambda: healthy() >= hosts, timeout=timeout, message="not every API is ready")

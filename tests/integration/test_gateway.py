@@ -38,6 +38,7 @@ from devstack.gateway import (
 from devstack.processes import Process, api, logs, stop_all
 from devstack.run import API_PORTS
 from devstack.servers import REPO_ROOT, free_port
+from tests import support
 from tests.support import wait_for
 from tests.token_attacks import ATTACKS, attack_token
 
@@ -85,14 +86,8 @@ HEALTH_CHECKER = "Envoy/HC"
 
 
 def wait_routable(gateway: Gateway, hosts: int) -> None:
-    """Until the gateway has seen ``hosts`` processes ready: it sends requests only to
-    those (its active health checks)."""
-
-    def healthy() -> int:
-        clusters = httpx.get(f"{gateway.admin_url}/clusters", timeout=5).text
-        return len(re.findall(r"::health_flags::healthy$", clusters, re.MULTILINE))
-
-    wait_for(lambda: healthy() >= hosts, timeout=30, message="not every process is ready")
+    """Until the gateway has seen ``hosts`` processes ready (``tests.support``)."""
+    support.wait_routable(gateway.admin_url, hosts)
 
 
 def _wait_healthy(url: str, process: Process) -> None:

@@ -29,7 +29,7 @@ from tests import processes
 from tests.reference_saga.examples import DELIVERY_ADDRESS
 from tests.reference_saga.integration.test_query_api import now_ms, order_doc
 from tests.reference_saga.integration.test_query_api_saga import ticket_doc
-from tests.support import bearer
+from tests.support import bearer, wait_routable
 from tests.token_attacks import ATTACKS, attack_token
 from write_side.kitchen.application import KitchenApplication
 
@@ -111,6 +111,7 @@ def stack(
     try:
         gateway.start()
         with processes.running_apis(factories, env, tmp, ports) as (urls, _):
+            wait_routable(gateway.admin_url, len(apis))  # the gateway sees them ready
             ops = bearer()
             for consumer in (CUSTOMER, OTHER_CUSTOMER):
                 body = {"consumer_id": consumer, "name": consumer}

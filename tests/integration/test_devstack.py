@@ -273,10 +273,16 @@ def server_pids(output: str) -> list[int]:
 
 
 def stop_runner(runner: subprocess.Popen[bytes]) -> None:
-    """For the test's own cleanup if an assertion failed midway."""
+    """For the test's own cleanup if an assertion failed midway: Ctrl-C, so that `cqrs
+    run` stops the servers and processes it started (each in a session of its own, which
+    a SIGKILL of its group would leave running); SIGKILL only if that does not end it."""
     if runner.poll() is None:
-        os.killpg(runner.pid, signal.SIGKILL)
-        runner.wait()
+        runner.send_signal(signal.SIGINT)
+        try:
+            runner.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
 
 
 def test_cqrs_run_stops_everything_on_ctrl_c(tmp_path: Path) -> None:

@@ -11,7 +11,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from devstack.servers import LOCALHOST, free_port
 
@@ -69,3 +72,15 @@ class PostgresCluster:
             return (self.folder / "server.log").read_text(errors="replace")[-3000:]
         except OSError as error:
             return f"(no log: {error})"
+
+
+def private_cluster() -> Iterator[PostgresCluster]:
+    """A fixture's cluster, removed afterwards (`yield from` it); skips the test where
+    PostgreSQL's server binaries are not installed."""
+    if not available():
+        pytest.skip(f"no PostgreSQL binaries at {BIN}")
+    cluster = PostgresCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()

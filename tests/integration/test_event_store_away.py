@@ -27,13 +27,7 @@ MARGIN = 1.5
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresCluster]:
-    if not postgres_cluster.available():
-        pytest.skip(f"no PostgreSQL binaries at {postgres_cluster.BIN}")
-    cluster = PostgresCluster()
-    try:
-        yield cluster
-    finally:
-        cluster.remove()
+    yield from postgres_cluster.private_cluster()
 
 
 def test_a_command_api_answers_503_while_its_postgresql_restarts_and_recovers_by_itself(

@@ -32,13 +32,7 @@ EVENT_STORE_TIMEOUT = 1.0
 
 @pytest.fixture
 def postgres() -> Iterator[PostgresCluster]:
-    if not postgres_cluster.available():
-        pytest.skip(f"no PostgreSQL binaries at {postgres_cluster.BIN}")
-    cluster = PostgresCluster()
-    try:
-        yield cluster
-    finally:
-        cluster.remove()
+    yield from postgres_cluster.private_cluster()
 
 
 def verified(app: ConsumersApplication) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from functools import cache
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import pytest
 
 from devstack.identity import mint_token
 
@@ -113,3 +116,15 @@ def wait_routable(admin_url: str, hosts: int, timeout: float = 30.0) -> None:
         return clusters.count("::health_flags::healthy\n")
 
     wait_for(lambda: healthy() >= hosts, timeout=timeout, message="not every API is ready")
+
+
+def debian_tool(command: str, package: str) -> str:
+    """The path of ``command``; where it is not installed, the test fails under CI (which
+    installs ``package``) and is skipped elsewhere."""
+    path = shutil.which(command)
+    if path is None:
+        reason = f"{command} is not installed (apt-get install {package})"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path

@@ -7,19 +7,17 @@ resolved), so they see what each container really gets.
 from __future__ import annotations
 
 import importlib
-import os
 import re
-import shutil
 import subprocess
 from functools import cache
 from pathlib import Path
 
-import pytest
 from pydantic_settings import BaseSettings
 
 from devstack.run import default_environment
 from devstack.servers import REPO_ROOT
 from devstack.services import find_services
+from tests.support import debian_tool
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 PROCFILE = REPO_ROOT / "Procfile"
@@ -28,20 +26,9 @@ SERVERS = {"postgres", "kafka", "mongo"}
 SETTINGS_PACKAGES = ("write_side", "projections", "read_side")
 
 
-def docker_compose() -> str:
-    """The docker-compose executable; fail under CI (it must be installed), else skip."""
-    path = shutil.which("docker-compose")
-    if path is None:
-        reason = "docker-compose is not installed (apt-get install docker-compose)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
-
-
 def compose(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [docker_compose(), "-f", str(COMPOSE_FILE), *args],
+        [debian_tool("docker-compose", "docker-compose"), "-f", str(COMPOSE_FILE), *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

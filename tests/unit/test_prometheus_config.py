@@ -2,31 +2,22 @@
 and the alert rules, checked by `promtool` when it is installed (CI installs it: a
 missing promtool fails there, and skips elsewhere)."""
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from devstack.prometheus import scrape_targets, with_health_ports
 from devstack.scrape import ALERT_RULES, SCRAPE_CONFIG, compose_jobs, local_scrape_config
 from devstack.services import REPO_ROOT, find_services
-
-
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        reason = "promtool is not installed (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+from tests.support import debian_tool
 
 
 def check(*args: str) -> str:
     result = subprocess.run(
-        [promtool(), "check", *args], capture_output=True, text=True, timeout=60, check=False
+        [debian_tool("promtool", "prometheus"), "check", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from devstack.servers import LOCALHOST, REPO_ROOT, ManagedServer, ServerError
+from devstack.servers import LOCALHOST, REPO_ROOT, ManagedServer, ServerError, answers_200
 
 QUERY_API = "query-api"
 """The read side's process: it answers the GETs it serves (see the module docstring)."""
@@ -878,11 +878,7 @@ class Gateway(ManagedServer):
 
     def probe(self) -> bool:
         """The admin interface's `/ready` answers 200 (listeners up)."""
-        try:
-            with urllib.request.urlopen(f"{self.admin_url}/ready", timeout=1) as answer:
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return answers_200(f"{self.admin_url}/ready")
 
     def stats(self, prefix: str = "") -> dict[str, int]:
         """Envoy's counters and gauges whose name starts with `prefix`."""

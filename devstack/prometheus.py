@@ -11,15 +11,13 @@ says how to get it (`apt-get install prometheus`).
 from __future__ import annotations
 
 import shutil
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
 from devstack.console import PROCFILE_LINE
 from devstack.gateway import PROCFILE_API, Api
 from devstack.scrape import local_scrape_config
-from devstack.servers import LOCALHOST, REPO_ROOT, ManagedServer, free_port
+from devstack.servers import LOCALHOST, REPO_ROOT, ManagedServer, answers_200, free_port
 
 PROMETHEUS_PORT = 9090
 
@@ -88,11 +86,7 @@ class Prometheus(ManagedServer):
         ]
 
     def probe(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as answer:
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return answers_200(f"{self.url}/-/ready")
 
 
 def write_config(targets: Mapping[str, list[tuple[str, int]]], directory: Path) -> Path:

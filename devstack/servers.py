@@ -19,6 +19,8 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -77,6 +79,15 @@ def _accepts_connections(port: int, host: str = LOCALHOST, timeout: float = 0.5)
 
 
 # ------------------------------------------------------------------------ binaries
+
+
+def answers_200(url: str) -> bool:
+    """A server's readiness page answers 200 (an HTTP server's `probe`)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def broker_binary() -> Path:

@@ -57,6 +57,7 @@ BENCHMARK = (
             "rebuild",
             "relay",
             "saga",
+            "tracing",
             "write_path",
         )
     ),

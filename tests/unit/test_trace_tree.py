@@ -1,12 +1,12 @@
 """`cqrs trace` on files written by the OTLP JSON file exporter: found by trace id or by
-an aggregate's id, printed as a tree with the linked batch spans; the demo prints it."""
+an aggregate's id, printed as a tree with the linked batch spans."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from devstack import demo, traces
+from devstack import traces
 
 TRACE, OTHER = "a" * 32, "b" * 32
 
@@ -89,18 +89,6 @@ def test_the_tree_has_timings_the_children_indented_and_the_linked_batches(direc
         "    35.0ms      5.0ms  orders-relay      ~> publish orders (a batch of 3, its own trace)",
         "    50.0ms     10.0ms  consumers-saga    consumers-saga orders.OrderCreated.v2",
     ]
-
-
-def test_the_demo_prints_its_orders_trace(directory, capsys):
-    scenario = demo.scenarios()[0]
-    scenario.order_id = "order-1"
-    env = {"OTEL_TRACES_EXPORTER": "otlp_json_file", "TRACES_DIR": str(directory)}
-
-    demo.show_trace(scenario, env)
-
-    printed = capsys.readouterr().out
-    assert "as one trace (cqrs trace order-1)" in printed
-    assert "  orders-api      POST /orders" in printed
 
 
 def test_cqrs_trace_says_so_when_there_is_none(directory, capsys):

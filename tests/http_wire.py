@@ -4,8 +4,10 @@ server keeps it for the next request, closes it, or answers before the body is s
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -74,6 +76,18 @@ class Wire:
 
     def post_json(self, path: str, document: Any, headers: dict[str, str] | None = None) -> Answer:
         return self.request("POST", path, json.dumps(document).encode(), headers)
+
+    def send_until_answered(self, parts: Iterable[bytes]) -> None:
+        """Send ``parts`` one after another, stopping early once the server has answered:
+        it may refuse a request before its end and close the connection, and sending on
+        would meet its reset (which can drop the answer before it is read)."""
+        for part in parts:
+            if select.select([self.sock], [], [], 0)[0]:
+                return
+            try:
+                self.sock.sendall(part)
+            except (ConnectionResetError, BrokenPipeError):
+                return
 
     def answer(self) -> Answer:
         """Read one response (with a Content-Length body, as every API answer has)."""

@@ -213,9 +213,10 @@ def test_100000_line_items_are_413_fast_while_health_answers(apis: Apis, chunked
             if chunked:
                 head["Transfer-Encoding"] = "chunked"
                 wire.sock.sendall(wire.head("POST", "/orders", head))
-                for start in range(0, (1 << 20) + 131072, 65536):  # past 1 MiB; not the end
-                    chunk = body[start : start + 65536]
-                    wire.sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                chunks = (body[start : start + 65536] for start in range(0, len(body), 65536))
+                wire.send_until_answered(  # past 1 MiB if need be; never the end
+                    f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for chunk in chunks
+                )
             else:
                 head["Content-Length"] = str(len(body))
                 wire.sock.sendall(wire.head("POST", "/orders", head) + body[:65536])

@@ -52,6 +52,11 @@ class AliasChanged(RuntimeError):
 class LiveTarget:
     collection: str
     version: int
+    draining: bool = False
+    """Switched to by a rebuild that is still applying what the live worker wrote to the
+    previous collection just before the switch (``Replay``'s drain). The live worker
+    waits for it before writing here: the version guard skips an event older than one
+    already applied, so the drained events must come first."""
 
 
 class BuildState:
@@ -98,18 +103,21 @@ class Catalog:
             except DuplicateKeyError:  # another process claimed it first
                 return await self.live(projection)
             found = document
-        return LiveTarget(found["collection"], int(found["version"]))
+        return LiveTarget(
+            found["collection"], int(found["version"]), bool(found.get("draining", False))
+        )
 
-    async def live_for_writing(self, projection: Projection) -> str:
+    async def live_for_writing(self, projection: Projection) -> LiveTarget:
         """The live collection, if this version of the code built it; else refuse."""
         live = await self.live(projection)
         if live.version != projection.version:
             raise ProjectionVersionMismatch(projection, live)
-        return live.collection
+        return live
 
     async def switch(self, projection: Projection, expected: LiveTarget, collection: str) -> None:
         """Point the alias at ``collection`` (one atomic update), if it still points at
-        ``expected``; the build documents follow."""
+        ``expected``; the build documents follow. The alias is ``draining`` until
+        :meth:`drained`."""
         now = datetime.now(UTC)
         result = await self.aliases.update_one(
             {"_id": projection.name, "collection": expected.collection},
@@ -119,6 +127,7 @@ class Catalog:
                     "version": projection.version,
                     "switched_at": now,
                     "previous": expected.collection,
+                    "draining": True,
                 }
             },
         )
@@ -135,6 +144,18 @@ class Catalog:
             },
             upsert=True,
         )
+
+    async def drained(self, projection: Projection, collection: str) -> None:
+        """The rebuild that switched to ``collection`` has applied everything the live
+        worker wrote to the previous one: the live worker may write ``collection``."""
+        await self.aliases.update_one(
+            {"_id": projection.name, "collection": collection}, {"$unset": {"draining": ""}}
+        )
+
+    async def previous(self, projection: Projection) -> str | None:
+        """The collection the alias pointed at before its last switch."""
+        found = await self.aliases.find_one({"_id": projection.name})
+        return None if found is None else found.get("previous")
 
     async def start_build(self, projection: Projection, collection: str, fields: Document) -> None:
         now = datetime.now(UTC)

@@ -22,7 +22,9 @@ server a batch's ``find`` costs about as much as its bulk write, so this is what
 keeps the live projection near the server's raw bulk-write speed (docs/benchmarks.md).
 """
 
+import asyncio
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 _DUPLICATE_KEY = 11000
 KNOWN_DOCUMENTS = 20_000
 MAX_CONFLICT_RETRIES = 10
+DRAIN_POLL_SECONDS = 0.1
+DRAIN_WARN_AFTER_SECONDS = 30.0
 
 
 class WriteConflict(Exception):
@@ -91,7 +95,8 @@ class ProjectionRunner:
     collection through the alias (refusing one built by another version), and after
     the batch it looks again; if a rebuild switched the alias meanwhile, the batch is
     applied to the new collection too (a no-op where the rebuild got there first), so
-    no event is lost at a cut-over (ADR 14). A rebuild names its own collection.
+    no event is lost at a cut-over (ADR 14). It writes nothing to a collection a
+    rebuild is still draining into: it waits for the drain. A rebuild names its own collection.
     ``dead_letters=None`` (a rebuild) logs and counts rejected events instead: the
     live worker dead-lettered them already.
     """
@@ -121,8 +126,25 @@ class ProjectionRunner:
         if self.collection is not None:
             return self.collection
         if self._live is None:
-            self._live = await self.catalog.live_for_writing(self.projection)
+            self._live = await self._writable_live()
         return self._live
+
+    async def _writable_live(self) -> str:
+        """The live collection, once no rebuild is draining into it (ADR 14)."""
+        started = time.monotonic()
+        warned = False
+        while (live := await self.catalog.live_for_writing(self.projection)).draining:
+            if not warned and time.monotonic() - started > DRAIN_WARN_AFTER_SECONDS:
+                log.warning(
+                    "projection %s waits for the rebuild draining into %s; if that rebuild "
+                    "was stopped, finish it with `cqrs replay %s --resume`",
+                    self.projection.name,
+                    live.collection,
+                    self.projection.name,
+                )
+                warned = True
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        return live.collection
 
     async def prepare(self) -> None:
         """Check the target may be written by this version; create its indexes."""

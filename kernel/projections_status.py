@@ -77,6 +77,7 @@ async def projections_status(database: AsyncDatabase[Any], bootstrap: str) -> li
                 "collection": alias["collection"],
                 "version": alias["version"],
                 "switched_at": _aware(alias.get("switched_at")),
+                "draining": bool(alias.get("draining", False)),
                 **lag_of(progress.get(alias["collection"], []), ends, now),
                 "rebuilds": [
                     _build(build)
@@ -171,6 +172,10 @@ class ProjectionStatus(BaseModel):
     collection: str = Field(description="The live collection the query API reads.")
     version: int = Field(description="The projection version that built it.")
     switched_at: datetime | None
+    draining: bool = Field(
+        description="The rebuild that switched to this collection is still draining into "
+        "it; the live worker waits (`cqrs replay NAME --resume` finishes a stopped drain)."
+    )
     lag_events: int | None = Field(description="Sum of the partitions' lags (null: no broker).")
     lag_seconds: float | None = Field(
         description="Age of the last event applied in the partition furthest behind; "

@@ -18,8 +18,9 @@ writes. Phases (docs/adr/0014-replay-and-cut-over.md):
    compared again after catching up (the live worker may be ahead or behind).
 4. **Switch.** One update of the alias; then **drain**: tail until the new collection
    has every offset the live worker applied to the old one before it saw the switch
-   (it applies everything after to the new one itself). The version guard makes an
-   event applied twice a no-op.
+   (it applies everything after to the new one itself, once the drain is done). The
+   version guard makes an event applied twice a no-op. ``--resume`` finishes a drain
+   that was stopped.
 """
 
 import asyncio
@@ -195,6 +196,11 @@ class Replay:
         await consumer.start()
         self.consumer = consumer
         try:
+            live = await self.catalog.live(self.projection)
+            if self.options.resume and live.draining:  # killed after its switch
+                summary = await self._finish_drain(live)
+                summary.seconds = time.monotonic() - started
+                return summary
             build = await self._open_build()
             collection: str = build["_id"]
             self.from_position = int(build.get("from_position", 0))
@@ -449,15 +455,39 @@ class Replay:
             return
         await self.catalog.switch(self.projection, live, summary.collection)
         summary.switched = True
-        # Drain: what the live worker applied to the old collection before it saw the
-        # switch must be in the new one too; it applies everything later itself.
-        applied_to_old = await self.catalog.offsets(live.collection)
+        await self._drain(runner, summary, live.collection)
+
+    async def _drain(self, runner: ProjectionRunner, summary: ReplaySummary, old: str) -> None:
+        """What the live worker applied to the old collection before it saw the switch
+        must be in the new one too; it applies everything later itself, once the alias
+        says the drain is done (it waits until then: were it to apply a later event of
+        an aggregate first, the version guard would skip the drained earlier one)."""
+        applied_to_old = await self.catalog.offsets(old)
         until = {
             TopicPartition(topic, partition): offset + 1
             for (topic, partition), offset in applied_to_old.items()
             if topic in self.projection.topics
         }
         await self._tail(runner, summary, until, "drain")
+        await self.catalog.drained(self.projection, summary.collection)
+
+    async def _finish_drain(self, live: LiveTarget) -> ReplaySummary:
+        """``--resume`` of a rebuild stopped between its switch and the end of its drain
+        (the live worker waits for it)."""
+        log.info("finishing the drain into %s", live.collection)
+        build = await self.catalog.build(live.collection) or {}
+        self.from_position = int(build.get("from_position", 0))
+        summary = ReplaySummary(
+            self.projection.name, live.collection, build.get("source", self.options.source)
+        )
+        summary.switched = True
+        summary.previous = await self.catalog.previous(self.projection)
+        runner = ProjectionRunner(self.projection, self.database, None, collection=live.collection)
+        if summary.previous is not None:
+            await self._drain(runner, summary, summary.previous)
+        else:
+            await self.catalog.drained(self.projection, live.collection)
+        return summary
 
     async def _shadow_check(
         self, runner: ProjectionRunner, summary: ReplaySummary, live: LiveTarget

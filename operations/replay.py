@@ -253,6 +253,8 @@ def status_command(args: argparse.Namespace) -> int:
         rebuilds = ", ".join(
             f"{b['collection']} {b['state']} {b['events']:,} events" for b in status["rebuilds"]
         )
+        if status["draining"]:
+            rebuilds = ", ".join(filter(None, ["draining into it", rebuilds]))
         table.add_row(
             status["projection"],
             status["collection"],
@@ -312,7 +314,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="apply only events after position N of their own log (incremental)",
     )
     replay.add_argument(
-        "--resume", action="store_true", help="continue the last unfinished rebuild"
+        "--resume",
+        action="store_true",
+        help="continue the last unfinished rebuild, or finish a drain that was stopped",
     )
     replay.add_argument(
         "--force", action="store_true", help="switch even if the shadow check finds differences"

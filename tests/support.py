@@ -109,7 +109,7 @@ def assert_unavailable(response: httpx.Response, bound: float) -> None:
 
 def wait_routable(admin_url: str, hosts: int, timeout: float = 30.0) -> None:
     """Until the Envoy gateway whose admin interface is ``admin_url`` has seen ``hosts``
-    processes healthy (each endpoint of each API in its `/clusters`)."""
+    processes ready: it sends requests only to those (its active health checks)."""
 
     def healthy() -> int:
         clusters = httpx.get(f"{admin_url}/clusters", timeout=5).text

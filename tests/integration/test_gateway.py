@@ -82,7 +82,7 @@ class Stack:
 
 
 HEALTH_CHECKER = "Envoy/HC"
-"""The user agent of Envoy's active health checks (none are configured now)."""
+"""The user agent of the gateway's active health checks (of `/health/ready`)."""
 
 
 def wait_routable(gateway: Gateway, hosts: int) -> None:
@@ -504,3 +504,42 @@ def test_a_process_answering_5xx_in_a_row_is_detected_as_an_outlier(
         assert gw.stats(prefix) == {prefix: 0}
         assert httpx.get(f"{gw.url}/broken", headers=stack.bearer()).status_code == 500
         assert wait_for(lambda: gw.stats(prefix)[prefix], timeout=5) == 1
+
+
+# ------------------------------------------------------------------ readiness
+
+
+def test_the_gateway_sends_nothing_to_a_process_that_is_not_ready(
+    stack: Stack, tmp_path: Path, auth_dir: Path
+) -> None:
+    """Its /health/ready answers 503: the gateway checks it, and answers 503 itself."""
+    port, log = free_port(), tmp_path / "unready.jsonl"
+    argv = [sys.executable, str(REPO_ROOT / "tests" / "gateway_upstream.py")]
+    unready = Process("unready", [*argv, str(port), str(log), "unready"], {}, tmp_path)
+    settings = GatewaySettings(
+        port=free_port(),
+        admin_port=free_port(),
+        health_check_interval=0.5,
+        jwks_url=(auth_dir / identity.JWKS_FILE).as_uri(),
+    )
+    stub = Api("stub-api", [("127.0.0.1", port)], STUB_ROUTES)
+    config = envoy_config([stub], settings, access_log_path=str(tmp_path / "access.log"))
+    try:
+        with Gateway(
+            tmp_path / "envoy", write_config(config, tmp_path / "envoy.json"), settings
+        ) as gw:
+
+            def checks() -> list[dict[str, Any]]:
+                lines = log.read_text().splitlines() if log.exists() else []
+                return [json.loads(line) for line in lines]
+
+            wait_for(lambda: len(checks()) >= 2, timeout=20, message="no health check came")
+            answer = httpx.get(f"{gw.url}/echo", headers=stack.bearer(), timeout=5)
+            assert answer.status_code == 503, answer.text
+            assert "no healthy upstream" in answer.text
+            seen = checks()
+            assert {(r["path"], r["headers"].get("user-agent")) for r in seen} == {
+                ("/health/ready", HEALTH_CHECKER)
+            }, seen
+    finally:
+        unready.stop()

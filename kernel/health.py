@@ -3,7 +3,8 @@
 **Live** means the process should not be restarted: its event loop's heartbeat ran
 within ``HEALTH_MAX_LOOP_BLOCK`` seconds, and no consumer task of it has been down for
 longer than ``HEALTH_CONSUMER_DEAD_AFTER`` seconds (a Faust worker whose agent died and
-was not brought back looks alive otherwise: the bug class of faust-streaming #523).
+was not brought back looks alive otherwise: the bug class of faust-streaming #523), and
+no assigned partition of a worker is stalled (``StallWatch``).
 
 **Ready** means it does its work now: live, every check passed when last run (the
 broker, the store, MongoDB: what the process needs), every consumer task running, and
@@ -71,6 +72,10 @@ class HealthSettings(BaseSettings):
     max_lag: int = Field(default=10_000, ge=0)
     """Events (relay) or messages per partition (workers) behind, beyond which the
     process is not ready."""
+    stall_after: float = Field(default=60.0, gt=0)
+    """Seconds a worker's assigned partition may stay behind the broker's end while the
+    worker handles nothing before it counts as stalled: not live, and a Faust worker
+    exits so that its supervisor starts it again (``kernel.streams.Worker``)."""
 
 
 @dataclass
@@ -84,6 +89,11 @@ class Consumer:
     error: str | None = None
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     """The last offset handled per (topic, partition)."""
+    busy_since: float | None = None
+    """When the batch in hand was taken (it is handled, or retried while a server is
+    away); None between batches."""
+    busy_total: float = 0.0
+    """Seconds spent on batches before the one in hand."""
 
     def started(self) -> None:
         self.running, self.started_at = True, time.monotonic()
@@ -97,6 +107,18 @@ class Consumer:
     def handled(self, topic: str, partition: int, offset: int) -> None:
         self.offsets[(topic, partition)] = offset
         self.down_since = None  # it works again
+
+    def taken(self) -> None:
+        self.busy_since = time.monotonic()
+
+    def done(self) -> None:
+        if self.busy_since is not None:
+            self.busy_total += time.monotonic() - self.busy_since
+            self.busy_since = None
+
+    def busy_seconds(self, now: float) -> float:
+        """Seconds spent on batches so far (the one in hand included)."""
+        return self.busy_total + (0.0 if self.busy_since is None else now - self.busy_since)
 
     def down_for(self, stable_after: float) -> float | None:
         """Seconds it has been down (counting a restart that did not last), or None."""
@@ -118,6 +140,8 @@ class Health:
         self.checked_at: float | None = None
         self.beat_at = time.monotonic()
         self.consumers: dict[str, Consumer] = {}
+        self.stalled: dict[str, str] = {}
+        """Liveness problems a sampler found (``StallWatch``): what a restart cures."""
         self._task: asyncio.Task[None] | None = None
         self._server: ThreadingHTTPServer | None = None
 
@@ -202,6 +226,7 @@ class Health:
                 problems[f"consumer {consumer.name}"] = f"down for {down:.0f} s" + (
                     f" ({consumer.error})" if consumer.error else ""
                 )
+        problems.update(self.stalled)
         return not problems, problems
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
@@ -272,6 +297,60 @@ class Health:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+Partition = tuple[str, int]
+
+
+class StallWatch:
+    """Partitions that stay behind the broker's end while the worker handles nothing.
+
+    A consumer that silently stops fetching a partition looks healthy otherwise: its
+    task runs, its other partitions move, the lag of its last fetch says 0 (the bug
+    class of faust-streaming #175/#523 and quix-streams #1124, seen here once after a
+    broker restart); only a restart brings the partition back. A partition counts as
+    stalled once it has been behind, with its next offset unchanged, for ``stall_after``
+    seconds of the worker's idle time: time spent on a batch (one retried while a server
+    is away, say) does not count, so a slow or waiting worker is not taken for a stalled
+    one.
+    """
+
+    def __init__(self, stall_after: float):
+        self.stall_after = stall_after
+        self._waiting: dict[Partition, tuple[int, float]] = {}
+        """Per partition behind: its next offset, and the idle seconds it has not moved."""
+        self._last: tuple[float, float] | None = None  # (when, busy seconds) last observed
+
+    def observe(
+        self, behind: dict[Partition, tuple[int, int]], busy_seconds: float, now: float
+    ) -> dict[Partition, tuple[int, float]]:
+        """``behind``: per assigned partition, (next offset to handle, broker's end offset).
+        The stalled ones: how many messages behind, and for how many idle seconds."""
+        idle = 0.0
+        if self._last is not None:
+            idle = max(0.0, (now - self._last[0]) - (busy_seconds - self._last[1]))
+        self._last = (now, busy_seconds)
+        stalled: dict[Partition, tuple[int, float]] = {}
+        for partition in list(self._waiting):
+            if partition not in behind:
+                del self._waiting[partition]  # given to another worker
+        for partition, (next_offset, end) in behind.items():
+            seen = self._waiting.get(partition)
+            if end <= next_offset:
+                self._waiting.pop(partition, None)
+            elif seen is None or seen[0] != next_offset:
+                self._waiting[partition] = (next_offset, 0.0)
+            else:
+                waited = seen[1] + idle
+                self._waiting[partition] = (next_offset, waited)
+                if waited >= self.stall_after:
+                    stalled[partition] = (end - next_offset, waited)
+        return stalled
+
+    def pause(self) -> None:
+        """The broker's ends could not be read: the time until the next look is not
+        counted (a broker away is not a stall)."""
+        self._last = None
 
 
 _current: Health | None = None

@@ -2,6 +2,9 @@
 
 import asyncio
 import logging
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
@@ -38,6 +41,14 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 """Infrastructure failures: the work is retried, never dropped or dead-lettered."""
+
+
+STALL_EXIT_GRACE = 10.0
+"""Seconds a stalled worker's shutdown may take before the process ends regardless."""
+
+
+class ConsumerStalled(RuntimeError):
+    """An assigned partition stays behind while the worker handles nothing."""
 
 
 class Worker(faust.Worker):
@@ -77,16 +88,53 @@ class Worker(faust.Worker):
         health = process_health.current()
         health.serve()
         health.start()
-        health.add_sampler("consumer lag", consumer_lag_sampler(self.app, health))
+        health.add_sampler(
+            "consumer lag", consumer_lag_sampler(self.app, health, on_stall=self._stalled)
+        )
         await super().on_first_start()
 
+    def _stalled(self, problem: str) -> None:
+        """Exit (code 1) so that the supervisor starts the worker again: a fresh
+        consumer fetches the partition from its committed offset (restarted, a static
+        member gets its partitions back at once). Faust is asked to crash (it stops its
+        services and exits); if that has not ended the process within
+        ``STALL_EXIT_GRACE`` seconds (a shutdown can hang on the consumer that stalled),
+        it ends at once: nothing handled is lost, what is not acknowledged comes again."""
+        log.critical(
+            "consumer group %r stalled, exiting to be restarted: %s", self.app.conf.id, problem
+        )
+        exit_anyway = threading.Timer(STALL_EXIT_GRACE, os._exit, args=(1,))
+        exit_anyway.daemon = True
+        exit_anyway.start()
+        asyncio.ensure_future(self.crash(ConsumerStalled(problem)))
 
-def consumer_lag_sampler(app: Any, health: process_health.Health) -> Any:
-    """Per assigned partition, the messages after the last one handled (from the last
-    fetch's high watermark): ``cqrs_consumer_lag_messages``; a problem beyond
-    ``HEALTH_MAX_LAG``."""
+
+def consumer_lag_sampler(
+    app: Any,
+    health: process_health.Health,
+    on_stall: Callable[[str], object] | None = None,
+) -> Any:
+    """Per assigned partition, the messages after the last one handled, up to the
+    broker's end offset: ``cqrs_consumer_lag_messages``; a problem beyond
+    ``HEALTH_MAX_LAG``. A partition that stays behind while the worker handles nothing
+    for ``HEALTH_STALL_AFTER`` seconds is stalled (``StallWatch``): the process is not
+    live, and ``on_stall`` is called with what is wrong."""
     group = app.conf.id
     seen: set[tuple[str, int]] = set()
+    watch = process_health.StallWatch(health.settings.stall_after)
+
+    async def ends_of(partitions: list[Any]) -> dict[Any, int] | None:
+        """The broker's end offsets (None if it does not answer in time: then the
+        last fetch's high watermarks stand in, and no stall is looked for)."""
+        if not partitions:
+            return {}
+        try:
+            ends = await asyncio.wait_for(
+                app.consumer.highwaters(*partitions), health.settings.check_timeout / 2
+            )
+        except (TimeoutError, KafkaError, OSError):
+            return None
+        return dict(ends)
 
     async def sample() -> str | None:
         if app.consumer is None:
@@ -95,30 +143,61 @@ def consumer_lag_sampler(app: Any, health: process_health.Health) -> Any:
         for consumer in health.consumers.values():
             for key, offset in consumer.offsets.items():
                 handled[key] = min(offset, handled.get(key, offset))
+        partitions = [
+            tp
+            for tp in app.consumer.assignment()
+            if not tp.topic.startswith(f"{group}-__")  # Faust's own (its assignor's)
+        ]
+        ends = await ends_of(partitions)
         worst = 0
-        assigned = set()
-        for tp in app.consumer.assignment():
-            highwater = app.consumer.highwater(tp)
-            if highwater is None or tp.topic.startswith(f"{group}-__"):
-                continue  # not fetched yet, or Faust's own (its assignor's leader topic)
+        behind: dict[tuple[str, int], tuple[int, int]] = {}
+        for tp in partitions:
+            end = app.consumer.highwater(tp) if ends is None else ends.get(tp)
+            if end is None:
+                continue  # not fetched yet
             key = (tp.topic, tp.partition)
-            assigned.add(key)
             if key in handled:
                 next_offset = handled[key] + 1
             else:
                 position = await app.consumer.position(tp)
-                next_offset = highwater if position is None else position
-            lag = max(0, highwater - next_offset)
+                next_offset = end if position is None else position
+            behind[key] = (next_offset, end)
+            lag = max(0, end - next_offset)
             worst = max(worst, lag)
             metrics.CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(lag)
-        for topic, partition in seen - assigned:  # given to another worker
+        for topic, partition in seen - set(behind):  # given to another worker
             metrics.CONSUMER_LAG.remove(group, topic, str(partition))
         seen.clear()
-        seen.update(assigned)
+        seen.update(behind)
+        _look_for_stalls(watch, behind if ends is not None else None, health, on_stall)
         max_lag = health.settings.max_lag
         return f"{worst} messages behind (more than {max_lag})" if worst > max_lag else None
 
     return sample
+
+
+def _look_for_stalls(
+    watch: process_health.StallWatch,
+    behind: dict[tuple[str, int], tuple[int, int]] | None,
+    health: process_health.Health,
+    on_stall: Callable[[str], object] | None,
+) -> None:
+    if behind is None:
+        watch.pause()
+        return
+    now = time.monotonic()
+    busy = sum(consumer.busy_seconds(now) for consumer in health.consumers.values())
+    stalled = watch.observe(behind, busy, now)
+    problems = {
+        f"partition {topic}[{partition}]": (
+            f"stalled: {lag} messages behind the broker's end, nothing handled for {waited:.0f} s"
+        )
+        for (topic, partition), (lag, waited) in sorted(stalled.items())
+    }
+    newly = bool(problems) and not health.stalled
+    health.stalled = problems
+    if newly and on_stall is not None:
+        on_stall("; ".join(f"{name}: {problem}" for name, problem in problems.items()))
 
 
 def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust") -> faust.App:
@@ -265,7 +344,11 @@ async def _handle_batches(
                 continue
             batch = [arrived.popleft() for _ in range(min(size, len(arrived)))]
             room.set()
-            await handle(batch)
+            consumer.taken()
+            try:
+                await handle(batch)
+            finally:
+                consumer.done()
             for event in batch:
                 await manual.ack(event)
             _handled(consumer, batch)

@@ -233,6 +233,9 @@ def system_env(work: Path, broker: KafkaBroker, mongo: MongoServer) -> dict[str,
         "PROJECTIONS_DATA_DIR": str(work / "faust"),
         "KAFKA_EMPTY_FETCH_INTERVAL": "0.01",
         "KAFKA_FETCH_WAKEUP_DIR": str(work / "kafka-wakeups"),
+        # A worker that stops fetching a partition exits (and is restarted) within the
+        # settling time (docs/metrics.md).
+        "HEALTH_STALL_AFTER": "15",
         "AUTH_JWKS_URL": jwks_url(auth),
         **{f"{s.upper()}_DATABASE_URL": f"sqlite:///{work}/{s}.db" for s in SERVICES},
     }

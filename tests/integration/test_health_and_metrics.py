@@ -4,6 +4,8 @@ Faust worker, as real processes on a real broker, on the kernel's tallies domain
 - a relay reports what it published and its lag on /metrics; with its broker gone it
   turns unready (still live), and ready again once the broker is back;
 - a worker whose consumer task dies turns unready at once, then not live;
+- a worker that stops fetching a partition (stalled) exits, and started again it handles
+  what waited there;
 - the metrics of the kernel's worker loop (consumer lag per partition) have their labels.
 """
 
@@ -27,6 +29,7 @@ from tests.stores import Store
 from tests.support import wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
+WORKER_APP = "tests.kernel_example.worker:app"
 FAST_HEALTH = {
     "HEALTH_CHECK_INTERVAL": "0.2",
     "HEALTH_CHECK_TIMEOUT": "1.0",
@@ -95,44 +98,54 @@ def test_a_relay_publishes_reports_its_lag_and_turns_unready_while_its_broker_is
         broker.stop()
 
 
-async def _produce(bootstrap: str, *values: bytes) -> None:
+async def _produce(bootstrap: str, *values: bytes, partition: int | None = None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
         for number, data in enumerate(values):
-            await producer.send_and_wait(TOPIC, data, key=f"k{number}".encode())
+            key = f"k{number}".encode()
+            await producer.send_and_wait(TOPIC, data, key=key, partition=partition)
     finally:
         await producer.stop()
 
 
-def test_a_worker_whose_consumer_task_dies_turns_unready_then_not_live(kafka, tmp_path: Path):
+def consumer_lags(url: str) -> dict[str, float]:
+    """The tallies worker's lag per partition, from its /metrics."""
+    return {
+        dict(labels)["partition"]: sample
+        for (name, labels), sample in scrape(url).items()
+        if name == "cqrs_consumer_lag_messages"
+        and dict(labels).get("group") == "tallies-worker"
+        and dict(labels).get("topic") == TOPIC
+    }
+
+
+def tallies_worker_env(kafka: str, port: int, **health: str) -> dict[str, str]:
+    """The tallies worker's settings: the topic's 2 partitions, fast health checks."""
     asyncio.run(ensure_topics(kafka, {TOPIC: 2}))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
+    return {
         "KAFKA_BOOTSTRAP_SERVERS": kafka,
         "KAFKA_TOPIC_PARTITIONS": "2",
         "HEALTH_PORT": str(port),
         **FAST_HEALTH,
-        "HEALTH_CONSUMER_DEAD_AFTER": "3",
-        "HEALTH_CONSUMER_STABLE_AFTER": "60",
+        **health,
         "PYTHONPATH": str(PROJECT),
     }
-    worker = processes.faust_worker(
-        "tallies-worker", "tests.kernel_example.worker:app", env, tmp_path
+
+
+def test_a_worker_whose_consumer_task_dies_turns_unready_then_not_live(kafka, tmp_path: Path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = tallies_worker_env(
+        kafka, port, HEALTH_CONSUMER_DEAD_AFTER="3", HEALTH_CONSUMER_STABLE_AFTER="60"
     )
+    worker = processes.faust_worker("tallies-worker", WORKER_APP, env, tmp_path)
     try:
         wait_for(lambda: status(url, "/health/ready") == 200, timeout=60, message=worker.log())
         asyncio.run(_produce(kafka, *[b"fine"] * 6))
 
         def lags() -> dict[str, float]:
-            return {
-                dict(labels)["partition"]: sample
-                for (name, labels), sample in scrape(url).items()
-                if name == "cqrs_consumer_lag_messages"
-                and dict(labels).get("group") == "tallies-worker"
-                and dict(labels).get("topic") == TOPIC
-            }
+            return consumer_lags(url)
 
         wait_for(lambda: set(lags()) == {"0", "1"} and set(lags().values()) == {0}, timeout=30)
         assert status(url, "/health/live") == 200
@@ -147,3 +160,38 @@ def test_a_worker_whose_consumer_task_dies_turns_unready_then_not_live(kafka, tm
         assert "down for" in problems["consumer tallies-worker.count"], problems
     finally:
         worker.stop()
+
+
+def test_a_worker_whose_partition_stalls_exits_and_restarted_handles_what_waited(
+    tmp_path: Path,
+):
+    """The partition's fetching is paused (Faust's own pause, as a consumer that silently
+    stops fetching would leave it): the lag of the last fetch says 0, the broker's end
+    says 3; nothing is handled for HEALTH_STALL_AFTER seconds, so the worker exits."""
+    broker = KafkaBroker(tmp_path / "kafka").start()  # a group and topic of its own
+    try:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = tallies_worker_env(broker.bootstrap, port, HEALTH_STALL_AFTER="3")
+        stalling = {**env, "TALLIES_STALL": "1"}
+        first = processes.faust_worker("tallies-worker", WORKER_APP, stalling, tmp_path)
+        try:
+            wait_for(lambda: status(url, "/health/ready") == 200, timeout=60, message=first.log())
+            asyncio.run(_produce(broker.bootstrap, b"fine", b"stall", partition=0))
+            wait_for(lambda: consumer_lags(url).get("0") == 0, timeout=30, message=first.log())
+            asyncio.run(_produce(broker.bootstrap, b"fine", b"fine", b"fine", partition=0))
+            wait_for(lambda: not first.alive(), timeout=30, message=first.log())
+        finally:
+            first.stop()
+        assert first.popen.returncode != 0
+        assert "stalled: 3 messages behind the broker's end" in first.log(), first.log()
+
+        again = processes.faust_worker("tallies-worker", WORKER_APP, env, tmp_path)
+        try:
+            wait_for(lambda: status(url, "/health/ready") == 200, timeout=60, message=again.log())
+            wait_for(lambda: consumer_lags(url).get("0") == 0, timeout=30, message=again.log())
+            assert again.alive() and status(url, "/health/live") == 200
+        finally:
+            again.stop()
+    finally:
+        broker.stop()

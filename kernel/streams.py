@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
@@ -88,10 +89,20 @@ class Worker(faust.Worker):
         health = process_health.current()
         health.serve()
         health.start()
+        self.end_offsets = EndOffsets(
+            ",".join(f"{url.host}:{url.port or 9092}" for url in conf.broker)
+        )
         health.add_sampler(
-            "consumer lag", consumer_lag_sampler(self.app, health, on_stall=self._stalled)
+            "consumer lag",
+            consumer_lag_sampler(self.app, health, self.end_offsets, on_stall=self._stalled),
         )
         await super().on_first_start()
+
+    async def on_stop(self) -> None:
+        end_offsets: EndOffsets | None = getattr(self, "end_offsets", None)
+        if end_offsets is not None:
+            await end_offsets.close()
+        await super().on_stop()
 
     def _stalled(self, problem: str) -> None:
         """Exit (code 1) so that the supervisor starts the worker again: a fresh
@@ -109,82 +120,121 @@ class Worker(faust.Worker):
         asyncio.ensure_future(self.crash(ConsumerStalled(problem)))
 
 
+class EndOffsets:
+    """The broker's end offsets, read by a consumer of its own (no group: it asks
+    ListOffsets and nothing else) in the worker's event loop.
+
+    Not through Faust's consumer: it serves such calls in its own thread, two at a time,
+    and one that waits (for a broker away, or a position not set yet) holds its fetches
+    up. A health sampler that asked it for positions every check stalled saga workers in
+    the chaos rounds."""
+
+    def __init__(self, bootstrap_servers: str):
+        self.bootstrap_servers = bootstrap_servers
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def read(
+        self, partitions: list[TopicPartition], timeout: float
+    ) -> dict[TopicPartition, int] | None:
+        """The end offsets of ``partitions``; None if the broker does not answer within
+        ``timeout`` seconds."""
+        try:
+            return await asyncio.wait_for(self._read(partitions), timeout)
+        except (TimeoutError, KafkaError, OSError):
+            await self.close()  # connect afresh next time
+            return None
+
+    async def _read(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False
+            )
+            await self._consumer.start()
+        return dict(await self._consumer.end_offsets(partitions))
+
+    async def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with suppress(Exception):
+                await consumer.stop()
+
+
 def consumer_lag_sampler(
     app: Any,
     health: process_health.Health,
+    end_offsets: EndOffsets,
     on_stall: Callable[[str], object] | None = None,
 ) -> Any:
     """Per assigned partition, the messages after the last one handled, up to the
     broker's end offset: ``cqrs_consumer_lag_messages``; a problem beyond
     ``HEALTH_MAX_LAG``. A partition that stays behind while the worker handles nothing
     for ``HEALTH_STALL_AFTER`` seconds is stalled (``StallWatch``): the process is not
-    live, and ``on_stall`` is called with what is wrong."""
+    live, and ``on_stall`` is called with what is wrong. A partition this process has
+    handled nothing of since it was (last) given it is left out: its lag is not known
+    without asking the group's coordinator."""
     group = app.conf.id
     seen: set[tuple[str, int]] = set()
     watch = process_health.StallWatch(health.settings.stall_after)
 
-    async def ends_of(partitions: list[Any]) -> dict[Any, int] | None:
-        """The broker's end offsets (None if it does not answer in time: then the
-        last fetch's high watermarks stand in, and no stall is looked for)."""
-        if not partitions:
-            return {}
-        try:
-            ends = await asyncio.wait_for(
-                app.consumer.highwaters(*partitions), health.settings.check_timeout / 2
-            )
-        except (TimeoutError, KafkaError, OSError):
-            return None
-        return dict(ends)
-
     async def sample() -> str | None:
         if app.consumer is None:
             return None
-        handled: dict[tuple[str, int], int] = {}
-        for consumer in health.consumers.values():
-            for key, offset in consumer.offsets.items():
-                handled[key] = min(offset, handled.get(key, offset))
         partitions = [
-            tp
+            TopicPartition(tp.topic, tp.partition)
             for tp in app.consumer.assignment()
             if not tp.topic.startswith(f"{group}-__")  # Faust's own (its assignor's)
         ]
-        ends = await ends_of(partitions)
+        handled = _handled_offsets(health, {(tp.topic, tp.partition) for tp in partitions})
+        ends = await end_offsets.read(partitions, health.settings.check_timeout / 2)
+        if ends is None:
+            watch.pause()  # a broker away is not a stall
+            return "the broker did not give its end offsets"
         worst = 0
         behind: dict[tuple[str, int], tuple[int, int]] = {}
         for tp in partitions:
-            end = app.consumer.highwater(tp) if ends is None else ends.get(tp)
-            if end is None:
-                continue  # not fetched yet
             key = (tp.topic, tp.partition)
-            if key in handled:
-                next_offset = handled[key] + 1
-            else:
-                position = await app.consumer.position(tp)
-                next_offset = end if position is None else position
-            behind[key] = (next_offset, end)
-            lag = max(0, end - next_offset)
+            end = ends.get(tp)
+            if end is None or key not in handled:
+                continue
+            behind[key] = (handled[key] + 1, end)
+            lag = max(0, end - handled[key] - 1)
             worst = max(worst, lag)
             metrics.CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(lag)
         for topic, partition in seen - set(behind):  # given to another worker
             metrics.CONSUMER_LAG.remove(group, topic, str(partition))
         seen.clear()
         seen.update(behind)
-        _look_for_stalls(watch, behind if ends is not None else None, health, on_stall)
+        _look_for_stalls(watch, behind, health, on_stall)
         max_lag = health.settings.max_lag
         return f"{worst} messages behind (more than {max_lag})" if worst > max_lag else None
 
     return sample
 
 
+def _handled_offsets(
+    health: process_health.Health, assigned: set[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """The last offset handled per assigned partition (the lowest of the process's
+    consumers).
+
+    Kept while a partition is away: a rebalance may take them all for a moment, and a
+    partition that stops being fetched then is the stall to see. One given to another
+    worker that moved it on, then given back with nothing new, looks behind and may
+    be taken for stalled: a needless restart, after which it is not."""
+    handled: dict[tuple[str, int], int] = {}
+    for consumer in health.consumers.values():
+        for key, offset in consumer.offsets.items():
+            if key in assigned:
+                handled[key] = min(offset, handled.get(key, offset))
+    return handled
+
+
 def _look_for_stalls(
     watch: process_health.StallWatch,
-    behind: dict[tuple[str, int], tuple[int, int]] | None,
+    behind: dict[tuple[str, int], tuple[int, int]],
     health: process_health.Health,
     on_stall: Callable[[str], object] | None,
 ) -> None:
-    if behind is None:
-        watch.pause()
-        return
     now = time.monotonic()
     busy = sum(consumer.busy_seconds(now) for consumer in health.consumers.values())
     stalled = watch.observe(behind, busy, now)

@@ -11,6 +11,11 @@ no-ops), every span, every span but SQLAlchemy's, and one order in ten sampled
   full run when it is there), `POST /orders` by closed-loop clients, as in the write_path
   scenario; the variants take turns, each a fresh process, and each one's median round is
   reported. Ratios to off: commands/s, and commands per CPU-second of the API process.
+- Write path, in instructions: the orders API's app in one process (`bench.api_probe`,
+  SQLite), POST /orders run under callgrind (`bench.instructions`): the instructions one
+  command costs in each variant. Unlike seconds and CPU time, they do not move with what
+  else the machine does; the ratio off / on is the share of the work left when tracing
+  is on. Needs valgrind (skipped without it, and in a quick run).
 - Saga: the whole system (14 processes, SQLite stores), its capacity searched as in the
   saga scenario (`bench.scenarios.saga`), once per variant. Ratios to off: the
   knees (highest rate passed; coarse: the search's steps), and the orders approved per
@@ -24,9 +29,10 @@ import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench import capacity, stack
+from bench import capacity, instructions, stack
 from bench import http as bench_http
 from bench.load import LoadRun, closed_loop
 from bench.scenario import BenchContext, Measurement, ScenarioResult, Table
@@ -164,6 +170,33 @@ def orders_per_cpu_second(run: saga.SearchRun, step: capacity.Step) -> float:
     return 1000 / system_ms if system_ms > 0 else float("nan")
 
 
+INSTRUCTION_COUNTS = (64, 576)
+"""POST /orders per callgrind run: the difference (512 commands) is what is measured."""
+
+
+def instructions_per_command(context: BenchContext) -> dict[str, float]:
+    """Each variant's instructions per POST /orders (two variants at a time: 2 cores)."""
+    work = context.work_dir / "instructions"
+    auth_dir = context.work_dir / "auth"  # the runner's identity (bench.http)
+
+    def count(variant: str) -> float:
+        slug = variant.replace(" ", "-").replace("%", "pc")
+
+        def env_of(commands: int) -> dict[str, str]:
+            return {
+                "ORDERS_DATABASE_URL": f"sqlite:///{work}/{slug}-{commands}.db",
+                **tracing_env(variant, work),
+            }
+
+        few, many = INSTRUCTION_COUNTS
+        return instructions.per_operation(
+            "bench.api_probe", [str(auth_dir)], env_of, work, slug, few, many
+        )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(VARIANTS, pool.map(count, VARIANTS), strict=True))
+
+
 def run(context: BenchContext) -> ScenarioResult:
     result = ScenarioResult(name="tracing: its cost on the write path and the saga")
     seconds = 1.5 if context.quick else 6.0
@@ -206,6 +239,31 @@ def run(context: BenchContext) -> ScenarioResult:
                     _target_row(f"write path, commands/s, {variant}, {store}", throughput.ratio),
                     _target_row(f"write path, CPU per command, {variant}, {store}", per_cpu.ratio),
                 ]
+
+    if context.quick or not instructions.available():
+        result.notes.append(
+            "Instructions per command: not counted ("
+            + ("a quick run" if context.quick else "no valgrind on this machine")
+            + ")."
+        )
+    else:
+        counted = instructions_per_command(context)
+        for variant in traced:
+            per_command = Measurement(
+                f"POST /orders: instructions per command, tracing off as a share of "
+                f"{variant}, SQLite, one process (callgrind)",
+                counted[OFF] / 1e6,
+                "M instructions",
+                f"tracing: {variant}",
+                counted[variant] / 1e6,
+            )
+            result.measurements.append(per_command)
+            targets_rows.append(
+                _target_row(
+                    f"write path, instructions per command (off / on), {variant}",
+                    counted[OFF] / counted[variant],
+                )
+            )
 
     plan = saga.QUICK if context.quick else saga.FULL
     searches = {variant: saga_search(context, variant, plan) for variant in VARIANTS}

@@ -42,7 +42,10 @@ NAMED = ("reference_saga",)
 """A path with a part that starts with one of these is the saga's."""
 DEMO = "devstack/demo.py"
 BENCHMARK = (
-    *(f"bench/{name}.py" for name in ("bare_saga", "capacity", "examples", "flows", "hops")),
+    *(
+        f"bench/{name}.py"
+        for name in ("api_probe", "bare_saga", "capacity", "examples", "flows", "hops")
+    ),
     "bench/saga_stores.py",
     "bench/chaos",  # `make chaos`: the saga under load while processes are killed
     *(

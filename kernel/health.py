@@ -309,7 +309,7 @@ class StallWatch:
     task runs, its other partitions move, the lag of its last fetch says 0 (the bug
     class of faust-streaming #175/#523 and quix-streams #1124, seen here once after a
     broker restart); only a restart brings the partition back. A partition counts as
-    stalled once it has been behind, its fetch position unchanged, for ``stall_after``
+    stalled once it has been behind, its last handled offset unchanged, for ``stall_after``
     seconds of the worker's idle time: time spent on a batch (one retried while a server
     is away, say) does not count, so a slow or waiting worker is not taken for a stalled
     one.
@@ -324,7 +324,7 @@ class StallWatch:
     def observe(
         self, behind: dict[Partition, tuple[int, int]], busy_seconds: float, now: float
     ) -> dict[Partition, tuple[int, float]]:
-        """``behind``: per assigned partition, (next offset to fetch, broker's end offset).
+        """``behind``: per assigned partition, (next offset to handle, broker's end offset).
         The stalled ones: how many messages behind, and for how many idle seconds."""
         idle = 0.0
         if self._last is not None:

@@ -16,6 +16,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from eventsourcing.persistence import InterfaceError as StoreInterfaceError
 from eventsourcing.persistence import OperationalError as StoreOperationalError
+from faust.types import TP
+from mode.types.signals import BaseSignalT
 from pymongo.errors import PyMongoError
 from sqlalchemy.exc import DBAPIError
 
@@ -217,10 +219,9 @@ def _handled_offsets(
     """The last offset handled per assigned partition (the lowest of the process's
     consumers).
 
-    Kept while a partition is away: a rebalance may take them all for a moment, and a
-    partition that stops being fetched then is the stall to see. One given to another
-    worker that moved it on, then given back with nothing new, looks behind and may
-    be taken for stalled: a needless restart, after which it is not."""
+    Kept while a partition is away for a moment (a rebalance may take them all), and a
+    partition that stops being fetched then is the stall to see; forgotten once a
+    rebalance gives it to another worker (``_forget_partitions_given_away``)."""
     handled: dict[tuple[str, int], int] = {}
     for consumer in health.consumers.values():
         for key, offset in consumer.offsets.items():
@@ -267,7 +268,7 @@ def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust")
             fetch_wakeups(settings),
             settings.kafka_empty_fetch_interval_with_wakeups,
         )
-    return faust.App(
+    app = faust.App(
         app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
         key_serializer="raw",
@@ -287,6 +288,20 @@ def faust_app(app_id: str, settings: KafkaSettings, data_dir: str = "var/faust")
         stream_wait_empty=False,
         Worker=Worker,
     )
+    app.on_partitions_assigned.connect(_forget_partitions_given_away)
+    return app
+
+
+def _forget_partitions_given_away(
+    sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+) -> None:
+    """What this process handled of a partition now given to another worker says nothing
+    of where its run goes on (``Continuity``, the consumer lag)."""
+    assigned: set[TP] = args[0]
+    kept = {(tp.topic, tp.partition) for tp in assigned}
+    for consumer in process_health.current().consumers.values():
+        for key in [key for key in consumer.offsets if key not in kept]:
+            del consumer.offsets[key]
 
 
 def _handled(consumer: process_health.Consumer, batch: Sequence[Any]) -> None:
@@ -359,12 +374,97 @@ async def handle_batches(
         consumer.stopped(ended)
 
 
+REWIND_EVERY = 1.0
+"""Seconds between two rewinds of a partition to the same missing offset."""
+
+
+class Continuity:
+    """Each partition's messages handled as an unbroken run of offsets.
+
+    faust-streaming can lose a message across a rebalance: one fetched in the old
+    generation is dropped from the stream (its buffer cleared, or its generation stale)
+    while the consumer's read offset has moved past it, so the next one comes instead;
+    once that one is acknowledged, the commit passes over the lost one (its
+    ``_new_offset`` takes a first acknowledged offset one past the committed one as
+    contiguous). The inbox would then record the later position, and the lost message
+    would never be handled: in the chaos rounds, after a broker restart, one saga step
+    was lost and its order never ended. So a message that comes after a gap is held
+    back (neither handled nor acknowledged) and the consumer is sent back to the
+    missing offset.
+
+    The run is what this process handled (``Consumer.offsets``); it starts afresh for a
+    partition given to another worker. The kernel's topics have no gaps of their own (an
+    idempotent producer, no transactions, no compaction). Messages removed by retention
+    before they were read would hold their partition back until the stall check
+    restarts the worker, which then reads on from the group's committed offset.
+    """
+
+    def __init__(
+        self,
+        consumer: process_health.Consumer,
+        rewind: Callable[[str, int, int], Awaitable[None]],
+    ):
+        self.consumer = consumer
+        self._rewind = rewind
+        self._rewound: dict[tuple[str, int], tuple[int, float]] = {}
+
+    def split(self, batch: Sequence[Any]) -> tuple[list[Any], dict[tuple[str, int], int]]:
+        """The batch's events that go on their partitions' runs; and, per partition with
+        a gap, the offset missing (its events from there on are held back)."""
+        expected = {key: offset + 1 for key, offset in self.consumer.offsets.items()}
+        kept: list[Any] = []
+        missing: dict[tuple[str, int], int] = {}
+        for event in batch:
+            message = event.message
+            key = (message.topic, message.partition)
+            if key in missing:
+                continue
+            wanted = expected.get(key)
+            if wanted is not None and message.offset > wanted:
+                missing[key] = wanted
+                continue
+            expected[key] = message.offset + 1
+            kept.append(event)
+        return kept, missing
+
+    async def rewind(self, missing: dict[tuple[str, int], int]) -> None:
+        """Send the consumer back to each missing offset (a partition's later events,
+        fetched already, come before the missing one does: once a second is enough)."""
+        now = time.monotonic()
+        for (topic, partition), offset in sorted(missing.items()):
+            last = self._rewound.get((topic, partition))
+            if last is not None and last[0] == offset and now - last[1] < REWIND_EVERY:
+                continue
+            self._rewound[(topic, partition)] = (offset, now)
+            log.warning(
+                "partition %s[%d]: offset %d was not delivered before later ones; "
+                "reading the partition again from it",
+                topic,
+                partition,
+                offset,
+            )
+            await self._rewind(topic, partition, offset)
+
+
+def faust_rewind(app: Any) -> Callable[[str, int, int], Awaitable[None]]:
+    """Seek the Faust app's consumer to an offset of one of its partitions."""
+
+    async def rewind(topic: str, partition: int, offset: int) -> None:
+        try:
+            await app.consumer.seek_wait({TP(topic, partition): offset})
+        except (KafkaError, TimeoutError) as error:  # taken away meanwhile: its next owner reads it
+            log.warning("could not seek %s[%d] to %d: %r", topic, partition, offset, error)
+
+    return rewind
+
+
 async def _handle_batches(
     stream: Any,
     size: int,
     handle: Callable[[Sequence[Any]], Awaitable[None]],
     consumer: process_health.Consumer,
 ) -> None:
+    continuity = Continuity(consumer, faust_rewind(stream.app))
     manual = stream.noack()
     arrived: deque[Any] = deque()
     something = asyncio.Event()  # set when an event arrived, or the reading ended
@@ -392,8 +492,14 @@ async def _handle_batches(
                     return
                 await something.wait()
                 continue
-            batch = [arrived.popleft() for _ in range(min(size, len(arrived)))]
+            batch, missing = continuity.split(
+                [arrived.popleft() for _ in range(min(size, len(arrived)))]
+            )
             room.set()
+            if missing:
+                await continuity.rewind(missing)
+            if not batch:
+                continue
             consumer.taken()
             try:
                 await handle(batch)

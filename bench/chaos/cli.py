@@ -50,6 +50,9 @@ def run(rounds: int, seed: int, settings: RoundSettings) -> list[RoundResult]:
                     result.seconds.get("total", 0),
                 )
                 if not result.passed:
+                    for check in result.checks:
+                        if not check.passed:
+                            log.warning("FAIL: %s\n%s", check.name, "\n".join(check.problems[:12]))
                     result.logs = keep(round_work, round_seed)
                 shutil.rmtree(round_work, ignore_errors=True)
                 results.append(result)

@@ -171,3 +171,25 @@ async def test_a_worker_stopped_while_it_handles_a_batch_commits_only_what_it_ha
         )
     finally:
         restarted.stop()
+
+
+async def test_a_message_lost_on_its_way_is_read_again_before_those_after_it(
+    batches: Batches,
+):
+    """``lose`` vanishes before the consumer loop sees it (as faust-streaming can drop a
+    message across a rebalance); ``after`` comes instead. It is held back and the
+    partition read again from ``lose``: all are handled, in order, then committed."""
+    worker = batches.start()
+    try:
+        await batches.send("first")
+        wait_for(lambda: batches.handled() == ["first"], timeout=60, message=worker.log())
+        await batches.send("lose", "after", "last")
+        wait_for(
+            lambda: batches.handled() == ["first", "lose", "after", "last"],
+            timeout=30,
+            message=f"handled {batches.handled()}\n{worker.log()}",
+        )
+        await committed_reaches(batches, 4, worker)
+        assert "offset 1 was not delivered before later ones" in worker.log()
+    finally:
+        worker.stop()

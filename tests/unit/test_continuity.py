@@ -1,0 +1,70 @@
+"""``kernel.streams.Continuity``: each partition's messages handled as an unbroken run."""
+
+import asyncio
+from dataclasses import dataclass
+
+from kernel.health import Consumer
+from kernel.streams import Continuity
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class Event:
+    message: Message
+
+
+def events(*offsets: tuple[int, int]) -> list[Event]:
+    return [Event(Message("t", partition, offset)) for partition, offset in offsets]
+
+
+def continuity(**handled: int) -> tuple[Continuity, list[tuple[str, int, int]]]:
+    consumer = Consumer("c")
+    for partition, offset in handled.items():
+        consumer.handled("t", int(partition.removeprefix("p")), offset)
+    rewound: list[tuple[str, int, int]] = []
+
+    async def rewind(topic: str, partition: int, offset: int) -> None:
+        rewound.append((topic, partition, offset))
+
+    return Continuity(consumer, rewind), rewound
+
+
+def test_a_run_that_goes_on_is_kept_whole():
+    runs, _ = continuity(p0=4)
+    batch = events((0, 5), (1, 9), (0, 6), (1, 10))
+    assert runs.split(batch) == (batch, {})
+
+
+def test_a_partition_seen_first_starts_its_run_anywhere():
+    runs, _ = continuity()
+    batch = events((0, 40), (0, 41))
+    assert runs.split(batch) == (batch, {})
+
+
+def test_after_a_gap_the_partition_is_held_back_and_the_others_go_on():
+    runs, _ = continuity(p0=4, p1=8)
+    batch = events((0, 5), (0, 7), (1, 9), (0, 8))
+    kept, missing = runs.split(batch)
+    assert kept == [batch[0], batch[2]]
+    assert missing == {("t", 0): 6}
+
+
+def test_a_message_read_again_is_kept_for_the_inbox_to_tell():
+    runs, _ = continuity(p0=4)
+    batch = events((0, 2), (0, 3), (0, 4), (0, 5))
+    assert runs.split(batch) == (batch, {})
+
+
+def test_a_partition_is_rewound_to_its_missing_offset_once_a_second():
+    runs, rewound = continuity(p0=4)
+    asyncio.run(runs.rewind({("t", 0): 5}))
+    asyncio.run(runs.rewind({("t", 0): 5}))  # the later ones, fetched already
+    assert rewound == [("t", 0, 5)]
+    asyncio.run(runs.rewind({("t", 0): 7}))
+    assert rewound == [("t", 0, 5), ("t", 0, 7)]

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 from uuid import UUID
 
 from fastapi import Depends, HTTPException, Query
@@ -26,9 +26,11 @@ from kernel.read_models import (
     Cursor,
     Document,
     Limit,
+    Page,
     ReadModel,
     ReadModelDocument,
     aware,
+    empty_list_if_null,
     read_model_routes,
 )
 
@@ -51,10 +53,6 @@ class LineItem(BaseModel):
     unit_price_cents: int
 
 
-def _empty_list_if_null(value: Any) -> Any:
-    return [] if value is None else value
-
-
 class Ticket(ReadModelDocument):
     """One kitchen ticket (its id is its order's id)."""
 
@@ -63,7 +61,7 @@ class Ticket(ReadModelDocument):
     order_id: UUID
     restaurant_id: str
     consumer_id: str | None = Field(default=None, description="Null for a rejected ticket.")
-    line_items: Annotated[list[LineItem], BeforeValidator(_empty_list_if_null)] = Field(
+    line_items: Annotated[list[LineItem], BeforeValidator(empty_list_if_null)] = Field(
         default_factory=list, description="Empty for a rejected ticket."
     )
     total_cents: int | None = Field(default=None, description="Null for a rejected ticket.")
@@ -73,11 +71,8 @@ class Ticket(ReadModelDocument):
     updated_at: datetime = Field(description="Time of the last applied event.")
 
 
-class TicketPage(BaseModel):
-    items: list[Ticket]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+class TicketPage(Page[Ticket]):
+    pass
 
 
 class InvalidCursor(ValueError):

@@ -68,9 +68,11 @@ from kernel.read_models import (
     Cursor,
     Document,
     Limit,
+    Page,
     ReadModel,
     ReadModelDocument,
     consistency_token,
+    empty_list_if_null,
     read_model_routes,
 )
 
@@ -176,10 +178,6 @@ def _empty_saga_if_null(value: Any) -> Any:
     return Saga() if value is None else value
 
 
-def _empty_list_if_null(value: Any) -> Any:
-    return [] if value is None else value
-
-
 def _by_time(timeline: list[TimelineEntry]) -> list[TimelineEntry]:
     # The projection appends in arrival order; events of four topics arrive in any
     # order. sorted() is stable: entries with equal times keep their arrival order.
@@ -194,7 +192,7 @@ class SagaView(ReadModelDocument):
     order_id: UUID
     saga: Annotated[Saga, BeforeValidator(_empty_saga_if_null)] = Field(default_factory=Saga)
     timeline: Annotated[
-        list[TimelineEntry], BeforeValidator(_empty_list_if_null), AfterValidator(_by_time)
+        list[TimelineEntry], BeforeValidator(empty_list_if_null), AfterValidator(_by_time)
     ] = Field(default_factory=list, description="The saga's events, sorted by time.")
 
 
@@ -220,11 +218,8 @@ class Order(SagaView):
     updated_at: datetime = Field(description="Time of the last applied event.")
 
 
-class OrderPage(BaseModel):
-    items: list[Order]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+class OrderPage(Page[Order]):
+    pass
 
 
 class OrderTimeline(SagaView):

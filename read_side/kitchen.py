@@ -20,7 +20,7 @@ from fastapi import Depends, HTTPException, Query
 from pydantic import BaseModel, BeforeValidator, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from kernel.auth import Forbidden, RestaurantOrOps
+from kernel.auth import RestaurantOrOps
 from kernel.read_models import (
     STORE_UNAVAILABLE,
     Cursor,
@@ -199,10 +199,8 @@ async def list_tickets(
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> TicketPage:
-    if not caller.is_ops:  # a restaurant lists its own tickets only
-        if restaurant_id is not None and restaurant_id != caller.subject:
-            raise Forbidden(f"the tickets of restaurant {restaurant_id} are not yours")
-        restaurant_id = caller.subject
+    # A restaurant lists its own tickets only.
+    restaurant_id = caller.own_only(restaurant_id, f"the tickets of restaurant {restaurant_id}")
     after: TicketCursor | None = None
     if cursor:  # an empty cursor is the first page, as a missing one
         try:

@@ -62,7 +62,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from contracts.consistency import ConsistencyToken
-from kernel.auth import CustomerOrOps, CustomerOrRestaurantOrOps, Forbidden, OpsOnly
+from kernel.auth import CustomerOrOps, CustomerOrRestaurantOrOps, OpsOnly
 from kernel.read_models import (
     STORE_UNAVAILABLE,
     Cursor,
@@ -468,10 +468,8 @@ async def list_orders(
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> OrderPage:
-    if not caller.is_ops:  # a customer lists their own orders only
-        if customer_id is not None and customer_id != caller.subject:
-            raise Forbidden(f"the orders of customer {customer_id} are not yours")
-        customer_id = caller.subject
+    # A customer lists their own orders only.
+    customer_id = caller.own_only(customer_id, f"the orders of customer {customer_id}")
     return await _order_page(
         response,
         read_model,

@@ -132,7 +132,6 @@ class PlacedOrder:
     restaurant_id: str
     line_items: list[dict[str, Any]]
     order_id: str | None = None  # from the 201
-    attempts: int = 0
     answers: Counter[str] = field(default_factory=Counter)  # status code or error name
 
     @property
@@ -175,7 +174,6 @@ async def place(http: aiohttp.ClientSession, order: PlacedOrder, give_up_at: flo
     same Idempotency-Key each time, as a client that lost its answer would."""
     delay = 0.1
     while time.monotonic() < give_up_at:
-        order.attempts += 1
         try:
             async with http.post(
                 "/orders", json=order.body(), headers={"Idempotency-Key": order.key}

@@ -27,6 +27,22 @@ class LoadRun:
         """(seconds since start, requests done) for the throughput chart."""
         return [(t, i + 1) for i, t in enumerate(sorted(self.done_at))]
 
+    async def attempt(
+        self, request: Callable[[int], Awaitable[bool]], i: int, since: float, start: float
+    ) -> None:
+        """Send request `i` and count it: its latency from `since` and when it was done
+        (seconds after `start`) if it succeeded, else an error."""
+        try:
+            ok = await request(i)
+        except Exception:  # noqa: BLE001 - counted; the load goes on
+            ok = False
+        now = time.perf_counter()
+        if ok:
+            self.latencies.append(now - since)
+            self.done_at.append(now - start)
+        else:
+            self.errors += 1
+
 
 async def open_loop(
     rate: float,
@@ -42,16 +58,7 @@ async def open_loop(
 
     async def one(i: int, due: float) -> None:
         async with limit:
-            try:
-                ok = await request(i)
-            except Exception:  # noqa: BLE001 - counted; the load goes on
-                ok = False
-        now = time.perf_counter()
-        if ok:
-            run.latencies.append(now - due)
-            run.done_at.append(now - start)
-        else:
-            run.errors += 1
+            await run.attempt(request, i, due, start)
 
     tasks = []
     for i in range(count):
@@ -76,16 +83,7 @@ async def closed_loop(
 
     async def client() -> None:
         while (sent := time.perf_counter()) < deadline:
-            try:
-                ok = await request(next(counter))
-            except Exception:  # noqa: BLE001 - counted; the load goes on
-                ok = False
-            now = time.perf_counter()
-            if ok:
-                run.latencies.append(now - sent)
-                run.done_at.append(now - start)
-            else:
-                run.errors += 1
+            await run.attempt(request, next(counter), sent, start)
 
     await asyncio.gather(*(client() for _ in range(clients)))
     run.duration = time.perf_counter() - start

@@ -11,6 +11,7 @@ from typing import Self
 import httpx
 import sqlalchemy
 
+from bench.scenario import BenchContext
 from devstack import processes
 from devstack.run import stack_topics
 from devstack.servers import KafkaBroker, run_sync
@@ -45,6 +46,17 @@ def postgres_available(url: str) -> bool:
         return False
     finally:
         engine.dispose()
+
+
+def stores(context: BenchContext, notes: list[str], *, postgres: bool = True) -> list[str]:
+    """The event stores to measure: SQLite, and PostgreSQL if asked for and reachable
+    (if it is not, a line in ``notes`` says it was not measured)."""
+    if not postgres:
+        return ["SQLite"]
+    if not postgres_available(context.postgres_url):
+        notes.append(f"PostgreSQL at {context.postgres_url} unreachable: not measured")
+        return ["SQLite"]
+    return ["SQLite", "PostgreSQL"]
 
 
 @contextlib.contextmanager

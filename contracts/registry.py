@@ -73,10 +73,6 @@ def upcasters() -> Iterable[Conversion]:
     return _UPCASTERS.values()
 
 
-def downcasters() -> Iterable[Conversion]:
-    return _DOWNCASTERS.values()
-
-
 def upcast_chain(
     model: type[ContractEvent], accepted: Collection[type[ContractEvent]]
 ) -> list[Conversion] | None:

@@ -79,6 +79,16 @@ class Principal:
         if not (self.is_ops or self.owns(**owners)):
             raise Forbidden(f"{what} is not yours")
 
+    def own_only(self, owner: str | None, what: str) -> str | None:
+        """The owner a list is filtered by: for ops, ``owner`` as asked (None: every
+        owner's); for anyone else their own id, and a 403 if ``owner`` names another
+        (``what`` says whose: "the orders of customer x")."""
+        if self.is_ops:
+            return owner
+        if owner is not None and owner != self.subject:
+            raise Forbidden(f"{what} are not yours")
+        return self.subject
+
 
 class AuthError(Exception):
     """Answered as problem+json by the handler `install_auth` adds."""

@@ -16,10 +16,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymongo import IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -134,6 +134,23 @@ class ReadModelDocument(BaseModel):
         if public.get(cls.id_field) is None and "_id" in data:
             public[cls.id_field] = data["_id"]
         return public
+
+
+def empty_list_if_null(value: Any) -> Any:
+    """For a ``BeforeValidator``: a list field a document holds as null reads as ``[]``."""
+    return [] if value is None else value
+
+
+Item = TypeVar("Item")
+
+
+class Page(BaseModel, Generic[Item]):
+    """One page of a list read by keyset: ``class OrderPage(Page[Order]): ...``."""
+
+    items: list[Item]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
 
 
 def aware(moment: datetime) -> datetime:

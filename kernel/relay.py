@@ -85,6 +85,37 @@ events goes out in a request or two, not one per 16 KiB of each partition."""
 _partitioner = DefaultPartitioner()
 
 
+async def send_in_batches(
+    producer: AIOKafkaProducer, topic: str, messages: list[Message]
+) -> list["asyncio.Future[Any]"]:
+    """Hand the messages to the producer in order; the acks to await, one per producer
+    batch.
+
+    Each partition's messages go into producer batches (aiokafka's batch API), each
+    sent as soon as it is full and the rest at the end: per message, a future and
+    a metadata look-up less than ``send``, and the same partition for a key as its
+    default partitioner. Messages of one partition keep their order.
+    """
+    partitions = sorted(await producer.partitions_for(topic))
+    partition_of: dict[bytes, int] = {}
+    filling: dict[int, BatchBuilder] = {}
+    acks = []
+    for value, key, headers in messages:
+        partition = partition_of.get(key)
+        if partition is None:
+            partition = partition_of[key] = _partitioner(key, partitions, partitions)
+        builder = filling.get(partition)
+        if builder is None:
+            builder = filling[partition] = producer.create_batch()
+        if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            acks.append(await producer.send_batch(builder, topic, partition=partition))
+            builder = filling[partition] = producer.create_batch()
+            builder.append(key=key, value=value, timestamp=None, headers=headers)
+    for partition, builder in filling.items():
+        acks.append(await producer.send_batch(builder, topic, partition=partition))
+    return acks
+
+
 @dataclass(frozen=True)
 class Batch:
     """The notifications read after a position, as the messages to publish."""
@@ -401,15 +432,7 @@ class Relay:
             await in_flight.room.acquire()
 
     async def _send(self, messages: list[Message]) -> list["asyncio.Future[Any]"]:
-        """Hand the messages to the producer in order; the acks to await, one per
-        producer batch.
-
-        Each partition's messages go into producer batches (aiokafka's batch API), each
-        sent as soon as it is full and the rest at the end: per message, a future and
-        a metadata look-up less than ``send``, and the same partition for a key as its
-        default partitioner. Messages of one partition keep their order.
-        """
-        producer = self.producer
+        """``send_in_batches``, in a span of the batch's own."""
         topic = self.topic
         # Its own trace, linked to the events' (docs/adr/0032); ends once all are acked.
         span = tracing.batch_span(
@@ -421,23 +444,7 @@ class Relay:
                 "messaging.batch.message_count": len(messages),
             },
         )
-        partitions = sorted(await producer.partitions_for(topic))
-        partition_of: dict[bytes, int] = {}
-        filling: dict[int, BatchBuilder] = {}
-        acks = []
-        for value, key, headers in messages:
-            partition = partition_of.get(key)
-            if partition is None:
-                partition = partition_of[key] = _partitioner(key, partitions, partitions)
-            builder = filling.get(partition)
-            if builder is None:
-                builder = filling[partition] = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                acks.append(await producer.send_batch(builder, topic, partition=partition))
-                builder = filling[partition] = producer.create_batch()
-                builder.append(key=key, value=value, timestamp=None, headers=headers)
-        for partition, builder in filling.items():
-            acks.append(await producer.send_batch(builder, topic, partition=partition))
+        acks = await send_in_batches(self.producer, topic, messages)
         tracing.end_when_acknowledged(span, acks)
         return acks
 

@@ -13,22 +13,24 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, ClassVar
 from uuid import UUID
 
 from fastapi import Depends, HTTPException, Query
 from pydantic import BaseModel, BeforeValidator, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from kernel.auth import Forbidden, RestaurantOrOps
+from kernel.auth import RestaurantOrOps
 from kernel.read_models import (
     STORE_UNAVAILABLE,
     Cursor,
     Document,
     Limit,
+    Page,
     ReadModel,
     ReadModelDocument,
     aware,
+    empty_list_if_null,
     read_model_routes,
 )
 
@@ -51,10 +53,6 @@ class LineItem(BaseModel):
     unit_price_cents: int
 
 
-def _empty_list_if_null(value: Any) -> Any:
-    return [] if value is None else value
-
-
 class Ticket(ReadModelDocument):
     """One kitchen ticket (its id is its order's id)."""
 
@@ -63,7 +61,7 @@ class Ticket(ReadModelDocument):
     order_id: UUID
     restaurant_id: str
     consumer_id: str | None = Field(default=None, description="Null for a rejected ticket.")
-    line_items: Annotated[list[LineItem], BeforeValidator(_empty_list_if_null)] = Field(
+    line_items: Annotated[list[LineItem], BeforeValidator(empty_list_if_null)] = Field(
         default_factory=list, description="Empty for a rejected ticket."
     )
     total_cents: int | None = Field(default=None, description="Null for a rejected ticket.")
@@ -73,11 +71,8 @@ class Ticket(ReadModelDocument):
     updated_at: datetime = Field(description="Time of the last applied event.")
 
 
-class TicketPage(BaseModel):
-    items: list[Ticket]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+class TicketPage(Page[Ticket]):
+    pass
 
 
 class InvalidCursor(ValueError):
@@ -204,10 +199,8 @@ async def list_tickets(
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> TicketPage:
-    if not caller.is_ops:  # a restaurant lists its own tickets only
-        if restaurant_id is not None and restaurant_id != caller.subject:
-            raise Forbidden(f"the tickets of restaurant {restaurant_id} are not yours")
-        restaurant_id = caller.subject
+    # A restaurant lists its own tickets only.
+    restaurant_id = caller.own_only(restaurant_id, f"the tickets of restaurant {restaurant_id}")
     after: TicketCursor | None = None
     if cursor:  # an empty cursor is the first page, as a missing one
         try:

@@ -62,15 +62,17 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from contracts.consistency import ConsistencyToken
-from kernel.auth import CustomerOrOps, CustomerOrRestaurantOrOps, Forbidden, OpsOnly
+from kernel.auth import CustomerOrOps, CustomerOrRestaurantOrOps, OpsOnly
 from kernel.read_models import (
     STORE_UNAVAILABLE,
     Cursor,
     Document,
     Limit,
+    Page,
     ReadModel,
     ReadModelDocument,
     consistency_token,
+    empty_list_if_null,
     read_model_routes,
 )
 
@@ -176,10 +178,6 @@ def _empty_saga_if_null(value: Any) -> Any:
     return Saga() if value is None else value
 
 
-def _empty_list_if_null(value: Any) -> Any:
-    return [] if value is None else value
-
-
 def _by_time(timeline: list[TimelineEntry]) -> list[TimelineEntry]:
     # The projection appends in arrival order; events of four topics arrive in any
     # order. sorted() is stable: entries with equal times keep their arrival order.
@@ -194,7 +192,7 @@ class SagaView(ReadModelDocument):
     order_id: UUID
     saga: Annotated[Saga, BeforeValidator(_empty_saga_if_null)] = Field(default_factory=Saga)
     timeline: Annotated[
-        list[TimelineEntry], BeforeValidator(_empty_list_if_null), AfterValidator(_by_time)
+        list[TimelineEntry], BeforeValidator(empty_list_if_null), AfterValidator(_by_time)
     ] = Field(default_factory=list, description="The saga's events, sorted by time.")
 
 
@@ -220,11 +218,8 @@ class Order(SagaView):
     updated_at: datetime = Field(description="Time of the last applied event.")
 
 
-class OrderPage(BaseModel):
-    items: list[Order]
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` to get the next page; null on the last page."
-    )
+class OrderPage(Page[Order]):
+    pass
 
 
 class OrderTimeline(SagaView):
@@ -473,10 +468,8 @@ async def list_orders(
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> OrderPage:
-    if not caller.is_ops:  # a customer lists their own orders only
-        if customer_id is not None and customer_id != caller.subject:
-            raise Forbidden(f"the orders of customer {customer_id} are not yours")
-        customer_id = caller.subject
+    # A customer lists their own orders only.
+    customer_id = caller.own_only(customer_id, f"the orders of customer {customer_id}")
     return await _order_page(
         response,
         read_model,

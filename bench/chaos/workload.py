@@ -71,29 +71,13 @@ class Cast:
 
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
-    @property
-    def rich(self) -> list[str]:
-        return [f"rich-{self.run}-{i}" for i in range(RICH_CONSUMERS)]
-
-    @property
-    def deactivated(self) -> str:
-        return f"gone-{self.run}"
-
-    @property
-    def broke(self) -> str:
-        return f"broke-{self.run}"
-
-    @property
-    def blocked(self) -> str:
-        return f"blocked-{self.run}"
-
-    @property
-    def open_restaurant(self) -> str:
-        return f"open-{self.run}"
-
-    @property
-    def closed_restaurant(self) -> str:
-        return f"closed-{self.run}"
+    def __post_init__(self) -> None:
+        self.rich = [f"rich-{self.run}-{i}" for i in range(RICH_CONSUMERS)]
+        self.deactivated = f"gone-{self.run}"
+        self.broke = f"broke-{self.run}"
+        self.blocked = f"blocked-{self.run}"
+        self.open_restaurant = f"open-{self.run}"
+        self.closed_restaurant = f"closed-{self.run}"
 
     def set_up(self, urls: dict[str, str], headers: dict[str, str]) -> None:
         """Through the command APIs, before the load (and the kills) start."""
@@ -148,7 +132,6 @@ class PlacedOrder:
     restaurant_id: str
     line_items: list[dict[str, Any]]
     order_id: str | None = None  # from the 201
-    attempts: int = 0
     answers: Counter[str] = field(default_factory=Counter)  # status code or error name
 
     @property
@@ -191,7 +174,6 @@ async def place(http: aiohttp.ClientSession, order: PlacedOrder, give_up_at: flo
     same Idempotency-Key each time, as a client that lost its answer would."""
     delay = 0.1
     while time.monotonic() < give_up_at:
-        order.attempts += 1
         try:
             async with http.post(
                 "/orders", json=order.body(), headers={"Idempotency-Key": order.key}

@@ -156,14 +156,9 @@ async def measure_store(
 async def _run(context: BenchContext) -> ScenarioResult:
     result = ScenarioResult("End to end: command accepted → visible in the query API")
     loads = [(10, 1.0)] if context.quick else [(50, 10.0), (200, 6.0)]
-    stores = ["SQLite"]  # a quick run skips PostgreSQL: one system started, not two
-    if not context.quick:
-        if stack.postgres_available(context.postgres_url):
-            stores.append("PostgreSQL")
-        else:
-            result.notes.append(f"PostgreSQL at {context.postgres_url} unreachable: not measured")
+    # A quick run skips PostgreSQL: one system started, not two.
     latencies: dict[str, list[float]] = {}
-    for store in stores:
+    for store in stack.stores(context, result.notes, postgres=not context.quick):
         latencies |= await measure_store(context, store, loads, result)
     result.notes.append(
         "The relay and the projections worker ran under pyinstrument (10 ms sampling) "

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 from bench import capacity
 from bench.scenario import BenchContext, Measurement, ScenarioResult, Table
@@ -38,17 +39,9 @@ TARGET_RATIO = 0.9
 @contextlib.contextmanager
 def metrics_enabled(on: bool) -> Iterator[None]:
     """In this process (the flag is read at import) and in the processes it starts."""
-    previous_env, previous = os.environ.get("METRICS_ENABLED"), metrics._ENABLED
-    os.environ["METRICS_ENABLED"] = "true" if on else "false"
-    metrics._ENABLED = on
-    try:
+    environment = {"METRICS_ENABLED": "true" if on else "false"}
+    with mock.patch.dict(os.environ, environment), mock.patch.object(metrics, "_ENABLED", on):
         yield
-    finally:
-        metrics._ENABLED = previous
-        if previous_env is None:
-            os.environ.pop("METRICS_ENABLED", None)
-        else:
-            os.environ["METRICS_ENABLED"] = previous_env
 
 
 def _median(values: list[float]) -> float:

@@ -334,27 +334,12 @@ async def _run(context: BenchContext) -> ScenarioResult:
         f"{len(envelopes)} events ({orders} orders created, then approved), batches of {BATCH_SIZE}"
     )
     result.measurements += [
-        Measurement(
-            what=f"ProjectionRunner.handle in-process, {what}",
-            value=stats.median(runner_rates),
-            unit="events/s",
-            baseline_name="raw bulk_write",
-            baseline=baseline,
-        ),
-        Measurement(
-            what=f"ProjectionRunner fed by a bare aiokafka consumer, {what}",
-            value=consumer_rate,
-            unit="events/s",
-            baseline_name="raw bulk_write",
-            baseline=baseline,
-        ),
-        Measurement(
-            what=f"Faust worker process fed from the broker, {what}",
-            value=stats.median(worker_rates),
-            unit="events/s",
-            baseline_name="raw bulk_write",
-            baseline=baseline,
-        ),
+        Measurement(f"{how}, {what}", rate, "events/s", "raw bulk_write", baseline)
+        for how, rate in (
+            ("ProjectionRunner.handle in-process", stats.median(runner_rates)),
+            ("ProjectionRunner fed by a bare aiokafka consumer", consumer_rate),
+            ("Faust worker process fed from the broker", stats.median(worker_rates)),
+        )
     ]
     for measurement in result.measurements:
         ratio = measurement.ratio or 0.0

@@ -20,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from pymongo import AsyncMongoClient, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -40,24 +41,15 @@ BATCH_SIZE = 2000  # events per rebuild batch (the CLI's default)
 async def _rebuild(
     database: AsyncDatabase[Any], bootstrap: str, env: dict[str, str]
 ) -> ReplaySummary:
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        with store_logs(set(SERVICES)) as logs:
-            replay = Replay(
-                ORDERS,
-                database,
-                bootstrap,
-                logs,
-                ReplayOptions(source="stores", switch=False, batch_size=BATCH_SIZE),
-            )
-            return await replay.run()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with mock.patch.dict(os.environ, env), store_logs(set(SERVICES)) as logs:
+        replay = Replay(
+            ORDERS,
+            database,
+            bootstrap,
+            logs,
+            ReplayOptions(source="stores", switch=False, batch_size=BATCH_SIZE),
+        )
+        return await replay.run()
 
 
 async def _raw_bulk_write(database: AsyncDatabase[Any], documents: list[dict[str, Any]]) -> float:

@@ -17,15 +17,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.producer.message_accumulator import BatchBuilder
-
 from bench import charts, profiling, stack, stats
 from bench.examples import ADDRESS
 from bench.scenario import BenchContext, Measurement, ScenarioResult
 from contracts.orders import TOPIC as SOURCE
 from kernel.kafka import ensure_topics, reliable_producer, stop_producer
-from kernel.relay import PRODUCER_MAX_BATCH_BYTES, Message, Relay, build_relay
+from kernel.relay import (
+    PRODUCER_MAX_BATCH_BYTES,
+    Message,
+    Relay,
+    build_relay,
+    send_in_batches,
+)
 from write_side.orders.application import OrdersApplication
 from write_side.orders.bootstrap import build_application
 from write_side.orders.relay import to_contract
@@ -69,7 +72,6 @@ async def relay_round(relay: Relay) -> tuple[float, Progress]:
 async def raw_round(bootstrap: str, topic: str, messages: list[Message]) -> tuple[float, Progress]:
     """The same messages through a bare producer, sent as the relay sends them."""
     producer = reliable_producer(bootstrap, linger_ms=0, max_batch_size=PRODUCER_MAX_BATCH_BYTES)
-    partitioner = DefaultPartitioner()
     await producer.start()
     try:
         progress: Progress = [(0.0, 0)]
@@ -84,20 +86,7 @@ async def raw_round(bootstrap: str, topic: str, messages: list[Message]) -> tupl
         for first in range(0, len(messages), BATCH_SIZE):
             while len(unacknowledged) >= IN_FLIGHT:  # as the relay waits for room
                 await acknowledged()
-            partitions = sorted(await producer.partitions_for(topic))
-            filling: dict[int, BatchBuilder] = {}
-            acks = []
-            for value, key, headers in messages[first : first + BATCH_SIZE]:
-                partition = partitioner(key, partitions, partitions)
-                batch = filling.get(partition)
-                if batch is None:
-                    batch = filling[partition] = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    acks.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = filling[partition] = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None, headers=headers)
-            for partition, batch in filling.items():
-                acks.append(await producer.send_batch(batch, topic, partition=partition))
+            acks = await send_in_batches(producer, topic, messages[first : first + BATCH_SIZE])
             unacknowledged.append((min(first + BATCH_SIZE, len(messages)), acks))
         while unacknowledged:
             await acknowledged()
@@ -203,12 +192,7 @@ async def _run(context: BenchContext) -> ScenarioResult:
     events, rounds = (60, 1) if context.quick else (3000, 3)
     result = ScenarioResult("Relay: event store → broker")
     progress: dict[str, Progress] = {}
-    kinds = ["SQLite"]
-    if stack.postgres_available(context.postgres_url):
-        kinds.append("PostgreSQL")
-    else:
-        result.notes.append(f"PostgreSQL at {context.postgres_url} unreachable: not measured")
-    for kind in kinds:
+    for kind in stack.stores(context, result.notes):
         with orders_store(context, kind) as settings:
             measurement, points, note = await measure_store(context, settings, kind, events, rounds)
         result.measurements.append(measurement)

@@ -601,12 +601,8 @@ async def _run(context: BenchContext) -> ScenarioResult:
     plan = QUICK if context.quick else FULL
     result = ScenarioResult("Saga: capacity, order placed → APPROVED")
     load_before = os.getloadavg()
-    stores = ["SQLite"]  # a quick run skips PostgreSQL: two systems started, not four
-    if not context.quick:
-        if stack.postgres_available(context.postgres_url):
-            stores.append("PostgreSQL")
-        else:
-            result.notes.append(f"PostgreSQL at {context.postgres_url} unreachable: not measured")
+    # A quick run skips PostgreSQL: two systems started, not four.
+    stores = stack.stores(context, result.notes, postgres=not context.quick)
     runs: list[SearchRun] = []
     pairs = []
     for store in stores:

@@ -447,73 +447,44 @@ def run(context: BenchContext) -> ScenarioResult:
             raw = raw_insert_commit_loop(_url(url_template, "raw"), schema, seconds, max_calls)
 
             library_name = "eventsourcing library, one save per command"
+            raw_name = "raw INSERT+COMMIT loop, 1 connection"
             result.measurements += [
-                Measurement(
+                _row(
                     f"commands/s, group commit (Application), {at}",
-                    grouped.per_second,
+                    grouped,
                     "commands/s",
-                    library_name,
-                    one_save_each.per_second,
-                    grouped.p50,
-                    grouped.p95,
-                    grouped.p99,
+                    (library_name, one_save_each),
                 ),
-                Measurement(
+                _row(
                     f"commands/s, group commit (Application), {at}, process on one core",
-                    pinned.per_second,
+                    pinned,
                     "commands/s",
-                    f"{library_name}, on one core",
-                    one_save_pinned.per_second,
-                    pinned.p50,
-                    pinned.p95,
-                    pinned.p99,
+                    (f"{library_name}, on one core", one_save_pinned),
                 ),
-                Measurement(
+                _row(
                     f"commands/s, HTTP command API (group commit), {at}",
-                    http.per_second,
+                    http,
                     "commands/s",
-                    library_name,
-                    one_save_each.per_second,
-                    http.p50,
-                    http.p95,
-                    http.p99,
+                    (library_name, one_save_each),
                 ),
-                Measurement(
+                _row(
                     f"requests/s, trivial FastAPI endpoint (stores nothing), {at}",
-                    ceiling.per_second,
+                    ceiling,
                     "requests/s",
-                    p50_ms=ceiling.p50,
-                    p95_ms=ceiling.p95,
-                    p99_ms=ceiling.p99,
                 ),
-                Measurement(
+                _row(
                     f"commands/s, {library_name}, {at}",
-                    one_save_each.per_second,
+                    one_save_each,
                     "commands/s",
-                    "raw INSERT+COMMIT loop, 1 connection",
-                    raw.per_second,
-                    one_save_each.p50,
-                    one_save_each.p95,
-                    one_save_each.p99,
+                    (raw_name, raw),
                 ),
-                Measurement(
+                _row(
                     f"commands/s, {library_name}, {at}, process on one core",
-                    one_save_pinned.per_second,
+                    one_save_pinned,
                     "commands/s",
-                    "raw INSERT+COMMIT loop, 1 connection",
-                    raw.per_second,
-                    one_save_pinned.p50,
-                    one_save_pinned.p95,
-                    one_save_pinned.p99,
+                    (raw_name, raw),
                 ),
-                Measurement(
-                    f"rows/s, raw INSERT+COMMIT loop, 1 connection, {store}",
-                    raw.per_second,
-                    "rows/s",
-                    p50_ms=raw.p50,
-                    p95_ms=raw.p95,
-                    p99_ms=raw.p99,
-                ),
+                _row(f"rows/s, {raw_name}, {store}", raw, "rows/s"),
             ]
             result.notes.append(
                 f"{store}: {_verdict(grouped, one_save_each)}; on one core: "
@@ -525,6 +496,22 @@ def run(context: BenchContext) -> ScenarioResult:
                 f"{ceiling.per_second:.0f} req/s ({http.per_second / ceiling.per_second:.0%} of it)"
             )
     return result
+
+
+def _row(what: str, run: Run, unit: str, baseline: tuple[str, Run] | None = None) -> Measurement:
+    """A line of the table: ``run``'s rate and latencies, beside the rate of ``baseline``
+    (its name and its run), if any."""
+    name, against = baseline if baseline is not None else (None, None)
+    return Measurement(
+        what,
+        run.per_second,
+        unit,
+        name,
+        against.per_second if against is not None else None,
+        run.p50,
+        run.p95,
+        run.p99,
+    )
 
 
 def _verdict(grouped: Run, one_save_each: Run) -> str:

@@ -1,5 +1,6 @@
 """The tallies Application: its commands go through the kernel's group commit."""
 
+from dataclasses import dataclass
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -10,13 +11,13 @@ from kernel.group_commit import command
 from tests.kernel_example.domain import Tally
 
 
+@dataclass(frozen=True)
 class Saved:
     """What a command returns: the tally's new version and its log position."""
 
-    def __init__(self, tally_id: UUID, version: int, position: int):
-        self.tally_id = tally_id
-        self.version = version
-        self.position = position
+    tally_id: UUID
+    version: int
+    position: int
 
 
 class TalliesApplication(ServiceApplication):

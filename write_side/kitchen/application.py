@@ -6,6 +6,7 @@ a reaction, their save joins the batch that records the consumed message's posit
 """
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -15,6 +16,7 @@ from kernel.group_commit import command
 from write_side.kitchen.domain import Restaurant, Ticket, restaurant_uuid
 
 
+@dataclass(frozen=True)
 class Saved:
     """What a restaurant command returns: the new version and its log position.
 
@@ -22,10 +24,9 @@ class Saved:
     open, already closed, or already had that menu).
     """
 
-    def __init__(self, restaurant_id: str, version: int, position: int | None):
-        self.restaurant_id = restaurant_id
-        self.version = version
-        self.position = position
+    restaurant_id: str
+    version: int
+    position: int | None
 
 
 class KitchenApplication(ServiceApplication):

@@ -1,6 +1,6 @@
 """The orders Application: each command is get → mutate → save, nothing else."""
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -12,13 +12,13 @@ from kernel.group_commit import command
 from write_side.orders.domain import DeliveryAddress, LineItem, Order, OrderState
 
 
+@dataclass(frozen=True)
 class Saved:
     """What a command returns: the aggregate's new version and its log position."""
 
-    def __init__(self, order_id: UUID, version: int, position: int):
-        self.order_id = order_id
-        self.version = version
-        self.position = position
+    order_id: UUID
+    version: int
+    position: int
 
 
 class OrdersApplication(ServiceApplication):

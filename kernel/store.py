@@ -208,7 +208,51 @@ class CoreReads:
         return statement
 
 
-class SnapshotRecorder(CoreReads, SQLAlchemyAggregateRecorder):
+class RaceSafeTables:
+    """Creates a recorder's tables if they do not exist, safely when processes race to
+    do it.
+
+    A service's processes (API, relays, saga worker) start together, and the library's
+    "create if not exists" is a check, then a create: on a fresh store two of them may
+    both create a table, and one fails (seen in the chaos rounds: a relay exiting at
+    start on ``table accounting_snapshots already exists``). SQLite checks for itself
+    with ``CREATE ... IF NOT EXISTS``. On PostgreSQL that can still collide in the
+    catalog, so a session advisory lock around the creation makes the others wait, then
+    find the tables there.
+    """
+
+    datastore: SQLAlchemyDatastore
+    tables: list[Table]
+
+    def all_tables(self) -> list[Table]:
+        return list(self.tables)
+
+    def create_table(self) -> None:
+        engine = self.datastore.engine
+        if not isinstance(engine, Engine):
+            super().create_table()  # type: ignore[misc]
+            return
+        if engine.dialect.name == "sqlite":
+            # WAL mode (a property of the file) before anything else, so that every
+            # process finds the store in it from the start: readers and the writer do not
+            # block each other, and the relay's commit watch finds the -wal file it
+            # watches (the library would switch at its first transaction, some time later).
+            self.datastore.init_sqlite_wal_mode()
+            with engine.begin() as connection:
+                for table in self.all_tables():
+                    connection.execute(CreateTable(table, if_not_exists=True))
+                    for index in table.indexes:
+                        connection.execute(CreateIndex(index, if_not_exists=True))
+            return
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _CREATE_TABLES})
+            try:
+                super().create_table()  # type: ignore[misc]
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _CREATE_TABLES})
+
+
+class SnapshotRecorder(RaceSafeTables, CoreReads, SQLAlchemyAggregateRecorder):
     """The library's aggregate recorder (snapshots), reading with Core."""
 
 
@@ -246,7 +290,7 @@ class IdempotencyRecord:
     body: bytes | None
 
 
-class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
+class SchemaProcessRecorder(RaceSafeTables, CoreReads, SQLAlchemyProcessRecorder):
     """The library's process recorder, with its events table in the configured schema,
     inserting many events with one statement.
 
@@ -311,38 +355,8 @@ class SchemaProcessRecorder(CoreReads, SQLAlchemyProcessRecorder):
         self.tables.append(self.relay_leases_table)
         self._next_purge = 0.0
 
-    def create_table(self) -> None:
-        """Create the tables if they do not exist, safely when processes race to do it.
-
-        A service's processes (API, relay, saga worker) start together, and the
-        library's "create if not exists" is a check, then a create: on a fresh store two
-        of them may both create a table, and one fails. SQLite checks for itself with
-        ``CREATE ... IF NOT EXISTS``. On PostgreSQL that can still collide in the
-        catalog, so a session advisory lock around the creation makes the others wait,
-        then find the tables there.
-        """
-        engine = self.datastore.engine
-        if not isinstance(engine, Engine):
-            super().create_table()
-            return
-        if engine.dialect.name == "sqlite":
-            # WAL mode (a property of the file) before anything else, so that every
-            # process finds the store in it from the start: readers and the writer do not
-            # block each other, and the relay's commit watch finds the -wal file it
-            # watches (the library would switch at its first transaction, some time later).
-            self.datastore.init_sqlite_wal_mode()
-            with engine.begin() as connection:
-                for table in [*self.tables, self.tracking_table]:
-                    connection.execute(CreateTable(table, if_not_exists=True))
-                    for index in table.indexes:
-                        connection.execute(CreateIndex(index, if_not_exists=True))
-            return
-        with engine.connect() as connection:
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _CREATE_TABLES})
-            try:
-                super().create_table()
-            finally:
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _CREATE_TABLES})
+    def all_tables(self) -> list[Table]:
+        return [*self.tables, self.tracking_table]
 
     def max_tracking_id(self, application_name: str) -> int | None:
         """The inbox's position for a name, with Core."""

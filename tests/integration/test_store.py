@@ -11,6 +11,7 @@ from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
 
 from kernel.application import open_application
 from tests.kernel_example.application import TalliesApplication
+from tests.kernel_example.domain import Tally
 from tests.stores import POSTGRES_URL
 
 pytestmark = pytest.mark.postgres
@@ -38,16 +39,22 @@ def test_events_and_tracking_live_in_the_configured_schema(store):
     assert sorted(tables) == [(store.schema, "tallies_events"), (store.schema, "tallies_tracking")]
 
 
+class SnapshottingTallies(TalliesApplication):
+    """With snapshots, so with the aggregate recorder's table too (``tallies_snapshots``)."""
+
+    snapshotting_intervals = {Tally: 10}  # noqa: RUF012 - eventsourcing's class setting
+
+
 def test_processes_of_one_service_starting_together_on_a_fresh_store_all_open_it(store):
-    """Its API, relay and saga worker start at once (``cqrs run``, compose): on a fresh
-    store (a new SQLite file, a new PostgreSQL schema) each one creates the tables, and
-    the check before the create is not atomic. Whoever loses the race finds the tables
-    made."""
+    """Its API, relays and saga worker start at once (``cqrs run``, compose): on a fresh
+    store (a new SQLite file, a new PostgreSQL schema) each one creates the tables, the
+    snapshots' included, and the check before the create is not atomic. Whoever loses the
+    race finds the tables made."""
     starting = threading.Barrier(8)
 
     def open_together() -> TalliesApplication:
         starting.wait()
-        return open_application(TalliesApplication, store.url("tallies"), store.schema)
+        return open_application(SnapshottingTallies, store.url("tallies"), store.schema)
 
     with ThreadPoolExecutor(8) as pool:
         opened = [

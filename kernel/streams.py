@@ -103,7 +103,7 @@ class Worker(faust.Worker):
     async def on_stop(self) -> None:
         end_offsets: EndOffsets | None = getattr(self, "end_offsets", None)
         if end_offsets is not None:
-            await end_offsets.close()
+            await end_offsets.stop()
         await super().on_stop()
 
     def _stalled(self, problem: str) -> None:
@@ -134,12 +134,15 @@ class EndOffsets:
     def __init__(self, bootstrap_servers: str):
         self.bootstrap_servers = bootstrap_servers
         self._consumer: AIOKafkaConsumer | None = None
+        self._stopped = False
 
     async def read(
         self, partitions: list[TopicPartition], timeout: float
     ) -> dict[TopicPartition, int] | None:
         """The end offsets of ``partitions``; None if the broker does not answer within
-        ``timeout`` seconds."""
+        ``timeout`` seconds, or once stopped."""
+        if self._stopped:
+            return None
         try:
             return await asyncio.wait_for(self._read(partitions), timeout)
         except (TimeoutError, KafkaError, OSError):
@@ -159,6 +162,12 @@ class EndOffsets:
         if consumer is not None:
             with suppress(Exception):
                 await consumer.stop()
+
+    async def stop(self) -> None:
+        """Close for good: a health check still running as the worker stops opens no
+        new consumer (left unclosed at exit)."""
+        self._stopped = True
+        await self.close()
 
 
 def consumer_lag_sampler(

@@ -125,7 +125,10 @@ def run_in(project: Path, *argv: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
-    assert result.returncode == 0, f"{argv}: {result.stdout[-4000:]}{result.stderr[-2000:]}"
+    failures = result.stdout.partition("= FAILURES =")[2].partition("short test summary")[0]
+    assert result.returncode == 0, (
+        f"{argv}: {failures[:6000]}{result.stdout[-4000:]}{result.stderr[-2000:]}"
+    )
     return result
 
 

@@ -411,40 +411,47 @@ class Continuity:
     def __init__(
         self,
         consumer: process_health.Consumer,
-        rewind: Callable[[str, int, int], Awaitable[None]],
+        rewind: Callable[[str, int, int], Awaitable[bool]],
     ):
         self.consumer = consumer
         self._rewind = rewind
-        self._rewound: dict[tuple[str, int], tuple[int, float]] = {}
+        self.missing: dict[tuple[str, int], int] = {}
+        """Per partition held back: the offset it waits for."""
+        self._rewound: dict[tuple[str, int], float] = {}
 
-    def split(self, batch: Sequence[Any]) -> tuple[list[Any], dict[tuple[str, int], int]]:
-        """The batch's events that go on their partitions' runs; and, per partition with
-        a gap, the offset missing (its events from there on are held back)."""
+    def split(self, batch: Sequence[Any]) -> list[Any]:
+        """The batch's events that go on their partitions' runs. A partition's events
+        after a gap are held back (``missing`` says the offset it waits for)."""
         expected = {key: offset + 1 for key, offset in self.consumer.offsets.items()}
         kept: list[Any] = []
-        missing: dict[tuple[str, int], int] = {}
+        held: set[tuple[str, int]] = set()
         for event in batch:
             message = event.message
             key = (message.topic, message.partition)
-            if key in missing:
+            if key in held:
                 continue
             wanted = expected.get(key)
             if wanted is not None and message.offset > wanted:
-                missing[key] = wanted
+                held.add(key)
+                self.missing[key] = wanted
                 continue
             expected[key] = message.offset + 1
             kept.append(event)
-        return kept, missing
+            if key in self.missing and message.offset >= self.missing[key]:
+                del self.missing[key]  # the run goes on past the gap
+                self._rewound.pop(key, None)
+        return kept
 
-    async def rewind(self, missing: dict[tuple[str, int], int]) -> None:
-        """Send the consumer back to each missing offset (a partition's later events,
-        fetched already, come before the missing one does: once a second is enough)."""
+    async def rewind_due(self) -> None:
+        """Send the consumer back to each missing offset, again every ``REWIND_EVERY``
+        seconds until it comes: the partition's later events, fetched already, come
+        first, and Faust may drop what it fetches again while it still hands them on."""
         now = time.monotonic()
-        for (topic, partition), offset in sorted(missing.items()):
+        for (topic, partition), offset in sorted(self.missing.items()):
             last = self._rewound.get((topic, partition))
-            if last is not None and last[0] == offset and now - last[1] < REWIND_EVERY:
+            if last is not None and now - last < REWIND_EVERY:
                 continue
-            self._rewound[(topic, partition)] = (offset, now)
+            self._rewound[(topic, partition)] = now
             log.warning(
                 "partition %s[%d]: offset %d was not delivered before later ones; "
                 "reading the partition again from it",
@@ -452,17 +459,22 @@ class Continuity:
                 partition,
                 offset,
             )
-            await self._rewind(topic, partition, offset)
+            if not await self._rewind(topic, partition, offset):
+                del self.missing[(topic, partition)]  # not this worker's any more
+                del self._rewound[(topic, partition)]
 
 
-def faust_rewind(app: Any) -> Callable[[str, int, int], Awaitable[None]]:
-    """Seek the Faust app's consumer to an offset of one of its partitions."""
+def faust_rewind(app: Any) -> Callable[[str, int, int], Awaitable[bool]]:
+    """Seek the Faust app's consumer to an offset of one of its partitions; False if
+    it could not (the partition was taken away meanwhile: its next owner reads it)."""
 
-    async def rewind(topic: str, partition: int, offset: int) -> None:
+    async def rewind(topic: str, partition: int, offset: int) -> bool:
         try:
             await app.consumer.seek_wait({TP(topic, partition): offset})
-        except (KafkaError, TimeoutError) as error:  # taken away meanwhile: its next owner reads it
+        except (KafkaError, TimeoutError) as error:
             log.warning("could not seek %s[%d] to %d: %r", topic, partition, offset, error)
+            return False
+        return True
 
     return rewind
 
@@ -499,14 +511,17 @@ async def _handle_batches(
                 if reading.done():
                     reading.result()  # raises what ended the stream, if anything
                     return
-                await something.wait()
+                if continuity.missing:  # nothing may come until it is sent back again
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(something.wait(), REWIND_EVERY)
+                    await continuity.rewind_due()
+                else:
+                    await something.wait()
                 continue
-            batch, missing = continuity.split(
-                [arrived.popleft() for _ in range(min(size, len(arrived)))]
-            )
+            batch = continuity.split([arrived.popleft() for _ in range(min(size, len(arrived)))])
             room.set()
-            if missing:
-                await continuity.rewind(missing)
+            if continuity.missing:
+                await continuity.rewind_due()
             if not batch:
                 continue
             consumer.taken()

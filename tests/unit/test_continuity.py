@@ -3,6 +3,7 @@
 import asyncio
 from dataclasses import dataclass
 
+from kernel import streams
 from kernel.health import Consumer
 from kernel.streams import Continuity
 
@@ -29,8 +30,9 @@ def continuity(**handled: int) -> tuple[Continuity, list[tuple[str, int, int]]]:
         consumer.handled("t", int(partition.removeprefix("p")), offset)
     rewound: list[tuple[str, int, int]] = []
 
-    async def rewind(topic: str, partition: int, offset: int) -> None:
+    async def rewind(topic: str, partition: int, offset: int) -> bool:
         rewound.append((topic, partition, offset))
+        return partition != 9  # partition 9: not this worker's any more
 
     return Continuity(consumer, rewind), rewound
 
@@ -38,33 +40,51 @@ def continuity(**handled: int) -> tuple[Continuity, list[tuple[str, int, int]]]:
 def test_a_run_that_goes_on_is_kept_whole():
     runs, _ = continuity(p0=4)
     batch = events((0, 5), (1, 9), (0, 6), (1, 10))
-    assert runs.split(batch) == (batch, {})
+    assert runs.split(batch) == batch
+    assert runs.missing == {}
 
 
 def test_a_partition_seen_first_starts_its_run_anywhere():
     runs, _ = continuity()
     batch = events((0, 40), (0, 41))
-    assert runs.split(batch) == (batch, {})
+    assert runs.split(batch) == batch
 
 
 def test_after_a_gap_the_partition_is_held_back_and_the_others_go_on():
     runs, _ = continuity(p0=4, p1=8)
     batch = events((0, 5), (0, 7), (1, 9), (0, 8))
-    kept, missing = runs.split(batch)
-    assert kept == [batch[0], batch[2]]
-    assert missing == {("t", 0): 6}
+    assert runs.split(batch) == [batch[0], batch[2]]
+    assert runs.missing == {("t", 0): 6}
 
 
 def test_a_message_read_again_is_kept_for_the_inbox_to_tell():
     runs, _ = continuity(p0=4)
     batch = events((0, 2), (0, 3), (0, 4), (0, 5))
-    assert runs.split(batch) == (batch, {})
+    assert runs.split(batch) == batch
 
 
-def test_a_partition_is_rewound_to_its_missing_offset_once_a_second():
+def test_a_partition_is_rewound_once_a_second_until_its_missing_offset_comes(monkeypatch):
     runs, rewound = continuity(p0=4)
-    asyncio.run(runs.rewind({("t", 0): 5}))
-    asyncio.run(runs.rewind({("t", 0): 5}))  # the later ones, fetched already
+    clock = [100.0]
+    monkeypatch.setattr(streams.time, "monotonic", lambda: clock[0])
+    runs.split(events((0, 6), (0, 7)))
+    asyncio.run(runs.rewind_due())
+    runs.split(events((0, 7)))  # fetched already: still held back
+    asyncio.run(runs.rewind_due())
     assert rewound == [("t", 0, 5)]
-    asyncio.run(runs.rewind({("t", 0): 7}))
-    assert rewound == [("t", 0, 5), ("t", 0, 7)]
+    clock[0] += 1.0  # nothing came within a second: sent back again
+    asyncio.run(runs.rewind_due())
+    assert rewound == [("t", 0, 5), ("t", 0, 5)]
+    assert runs.split(events((0, 5), (0, 6))) == events((0, 5), (0, 6))
+    assert runs.missing == {}
+    clock[0] += 5.0
+    asyncio.run(runs.rewind_due())
+    assert len(rewound) == 2
+
+
+def test_a_partition_that_cannot_be_rewound_is_left_to_its_next_owner():
+    runs, rewound = continuity(p9=4)
+    runs.split([Event(Message("t", 9, 6))])
+    asyncio.run(runs.rewind_due())
+    assert rewound == [("t", 9, 5)]
+    assert runs.missing == {}

@@ -384,7 +384,7 @@ async def handle_batches(
 
 
 REWIND_EVERY = 1.0
-"""Seconds between two rewinds of a partition to the same missing offset."""
+"""Seconds between two rewinds of a partition held back (``Continuity``)."""
 
 
 class Continuity:

@@ -35,16 +35,25 @@ class ContextFilter(logging.Filter):
         self.process = process
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "trace_id"):
-            ids = ids_of_current_span()
-            if ids is not None:
-                record.trace_id, record.span_id = ids
-        if not hasattr(record, "correlation_id"):
-            metadata = current_metadata()
-            if metadata is not None:
-                record.correlation_id = metadata.correlation_id
+        for name, value in context_fields().items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
         record.process_name = self.process
         return True
+
+
+def context_fields() -> dict[str, str]:
+    """``trace_id`` and ``span_id`` of the current span and ``correlation_id`` of the
+    message or command being handled (those there are): what a line logged now carries,
+    and what a line logged later about this moment passes as ``extra``."""
+    fields = {}
+    ids = ids_of_current_span()
+    if ids is not None:
+        fields["trace_id"], fields["span_id"] = ids
+    metadata = current_metadata()
+    if metadata is not None:
+        fields["correlation_id"] = metadata.correlation_id
+    return fields
 
 
 def json_formatter() -> logging.Formatter:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -225,26 +224,13 @@ def saga_started(saga: str) -> None:
         SAGAS_STARTED.labels(saga).inc()
 
 
-@dataclass(frozen=True)
-class SagaEnded:
-    """What a reaction returns when its command ended a saga: counted once the
-    reaction's batch is committed (``kernel.reactions``), never for a re-delivery that
-    changed nothing (the command returns no ``SagaEnded`` then)."""
-
-    saga: str
-    outcome: str
-    started: datetime
-    """When the saga began (its first event's time, timezone-aware)."""
-
-
-def saga_ended(ended: SagaEnded, at: datetime | None = None) -> None:
+def saga_ended(saga: str, outcome: str, started: datetime, at: datetime | None = None) -> None:
+    """A saga ended (``started``: when it began, timezone-aware)."""
     if not _ENABLED:
         return
-    end = at or datetime.now(ended.started.tzinfo)
-    SAGAS_ENDED.labels(ended.saga, ended.outcome).inc()
-    SAGA_DURATION.labels(ended.saga, ended.outcome).observe(
-        max(0.0, (end - ended.started).total_seconds())
-    )
+    end = at or datetime.now(started.tzinfo)
+    SAGAS_ENDED.labels(saga, outcome).inc()
+    SAGA_DURATION.labels(saga, outcome).observe(max(0.0, (end - started).total_seconds()))
 
 
 # ------------------------------------------------------------------ exposition

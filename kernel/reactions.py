@@ -30,9 +30,11 @@ came before it, the worker sends the dead letter, and the next round records it 
 the partition's messages after it again.
 """
 
+import dataclasses
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
@@ -41,16 +43,18 @@ from contracts.base import ContractEvent
 from contracts.envelope import Envelope
 from kernel import metrics, tracing
 from kernel.application import ServiceApplication
+from kernel.logs import context_fields, milestones
 from kernel.messaging import ConsumedMessage, EventReader, Reason
 from kernel.metadata import MessageMetadata, caused_by
 from kernel.streams import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
+milestone = milestones(__name__)
 
 Handler = Callable[[Any, Envelope], object]
 """Takes the contract event and its envelope; calls the command it maps to (which saves,
-as its last step, at most once). What it returns is ignored, but a
-``kernel.metrics.SagaEnded``: counted once the reaction's batch is committed."""
+as its last step, at most once). What it returns is ignored, but a ``SagaEnded``: logged
+and counted once the reaction's batch is committed."""
 
 FailureHandler = Callable[[Any, Envelope, str], object]
 """Takes the event, its envelope and the error; calls the command recording the failure."""
@@ -60,6 +64,33 @@ MAX_ROUNDS = 20
 
 MessageKey = tuple[str, int, int]
 """A message's topic, partition and offset."""
+
+
+@dataclass(frozen=True)
+class SagaEnded:
+    """What a reaction returns when its command ended a saga (a re-delivery that changed
+    nothing returns none). Once the reaction's batch is committed, the saga's end is
+    logged (one line, with the ids of the step's trace and correlation) and counted
+    (``cqrs_sagas_ended_total``): a command run again, its batch retried, does neither
+    twice."""
+
+    saga: str
+    saga_id: str
+    outcome: str
+    started: datetime
+    """When the saga began (its first event's time, timezone-aware)."""
+    fields: Mapping[str, str] = field(default_factory=dict)
+    """More for the log line (a rejection's step and reason)."""
+
+    def record(self) -> None:
+        milestone.info(
+            "saga ended: %s %s %s",
+            self.saga,
+            self.saga_id,
+            self.outcome,
+            extra={"saga_id": self.saga_id, "outcome": self.outcome, **self.fields},
+        )
+        metrics.saga_ended(self.saga, self.outcome, self.started)
 
 
 @dataclass(frozen=True)
@@ -139,8 +170,8 @@ class Reactor:
             name = tracking.application_name
             if outcome.done:
                 self._positions[name] = max(self._positions.get(name, 0), tracking.notification_id)
-                if isinstance(outcome.value, metrics.SagaEnded):
-                    metrics.saga_ended(outcome.value)
+                if isinstance(outcome.value, SagaEnded):
+                    outcome.value.record()
                 continue
             result.again.append(message)
             error = outcome.error
@@ -225,7 +256,10 @@ class Reactor:
                 ),
             )
             with tracing.current_span(span), caused_by(metadata):
-                return self._decide(reaction, event, envelope)
+                value = self._decide(reaction, event, envelope)
+                if isinstance(value, SagaEnded):  # logged later, about this step
+                    value = dataclasses.replace(value, fields={**value.fields, **context_fields()})
+                return value
 
         return react
 

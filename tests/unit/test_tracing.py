@@ -11,6 +11,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,12 +21,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
 from opentelemetry.trace import SpanKind
+from prometheus_client import REGISTRY
 
-from kernel import tracing
+from kernel import metrics, tracing
 from kernel.logs import configure_logging, message_fields, use_json
 from kernel.messaging import ConsumedMessage
 from kernel.metadata import MessageMetadata, caused_by
-from kernel.reactions import Reaction, Reactor
+from kernel.reactions import Reaction, Reactor, SagaEnded
 from kernel.relay import contract_messages
 from kernel.store import event_store_env
 from tests.kernel_example import contracts as contract
@@ -260,3 +262,57 @@ def test_configure_logging_leaves_a_root_someone_else_set_up_alone():
     assert root.handlers  # pytest's
     configure_logging("anything")
     assert [handler.formatter for handler in root.handlers] == formatters
+
+
+def test_a_sagas_end_is_logged_and_counted_once_its_step_is_committed(spans, app):
+    """A batch whose first reaction fails (the store away) is run again: the reaction
+    after it that ended a saga ran twice, and its end is one line and one count, in the
+    span of the run that was committed."""
+    for name in ("t-1", "t-2"):
+        with tracing.tracer.start_as_current_span(f"POST {name}"):
+            app.start_tally(name)
+    messages = consumed(published(app))
+    runs: list[str] = []
+
+    def end(event: contract.TallyStarted, _: Any) -> SagaEnded:
+        runs.append(event.tally_name)
+        if runs == ["t-1"]:
+            raise OSError("store away")
+        return SagaEnded(
+            "tallying", event.tally_name, "started", datetime.now(UTC), {"why": "test"}
+        )
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    use_json(handler, "tallies-saga")
+    milestones = logging.getLogger("milestones.kernel.reactions")
+    milestones.addHandler(handler)
+    labels = {"saga": "tallying", "outcome": "started"}
+    before = REGISTRY.get_sample_value("cqrs_sagas_ended_total", labels) or 0
+    try:
+        with contract.registered():
+            reactor = Reactor(app, "tallies-saga", [Reaction(contract.TallyStarted, end)])
+            first = reactor.react_batch(messages)
+            assert isinstance(first.error, OSError) and first.again == messages
+            assert json_lines(stream) == []
+            second = reactor.react_batch(first.again)
+    finally:
+        milestones.removeHandler(handler)
+    assert not second.again and second.error is None
+    assert runs == ["t-1", "t-2", "t-1", "t-2"]
+
+    lines = json_lines(stream)
+    assert [line["message"] for line in lines] == [
+        "saga ended: tallying t-1 started",
+        "saga ended: tallying t-2 started",
+    ]
+    assert (lines[1]["saga_id"], lines[1]["outcome"], lines[1]["why"]) == ("t-2", "started", "test")
+    reactions = [s for s in spans.get_finished_spans() if s.name.startswith("tallies-saga")]
+    assert len(reactions) == 4
+    committed = reactions[-1].get_span_context()
+    assert (lines[1]["trace_id"], lines[1]["span_id"]) == (
+        f"{committed.trace_id:032x}",
+        f"{committed.span_id:016x}",
+    )
+    if metrics.enabled():
+        assert REGISTRY.get_sample_value("cqrs_sagas_ended_total", labels) == before + 2

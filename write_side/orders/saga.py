@@ -10,29 +10,19 @@ from uuid import UUID
 
 from contracts import accounting, consumers, kitchen
 from contracts.envelope import Envelope
-from kernel.logs import milestones
-from kernel.metrics import SagaEnded
-from kernel.reactions import Reaction
+from kernel.reactions import Reaction, SagaEnded
 from kernel.saga import saga_worker
 from write_side.orders.application import OrdersApplication
 from write_side.orders.bootstrap import build_application
 from write_side.orders.settings import OrdersSettings
 
-log = milestones(__name__)
-
 
 def ended(order_id: str, outcome: str, started: datetime | None, **fields: str) -> SagaEnded | None:
-    """If this ended the saga: its log line (in the step's trace) and its metrics
-    (``cqrs_sagas_ended_total``, counted once the step is committed)."""
-    if started is None:  # it had ended: a message handled again
+    """If this ended the saga (``started`` is None for a message handled again, the order
+    having ended): its end, logged and counted once the step is committed."""
+    if started is None:
         return None
-    log.info(
-        "saga ended: order %s %s",
-        order_id,
-        outcome,
-        extra={"order_id": order_id, "outcome": outcome, **fields},
-    )
-    return SagaEnded("createOrder", outcome, started)
+    return SagaEnded("createOrder", order_id, outcome, started, fields)
 
 
 def reactions(app: OrdersApplication) -> list[Reaction]:

@@ -103,6 +103,10 @@ class GatewaySettings(BaseSettings):
     rate_limit: int = 500
     """Requests per second through the gateway (a token bucket; 429 beyond)."""
     rate_limit_burst: int = 1000
+    caller_rate_limit: int = 100
+    """Requests per second of one caller (the token's subject; a bucket each, 429
+    beyond): one busy client cannot use up the whole gateway's."""
+    caller_rate_limit_burst: int = 200
     max_connections: int = 1024
     """Circuit breaker thresholds per upstream API."""
     max_pending_requests: int = 1024
@@ -467,21 +471,57 @@ def remote_jwks(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def rate_limit_filter(settings: GatewaySettings) -> dict[str, Any]:
-    """A token bucket for the whole gateway: `rate_limit`/s, `rate_limit_burst` at once."""
+    """A token bucket for the whole gateway: `rate_limit`/s, `rate_limit_burst` at once
+    (first in the chain: a flood is refused before any token is checked)."""
+    return _local_rate_limit("gateway_rate_limit", settings.rate_limit, settings.rate_limit_burst)
+
+
+MAX_CALLERS_LIMITED = 10_000
+"""Callers with a bucket of their own at once (Envoy drops the least recently used)."""
+
+
+def caller_rate_limit_filter(settings: GatewaySettings) -> dict[str, Any]:
+    """A token bucket per caller: `caller_rate_limit`/s each. The caller is the verified
+    token's subject (`jwt_authn`'s metadata, after it in the chain: a client cannot
+    name another caller); requests without a token (health, docs) have only the
+    gateway's bucket."""
+    bucket = _bucket(settings.caller_rate_limit, settings.caller_rate_limit_burst)
+    subject = [{"key": "jwt_payload"}, {"key": "sub"}]
+    caller = {
+        "descriptor_key": "caller",
+        "metadata_key": {"key": "envoy.filters.http.jwt_authn", "path": subject},
+        "source": "DYNAMIC",
+        "skip_if_absent": True,
+    }
+    # Its default bucket, the gateway's size, is for requests with no caller: theirs.
+    limit = _local_rate_limit(
+        "gateway_caller_rate_limit", settings.rate_limit, settings.rate_limit_burst
+    )
+    limit["typed_config"] |= {
+        "always_consume_default_token_bucket": False,  # a caller's takes from its own only
+        "rate_limits": [{"actions": [{"metadata": caller}]}],
+        # An entry with no value is a bucket per value seen (up to the maximum).
+        "descriptors": [{"entries": [{"key": "caller"}], "token_bucket": bucket}],
+        "max_dynamic_descriptors": MAX_CALLERS_LIMITED,
+    }
+    return limit
+
+
+def _bucket(per_second: int, burst: int) -> dict[str, Any]:
+    return {"max_tokens": burst, "tokens_per_fill": per_second, "fill_interval": "1s"}
+
+
+def _local_rate_limit(name: str, per_second: int, burst: int) -> dict[str, Any]:
     always = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
     return {
         "name": "envoy.filters.http.local_ratelimit",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3."
             "LocalRateLimit",
-            "stat_prefix": "gateway_rate_limit",
-            "token_bucket": {
-                "max_tokens": settings.rate_limit_burst,
-                "tokens_per_fill": settings.rate_limit,
-                "fill_interval": "1s",
-            },
-            "filter_enabled": {"runtime_key": "gateway_rate_limit_enabled", **always},
-            "filter_enforced": {"runtime_key": "gateway_rate_limit_enforced", **always},
+            "stat_prefix": name,
+            "token_bucket": _bucket(per_second, burst),
+            "filter_enabled": {"runtime_key": f"{name}_enabled", **always},
+            "filter_enforced": {"runtime_key": f"{name}_enforced", **always},
             "response_headers_to_add": [
                 {
                     "header": {"key": "retry-after", "value": "1"},
@@ -735,6 +775,7 @@ def envoy_config(
         "http_filters": [
             rate_limit_filter(settings),
             jwt_filter(apis, settings, jwks),
+            caller_rate_limit_filter(settings),
             buffer_filter(settings),
             {
                 "name": "envoy.filters.http.router",

@@ -453,6 +453,38 @@ def test_over_the_rate_limit_the_gateway_answers_429(tmp_path: Path, auth_dir: P
     assert limited.headers["retry-after"] == "1"
 
 
+def test_each_caller_has_a_rate_limit_of_its_own(stack: Stack, tmp_path: Path, auth_dir: Path):
+    """A caller over its own limit gets 429; another caller, at the same moment, does not
+    (the caller is the verified token's subject: a token for another audience or none
+    takes nothing from anyone's bucket)."""
+    settings = GatewaySettings(
+        port=free_port(),
+        admin_port=free_port(),
+        caller_rate_limit=1,
+        caller_rate_limit_burst=2,
+        jwks_url=(auth_dir / identity.JWKS_FILE).as_uri(),
+    )
+    stub = Api("stub-api", [("127.0.0.1", stack.stub_port)], STUB_ROUTES)
+    config = envoy_config([stub], settings, access_log_path=str(tmp_path / "access.log"))
+    busy, other = stack.bearer(stack.token("cust-busy")), stack.bearer(stack.token("cust-other"))
+    with Gateway(tmp_path / "envoy", write_config(config, tmp_path / "envoy.json"), settings) as gw:
+        wait_routable(gw, 1)
+        busy_codes = [httpx.get(f"{gw.url}/echo", headers=busy, timeout=5) for _ in range(5)]
+        other_codes = [httpx.get(f"{gw.url}/echo", headers=other, timeout=5) for _ in range(2)]
+        health = [httpx.get(f"{gw.url}/health", timeout=5).status_code for _ in range(3)]
+        limited = gw.stats("gateway_caller_rate_limit.http_local_rate_limit.rate_limited")
+        limited = sum(limited.values())
+    codes = [answer.status_code for answer in busy_codes]
+    assert codes[:2] == [200, 200], codes
+    assert 429 in codes, codes
+    refused = busy_codes[codes.index(429)]
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["retry-after"] == "1"
+    assert [answer.status_code for answer in other_codes] == [200, 200]
+    assert health == [200, 200, 200]  # no caller: only the gateway's bucket
+    assert limited == codes.count(429)  # all refused by the callers' filter
+
+
 def test_beyond_its_thresholds_the_circuit_breaker_answers_503_at_once(
     stack: Stack, tmp_path: Path, auth_dir: Path
 ) -> None:

@@ -431,19 +431,33 @@ def test_the_access_log_has_a_json_line_per_request(stack: Stack) -> None:
     assert entry["status"] == 200
 
 
+def gateway_of_its_own(
+    tmp_path: Path, auth_dir: Path, upstream_port: int | None, **settings: Any
+) -> Gateway:
+    """A small gateway of the test's own, ``settings`` changed, before the stub API (on
+    ``upstream_port``; none: no API)."""
+    gateway_settings = GatewaySettings(
+        port=free_port(),
+        admin_port=free_port(),
+        jwks_url=(auth_dir / identity.JWKS_FILE).as_uri(),
+        **settings,
+    )
+    apis = (
+        []
+        if upstream_port is None
+        else [Api("stub-api", [("127.0.0.1", upstream_port)], STUB_ROUTES)]
+    )
+    config = envoy_config(apis, gateway_settings, access_log_path=str(tmp_path / "access.log"))
+    return Gateway(
+        tmp_path / "envoy", write_config(config, tmp_path / "envoy.json"), gateway_settings
+    )
+
+
 # ---------------------------------------------------------------------- rate limit
 
 
 def test_over_the_rate_limit_the_gateway_answers_429(tmp_path: Path, auth_dir: Path) -> None:
-    settings = GatewaySettings(
-        port=free_port(),
-        admin_port=free_port(),
-        rate_limit=1,
-        rate_limit_burst=2,
-        jwks_url=(auth_dir / identity.JWKS_FILE).as_uri(),
-    )
-    config = envoy_config([], settings, access_log_path=str(tmp_path / "access.log"))
-    with Gateway(tmp_path / "envoy", write_config(config, tmp_path / "envoy.json"), settings) as gw:
+    with gateway_of_its_own(tmp_path, auth_dir, None, rate_limit=1, rate_limit_burst=2) as gw:
         statuses = [httpx.get(f"{gw.url}/health", timeout=5) for _ in range(6)]
     codes = [answer.status_code for answer in statuses]
     assert codes[:2] == [200, 200], codes
@@ -457,17 +471,9 @@ def test_each_caller_has_a_rate_limit_of_its_own(stack: Stack, tmp_path: Path, a
     """A caller over its own limit gets 429; another caller, at the same moment, does not
     (the caller is the verified token's subject: a token for another audience or none
     takes nothing from anyone's bucket)."""
-    settings = GatewaySettings(
-        port=free_port(),
-        admin_port=free_port(),
-        caller_rate_limit=1,
-        caller_rate_limit_burst=2,
-        jwks_url=(auth_dir / identity.JWKS_FILE).as_uri(),
-    )
-    stub = Api("stub-api", [("127.0.0.1", stack.stub_port)], STUB_ROUTES)
-    config = envoy_config([stub], settings, access_log_path=str(tmp_path / "access.log"))
     busy, other = stack.bearer(stack.token("cust-busy")), stack.bearer(stack.token("cust-other"))
-    with Gateway(tmp_path / "envoy", write_config(config, tmp_path / "envoy.json"), settings) as gw:
+    limits = {"caller_rate_limit": 1, "caller_rate_limit_burst": 2}
+    with gateway_of_its_own(tmp_path, auth_dir, stack.stub_port, **limits) as gw:
         wait_routable(gw, 1)
         busy_codes = [httpx.get(f"{gw.url}/echo", headers=busy, timeout=5) for _ in range(5)]
         other_codes = [httpx.get(f"{gw.url}/echo", headers=other, timeout=5) for _ in range(2)]
@@ -489,17 +495,8 @@ def test_beyond_its_thresholds_the_circuit_breaker_answers_503_at_once(
     stack: Stack, tmp_path: Path, auth_dir: Path
 ) -> None:
     """One request at a time, one waiting: of four at once, the others are refused."""
-    settings = GatewaySettings(
-        port=free_port(),
-        admin_port=free_port(),
-        max_connections=1,
-        max_pending_requests=1,
-        max_requests=1,
-        jwks_url=(auth_dir / identity.JWKS_FILE).as_uri(),
-    )
-    stub = Api("stub-api", [("127.0.0.1", stack.stub_port)], STUB_ROUTES)
-    config = envoy_config([stub], settings, access_log_path=str(tmp_path / "access.log"))
-    with Gateway(tmp_path / "envoy", write_config(config, tmp_path / "envoy.json"), settings) as gw:
+    thresholds = {"max_connections": 1, "max_pending_requests": 1, "max_requests": 1}
+    with gateway_of_its_own(tmp_path, auth_dir, stack.stub_port, **thresholds) as gw:
         wait_routable(gw, 1)
         with ThreadPoolExecutor(4) as pool:
             answers = list(
@@ -520,15 +517,7 @@ def test_beyond_its_thresholds_the_circuit_breaker_answers_503_at_once(
 def test_a_process_answering_5xx_in_a_row_is_detected_as_an_outlier(
     stack: Stack, tmp_path: Path, auth_dir: Path
 ) -> None:
-    settings = GatewaySettings(
-        port=free_port(),
-        admin_port=free_port(),
-        outlier_consecutive_5xx=3,
-        jwks_url=(auth_dir / identity.JWKS_FILE).as_uri(),
-    )
-    stub = Api("stub-api", [("127.0.0.1", stack.stub_port)], STUB_ROUTES)
-    config = envoy_config([stub], settings, access_log_path=str(tmp_path / "access.log"))
-    with Gateway(tmp_path / "envoy", write_config(config, tmp_path / "envoy.json"), settings) as gw:
+    with gateway_of_its_own(tmp_path, auth_dir, stack.stub_port, outlier_consecutive_5xx=3) as gw:
         wait_routable(gw, 1)
         prefix = "cluster.stub-api.outlier_detection.ejections_detected_consecutive_5xx"
         for _ in range(2):
@@ -548,18 +537,8 @@ def test_the_gateway_sends_nothing_to_a_process_that_is_not_ready(
     port, log = free_port(), tmp_path / "unready.jsonl"
     argv = [sys.executable, str(REPO_ROOT / "tests" / "gateway_upstream.py")]
     unready = Process("unready", [*argv, str(port), str(log), "unready"], {}, tmp_path)
-    settings = GatewaySettings(
-        port=free_port(),
-        admin_port=free_port(),
-        health_check_interval=0.5,
-        jwks_url=(auth_dir / identity.JWKS_FILE).as_uri(),
-    )
-    stub = Api("stub-api", [("127.0.0.1", port)], STUB_ROUTES)
-    config = envoy_config([stub], settings, access_log_path=str(tmp_path / "access.log"))
     try:
-        with Gateway(
-            tmp_path / "envoy", write_config(config, tmp_path / "envoy.json"), settings
-        ) as gw:
+        with gateway_of_its_own(tmp_path, auth_dir, port, health_check_interval=0.5) as gw:
 
             def checks() -> list[dict[str, Any]]:
                 lines = log.read_text().splitlines() if log.exists() else []

@@ -80,7 +80,8 @@ class SagaEnded:
     started: datetime
     """When the saga began (its first event's time, timezone-aware)."""
     fields: Mapping[str, str] = field(default_factory=dict)
-    """More for the log line (a rejection's step and reason)."""
+    """More for the log line (a rejection's step and reason); the kernel adds the step's
+    ``trace_id``, ``span_id`` and ``correlation_id``."""
 
     def record(self) -> None:
         milestone.info(

@@ -1,7 +1,9 @@
 """Start the system's processes (APIs, relays, Faust workers); stop them by PID, never by name.
 
 Used by the tests and the benchmarks. Each process runs in its own session, logs to
-`<log_dir>/<name>.log`, and is stopped with SIGTERM to its group, SIGKILL after a grace period.
+`<log_dir>/<name>.log`, and is stopped with SIGTERM to its group, SIGKILL after a grace
+period. One that does not stop in time first gets SIGABRT: Python's fault handler (on in
+every process started here) writes each thread's stack to its log, which says where it hung.
 """
 
 import os
@@ -20,7 +22,7 @@ class Process:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             argv,
-            env={**os.environ, **env},
+            env={**os.environ, "PYTHONFAULTHANDLER": "1", **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -50,6 +52,16 @@ class Process:
             os.killpg(self.pid, signal.SIGTERM)
             os.killpg(self.pid, signal.SIGCONT)
 
+    def dump_stacks(self, timeout: float = 2) -> None:
+        """SIGABRT: the fault handler writes every thread's stack to the log, then the
+        process ends (a process that would not stop: where did it hang?)."""
+        if self.alive():
+            os.killpg(self.pid, signal.SIGABRT)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+
     def cpu_seconds(self) -> float | None:
         """CPU time (user and system, all threads) the process has used so far, from
         /proc (None where there is none, or once it has exited)."""
@@ -76,6 +88,7 @@ def stop_all(processes: Iterable[Process], timeout: float = 15) -> None:
         try:
             process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            process.dump_stacks()
             process.kill()
         process._log.close()
 

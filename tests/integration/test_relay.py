@@ -395,6 +395,9 @@ def start_relay(env: dict[str, str], log_dir: Path, name: str) -> processes.Proc
 
 
 def test_relay_killed_and_restarted_mid_stream_loses_nothing(kafka, store, tmp_path: Path):
+    """Relays killed one after another while tallies are written, until one has been
+    killed mid-stream (its successor starts after a position it recorded, with more
+    written after): every event is published, in order."""
     env = {
         **store.env("tallies"),
         "KAFKA_BOOTSTRAP_SERVERS": kafka,
@@ -402,44 +405,54 @@ def test_relay_killed_and_restarted_mid_stream_loses_nothing(kafka, store, tmp_p
         "RELAY_POLL_INTERVAL": "0.01",
     }
     app = open_tallies(relay_settings(store, kafka_bootstrap_servers=kafka))
-    writer_done = threading.Event()
+    stop_writing = threading.Event()
+    rounds_written = 0
 
-    def write_continuously() -> None:
-        write_tallies(app, 60, rounds=3, close_every=2)
-        writer_done.set()
+    def write_continuously() -> None:  # however fast the relays start, it is still writing
+        nonlocal rounds_written
+        while not stop_writing.is_set():
+            write_tallies(app, 10, rounds=3, close_every=2, prefix=f"tally-{rounds_written}")
+            rounds_written += 1
+            stop_writing.wait(0.05)  # a steady stream, not as many as SQLite can take
+
+    def resumed_from() -> list[int]:
+        return [
+            int(match)
+            for log in tmp_path.glob("tallies-relay*.log")
+            for match in re.findall(r"starts after position (\d+)", log.read_text())
+        ]
 
     writer = threading.Thread(target=write_continuously)
     writer.start()
     relay = start_relay(env, tmp_path, "tallies-relay")
     kills = 0
     try:
-        while kills < 4:
+        while kills < 4 or (not any(resumed_from()) and kills < 12):
             deadline = time.monotonic() + 30
             while relay.alive() and "starts after position" not in relay.log():
                 assert time.monotonic() < deadline, relay.log()
                 time.sleep(0.02)
-            time.sleep(0.05 * kills)  # let it get a little further each round
+            time.sleep(0.05 * (kills % 4))  # let it get a little further each round
             relay.kill()
             kills += 1
             relay = start_relay(env, tmp_path, f"tallies-relay-{kills}")
+        written_before_the_end = rounds_written
+        wait_for(lambda: rounds_written > written_before_the_end, timeout=60)
+        stop_writing.set()
         writer.join(timeout=120)
-        assert writer_done.is_set()
+        assert not writer.is_alive()
         last = app.recorder.max_notification_id() or 0
         records = asyncio.run(read_topic(kafka, TOPIC, until=every_position(last), timeout=60))
     finally:
+        stop_writing.set()
         relay.stop()
         writer.join(timeout=120)
         app.close()
     envelopes = envelopes_of(records)
     assert_complete_and_in_order(envelopes, last)
     assert all(json.loads(r.value)["subject"] == r.key.decode() for r in records)
-    resumed_from = [
-        int(match)
-        for log in tmp_path.glob("tallies-relay*.log")
-        for match in re.findall(r"starts after position (\d+)", log.read_text())
-    ]
-    assert any(0 < position < last for position in resumed_from), (
-        f"no relay was killed mid-stream: {resumed_from} of {last}"
+    assert any(0 < position < last for position in resumed_from()), (
+        f"no relay was killed mid-stream in {kills} kills: {resumed_from()} of {last}"
     )
 
 

@@ -456,15 +456,21 @@ def gateway_of_its_own(
 # ---------------------------------------------------------------------- rate limit
 
 
+def assert_two_pass_then_429(answers: list[httpx.Response]) -> None:
+    """A bucket of two: the first two pass, a later one is refused as a problem with
+    ``Retry-After``."""
+    codes = [answer.status_code for answer in answers]
+    assert codes[:2] == [200, 200], codes
+    assert 429 in codes, codes
+    refused = answers[codes.index(429)]
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["retry-after"] == "1"
+
+
 def test_over_the_rate_limit_the_gateway_answers_429(tmp_path: Path, auth_dir: Path) -> None:
     with gateway_of_its_own(tmp_path, auth_dir, None, rate_limit=1, rate_limit_burst=2) as gw:
         statuses = [httpx.get(f"{gw.url}/health", timeout=5) for _ in range(6)]
-    codes = [answer.status_code for answer in statuses]
-    assert codes[:2] == [200, 200], codes
-    assert 429 in codes, codes
-    limited = statuses[codes.index(429)]
-    assert limited.headers["content-type"] == "application/problem+json"
-    assert limited.headers["retry-after"] == "1"
+    assert_two_pass_then_429(statuses)
 
 
 def test_each_caller_has_a_rate_limit_of_its_own(stack: Stack, tmp_path: Path, auth_dir: Path):
@@ -480,15 +486,11 @@ def test_each_caller_has_a_rate_limit_of_its_own(stack: Stack, tmp_path: Path, a
         health = [httpx.get(f"{gw.url}/health", timeout=5).status_code for _ in range(3)]
         limited = gw.stats("gateway_caller_rate_limit.http_local_rate_limit.rate_limited")
         limited = sum(limited.values())
-    codes = [answer.status_code for answer in busy_codes]
-    assert codes[:2] == [200, 200], codes
-    assert 429 in codes, codes
-    refused = busy_codes[codes.index(429)]
-    assert refused.headers["content-type"] == "application/problem+json"
-    assert refused.headers["retry-after"] == "1"
+    assert_two_pass_then_429(busy_codes)
     assert [answer.status_code for answer in other_codes] == [200, 200]
     assert health == [200, 200, 200]  # no caller: only the gateway's bucket
-    assert limited == codes.count(429)  # all refused by the callers' filter
+    refused = [answer for answer in busy_codes if answer.status_code == 429]
+    assert limited == len(refused)  # all refused by the callers' filter
 
 
 def test_beyond_its_thresholds_the_circuit_breaker_answers_503_at_once(

@@ -493,7 +493,7 @@ def caller_rate_limit_filter(settings: GatewaySettings) -> dict[str, Any]:
         "source": "DYNAMIC",
         "skip_if_absent": True,
     }
-    # Its default bucket, the gateway's size, is for requests with no caller: theirs.
+    # Requests with no caller take from the default bucket, as large as the gateway's.
     limit = _local_rate_limit(
         "gateway_caller_rate_limit", settings.rate_limit, settings.rate_limit_burst
     )

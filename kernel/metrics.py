@@ -224,11 +224,11 @@ def saga_started(saga: str) -> None:
         SAGAS_STARTED.labels(saga).inc()
 
 
-def saga_ended(saga: str, outcome: str, started: datetime, at: datetime | None = None) -> None:
-    """A saga ended (``started``: when it began, timezone-aware)."""
+def saga_ended(saga: str, outcome: str, started: datetime) -> None:
+    """A saga ended now (``started``: when it began, timezone-aware)."""
     if not _ENABLED:
         return
-    end = at or datetime.now(started.tzinfo)
+    end = datetime.now(started.tzinfo)
     SAGAS_ENDED.labels(saga, outcome).inc()
     SAGA_DURATION.labels(saga, outcome).observe(max(0.0, (end - started).total_seconds()))
 

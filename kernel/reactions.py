@@ -30,10 +30,9 @@ came before it, the worker sends the dead letter, and the next round records it 
 the partition's messages after it again.
 """
 
-import dataclasses
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -259,7 +258,7 @@ class Reactor:
             with tracing.current_span(span), caused_by(metadata):
                 value = self._decide(reaction, event, envelope)
                 if isinstance(value, SagaEnded):  # logged later, about this step
-                    value = dataclasses.replace(value, fields={**value.fields, **context_fields()})
+                    value = replace(value, fields={**value.fields, **context_fields()})
                 return value
 
         return react

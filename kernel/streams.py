@@ -412,9 +412,11 @@ class Continuity:
         self,
         consumer: process_health.Consumer,
         rewind: Callable[[str, int, int], Awaitable[bool]],
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.consumer = consumer
         self._rewind = rewind
+        self._clock = clock
         self.missing: dict[tuple[str, int], int] = {}
         """Per partition held back: the offset it waits for."""
         self._rewound: dict[tuple[str, int], float] = {}
@@ -446,7 +448,7 @@ class Continuity:
         """Send the consumer back to each missing offset, again every ``REWIND_EVERY``
         seconds until it comes: the partition's later events, fetched already, come
         first, and Faust may drop what it fetches again while it still hands them on."""
-        now = time.monotonic()
+        now = self._clock()
         for (topic, partition), offset in sorted(self.missing.items()):
             last = self._rewound.get((topic, partition))
             if last is not None and now - last < REWIND_EVERY:

@@ -3,7 +3,6 @@
 import asyncio
 from dataclasses import dataclass
 
-from kernel import streams
 from kernel.health import Consumer
 from kernel.streams import Continuity
 
@@ -24,7 +23,9 @@ def events(*offsets: tuple[int, int]) -> list[Event]:
     return [Event(Message("t", partition, offset)) for partition, offset in offsets]
 
 
-def continuity(**handled: int) -> tuple[Continuity, list[tuple[str, int, int]]]:
+def continuity(
+    clock: list[float] | None = None, **handled: int
+) -> tuple[Continuity, list[tuple[str, int, int]]]:
     consumer = Consumer("c")
     for partition, offset in handled.items():
         consumer.handled("t", int(partition.removeprefix("p")), offset)
@@ -34,7 +35,8 @@ def continuity(**handled: int) -> tuple[Continuity, list[tuple[str, int, int]]]:
         rewound.append((topic, partition, offset))
         return partition != 9  # partition 9: not this worker's any more
 
-    return Continuity(consumer, rewind), rewound
+    now = clock or [0.0]
+    return Continuity(consumer, rewind, clock=lambda: now[0]), rewound
 
 
 def test_a_run_that_goes_on_is_kept_whole():
@@ -63,10 +65,9 @@ def test_a_message_read_again_is_kept_for_the_inbox_to_tell():
     assert runs.split(batch) == batch
 
 
-def test_a_partition_is_rewound_once_a_second_until_its_missing_offset_comes(monkeypatch):
-    runs, rewound = continuity(p0=4)
+def test_a_partition_is_rewound_once_a_second_until_its_missing_offset_comes():
     clock = [100.0]
-    monkeypatch.setattr(streams.time, "monotonic", lambda: clock[0])
+    runs, rewound = continuity(clock, p0=4)
     runs.split(events((0, 6), (0, 7)))
     asyncio.run(runs.rewind_due())
     runs.split(events((0, 7)))  # fetched already: still held back

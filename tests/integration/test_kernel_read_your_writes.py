@@ -24,6 +24,8 @@ from tests.kernel_example.projection import TALLIES
 from tests.mongo_commands import CommandCounter
 from tests.support import wait_for_async
 
+# Fixed, not uuid4(): every pytest-xdist worker must collect the same test ids.
+A_TALLY = "0b6c5f0e-6a8f-4b5e-9a53-2d1c3f9e8a71"
 TIMEOUT = 0.5  # READ_YOUR_WRITES_TIMEOUT of the app under test
 
 
@@ -138,7 +140,7 @@ async def test_a_token_not_reached_in_time_is_a_503_with_retry_after(client, run
 @pytest.mark.parametrize(
     ("given", "why"),
     [
-        (f"orders:1:{uuid.uuid4()}:1", "consistency token of service 'orders'"),
+        (f"orders:1:{A_TALLY}:1", "consistency token of service 'orders'"),
         ("tallies:0:x:1", "malformed consistency token"),
     ],
 )

@@ -66,7 +66,7 @@ def test_encoding_refuses_what_the_model_refuses(changes):
         encode_envelope(**{**FIELDS, **changes}, data_json=b"{}")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("aggregate_id", ["t-1", "é/ü", str(uuid.uuid4())])
+@pytest.mark.parametrize("aggregate_id", ["t-1", "é/ü", "0b6c5f0e-6a8f-4b5e-9a53-2d1c3f9e8a71"])
 @pytest.mark.parametrize("version", [1, 12, 10**9])
 def test_event_ids_are_uuid5_of_source_aggregate_and_version(aggregate_id, version):
     expected = uuid.uuid5(_EVENT_ID_NAMESPACE, f"orders/{aggregate_id}/{version}")

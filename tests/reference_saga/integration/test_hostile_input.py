@@ -21,6 +21,8 @@ from tests.api_headers import request_headers
 from tests.http_wire import Answer, Wire
 from tests.reference_saga.examples import PLACE_ORDER
 
+# Fixed, not uuid4(): every pytest-xdist worker must collect the same test ids.
+AN_ORDER = "0b6c5f0e-6a8f-4b5e-9a53-2d1c3f9e8a71"
 BODY_READ_TIMEOUT = 2.0
 APPS = {
     "orders": "write_side.orders.api:create_app",
@@ -137,10 +139,10 @@ def test_a_lone_surrogate_in_an_orders_street_is_422(apis: Apis) -> None:
 @pytest.mark.parametrize(
     "token",
     [
-        f"orders:{10**30}:{uuid.uuid4()}:{2**63}",
-        f"orders:1:{uuid.uuid4()}:{2**63}",
-        f"orders:{2**63}:{uuid.uuid4()}:1",
-        f"orders:{2**64}:{uuid.uuid4()}:{2**64}",
+        f"orders:{10**30}:{AN_ORDER}:{2**63}",
+        f"orders:1:{AN_ORDER}:{2**63}",
+        f"orders:{2**63}:{AN_ORDER}:1",
+        f"orders:{2**64}:{AN_ORDER}:{2**64}",
     ],
 )
 def test_a_huge_consistency_token_is_400(apis: Apis, token: str) -> None:

@@ -27,6 +27,8 @@ from tests.mongo_commands import CommandCounter
 from tests.support import bearer
 
 Document = dict[str, Any]
+# Fixed, not uuid4(): every pytest-xdist worker must collect the same test ids.
+AN_ORDER = "0b6c5f0e-6a8f-4b5e-9a53-2d1c3f9e8a71"
 STALENESS_HEADERS = ("x-read-model-position", "x-read-model-event-time", "x-read-model-age")
 
 
@@ -414,7 +416,7 @@ async def test_bad_cursor_is_400(api: httpx.AsyncClient, cursor: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["garbage", "orders:7:not-a-uuid:1", f"orders:0:{uuid.uuid4()}:1", f"orders:7:{uuid.uuid4()}"],
+    ["garbage", "orders:7:not-a-uuid:1", f"orders:0:{AN_ORDER}:1", f"orders:7:{AN_ORDER}"],
 )
 async def test_malformed_token_is_400(api: httpx.AsyncClient, text: str) -> None:
     for path in (f"/orders/{uuid.uuid4()}", "/orders"):

@@ -14,6 +14,9 @@ from tests.reference_saga.examples import PLACE_ORDER
 from write_side.orders.domain import Order
 from write_side.orders.relay import to_contract
 
+# Fixed, not uuid4(): every pytest-xdist worker must collect the same test ids.
+AN_ORDER = "0b6c5f0e-6a8f-4b5e-9a53-2d1c3f9e8a71"
+
 PLACE = PLACE_ORDER
 
 
@@ -218,23 +221,23 @@ def test_a_consistency_token_round_trips_through_its_string():
     [
         "",
         "orders",
-        f"orders:1:{uuid4()}",
-        f"orders:1:{uuid4()}:1:extra",
-        f"orders:one:{uuid4()}:1",
+        f"orders:1:{AN_ORDER}",
+        f"orders:1:{AN_ORDER}:1:extra",
+        f"orders:one:{AN_ORDER}:1",
         "orders:1:not-a-uuid:1",
-        f"orders:1:{uuid4()}:v1",
-        f"orders:0:{uuid4()}:1",
-        f"orders:1:{uuid4()}:0",
-        f"orders:-5:{uuid4()}:1",
+        f"orders:1:{AN_ORDER}:v1",
+        f"orders:0:{AN_ORDER}:1",
+        f"orders:1:{AN_ORDER}:0",
+        f"orders:-5:{AN_ORDER}:1",
         # Beyond what MongoDB stores (an int64): a 400, never the driver's OverflowError.
-        f"orders:{2**63}:{uuid4()}:1",
-        f"orders:1:{uuid4()}:{2**63}",
-        f"orders:{10**400}:{uuid4()}:{10**30}",
+        f"orders:{2**63}:{AN_ORDER}:1",
+        f"orders:1:{AN_ORDER}:{2**63}",
+        f"orders:{10**400}:{AN_ORDER}:{10**30}",
         # Only plain ASCII digits: int() would take these.
-        f"orders: 1:{uuid4()}:1",
-        f"orders:1_0:{uuid4()}:1",
-        f"orders:+1:{uuid4()}:1",
-        f"orders:\u0661:{uuid4()}:1",
+        f"orders: 1:{AN_ORDER}:1",
+        f"orders:1_0:{AN_ORDER}:1",
+        f"orders:+1:{AN_ORDER}:1",
+        f"orders:\u0661:{AN_ORDER}:1",
     ],
 )
 def test_a_malformed_consistency_token_is_refused(text):

@@ -19,6 +19,9 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 SECANTUS_VENV := .venv-secantus
 PYTEST_ARGS ?=
+# pytest-xdist workers (two fit 2 cores; each starts its own broker and MongoDB-wire
+# server); `make test TEST_WORKERS=0` runs the tests in one process.
+TEST_WORKERS ?= 2
 BENCH_ARGS ?=
 CHAOS_ARGS ?=
 
@@ -66,7 +69,7 @@ run: $(VENV_STAMP) secantus
 	$(VENV)/bin/cqrs run
 
 test: $(VENV_STAMP) secantus compose-tool prometheus-tool
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .

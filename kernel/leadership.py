@@ -297,8 +297,12 @@ class Leadership:
                 self.lease_seconds,
             )
             said_it_waits = True
+            # asyncio.timeout, never wait_for: on Python 3.11 wait_for swallows a cancel
+            # that comes as what it waits for completes (CPython gh-86296), and the task
+            # goes on as if never cancelled; a relay would then not stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.lease_seconds)
+                async with asyncio.timeout(self.lease_seconds):
+                    await stopping.wait()
         while not stopping.is_set():
             asked_at = time.monotonic()
             try:
@@ -322,7 +326,8 @@ class Leadership:
                 log.info("relay %s waits: another relay leads", self.name)
                 said_it_waits = True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.check_interval)
+                async with asyncio.timeout(self.check_interval):
+                    await stopping.wait()
         return False
 
     async def keep(self) -> None:
@@ -339,9 +344,8 @@ class Leadership:
                 reason = "its lease ran out before it could confirm it (was it paused?)"
                 break
             try:
-                confirmed = await asyncio.wait_for(
-                    asyncio.to_thread(self.election.confirm, epoch), remaining
-                )
+                async with asyncio.timeout(remaining):  # not wait_for: see wait_to_lead
+                    confirmed = await asyncio.to_thread(self.election.confirm, epoch)
             except TimeoutError:
                 reason = f"its store did not answer within the lease ({self.lease_seconds:g} s)"
                 break
@@ -381,9 +385,8 @@ class Leadership:
         if epoch is None:
             return
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(self.election.step_down, epoch), STEP_DOWN_TIMEOUT
-            )
+            async with asyncio.timeout(STEP_DOWN_TIMEOUT):
+                await asyncio.to_thread(self.election.step_down, epoch)
         except STORE_ERRORS as error:
             log.warning("relay %s could not step down at once (%r)", self.name, error)
         else:
@@ -393,7 +396,8 @@ class Leadership:
         """Step down if leading, and let go of the election's connection (a standby's)."""
         await self.step_down()
         with contextlib.suppress(*STORE_ERRORS):
-            await asyncio.wait_for(asyncio.to_thread(self.election.close), STEP_DOWN_TIMEOUT)
+            async with asyncio.timeout(STEP_DOWN_TIMEOUT):
+                await asyncio.to_thread(self.election.close)
 
 
 def leadership_for(

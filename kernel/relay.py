@@ -407,8 +407,12 @@ class Relay:
                 if reading is None:
                     if wake is None:
                         return  # caught up
+                    # asyncio.timeout, never wait_for: on Python 3.11 wait_for swallows
+                    # a cancel that comes as a commit's announcement wakes it (CPython
+                    # gh-86296), and the relay, told to stop, went on waiting for commits.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), self.current_poll_interval())
+                        async with asyncio.timeout(self.current_poll_interval()):
+                            await wake.wait()
                     reading = read_after(position)
         finally:
             if reading is not None:
@@ -421,7 +425,8 @@ class Relay:
             await in_flight.room.acquire()
             return
         try:
-            await asyncio.wait_for(in_flight.room.acquire(), self.ack_warning_after)
+            async with asyncio.timeout(self.ack_warning_after):  # not wait_for: see _read_and_send
+                await in_flight.room.acquire()
         except TimeoutError:
             log.warning(
                 "relay %s waits for the broker: %d batches sent, not acknowledged after %g s",
@@ -490,7 +495,8 @@ class Relay:
                 self.recorded = position
                 if self.record_interval > 0 and not in_flight.settled.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(in_flight.settled.wait(), self.record_interval)
+                        async with asyncio.timeout(self.record_interval):
+                            await in_flight.settled.wait()
                 continue
             if in_flight.settled.is_set():
                 return

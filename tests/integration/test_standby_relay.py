@@ -1,7 +1,8 @@
 """Two relays of one log (docs/adr/0029): one leads and publishes, the other waits and takes
 over within 5 s of the leader's `kill -9`; a leader that lost its leadership cannot record
-a position (fencing). Real processes, a real broker, SQLite and PostgreSQL stores, on the
-kernel's own tallies domain.
+a position (fencing); a leader whose lead ends as a commit wakes it still stops. Real
+processes (in-process for that last race), a real broker, SQLite and PostgreSQL stores, on
+the kernel's own tallies domain.
 """
 
 import asyncio
@@ -19,7 +20,9 @@ import pytest
 import sqlalchemy
 
 from devstack.processes import python_module
+from kernel.kafka import stop_producer
 from kernel.leadership import Fenced, Leadership, election_for
+from kernel.relay import Relay
 from tests import processes
 from tests.integration.kafka_reading import read_all, read_topic
 from tests.integration.test_relay import (
@@ -31,9 +34,9 @@ from tests.integration.test_relay import (
 )
 from tests.kernel_example.application import TalliesApplication
 from tests.kernel_example.contracts import TOPIC, registered
-from tests.kernel_example.relay import open_tallies
+from tests.kernel_example.relay import open_tallies, tallies_relay
 from tests.stores import POSTGRES_URL, Store
-from tests.support import wait_for
+from tests.support import wait_for, wait_for_async
 
 PROJECT = Path(__file__).resolve().parents[2]
 TRACKED = f"relay:{TOPIC}"
@@ -207,6 +210,95 @@ def test_a_paused_leader_cannot_record_once_the_standby_leads(kafka, store, tmp_
     assert set(later_copies.values()) == {1}, "the fenced relay published again"
     assert_complete_and_in_order(envelopes_of(records), later)
     assert (leader.popen.returncode, standby.popen.returncode) == (0, 0)
+
+
+class HeldWatch:
+    """A commit watch that announces a commit only when the test calls ``announce``."""
+
+    active = True  # the relay polls at its watched interval: here, never
+
+    def __init__(self) -> None:
+        self.changed: asyncio.Event | None = None
+
+    async def __call__(self, changed: asyncio.Event) -> None:
+        self.changed = changed
+        await asyncio.Event().wait()
+
+    def announce(self) -> None:
+        assert self.changed is not None
+        self.changed.set()
+
+
+STOPS_WITHIN = 10.0
+"""Seconds a relay takes at most to stop publishing (it takes milliseconds)."""
+
+
+async def end_as_a_commit_is_announced(
+    relay: Relay, ending: str, offset: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run the relay until it waits for a commit; then end its lead (``ending``: it is
+    stopped, or it loses its leadership) and announce a commit ``offset`` event-loop
+    iterations apart (the announcement first when negative); check that it stops
+    publishing, then that it stops."""
+    watch = HeldWatch()
+    monkeypatch.setattr(relay, "watch_commits", watch)
+    waits_for_commits = 0
+
+    def poll_interval() -> float:  # called as the relay starts waiting for a commit
+        nonlocal waits_for_commits
+        waits_for_commits += 1
+        return 3600.0
+
+    monkeypatch.setattr(relay, "current_poll_interval", poll_interval)
+    lost = asyncio.Event()
+
+    async def keep() -> None:  # Leadership.keep returns once the leadership is lost
+        await lost.wait()
+
+    assert relay.leadership is not None
+    monkeypatch.setattr(relay.leadership, "keep", keep)
+    stopping = asyncio.Event()
+    running = asyncio.create_task(relay.run(stopping))
+    try:
+        await wait_for_async(lambda: waits_for_commits, message="the relay never went idle")
+        end = stopping.set if ending == "stopped" else lost.set
+        first, second = (end, watch.announce) if offset >= 0 else (watch.announce, end)
+        first()
+        for _ in range(abs(offset)):
+            await asyncio.sleep(0)  # one iteration of the event loop, not a span of time
+        second()
+        await wait_for_async(
+            lambda: not relay.leading,
+            timeout=STOPS_WITHIN,
+            message=f"{ending} {offset:+d} iterations from a commit: still publishing",
+        )
+        stopping.set()
+        done, _ = await asyncio.wait({running}, timeout=STOPS_WITHIN)
+        assert done, f"{ending} {offset:+d} iterations from a commit: the relay did not stop"
+        running.result()
+    finally:
+        running.cancel()
+        await asyncio.wait({running}, timeout=STOPS_WITHIN)
+
+
+@pytest.mark.parametrize("ending", ["stopped", "lost its leadership"])
+async def test_a_leader_stops_publishing_however_close_to_a_commit_its_lead_ends(
+    store, ending: str
+):
+    """A relay waiting for a commit is cancelled as the commit's announcement wakes it:
+    it stops all the same, for each order of the two within a few event-loop iterations
+    (asyncio.wait_for lost that cancellation on Python 3.11, CPython gh-86296, and the
+    relay went on waiting for commits, neither publishing nor standing by)."""
+    settings = relay_settings(store, relay_wake_on_commit=False)
+    app = open_tallies(settings)
+    relay = tallies_relay(app, settings)  # the log is empty: nothing is sent
+    try:
+        for offset in range(-8, 9):
+            with pytest.MonkeyPatch.context() as patched:
+                await end_as_a_commit_is_announced(relay, ending, offset, patched)
+    finally:
+        await stop_producer(relay.producer)
+        app.close()
 
 
 def on_postgres(sql: str, **params: Any) -> list[Any]:

@@ -104,7 +104,8 @@ async def offer(
     try:
         flow.accepted = await open_loop(rate, count, one)
         sending = False
-        await asyncio.wait_for(asyncio.shield(watcher), drain_timeout)
+        async with asyncio.timeout(drain_timeout):
+            await asyncio.shield(watcher)
     except TimeoutError:
         flow.missing = len(pending)
         pending.clear()
@@ -182,7 +183,8 @@ async def raw_hops(bootstrap: str, hops: int, rate: float, count: int) -> list[f
 
     try:
         await open_loop(rate, count, send)
-        await asyncio.wait_for(arrived.wait(), 60)
+        async with asyncio.timeout(60):
+            await arrived.wait()
     finally:
         for task in tasks:
             task.cancel()

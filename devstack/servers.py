@@ -421,8 +421,10 @@ async def list_topics(bootstrap: str, timeout: float = 10.0) -> list[str]:
     """The broker's topic names (a metadata request)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
-        await asyncio.wait_for(admin.start(), timeout)
-        return await asyncio.wait_for(admin.list_topics(), timeout)
+        async with asyncio.timeout(timeout):
+            await admin.start()
+        async with asyncio.timeout(timeout):
+            return await admin.list_topics()
     finally:
         await admin.close()
 

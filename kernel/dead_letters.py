@@ -212,8 +212,10 @@ class DeadLetterTopics:
         )
 
     async def __aenter__(self) -> Self:
-        await asyncio.wait_for(self.admin.start(), self.timeout)
-        await asyncio.wait_for(self.consumer.start(), self.timeout)
+        async with asyncio.timeout(self.timeout):
+            await self.admin.start()
+        async with asyncio.timeout(self.timeout):
+            await self.consumer.start()
         return self
 
     async def __aexit__(self, *_: object) -> None:

@@ -197,7 +197,8 @@ class Health:
 
     async def _checked(self, check: Check) -> str | None:
         try:
-            await asyncio.wait_for(check(), self.settings.check_timeout)
+            async with asyncio.timeout(self.settings.check_timeout):
+                await check()
         except TimeoutError:
             return f"no answer within {self.settings.check_timeout:g} s"
         except Exception as error:  # noqa: BLE001 - whatever it is, the check failed
@@ -208,7 +209,8 @@ class Health:
         try:
             outcome = sampler()
             if inspect.isawaitable(outcome):
-                outcome = await asyncio.wait_for(outcome, self.settings.check_timeout)
+                async with asyncio.timeout(self.settings.check_timeout):
+                    outcome = await outcome
         except Exception as error:  # noqa: BLE001
             return f"{type(error).__name__}: {error}"
         return None if outcome is None else str(outcome)

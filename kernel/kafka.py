@@ -43,7 +43,8 @@ async def ensure_topics(bootstrap: str, topics: dict[str, int], timeout: float =
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
-        await asyncio.wait_for(admin.start(), timeout)
+        async with asyncio.timeout(timeout):
+            await admin.start()
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(name, num_partitions=partitions, replication_factor=1)
@@ -91,7 +92,8 @@ async def stop_producer(producer: AIOKafkaProducer, timeout: float = 5.0) -> Non
     acknowledged, so whoever sent them has not recorded them as published.
     """
     try:
-        await asyncio.wait_for(producer.stop(), timeout)
+        async with asyncio.timeout(timeout):
+            await producer.stop()
     except TimeoutError:
         log.warning("producer stopped with unacknowledged messages; they will be resent")
         # stop() gave up while flushing: its sender would go on retrying (every 100 ms,
@@ -183,7 +185,8 @@ class _Waker:
         if self.generation != generation:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._next), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._next)
 
 
 @dataclass(frozen=True)

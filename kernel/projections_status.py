@@ -42,10 +42,10 @@ async def end_offsets(
         return {}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     try:
-        await asyncio.wait_for(consumer.start(), KAFKA_TIMEOUT)
-        ends: dict[TopicPartition, int] = await asyncio.wait_for(
-            consumer.end_offsets(partitions), KAFKA_TIMEOUT
-        )
+        async with asyncio.timeout(KAFKA_TIMEOUT):
+            await consumer.start()
+        async with asyncio.timeout(KAFKA_TIMEOUT):
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         return ends
     except (KafkaError, OSError, TimeoutError) as error:
         log.warning("no end offsets from %s: %r", bootstrap, error)

@@ -144,7 +144,8 @@ class EndOffsets:
         if self._stopped:
             return None
         try:
-            return await asyncio.wait_for(self._read(partitions), timeout)
+            async with asyncio.timeout(timeout):
+                return await self._read(partitions)
         except (TimeoutError, KafkaError, OSError):
             await self.close()  # connect afresh next time
             return None
@@ -515,7 +516,8 @@ async def _handle_batches(
                     return
                 if continuity.missing:  # nothing may come until it is sent back again
                     with suppress(TimeoutError):
-                        await asyncio.wait_for(something.wait(), REWIND_EVERY)
+                        async with asyncio.timeout(REWIND_EVERY):
+                            await something.wait()
                     await continuity.rewind_due()
                 else:
                     await something.wait()

@@ -77,7 +77,8 @@ class Observer:
         sample = Sample(time.monotonic())
         sample.heads, sample.positions = await asyncio.to_thread(self._store_positions)
         try:
-            sample.ends, sample.committed = await asyncio.wait_for(self._offsets(), KAFKA_TIMEOUT)
+            async with asyncio.timeout(KAFKA_TIMEOUT):
+                sample.ends, sample.committed = await self._offsets()
         except (KafkaError, OSError, TimeoutError) as error:
             log.debug("no offsets: %r", error)
             await self.close()

@@ -225,7 +225,8 @@ async def observe(observer: Observer, samples: list[Sample], stopping: asyncio.E
     while not stopping.is_set():
         samples.append(await observer.sample())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), SAMPLE_INTERVAL)
+            async with asyncio.timeout(SAMPLE_INTERVAL):
+                await stopping.wait()
 
 
 async def supervise(system: System, stopping: asyncio.Event) -> None:
@@ -233,7 +234,8 @@ async def supervise(system: System, stopping: asyncio.Event) -> None:
     while not stopping.is_set():
         system.restart_exited()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), SUPERVISE_INTERVAL)
+            async with asyncio.timeout(SUPERVISE_INTERVAL):
+                await stopping.wait()
 
 
 async def carry_out(system: System, happened: Happened, load_started: float) -> None:

@@ -21,7 +21,9 @@ from pyinstrument.session import Session
 
 T = TypeVar("T")
 
-PROJECT_PACKAGES = ("write_side", "read_side", "projections", "contracts", "devstack", "bench")
+PRODUCT_PACKAGES = ("kernel", "write_side", "read_side", "projections", "contracts", "operations")
+"""What the hot spots are looked for in (the code the processes run)."""
+PROJECT_PACKAGES = (*PRODUCT_PACKAGES, "devstack", "bench")
 _SITE_PACKAGE = re.compile(r"[/\\]site-packages[/\\]([A-Za-z0-9_]+)")
 _STDLIB = sysconfig.get_paths()["stdlib"]
 _IDLE_FUNCTIONS = {"select", "poll", "epoll", "_run_once"}
@@ -107,7 +109,7 @@ def hottest_project_functions(session: Session, top: int = 3) -> list[tuple[str,
             function, _, rest = identifier.partition("\x00")
             path = rest.partition("\x00")[0]
             if function not in ("<module>", "<listcomp>", "<genexpr>", "<lambda>") and any(
-                f"{os.sep}{package}{os.sep}" in path for package in PROJECT_PACKAGES[:4]
+                f"{os.sep}{package}{os.sep}" in path for package in PRODUCT_PACKAGES
             ):
                 spent[f"{Path(path).parent.name}/{Path(path).name}:{function}"] += seconds
                 break

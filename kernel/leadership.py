@@ -297,9 +297,6 @@ class Leadership:
                 self.lease_seconds,
             )
             said_it_waits = True
-            # asyncio.timeout, never wait_for: on Python 3.11 wait_for swallows a cancel
-            # that comes as what it waits for completes (CPython gh-86296), and the task
-            # goes on as if never cancelled; a relay would then not stop.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.lease_seconds):
                     await stopping.wait()
@@ -344,7 +341,7 @@ class Leadership:
                 reason = "its lease ran out before it could confirm it (was it paused?)"
                 break
             try:
-                async with asyncio.timeout(remaining):  # not wait_for: see wait_to_lead
+                async with asyncio.timeout(remaining):
                     confirmed = await asyncio.to_thread(self.election.confirm, epoch)
             except TimeoutError:
                 reason = f"its store did not answer within the lease ({self.lease_seconds:g} s)"

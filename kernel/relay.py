@@ -407,9 +407,7 @@ class Relay:
                 if reading is None:
                     if wake is None:
                         return  # caught up
-                    # asyncio.timeout, never wait_for: on Python 3.11 wait_for swallows
-                    # a cancel that comes as a commit's announcement wakes it (CPython
-                    # gh-86296), and the relay, told to stop, went on waiting for commits.
+                    # Not wait_for: told to stop as a commit woke it, it went on (ADR 35).
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.current_poll_interval()):
                             await wake.wait()
@@ -425,7 +423,7 @@ class Relay:
             await in_flight.room.acquire()
             return
         try:
-            async with asyncio.timeout(self.ack_warning_after):  # not wait_for: see _read_and_send
+            async with asyncio.timeout(self.ack_warning_after):
                 await in_flight.room.acquire()
         except TimeoutError:
             log.warning(

@@ -260,24 +260,27 @@ def command(
     return response
 
 
+def ensure(client: httpx.Client, url: str, body: dict[str, Any]) -> httpx.Response:
+    """POST `body` to `url` as ops; what exists already (409) is left as it is."""
+    return command(client, "POST", url, body, (201, 409), ops())
+
+
 def set_up(client: httpx.Client, consumers: str, kitchen: str, accounting: str) -> None:
     """Consumers, accounts and restaurants; what exists already (409) is left as it is."""
-    body: dict[str, Any]
     for consumer_id, name in CONSUMERS.items():
-        body = {"consumer_id": consumer_id, "name": name}
-        command(client, "POST", f"{consumers}/consumers", body, (201, 409), ops())
+        ensure(client, f"{consumers}/consumers", {"consumer_id": consumer_id, "name": name})
     for consumer_id, reason in DEACTIVATED.items():
         url = f"{consumers}/consumers/{consumer_id}/deactivate"
         command(client, "POST", url, {"reason": reason}, (200, 409), ops())
     for consumer_id, limit in CREDIT_LIMITS.items():
         body = {"consumer_id": consumer_id, "credit_limit_cents": limit}
-        command(client, "POST", f"{accounting}/accounts", body, (201, 409), ops())
+        ensure(client, f"{accounting}/accounts", body)
     for consumer_id, reason in BLOCKED.items():
         url = f"{accounting}/accounts/{consumer_id}/block"
         command(client, "POST", url, {"reason": reason}, (200, 409), ops())
     for restaurant_id, (name, menu) in RESTAURANTS.items():
         body = {"restaurant_id": restaurant_id, "name": name, "menu": menu}
-        response = command(client, "POST", f"{kitchen}/restaurants", body, (201, 409), ops())
+        response = ensure(client, f"{kitchen}/restaurants", body)
         if response.status_code == 409:  # left as a re-run expects it: same menu
             url = f"{kitchen}/restaurants/{restaurant_id}/menu"
             command(client, "PUT", url, {"menu": menu}, headers=restaurant(restaurant_id))
@@ -309,9 +312,9 @@ def consumer_with_credit(
         consumer_id = APPROVED_CONSUMER if n == 1 else f"{APPROVED_CONSUMER}-{n}"
         if n > 1:
             body = {"consumer_id": consumer_id, "name": f"{CONSUMERS[APPROVED_CONSUMER]} {n}"}
-            command(client, "POST", f"{consumers}/consumers", body, (201, 409), ops())
+            ensure(client, f"{consumers}/consumers", body)
             body = {"consumer_id": consumer_id, "credit_limit_cents": CREDIT_LIMITS["cust-ok"]}
-            command(client, "POST", f"{accounting}/accounts", body, (201, 409), ops())
+            ensure(client, f"{accounting}/accounts", body)
         url = f"{accounting}/accounts/{consumer_id}"
         account = command(client, "GET", url, headers=ops()).json()
         if account["credit_limit_cents"] - account["authorized_total_cents"] >= amount_cents:

@@ -352,6 +352,12 @@ def consistency_token(service: str) -> Callable[..., Awaitable[ConsistencyToken 
     return token_of
 
 
+CONSISTENCY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed consistency token, or another service's."},
+    503: {"description": "Not caught up with the consistency token (retry)."},
+}
+"""The answers ``consistency_token`` adds to a route's, for its ``responses=``."""
+
 Limit = Annotated[int, Query(ge=1, le=100)]
 """How many items a page of a list route holds at most."""
 Cursor = Annotated[str | None, Query(description="Opaque: a previous page's next_cursor.")]

@@ -1,5 +1,6 @@
 """Event store configuration: eventsourcing + SQLAlchemy on SQLite or PostgreSQL."""
 
+import random
 import threading
 import time
 import zlib
@@ -46,6 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -237,7 +239,7 @@ class RaceSafeTables:
             # process finds the store in it from the start: readers and the writer do not
             # block each other, and the relay's commit watch finds the -wal file it
             # watches (the library would switch at its first transaction, some time later).
-            self.datastore.init_sqlite_wal_mode()
+            _switch_to_wal(self.datastore)
             with engine.begin() as connection:
                 for table in self.all_tables():
                     connection.execute(CreateTable(table, if_not_exists=True))
@@ -250,6 +252,28 @@ class RaceSafeTables:
                 super().create_table()  # type: ignore[misc]
             finally:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _CREATE_TABLES})
+
+
+WAL_SWITCH_TIMEOUT = 30.0
+"""How long a process keeps trying to put a fresh SQLite store in WAL mode."""
+
+
+def _switch_to_wal(datastore: SQLAlchemyDatastore) -> None:
+    """``PRAGMA journal_mode=WAL``, tried again while another process holds the file's lock.
+
+    Processes opening a fresh file together each take its shared lock and then want the
+    exclusive one: SQLite refuses one of them at once ("database is locked") rather than
+    make it wait for a lock the other would never give up. Once one has switched, the
+    others find the file in WAL mode."""
+    deadline = time.monotonic() + WAL_SWITCH_TIMEOUT
+    while True:
+        try:
+            datastore.init_sqlite_wal_mode()
+            return
+        except OperationalError as error:
+            if "locked" not in str(error.orig) or time.monotonic() > deadline:
+                raise
+        time.sleep(random.uniform(0.005, 0.05))  # apart, so the next try is not a tie too
 
 
 class SnapshotRecorder(RaceSafeTables, CoreReads, SQLAlchemyAggregateRecorder):

@@ -353,7 +353,10 @@ def consistency_token(service: str) -> Callable[..., Awaitable[ConsistencyToken 
 
 
 CONSISTENCY_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Malformed consistency token, or another service's."},
+    400: {
+        "description": "A malformed consistency token, another service's, or a header "
+        "and a query parameter that disagree."
+    },
     503: {"description": "Not caught up with the consistency token (retry)."},
 }
 """The answers ``consistency_token`` adds to a route's, for its ``responses=``."""

@@ -271,7 +271,8 @@ def _switch_to_wal(datastore: SQLAlchemyDatastore) -> None:
             datastore.init_sqlite_wal_mode()
             return
         except OperationalError as error:
-            if "locked" not in str(error.orig) or time.monotonic() > deadline:
+            busy = getattr(error.orig, "sqlite_errorname", None) == "SQLITE_BUSY"
+            if not busy or time.monotonic() > deadline:
                 raise
         time.sleep(random.uniform(0.005, 0.05))  # apart, so the next try is not a tie too
 

@@ -8,7 +8,9 @@ instructions one command costs, whatever else the machine is doing.
 
 import asyncio
 import logging
+import os
 import sys
+import uuid
 from pathlib import Path
 
 import httpx
@@ -18,6 +20,7 @@ from bench.scenarios.write_path import ORDER
 
 CONCURRENT = 32
 WARM_UP = 64
+KEYS = os.environ.get("PROBE_KEYS", "1") == "1"
 
 
 async def place_orders(count: int) -> None:
@@ -32,7 +35,9 @@ async def place_orders(count: int) -> None:
         ) as client:
 
             async def place() -> None:
-                answer = await client.post("/orders", json=ORDER)
+                # A new Idempotency-Key each, as the benchmark's load sends (bench.http).
+                key = {"Idempotency-Key": uuid.uuid4().hex} if KEYS else {}
+                answer = await client.post("/orders", json=ORDER, headers=key)
                 if answer.status_code != 201:
                     raise RuntimeError(f"POST /orders: {answer.status_code} {answer.text}")
 

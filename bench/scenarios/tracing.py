@@ -7,11 +7,13 @@ the same settings, spans exported as OTLP JSON lines to files
 no-ops), every span, every span but SQLAlchemy's, and one order in ten sampled
 (`parentbased_traceidratio`, 0.1).
 
-- Write path: the orders command API (one uvicorn process, SQLite; PostgreSQL too in a
-  full run when it is there), `POST /orders` by closed-loop clients, as in the write_path
-  scenario; the variants take turns, each a fresh process, five rounds, each round
-  started by the next variant; each one's median round is reported. Ratios to off:
-  commands/s, and commands per CPU-second of the API process.
+- Write path: the orders command API (uvicorn, SQLite; PostgreSQL too in a full run when
+  it is there), `POST /orders` by closed-loop clients, as in the write_path scenario, in
+  pairs: a fresh process with tracing off beside a fresh one with it on, each with half
+  the clients, at the same time (this machine's speed moves by 10-20 % between two runs;
+  the two sides of a pair share the moment). Five pairs for each way tracing is on, the
+  ways taking turns; the median pair is reported, and every pair's ratios in a note.
+  Ratios to off: commands/s, and commands per CPU-second of the API process.
 - Write path, in instructions: the orders API's app in one process (`bench.api_probe`,
   SQLite), POST /orders run under callgrind (`bench.instructions`): the instructions one
   command costs in each variant. Unlike seconds and CPU time, they do not move with what
@@ -29,7 +31,7 @@ import contextlib
 import dataclasses
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -70,25 +72,54 @@ def tracing_env(variant: str, work: os.PathLike[str] | str) -> dict[str, str]:
 
 @dataclasses.dataclass(frozen=True)
 class ApiRun:
-    """One measured round of the orders API: throughput, and its process's CPU time per
-    command (from /proc: what tracing adds, whatever else shares the machine)."""
+    """One measured side of a round: the orders API's throughput, and its process's CPU
+    time per command (from /proc: what tracing adds, whatever else shares the machine)."""
 
     run: write_path.Run
     cpu_ms_per_command: float
 
 
-def api_round(env: dict[str, str], work: Path, clients: int, seconds: float) -> ApiRun:
-    """A fresh orders API process: a warm-up third, then ``seconds`` measured, its CPU
-    time read from /proc around the measured part."""
-    port = free_port()
-    with stack.System(env, work) as system:
-        process = system.start(
-            processes.api("orders-api", "write_side.orders.api:create_app", port, env, work)
-        )
-        url = f"http://127.0.0.1:{port}"
-        system.wait_healthy(url, timeout=60)
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """A round: tracing off and one way on, measured side by side at the same moment."""
 
-        async def measured() -> tuple[LoadRun, float]:
+    off: ApiRun
+    on: ApiRun
+
+    @property
+    def throughput_ratio(self) -> float:
+        return self.on.run.per_second / self.off.run.per_second
+
+    @property
+    def cpu_ratio(self) -> float:
+        """CPU per command off ÷ on: the share of the work left when tracing is on."""
+        return self.off.cpu_ms_per_command / self.on.cpu_ms_per_command
+
+
+def api_pair(
+    off_env: dict[str, str], on_env: dict[str, str], work: Path, clients: int, seconds: float
+) -> Pair:
+    """Two fresh orders API processes, tracing off and on, each driven by ``clients``
+    closed-loop clients at the same time: a warm-up third, then ``seconds`` measured,
+    each process's CPU time read from /proc around the measured part.
+
+    Side by side rather than one after the other: this machine's speed moves by 10-20 %
+    from one run to the next (runs of the same set-up, one after the other, used 1.6 to
+    2.6 ms of CPU per command), and both sides of a pair see the same moment."""
+    ports = free_port(), free_port()
+    with stack.System(on_env, work) as system:
+        sides = [
+            system.start(
+                processes.api(
+                    f"orders-api-{side}", "write_side.orders.api:create_app", port, env, work
+                )
+            )
+            for side, port, env in zip(("off", "on"), ports, (off_env, on_env), strict=True)
+        ]
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        system.wait_healthy(*urls, timeout=60)
+
+        async def load(url: str, duration: float) -> LoadRun:
             async with bench_http.client(url, connections=clients) as http:
 
                 async def place(i: int) -> bool:
@@ -97,19 +128,65 @@ def api_round(env: dict[str, str], work: Path, clients: int, seconds: float) -> 
                     )
                     return answer is not None
 
-                await closed_loop(clients, seconds / 3, place)
-                before = process.cpu_seconds() or 0.0
-                run = await closed_loop(clients, seconds, place)
-                return run, (process.cpu_seconds() or 0.0) - before
+                return await closed_loop(clients, duration, place)
 
-        load, used = asyncio.run(measured())
-    if load.errors:
-        raise RuntimeError(f"POST /orders failed {load.errors} times; see {work}/orders-api.log")
-    commands = len(load.latencies)
-    return ApiRun(
-        write_path.Run(commands, load.duration, load.latencies),
-        used / max(commands, 1) * 1000,
-    )
+        async def measured() -> tuple[list[LoadRun], list[float]]:
+            await asyncio.gather(*(load(url, seconds / 3) for url in urls))
+            before = [process.cpu_seconds() or 0.0 for process in sides]
+            runs = await asyncio.gather(*(load(url, seconds) for url in urls))
+            used = [(p.cpu_seconds() or 0.0) - b for p, b in zip(sides, before, strict=True)]
+            return list(runs), used
+
+        loads, used = asyncio.run(measured())
+    measured_sides = []
+    for side, load_run, cpu in zip(("off", "on"), loads, used, strict=True):
+        if load_run.errors:
+            raise RuntimeError(
+                f"POST /orders failed {load_run.errors} times; see {work}/orders-api-{side}.log"
+            )
+        commands = len(load_run.latencies)
+        measured_sides.append(
+            ApiRun(
+                write_path.Run(commands, load_run.duration, load_run.latencies),
+                cpu / max(commands, 1) * 1000,
+            )
+        )
+    return Pair(*measured_sides)
+
+
+def median_pair(pairs: list[Pair], ratio: Callable[[Pair], float]) -> Pair:
+    """The pair whose ``ratio`` is the median (the upper one of an even count)."""
+    return sorted(pairs, key=ratio)[len(pairs) // 2]
+
+
+def write_path_pairs(
+    context: BenchContext, url: str, schemas: tuple[str, str] | None, rounds: int, seconds: float
+) -> dict[str, list[Pair]]:
+    """``rounds`` pairs (off beside on) for each way tracing is on, the ways taking turns."""
+    clients = 4 if context.quick else write_path.CLIENTS // 2
+    traced = [variant for variant in VARIANTS if variant != OFF]
+    pairs: dict[str, list[Pair]] = {variant: [] for variant in traced}
+
+    def env(variant: str, schema: str | None) -> dict[str, str]:
+        return {
+            "ORDERS_DATABASE_URL": url.format(uuid.uuid4().hex[:8]),
+            **({"ORDERS_DATABASE_SCHEMA": schema} if schema else {}),
+            **tracing_env(variant, context.work_dir),
+        }
+
+    off_schema, on_schema = schemas or (None, None)
+    for round_number in range(rounds):
+        for variant in turns(traced, round_number):
+            pairs[variant].append(
+                api_pair(
+                    env(OFF, off_schema),
+                    env(variant, on_schema),
+                    context.work_dir,
+                    clients,
+                    seconds,
+                )
+            )
+    return pairs
 
 
 def turns(variants: list[str], round_number: int) -> list[str]:
@@ -117,30 +194,6 @@ def turns(variants: list[str], round_number: int) -> list[str]:
     no variant is always the first (or the last) on the machine."""
     start = round_number % len(variants)
     return variants[start:] + variants[:start]
-
-
-def write_path_rounds(
-    context: BenchContext, url: str, schema: str | None, rounds: int, seconds: float
-) -> dict[str, ApiRun]:
-    """Each variant's median round, the variants taking turns (by throughput; the CPU
-    per command is that of the median round by CPU)."""
-    clients = 8 if context.quick else write_path.CLIENTS
-    runs: dict[str, list[ApiRun]] = {variant: [] for variant in VARIANTS}
-    for round_number in range(rounds):
-        for variant in turns(list(VARIANTS), round_number):
-            env = {
-                "ORDERS_DATABASE_URL": url.format(uuid.uuid4().hex[:8]),
-                **({"ORDERS_DATABASE_SCHEMA": schema} if schema else {}),
-                **tracing_env(variant, context.work_dir),
-            }
-            runs[variant].append(api_round(env, context.work_dir, clients, seconds))
-
-    def median(side: list[ApiRun]) -> ApiRun:
-        throughput = write_path._median([r.run for r in side])
-        cpu = sorted(r.cpu_ms_per_command for r in side)[len(side) // 2]
-        return ApiRun(throughput, cpu)
-
-    return {variant: median(side) for variant, side in runs.items()}
 
 
 @contextlib.contextmanager
@@ -212,41 +265,54 @@ def run(context: BenchContext) -> ScenarioResult:
     targets_rows: list[tuple[str, ...]] = []
     traced = [variant for variant in VARIANTS if variant != OFF]
 
-    stores: list[tuple[str, str, str | None]] = [
+    stores: list[tuple[str, str, tuple[str, str] | None]] = [
         ("SQLite", f"sqlite:///{context.work_dir}/tracing_{{}}.db", None)
     ]
     with contextlib.ExitStack() as cleanup:
         if not context.quick and stack.postgres_available(context.postgres_url):
-            schema = cleanup.enter_context(stack.postgres_schema(context.postgres_url))
-            stores.append(("PostgreSQL", context.postgres_url, schema))
-        for store, url, schema_name in stores:
-            rounds_of = write_path_rounds(context, url, schema_name, rounds, seconds)
-            off = rounds_of[OFF]
+            schemas = tuple(
+                cleanup.enter_context(stack.postgres_schema(context.postgres_url))
+                for _ in ("off", "on")
+            )
+            stores.append(("PostgreSQL", context.postgres_url, (schemas[0], schemas[1])))
+        for store, url, store_schemas in stores:
+            pairs_of = write_path_pairs(context, url, store_schemas, rounds, seconds)
             for variant in traced:
-                on = rounds_of[variant]
+                pairs = pairs_of[variant]
+                by_throughput = median_pair(pairs, lambda pair: pair.throughput_ratio)
+                by_cpu = median_pair(pairs, lambda pair: pair.cpu_ratio)
                 throughput = Measurement(
-                    f"POST /orders commands/s, tracing: {variant}, {store}",
-                    on.run.per_second,
+                    f"POST /orders commands/s, tracing: {variant}, {store} "
+                    "(the median of the pairs)",
+                    by_throughput.on.run.per_second,
                     "commands/s",
-                    "tracing off (OTEL_SDK_DISABLED=true)",
-                    off.run.per_second,
-                    on.run.p50,
-                    on.run.p95,
-                    on.run.p99,
+                    "tracing off (OTEL_SDK_DISABLED=true), beside it",
+                    by_throughput.off.run.per_second,
+                    by_throughput.on.run.p50,
+                    by_throughput.on.run.p95,
+                    by_throughput.on.run.p99,
                 )
                 per_cpu = Measurement(
                     f"POST /orders commands per CPU-second of the API process, "
-                    f"tracing: {variant}, {store}",
-                    1000 / on.cpu_ms_per_command,
+                    f"tracing: {variant}, {store} (the median of the pairs)",
+                    1000 / by_cpu.on.cpu_ms_per_command,
                     "commands/CPU-s",
-                    "tracing off",
-                    1000 / off.cpu_ms_per_command,
+                    "tracing off, beside it",
+                    1000 / by_cpu.off.cpu_ms_per_command,
                 )
                 result.measurements += [throughput, per_cpu]
                 targets_rows += [
                     _target_row(f"write path, commands/s, {variant}, {store}", throughput.ratio),
                     _target_row(f"write path, CPU per command, {variant}, {store}", per_cpu.ratio),
                 ]
+                result.notes.append(
+                    f"Write path, {store}, tracing {variant}: on ÷ off in each of the "
+                    f"{len(pairs)} pairs, commands/s "
+                    + ", ".join(f"{pair.throughput_ratio:.2f}" for pair in pairs)
+                    + "; CPU per command (off ÷ on) "
+                    + ", ".join(f"{pair.cpu_ratio:.2f}" for pair in pairs)
+                    + "."
+                )
 
     if context.quick or not instructions.available():
         result.notes.append(

@@ -1,6 +1,8 @@
-"""The tracing benchmark's rounds: no variant always runs first on the machine."""
+"""The tracing benchmark's rounds: no variant always runs first on the machine; pairs
+of processes, off beside on, give its ratios."""
 
-from bench.scenarios.tracing import VARIANTS, turns
+from bench.scenarios.tracing import VARIANTS, ApiRun, Pair, median_pair, turns
+from bench.scenarios.write_path import Run
 
 
 def test_each_round_starts_with_the_next_variant_and_runs_every_variant_once() -> None:
@@ -11,3 +13,20 @@ def test_each_round_starts_with_the_next_variant_and_runs_every_variant_once() -
     assert [order[0] for order in rounds] == [*variants, variants[0]]
     assert all(sorted(order) == sorted(variants) for order in rounds)
     assert rounds[1] == [*variants[1:], variants[0]]
+
+
+def _side(per_second: float, cpu_ms: float) -> ApiRun:
+    return ApiRun(Run(int(per_second), 1.0, [0.01]), cpu_ms)
+
+
+def test_a_pair_compares_its_sides_and_the_median_pair_is_reported() -> None:
+    pairs = [
+        Pair(off=_side(500, 2.0), on=_side(400, 2.5)),  # 0.80 both ways
+        Pair(off=_side(500, 2.0), on=_side(450, 2.2)),  # 0.90, 0.91
+        Pair(off=_side(500, 2.0), on=_side(475, 2.1)),  # 0.95, 0.95
+    ]
+
+    assert [round(pair.throughput_ratio, 2) for pair in pairs] == [0.8, 0.9, 0.95]
+    assert [round(pair.cpu_ratio, 2) for pair in pairs] == [0.8, 0.91, 0.95]
+    assert median_pair(list(reversed(pairs)), lambda pair: pair.throughput_ratio) is pairs[1]
+    assert median_pair(pairs[:2], lambda pair: pair.cpu_ratio) is pairs[1]

@@ -1,14 +1,14 @@
 """`python -m bench.api_probe AUTH_DIR N`: POST /orders N times to the orders command API's
 app in this one process (httpx's ASGI transport: no server, no network), 32 at a time,
-after the same warm-up every time; its settings from the environment, as the API's.
+each with a new `Idempotency-Key` as the benchmark's load sends, after the same warm-up
+every time; its settings from the environment, as the API's.
 
 What `bench.instructions` runs under callgrind: two runs that differ only in N give the
-instructions one command costs, whatever else the machine is doing.
+instructions one command costs.
 """
 
 import asyncio
 import logging
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -20,7 +20,6 @@ from bench.scenarios.write_path import ORDER
 
 CONCURRENT = 32
 WARM_UP = 64
-KEYS = os.environ.get("PROBE_KEYS", "1") == "1"
 
 
 async def place_orders(count: int) -> None:
@@ -36,7 +35,7 @@ async def place_orders(count: int) -> None:
 
             async def place() -> None:
                 # A new Idempotency-Key each, as the benchmark's load sends (bench.http).
-                key = {"Idempotency-Key": uuid.uuid4().hex} if KEYS else {}
+                key = {"Idempotency-Key": uuid.uuid4().hex}
                 answer = await client.post("/orders", json=ORDER, headers=key)
                 if answer.status_code != 201:
                     raise RuntimeError(f"POST /orders: {answer.status_code} {answer.text}")

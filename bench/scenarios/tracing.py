@@ -16,9 +16,11 @@ no-ops), every span, every span but SQLAlchemy's, one order in ten sampled
   Ratios to off: commands/s, and commands per CPU-second of the API process.
 - Write path, in instructions: the orders API's app in one process (`bench.api_probe`,
   SQLite), POST /orders run under callgrind (`bench.instructions`): the instructions one
-  command costs in each variant. Unlike seconds and CPU time, they do not move with what
-  else the machine does; the ratio off / on is the share of the work left when tracing
-  is on. Needs valgrind (skipped without it, and in a quick run).
+  command costs in each variant; the ratio off / on is the share of the work left when
+  tracing is on. Not a steady measure: two copies of one set-up side by side agree within
+  0.1 %, but tracing off counted 4.2 M in one full run and 4.7 M in another (the group
+  commit's batch sizes follow thread timing under callgrind; docs/observability.md).
+  Needs valgrind (skipped without it, and in a quick run).
 - Saga: the whole system (14 processes, SQLite stores), its capacity searched as in the
   saga scenario (`bench.scenarios.saga`), once per variant. Ratios to off: the
   knees (highest rate passed; coarse: the search's steps), and the orders approved per

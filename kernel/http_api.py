@@ -59,6 +59,8 @@ def create_api(
     app = FastAPIOffline(**{"telemetry": tracing.fastapi_telemetry(), **fastapi})
     install_problem_handlers(app)
     app.add_middleware(RequestGuard, limits=limits or RequestLimits())
+    if tracing.traces_requests():  # outermost: the guard's answers carry the trace too
+        app.add_middleware(tracing.UnsampledRequests)
     document_problems(app, statuses or (lambda path, method, operation: ()), documents)
     return app
 

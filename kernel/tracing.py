@@ -23,14 +23,30 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry import trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +63,7 @@ tracer = trace.get_tracer("kernel")
 
 _enabled = False
 _configured: str | None = None
+_provider: "TracerProvider | None" = None
 
 
 def enabled() -> bool:
@@ -77,7 +94,7 @@ def configure_tracing(process: str, env: Mapping[str, str] | None = None) -> boo
     producer. Client spans with no parent (a relay's poll, a group commit's insert, an
     idle consumer's reads) are not sampled: they would each be a trace of one span.
     """
-    global _enabled, _configured
+    global _configured
     if _configured is not None:
         return _enabled
     env = os.environ if env is None else env
@@ -86,7 +103,7 @@ def configure_tracing(process: str, env: Mapping[str, str] | None = None) -> boo
     if not names:
         return False
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+    from opentelemetry.sdk.trace import SpanLimits
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
     exporters: list[SpanExporter] = []
@@ -112,17 +129,40 @@ def configure_tracing(process: str, env: Mapping[str, str] | None = None) -> boo
         return False
     attributes = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: process}
     max_links = int(env.get("OTEL_SPAN_LINK_COUNT_LIMIT") or DEFAULT_MAX_LINKS)
-    provider = TracerProvider(
+    provider = new_provider(
+        _sampler_from_env(),
         resource=Resource.create(attributes),
-        sampler=NoOrphanClientSpans(_sampler_from_env()),
         span_limits=SpanLimits(max_links=max_links),
     )
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    use_provider(provider)
     _instrument_libraries()
-    _enabled = True
     return True
+
+
+def new_provider(
+    configured: Sampler, resource: Any = None, span_limits: Any = None
+) -> "TracerProvider":
+    """A tracer provider whose sampler is ``configured`` (``OTEL_TRACES_SAMPLER``), except
+    that client spans with no parent are dropped (``NoOrphanClientSpans``), and whose ids
+    let an API sample a request before FastAPI's telemetry (``RequestTraceIds``)."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    return TracerProvider(
+        sampler=NoOrphanClientSpans(configured),
+        resource=resource,
+        span_limits=span_limits,
+        id_generator=RequestTraceIds(),
+    )
+
+
+def use_provider(provider: "TracerProvider") -> None:
+    """Record spans with ``provider`` (``configure_tracing``'s; a test's own)."""
+    global _enabled, _provider
+    _provider = provider
+    _enabled = True
 
 
 def _sampler_from_env() -> Any:
@@ -168,28 +208,116 @@ def instrument_engine(engine: Any) -> None:
 _UNTRACED_PATHS = frozenset({"/health", "/metrics", "/livez", "/readyz"})
 
 
-def _untraced(scope: Any) -> bool:
-    return scope.get("path") in _UNTRACED_PATHS
+def traces_requests() -> bool:
+    """Whether an API's requests are traced (FastAPI's telemetry is on)."""
+    return _instrumentation_on("fastapi")
 
 
 def fastapi_telemetry() -> dict[str, Any]:
     """FastAPI's own telemetry settings (``FastAPI(telemetry=...)``): FastAPI traces each
-    request itself once a tracer provider is set (joining a caller's ``traceparent``).
-    One server span a request: no span per dependency, endpoint and serialization, no
-    metrics or log records of its own, health probes left out; nothing when tracing is
-    off or ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names ``fastapi``.
+    request itself (joining a caller's ``traceparent``). One server span a request: no
+    span per dependency, endpoint and serialization, no metrics or log records of its
+    own; health probes and requests not sampled left out (``_not_traced``); nothing when
+    tracing is off or ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names ``fastapi``.
 
     FastAPI's rather than opentelemetry-instrumentation-fastapi: the contrib ASGI
     middleware cost the orders API about a third more CPU per command whether the request
     was sampled or not (attributes collected, routes walked), FastAPI's a few per cent
     (docs/adr/0032)."""
     return {
-        "tracing": _instrumentation_on("fastapi"),
+        "tracing": traces_requests(),
+        "tracer_provider": _provider,
         "operation_spans": False,
         "metrics": False,
         "logs": False,
-        "exclude": _untraced,
+        "exclude": _not_traced,
     }
+
+
+# Head sampling: an API decides whether a request is sampled before FastAPI's telemetry.
+
+_UNSAMPLED = "kernel.unsampled_trace_context"
+"""The scope's key for the context of a request not sampled (``_not_traced`` sets it)."""
+_drawn_trace_id: ContextVar[int] = ContextVar("drawn_trace_id", default=0)
+
+
+class RequestTraceIds(RandomIdGenerator):
+    """The SDK's random ids, except that a request's server span gets the trace id its
+    head sampling drew (``_not_traced``): the sampler decides on the same id both times."""
+
+    def generate_trace_id(self) -> int:
+        drawn = _drawn_trace_id.get()
+        if drawn:
+            _drawn_trace_id.set(0)
+            return drawn
+        return super().generate_trace_id()
+
+    def draw_trace_id(self) -> int:
+        """A new trace id for a request's span (``generate_trace_id`` gives it next)."""
+        trace_id = super().generate_trace_id()
+        _drawn_trace_id.set(trace_id)
+        return trace_id
+
+
+def _not_traced(scope: Scope) -> bool:
+    """FastAPI's ``exclude``: health probes and metrics, and requests not sampled.
+
+    FastAPI's telemetry does its work for every request it does not exclude, sampled or
+    not (attributes, a span, send and receive wrapped). So the provider's sampler
+    decides here, first, as it will for FastAPI's span: with the request's
+    ``traceparent`` as the parent, or with no parent and the trace id the span will get
+    (``RequestTraceIds``); but without the span's attributes. A request not sampled is
+    excluded, and ``UnsampledRequests`` makes current instead the non-recording span the
+    SDK would have made: the events its commands save carry its trace id with the
+    sampled flag off, so no service downstream samples the order either."""
+    if scope.get("path") in _UNTRACED_PATHS:
+        return True
+    provider = _provider
+    if provider is None or scope["type"] != "http":
+        return False
+    parent = propagate.extract(Headers(scope=scope))
+    parent_span = trace.get_current_span(parent).get_span_context()
+    ids = provider.id_generator
+    if parent_span.is_valid:
+        trace_id, random = parent_span.trace_id, parent_span.trace_flags.random_trace_id
+    elif isinstance(ids, RequestTraceIds):
+        trace_id, random = ids.draw_trace_id(), ids.is_trace_id_random()
+    else:  # another provider's ids: the span's will differ, so let FastAPI's span decide
+        return False
+    decision = provider.sampler.should_sample(
+        parent, trace_id, scope.get("method", "HTTP"), SpanKind.SERVER
+    )
+    if decision.decision.is_recording():
+        return False
+    _drawn_trace_id.set(0)
+    unsampled = SpanContext(
+        trace_id,
+        ids.generate_span_id(),
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.RANDOM_TRACE_ID if random else TraceFlags.DEFAULT),
+        trace_state=decision.trace_state,
+    )
+    scope[_UNSAMPLED] = trace.set_span_in_context(NonRecordingSpan(unsampled), parent)
+    return True
+
+
+class UnsampledRequests:
+    """ASGI middleware: a request ``_not_traced`` did not sample is handled with its
+    non-recording span current (its trace id, the sampled flag off)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        unsampled = scope.get(_UNSAMPLED)
+        if unsampled is None:
+            await self.app(scope, receive, send)
+            return
+        token = context.attach(unsampled)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            context.detach(token)
 
 
 def shutdown() -> None:

@@ -120,7 +120,9 @@ async def test_a_callers_traceparent_decides_and_its_trace_goes_on(traced_api, c
     app = traced_api(ParentBased(ALWAYS_OFF))
     http = client(app)
 
-    sampled = (await http.post("/things", headers={"traceparent": f"00-{TRACE}-{PARENT}-01"})).json()
+    sampled = (
+        await http.post("/things", headers={"traceparent": f"00-{TRACE}-{PARENT}-01"})
+    ).json()
     trace_id, span_id, flags = parse(sampled["trace"]["traceparent"])
     [span] = server_spans(app).values()
     assert (trace_id, flags, sampled["observed"]) == (int(TRACE, 16), "01", True)
@@ -128,7 +130,9 @@ async def test_a_callers_traceparent_decides_and_its_trace_goes_on(traced_api, c
     assert span.parent is not None and span.parent.span_id == int(PARENT, 16)
 
     other = "0af7651916cd43dd8448eb211c80319c"
-    unsampled = (await http.post("/things", headers={"traceparent": f"00-{other}-{PARENT}-00"})).json()
+    unsampled = (
+        await http.post("/things", headers={"traceparent": f"00-{other}-{PARENT}-00"})
+    ).json()
     trace_id, span_id, flags = parse(unsampled["trace"]["traceparent"])
     assert (trace_id, flags, unsampled["observed"]) == (int(other, 16), "00", False)
     assert span_id != int(PARENT, 16)  # a span of its own, not recorded

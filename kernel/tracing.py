@@ -10,6 +10,9 @@ the events (docs/observability.md, docs/adr/0032).
   messages' contexts, and each message in a span of its own whose parent is the
   message's context (``message_span``): so the events a reaction saves carry that
   span's context, and the order's trace goes on, service after service.
+- An API decides whether a request is sampled before FastAPI's telemetry runs
+  (``_not_traced``): a request not sampled costs it almost nothing, and its events still
+  carry its trace id with the sampled flag off, so the order is sampled nowhere.
 
 Configuration is the standard ``OTEL_*`` environment (``OTEL_SDK_DISABLED``,
 ``OTEL_SERVICE_NAME``, ``OTEL_TRACES_EXPORTER``, ``OTEL_EXPORTER_OTLP_ENDPOINT``,

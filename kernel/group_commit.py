@@ -79,6 +79,7 @@ from eventsourcing.persistence import (
 from kernel import metrics
 from kernel.errors import ApplicationClosed, DomainError, NotFound
 from kernel.store import IdempotencyClaim, IdempotencyConflict, InboxConflict
+from kernel.tracing import outside_traces
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -504,10 +505,15 @@ class GroupCommit:
         with self._mutex:
             self._refuse_if_closed()
             if not self._threads:
+                # They serve every command and belong to no trace (kernel.tracing).
                 self._threads = [
-                    threading.Thread(target=self._write, name="group-commit-writer", daemon=True),
                     threading.Thread(
-                        target=self._commit_batches, name="group-commit-committer", daemon=True
+                        target=outside_traces(self._write), name="group-commit-writer", daemon=True
+                    ),
+                    threading.Thread(
+                        target=outside_traces(self._commit_batches),
+                        name="group-commit-committer",
+                        daemon=True,
                     ),
                 ]
                 for thread in self._threads:

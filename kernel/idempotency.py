@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kernel.group_commit import claiming
 from kernel.problems import PROBLEM_MEDIA_TYPE, problem
 from kernel.store import IdempotencyClaim, IdempotencyRecord, SchemaProcessRecorder
+from kernel.tracing import outside_traces
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,9 @@ class AnswerKeeper:
     def __init__(self, recorder: SchemaProcessRecorder):
         self.recorder = recorder
         self._queue: SimpleQueue[tuple[str, int, str, bytes] | None] = SimpleQueue()
-        self._thread = threading.Thread(target=self._write, name="answer-keeper", daemon=True)
+        self._thread = threading.Thread(
+            target=outside_traces(self._write), name="answer-keeper", daemon=True
+        )
         self._thread.start()
 
     def keep(self, key: str, status: int, content_type: str, body: bytes) -> None:

@@ -24,14 +24,15 @@ and sets nothing up: a process nobody configured pays nothing.
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import (
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -206,6 +208,20 @@ def instrument_engine(engine: Any) -> None:
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
     SQLAlchemyInstrumentor().instrument(engine=engine)
+
+
+def outside_traces(target: Callable[[], R]) -> Callable[[], R]:
+    """``target`` (a thread's) with the instrumentations switched off: for a thread that
+    serves many commands and so belongs to no trace (the group commit's, the answer
+    keeper's). Its statements' spans would be orphans, which the sampler drops, but
+    SQLAlchemy's instrumentation would still do most of its work for each statement
+    (about 2 % of a command's instructions in the orders API)."""
+
+    def run() -> R:
+        with suppress_instrumentation():
+            return target()
+
+    return run
 
 
 _UNTRACED_PATHS = frozenset({"/health", "/metrics", "/livez", "/readyz"})

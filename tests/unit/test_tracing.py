@@ -10,18 +10,21 @@ global provider is left alone: other tests see tracing off).
 import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
+from sqlalchemy import event
 
 from kernel import metrics, tracing
 from kernel.logs import configure_logging, message_fields, use_json
@@ -32,6 +35,7 @@ from kernel.relay import contract_messages
 from kernel.store import event_store_env
 from tests.kernel_example import contracts as contract
 from tests.kernel_example.application import TalliesApplication
+from tests.kernel_example.domain import Tally
 from tests.kernel_example.relay import to_contract
 
 
@@ -316,3 +320,25 @@ def test_a_sagas_end_is_logged_and_counted_once_its_step_is_committed(spans, app
     )
     if metrics.enabled():
         assert REGISTRY.get_sample_value("cqrs_sagas_ended_total", labels) == before + 2
+
+
+def test_the_group_commits_threads_belong_to_no_trace_and_run_uninstrumented(app):
+    """The group commit's threads serve every command, so their statements' spans would
+    be orphans the sampler drops: SQLAlchemy's instrumentation is switched off there, and
+    only there, rather than doing its work for each statement for nothing."""
+    seen: list[tuple[str, bool]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append((threading.current_thread().name, is_instrumentation_enabled()))
+
+    engine = app.recorder.datastore.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        app.start_tally("t-threads")
+        assert app.repository.get(Tally.create_id("t-threads")) is not None
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    in_group_commit = [enabled for name, enabled in seen if name.startswith("group-commit")]
+    elsewhere = [enabled for name, enabled in seen if not name.startswith("group-commit")]
+    assert in_group_commit and not any(in_group_commit)
+    assert elsewhere and all(elsewhere)

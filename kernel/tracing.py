@@ -50,7 +50,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -148,7 +149,9 @@ def configure_tracing(process: str, env: Mapping[str, str] | None = None) -> boo
 
 
 def new_provider(
-    configured: Sampler, resource: Any = None, span_limits: Any = None
+    configured: Sampler,
+    resource: "Resource | None" = None,
+    span_limits: "SpanLimits | None" = None,
 ) -> "TracerProvider":
     """A tracer provider whose sampler is ``configured`` (``OTEL_TRACES_SAMPLER``), except
     that client spans with no parent are dropped (``NoOrphanClientSpans``), and whose ids

@@ -18,7 +18,7 @@ no-ops), every span, every span but SQLAlchemy's, one order in ten sampled
   SQLite), POST /orders run under callgrind (`bench.instructions`): the instructions one
   command costs in each variant; the ratio off / on is the share of the work left when
   tracing is on. Not a steady measure: two copies of one set-up side by side agree within
-  0.1 %, but tracing off counted 4.2 M in one full run and 4.7 M in another (the group
+  0.1 %, but tracing off counted 3.4 M in one full run and 4.7 M in another (the group
   commit's batch sizes follow thread timing under callgrind; docs/observability.md).
   Needs valgrind (skipped without it, and in a quick run).
 - Saga: the whole system (14 processes, SQLite stores), its capacity searched as in the

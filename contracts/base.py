@@ -5,18 +5,36 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 
-class ContractEvent(BaseModel):
-    """Base class of every integration event's payload (the envelope's ``data``).
+class ContractModel(BaseModel):
+    """Base class of every model in a contract: an event's payload, or a value inside one.
 
-    Subclasses set ``name`` (stable, ``<service>.<EventName>``) and ``version``
-    (``major.minor``). Unknown fields are ignored so a consumer keeps working when a
-    producer adds an optional field (a minor version). The rules: contracts/README.md.
+    Unknown fields are ignored so a consumer keeps working when a producer adds an
+    optional field (a minor version). The rules: contracts/README.md.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
+
+class ContractEvent(ContractModel):
+    """Base class of every integration event's payload (the envelope's ``data``).
+
+    An event names itself in its class statement: ``class CardAuthorized(ContractEvent,
+    name="accounting.CardAuthorized", version="1.0")``, a stable ``name``
+    (``<service>.<EventName>``) and a ``version`` (``major.minor``). A class without them
+    only holds fields its subclasses share (``contracts.orders.OrderEvent``).
+    """
+
     name: ClassVar[str]
     version: ClassVar[str]
+
+    def __init_subclass__(
+        cls, name: str | None = None, version: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if (name is None) != (version is None):
+            raise TypeError(f"{cls.__qualname__}: give a contract event a name and a version")
+        if name is not None and version is not None:
+            cls.name, cls.version = name, version
 
     @classmethod
     def major(cls) -> int:

@@ -20,37 +20,25 @@ from contracts.base import ContractEvent, Conversion
 TOPIC = "tallies"
 
 
-class TallyStarted(ContractEvent):
-    name = "tallies.TallyStarted"
-    version = "2.0"
-
+class TallyStarted(ContractEvent, name="tallies.TallyStarted", version="2.0"):
     tally_id: str
     tally_name: str
     unit: str
 
 
-class TallyStartedV1(ContractEvent):
+class TallyStartedV1(ContractEvent, name="tallies.TallyStarted", version="1.0"):
     """Superseded by v2 (name and unit apart)."""
-
-    name = "tallies.TallyStarted"
-    version = "1.0"
 
     tally_id: str
     label: str = Field(description="The name, then the unit in brackets.")
 
 
-class TallyAdded(ContractEvent):
-    name = "tallies.TallyAdded"
-    version = "1.0"
-
+class TallyAdded(ContractEvent, name="tallies.TallyAdded", version="1.0"):
     tally_id: str
     amount: int = Field(gt=0)
 
 
-class TallyClosed(ContractEvent):
-    name = "tallies.TallyClosed"
-    version = "1.0"
-
+class TallyClosed(ContractEvent, name="tallies.TallyClosed", version="1.0"):
     tally_id: str
     reason: str
 

@@ -3,27 +3,19 @@
 from pydantic import Field
 
 from contracts.base import ContractEvent
-from contracts.orders import OrderId
+from contracts.orders import OrderEvent
 
 TOPIC = "accounting"
 
 
-class CardAuthorized(ContractEvent):
-    name = "accounting.CardAuthorized"
-    version = "1.0"
-
-    order_id: OrderId
+class CardAuthorized(OrderEvent, name="accounting.CardAuthorized", version="1.0"):
     consumer_id: str
     amount_cents: int = Field(gt=0)
 
 
-class CardAuthorizationFailed(ContractEvent):
+class CardAuthorizationFailed(OrderEvent, name="accounting.CardAuthorizationFailed", version="1.0"):
     """The card was refused (blocked, over the credit limit, no account)."""
 
-    name = "accounting.CardAuthorizationFailed"
-    version = "1.0"
-
-    order_id: OrderId
     consumer_id: str
     reason: str
 

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from contracts.base import ContractEvent, Conversion
+from contracts.base import ContractEvent, ContractModel, Conversion
 
 TOPIC = "orders"
 
@@ -17,21 +17,15 @@ OrderId = Annotated[
 ]
 
 
-class LineItem(ContractEvent):
-    name = "orders.LineItem"
-    version = "1.0"
-
+class LineItem(ContractModel):
     menu_item_id: str
     quantity: int = Field(gt=0)
     unit_price_cents: int = Field(gt=0)
 
 
-class DeliveryAddress(ContractEvent):
+class DeliveryAddress(ContractModel):
     """Where the order goes. Only the street is sure to be there: orders placed before
     addresses were structured (OrderCreated v1) carry their whole free text in it."""
-
-    name = "orders.DeliveryAddress"
-    version = "1.0"
 
     street: str = Field(
         min_length=1, description="Street and number; the whole address for v1 orders."
@@ -48,11 +42,24 @@ class DeliveryAddress(ContractEvent):
         return ", ".join(part for part in (self.street, place, self.country) if part)
 
 
-class OrderCreated(ContractEvent):
-    name = "orders.OrderCreated"
-    version = "2.0"
+class OrderEvent(ContractEvent):
+    """An event of the createOrder saga, whichever service publishes it: each is about
+    one order."""
 
     order_id: OrderId
+
+
+class OrderPassedOn(OrderEvent):
+    """An event that passes the order on to the saga's next step: who orders what from
+    which restaurant, for how much."""
+
+    consumer_id: str
+    restaurant_id: str
+    line_items: list[LineItem] = Field(min_length=1)
+    total_cents: int = Field(gt=0)
+
+
+class OrderCreated(OrderEvent, name="orders.OrderCreated", version="2.0"):
     customer_id: str
     restaurant_id: str
     delivery_address: DeliveryAddress
@@ -60,13 +67,9 @@ class OrderCreated(ContractEvent):
     total_cents: int = Field(gt=0)
 
 
-class OrderCreatedV1(ContractEvent):
+class OrderCreatedV1(OrderEvent, name="orders.OrderCreated", version="1.0"):
     """Superseded by v2 (structured address). Kept so v1 messages stay readable."""
 
-    name = "orders.OrderCreated"
-    version = "1.0"
-
-    order_id: OrderId
     customer_id: str
     restaurant_id: str
     delivery_address: str
@@ -74,27 +77,16 @@ class OrderCreatedV1(ContractEvent):
     total_cents: int = Field(gt=0)
 
 
-class OrderApproved(ContractEvent):
-    name = "orders.OrderApproved"
-    version = "1.0"
-
-    order_id: OrderId
+class OrderApproved(OrderEvent, name="orders.OrderApproved", version="1.0"):
+    pass
 
 
-class OrderRejected(ContractEvent):
-    name = "orders.OrderRejected"
-    version = "1.0"
-
-    order_id: OrderId
+class OrderRejected(OrderEvent, name="orders.OrderRejected", version="1.0"):
     reason: str
     failed_step: str = Field(description="consumers, kitchen or accounting")
 
 
-class OrderCancelled(ContractEvent):
-    name = "orders.OrderCancelled"
-    version = "1.0"
-
-    order_id: OrderId
+class OrderCancelled(OrderEvent, name="orders.OrderCancelled", version="1.0"):
     reason: str
 
 

@@ -278,18 +278,43 @@ def new_projection(root: Path, domain_name: str, projection: str) -> Changes:
 
 
 def contract_fields(root: Path, source: str, event: str) -> dict[str, str]:
-    """The fields (name → annotation) of ``contracts/<source>.py``'s ``event``."""
+    """The fields (name → annotation) of ``contracts/<source>.py``'s ``event``, those of
+    its base classes first, as pydantic orders them."""
     path = root / "contracts" / f"{source}.py"
     if not path.is_file():
         raise ScaffoldError(f"no service {source!r} (contracts/{source}.py is missing)")
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.ClassDef) and node.name == event:
-            return {
-                item.target.id: ast.unparse(item.annotation)
-                for item in node.body
-                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
-            }
-    raise ScaffoldError(f"contracts/{source}.py has no event {event!r}")
+    fields = _class_fields(root, source, event)
+    if fields is None:
+        raise ScaffoldError(f"contracts/{source}.py has no event {event!r}")
+    return fields
+
+
+def _class_fields(root: Path, module: str, name: str) -> dict[str, str] | None:
+    """The fields of class ``name`` in ``contracts/<module>.py`` (None: no such class),
+    following its bases into the ``contracts`` modules they are imported from."""
+    path = root / "contracts" / f"{module}.py"
+    if not path.is_file():
+        return None
+    tree = ast.parse(path.read_text())
+    imported = {
+        alias.asname or alias.name: (node.module.removeprefix("contracts."), alias.name)
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("contracts.")
+        for alias in node.names
+    }
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            fields: dict[str, str] = {}
+            for base in node.bases:
+                if isinstance(base, ast.Name):
+                    fields |= _class_fields(root, *imported.get(base.id, (module, base.id))) or {}
+            for item in node.body:
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    annotation = ast.unparse(item.annotation)
+                    if not annotation.startswith("ClassVar"):
+                        fields[item.target.id] = annotation
+            return fields
+    return None
 
 
 def new_reaction(root: Path, domain_name: str, on: str) -> Changes:

@@ -258,3 +258,24 @@ def test_a_piece_goes_to_its_place_found_without_a_marker(
 def test_a_place_that_is_not_there_is_an_error() -> None:
     with pytest.raises(changes.ScaffoldError, match="m.py: no Other"):
         changes.inserted(SOURCE, changes.Insertion("m.py", "x", changes.Place("end-of", "Other")))
+
+
+def test_a_contracts_fields_include_those_of_its_base_classes(tmp_path: Path) -> None:
+    """`new-reaction` reads an event's fields from the source, in pydantic's order: base
+    classes first, followed into the contracts modules they are imported from."""
+    (tmp_path / "contracts").mkdir()
+    (tmp_path / "contracts" / "base.py").write_text((REPO_ROOT / "contracts/base.py").read_text())
+    (tmp_path / "contracts" / "parcels.py").write_text(
+        "from contracts.base import ContractEvent\n\n\n"
+        "class ParcelEvent(ContractEvent):\n    parcel_id: str\n    weight_kg: float\n"
+    )
+    (tmp_path / "contracts" / "invoices.py").write_text(
+        "from contracts.parcels import ParcelEvent as Parcel\n\n\n"
+        'class InvoiceSent(Parcel, name="invoices.InvoiceSent", version="1.0"):\n'
+        "    total_cents: int\n    weight_kg: int\n"
+    )
+
+    fields = generate.contract_fields(tmp_path, "invoices", "InvoiceSent")
+
+    assert fields == {"parcel_id": "str", "weight_kg": "int", "total_cents": "int"}
+    assert list(fields) == ["parcel_id", "weight_kg", "total_cents"]

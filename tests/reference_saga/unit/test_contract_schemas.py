@@ -13,6 +13,8 @@ from contracts import orders, registry
 from contracts.base import ContractEvent
 from contracts.schemas import LOCK_FILE, SchemaDirectory, check, generate, schema_of
 from devstack.cli import main
+from devstack.servers import REPO_ROOT
+from scaffold.generate import contract_fields
 
 BASE_FIELDS: dict[str, Any] = {
     "order_id": (str, ...),
@@ -281,3 +283,12 @@ def test_generate_into_an_empty_directory_writes_every_committed_version(
     assert generated.lock().keys() == committed.lock().keys()
     assert check(generated) == []
     assert "wrote" in capsys.readouterr().out
+
+
+def test_the_scaffold_reads_each_contracts_fields_as_its_model_has_them() -> None:
+    """`cqrs new-reaction --on <service>.<Event>` reads the fields from the source, where
+    most come from a base class (``OrderEvent``, ``OrderPassedOn``)."""
+    for model in registry.ALL_EVENTS:
+        source = model.__module__.removeprefix("contracts.")
+        fields = contract_fields(REPO_ROOT, source, model.__name__)
+        assert list(fields) == list(model.model_fields), model.type()

@@ -243,11 +243,11 @@ class OrderCreatedWithoutTotal(orders_contract.OrderCreated):
         return dumped
 
 
-class TicketCreatedWithTextTotal(orders_contract.ContractEvent):
+class TicketCreatedWithTextTotal(
+    orders_contract.ContractEvent, name="kitchen.TicketCreated", version="1.0"
+):
     """A producer's mistake: kitchen.TicketCreated 1.0 with total_cents as text."""
 
-    name = "kitchen.TicketCreated"
-    version = "1.0"
     order_id: str
     consumer_id: str
     restaurant_id: str

@@ -21,7 +21,7 @@ class ContractEvent(ContractModel):
     An event names itself in its class statement: ``class CardAuthorized(ContractEvent,
     name="accounting.CardAuthorized", version="1.0")``, a stable ``name``
     (``<service>.<EventName>``) and a ``version`` (``major.minor``). A class without them
-    only holds fields its subclasses share (``contracts.orders.OrderEvent``).
+    only holds fields its subclasses share (say, the id every event of a saga carries).
     """
 
     name: ClassVar[str]

@@ -1,15 +1,19 @@
-"""Finds the scenarios: every module in `bench/scenarios/` with a `run(context)` function.
+"""Finds the scenarios: every module in `bench/scenarios/` with a `run(context)` function
+(an ``async def run`` runs in an event loop of its own).
 
 Adding a scenario is adding a module there; nothing else is edited. Its name on the
 command line is the module's name with ``-`` or ``_`` (``write_path``, ``write-path``);
 the first line of its docstring describes it in ``--list``. Scenarios run in name order.
 """
 
+import asyncio
 import importlib
+import inspect
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from bench import scenarios
 from bench.scenario import BenchContext, ScenarioResult
@@ -32,7 +36,15 @@ def _scenario(module: ModuleType) -> Scenario | None:
         return None
     name = module.__name__.rsplit(".", 1)[1]
     description = (module.__doc__ or name).strip().splitlines()[0]
+    if inspect.iscoroutinefunction(run):
+        run = _in_event_loop(run)
     return Scenario(name, description, run)
+
+
+def _in_event_loop(
+    run: Callable[[BenchContext], Coroutine[Any, Any, ScenarioResult]],
+) -> Callable[[BenchContext], ScenarioResult]:
+    return lambda context: asyncio.run(run(context))
 
 
 def discover(package: ModuleType = scenarios) -> list[Scenario]:

@@ -1,9 +1,10 @@
 """What a benchmark scenario returns, and what it is given.
 
 A scenario is a module in ``bench/scenarios/`` with a function
-``run(context: BenchContext) -> ScenarioResult``. It measures the project's path and a
-raw baseline (the same work done with the bare library or driver) in the same run, so
-the report can show ratios: absolute numbers mean little on a noisy 2-core machine.
+``run(context: BenchContext) -> ScenarioResult`` (or an ``async def run``). It measures
+the project's path and a raw baseline (the same work done with the bare library or
+driver) in the same run, so the report can show ratios: absolute numbers mean little on
+a noisy 2-core machine.
 """
 
 from collections.abc import Sequence

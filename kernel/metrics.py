@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from prometheus_client import (
@@ -35,6 +36,11 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 SAGA_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 
+# The kinds of metric, each named cqrs_* (``NAMESPACE``).
+_counter = partial(Counter, namespace=NAMESPACE)
+_gauge = partial(Gauge, namespace=NAMESPACE)
+_histogram = partial(Histogram, namespace=NAMESPACE)
+
 
 def enabled() -> bool:
     """``METRICS_ENABLED`` (default true): read once per process."""
@@ -49,109 +55,94 @@ _ENABLED = _env_enabled()
 
 # ---------------------------------------------------------------------------- HTTP
 
-HTTP_REQUESTS = Counter(
+HTTP_REQUESTS = _counter(
     "http_requests",
     "HTTP requests answered, by route template and status.",
     ["app", "method", "route", "status"],
-    namespace=NAMESPACE,
 )
-HTTP_DURATION = Histogram(
+HTTP_DURATION = _histogram(
     "http_request_duration_seconds",
     "Seconds from a request's head to its answer's last byte, by route template.",
     ["app", "method", "route"],
-    namespace=NAMESPACE,
     buckets=LATENCY_BUCKETS,
 )
 
 # ------------------------------------------------------------------- write side
 
-COMMANDS = Counter(
+COMMANDS = _counter(
     "commands",
     "Commands run, by outcome: ok, rejected (a domain error or not found: 4xx), "
     "conflict (another writer), error (anything else).",
     ["service", "outcome"],
-    namespace=NAMESPACE,
 )
-GROUP_COMMIT_BATCH = Histogram(
+GROUP_COMMIT_BATCH = _histogram(
     "group_commit_batch_size",
     "Commands (with their events) committed in one transaction by the group commit.",
     ["service"],
-    namespace=NAMESPACE,
     buckets=BATCH_BUCKETS,
 )
 
 # ------------------------------------------------------------------------ relay
 
-RELAY_PUBLISHED = Counter(
+RELAY_PUBLISHED = _counter(
     "relay_published_events",
     "Store notifications the broker acknowledged (their position passed): the publish rate.",
     ["topic"],
-    namespace=NAMESPACE,
 )
-RELAY_LAG_EVENTS = Gauge(
+RELAY_LAG_EVENTS = _gauge(
     "relay_lag_events",
     "Notifications in the store after the last one acknowledged (leader only).",
     ["topic"],
-    namespace=NAMESPACE,
 )
-RELAY_LAG_SECONDS = Gauge(
+RELAY_LAG_SECONDS = _gauge(
     "relay_lag_seconds",
     "Seconds between the store's newest event and the last one acknowledged (leader only).",
     ["topic"],
-    namespace=NAMESPACE,
 )
-RELAY_LEADER = Gauge(
+RELAY_LEADER = _gauge(
     "relay_leader",
     "1 while this relay leads (publishes), 0 while it stands by.",
     ["topic"],
-    namespace=NAMESPACE,
 )
 
 # -------------------------------------------------------------------- consumers
 
-CONSUMER_LAG = Gauge(
+CONSUMER_LAG = _gauge(
     "consumer_lag_messages",
     "Messages on the partition after the last one this worker handled.",
     ["group", "topic", "partition"],
-    namespace=NAMESPACE,
 )
-REACTIONS = Counter(
+REACTIONS = _counter(
     "reactions",
     "Messages a saga worker handled, by outcome: done, dead-lettered, rerun (a conflict), "
     "retried (an infrastructure error: the batch runs again).",
     ["consumer", "outcome"],
-    namespace=NAMESPACE,
 )
-PROJECTION_WRITES = Counter(
+PROJECTION_WRITES = _counter(
     "projection_writes",
     "Read-model documents written by outcome: written, rejected (dead-lettered event), "
     "conflict (the batch was applied again), retried (an infrastructure error).",
     ["projection", "outcome"],
-    namespace=NAMESPACE,
 )
-DEAD_LETTERS = Counter(
+DEAD_LETTERS = _counter(
     "dead_letters",
     "Messages sent to a dead-letter topic, by consumer, source topic and reason kind.",
     ["consumer", "topic", "kind"],
-    namespace=NAMESPACE,
 )
-SAGAS_STARTED = Counter(
+SAGAS_STARTED = _counter(
     "sagas_started",
     "Sagas that began (their first command was committed), by saga.",
     ["saga"],
-    namespace=NAMESPACE,
 )
-SAGAS_ENDED = Counter(
+SAGAS_ENDED = _counter(
     "sagas_ended",
     "Sagas that ended, by saga and outcome.",
     ["saga", "outcome"],
-    namespace=NAMESPACE,
 )
-SAGA_DURATION = Histogram(
+SAGA_DURATION = _histogram(
     "saga_duration_seconds",
     "Seconds from a saga's first event to its end, by saga and outcome.",
     ["saga", "outcome"],
-    namespace=NAMESPACE,
     buckets=SAGA_BUCKETS,
 )
 
@@ -168,16 +159,14 @@ class _HealthGauges:
 
     def __call__(self) -> tuple[Gauge, Gauge]:
         if self._gauges is None:
-            ready = Gauge(
+            ready = _gauge(
                 "ready",
                 "1 while the relay or worker is ready (connected to what it needs, lag "
                 "under its threshold).",
-                namespace=NAMESPACE,
             )
-            lag = Gauge(
+            lag = _gauge(
                 "event_loop_lag_seconds",
                 "How late the event loop's last heartbeat ran (a blocked loop makes it grow).",
-                namespace=NAMESPACE,
             )
             self._gauges = (ready, lag)
         return self._gauges

@@ -366,6 +366,20 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(description="Opaque: a previous page's next_cursor.")]
 """Where a page of a list route starts: the previous page's ``next_cursor``."""
 
+Position = TypeVar("Position")
+
+
+def page_start(cursor: str | None, decode: Callable[[str], Position]) -> Position | None:
+    """Where the page a list route was given ``cursor`` for starts: None for the first
+    page (no cursor, or an empty one), else ``decode(cursor)``; a ``400`` when that
+    raises ``ValueError`` (a malformed cursor)."""
+    if not cursor:
+        return None
+    try:
+        return decode(cursor)
+    except ValueError:
+        raise HTTPException(400, "invalid cursor") from None
+
 
 def read_model_routes(
     projection: str,

@@ -31,6 +31,7 @@ from kernel.read_models import (
     ReadModelDocument,
     aware,
     empty_list_if_null,
+    page_start,
     read_model_routes,
 )
 
@@ -201,12 +202,7 @@ async def list_tickets(
 ) -> TicketPage:
     # A restaurant lists its own tickets only.
     restaurant_id = caller.own_only(restaurant_id, f"the tickets of restaurant {restaurant_id}")
-    after: TicketCursor | None = None
-    if cursor:  # an empty cursor is the first page, as a missing one
-        try:
-            after = TicketCursor.decode(cursor)
-        except InvalidCursor:
-            raise HTTPException(400, "invalid cursor") from None
+    after = page_start(cursor, TicketCursor.decode)
     page, following = await tickets.newest_first(
         restaurant_id=restaurant_id, status=status, after=after, limit=limit
     )

@@ -51,6 +51,7 @@ state comes from four logs).
 """
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
@@ -73,6 +74,7 @@ from kernel.read_models import (
     ReadModelDocument,
     consistency_token,
     empty_list_if_null,
+    page_start,
     read_model_routes,
 )
 
@@ -365,46 +367,61 @@ Orders = Annotated[OrdersReadModel, Depends(_read_model)]
 Token = Annotated[ConsistencyToken | None, Depends(consistency_token(SERVICE))]
 
 
+def _created_position(cursor: str) -> int:
+    """The created_position an orders cursor names; ``ValueError`` if it names none."""
+    if not _CURSOR.fullmatch(cursor) or int(cursor) >= 2**63:
+        raise ValueError(cursor)
+    return int(cursor)
+
+
 async def _visible_order(
     order_id: UUID,
     response: Response,
-    read_model: OrdersReadModel,
-    token: ConsistencyToken | None,
+    read_model: Orders,
+    token: Token,
+    caller: CustomerOrRestaurantOrOps,
 ) -> Order:
-    """The order (404 if not visible yet), with the staleness headers set."""
+    """The order (404 if not visible yet, 403 if not the caller's), with the staleness
+    headers set."""
     staleness = await read_model.caught_up(token)
     order = await read_model.get(str(order_id))
     headers = staleness.headers(datetime.now(UTC))
     if order is None:
         raise HTTPException(404, f"order {order_id} not found", headers=headers)
     response.headers.update(headers)
+    caller.authorize(
+        f"order {order_id}", customer=order.customer_id, restaurant=order.restaurant_id
+    )
     return order
 
 
-async def _order_page(
-    response: Response,
-    read_model: OrdersReadModel,
-    token: ConsistencyToken | None,
-    *,
-    customer_id: str | None,
-    status: OrderStatus | None,
-    limit: int,
-    cursor: str | None,
-) -> OrderPage:
-    """One page of the orders list (``GET /orders`` and a consumer's orders)."""
-    before: int | None = None
-    if cursor:  # an empty cursor is the first page, as a missing one
-        if not _CURSOR.fullmatch(cursor) or int(cursor) >= 2**63:
-            raise HTTPException(400, "invalid cursor")
-        before = int(cursor)
-    staleness = await read_model.caught_up(token)
-    # One more than asked tells whether another page follows.
-    orders = await read_model.newest_first(
-        customer_id=customer_id, status=status, before=before, limit=limit + 1
-    )
-    page, more = orders[:limit], len(orders) > limit
-    response.headers.update(staleness.headers(datetime.now(UTC)))
-    return OrderPage(items=page, next_cursor=str(page[-1].created_position) if more else None)
+VisibleOrder = Annotated[Order, Depends(_visible_order)]
+"""The order of the route's ``order_id`` (a dependency)."""
+
+
+@dataclass
+class OrderList:
+    """What both lists of orders take besides whose orders (a dependency): the read
+    model, the consistency token, the status filter and the page asked for."""
+
+    response: Response
+    read_model: Orders
+    token: Token
+    status: OrderStatus | None = None
+    limit: Limit = 20
+    cursor: Cursor = None
+
+    async def page(self, customer_id: str | None) -> OrderPage:
+        """The page of ``customer_id``'s orders (None: everyone's)."""
+        before = page_start(self.cursor, _created_position)
+        staleness = await self.read_model.caught_up(self.token)
+        # One more than asked tells whether another page follows.
+        orders = await self.read_model.newest_first(
+            customer_id=customer_id, status=self.status, before=before, limit=self.limit + 1
+        )
+        page, more = orders[: self.limit], len(orders) > self.limit
+        self.response.headers.update(staleness.headers(datetime.now(UTC)))
+        return OrderPage(items=page, next_cursor=str(page[-1].created_position) if more else None)
 
 
 @router.get(
@@ -414,17 +431,7 @@ async def _order_page(
     description="The order as the projection last applied it." + _SAGA_DOC + _CONSISTENCY_DOC,
     responses={**_RESPONSES, **_NOT_FOUND},
 )
-async def get_order(
-    order_id: UUID,
-    response: Response,
-    read_model: Orders,
-    token: Token,
-    caller: CustomerOrRestaurantOrOps,
-) -> Order:
-    order = await _visible_order(order_id, response, read_model, token)
-    caller.authorize(
-        f"order {order_id}", customer=order.customer_id, restaurant=order.restaurant_id
-    )
+async def get_order(order: VisibleOrder) -> Order:
     return order
 
 
@@ -435,17 +442,7 @@ async def get_order(
     description="Only the order's saga state and timeline." + _SAGA_DOC + _CONSISTENCY_DOC,
     responses={**_RESPONSES, **_NOT_FOUND},
 )
-async def get_order_timeline(
-    order_id: UUID,
-    response: Response,
-    read_model: Orders,
-    token: Token,
-    caller: CustomerOrRestaurantOrOps,
-) -> OrderTimeline:
-    order = await _visible_order(order_id, response, read_model, token)
-    caller.authorize(
-        f"order {order_id}", customer=order.customer_id, restaurant=order.restaurant_id
-    )
+async def get_order_timeline(order: VisibleOrder) -> OrderTimeline:
     return OrderTimeline(order_id=order.order_id, saga=order.saga, timeline=order.timeline)
 
 
@@ -459,26 +456,13 @@ async def get_order_timeline(
     responses=_RESPONSES,
 )
 async def list_orders(
-    response: Response,
-    read_model: Orders,
-    token: Token,
+    orders: Annotated[OrderList, Depends()],
     caller: CustomerOrOps,
     customer_id: Annotated[str | None, Query(min_length=1)] = None,
-    status: OrderStatus | None = None,
-    limit: Limit = 20,
-    cursor: Cursor = None,
 ) -> OrderPage:
     # A customer lists their own orders only.
     customer_id = caller.own_only(customer_id, f"the orders of customer {customer_id}")
-    return await _order_page(
-        response,
-        read_model,
-        token,
-        customer_id=customer_id,
-        status=status,
-        limit=limit,
-        cursor=cursor,
-    )
+    return await orders.page(customer_id)
 
 
 @router.get(
@@ -492,24 +476,11 @@ async def list_orders(
 )
 async def list_consumer_orders(
     consumer_id: Annotated[str, Path(min_length=1)],
-    response: Response,
-    read_model: Orders,
-    token: Token,
+    orders: Annotated[OrderList, Depends()],
     caller: CustomerOrOps,
-    status: OrderStatus | None = None,
-    limit: Limit = 20,
-    cursor: Cursor = None,
 ) -> OrderPage:
     caller.authorize(f"the orders of consumer {consumer_id}", customer=consumer_id)
-    return await _order_page(
-        response,
-        read_model,
-        token,
-        customer_id=consumer_id,
-        status=status,
-        limit=limit,
-        cursor=cursor,
-    )
+    return await orders.page(consumer_id)
 
 
 @router.get(

@@ -153,7 +153,7 @@ async def measure_store(
     return latencies
 
 
-async def _run(context: BenchContext) -> ScenarioResult:
+async def run(context: BenchContext) -> ScenarioResult:
     result = ScenarioResult("End to end: command accepted → visible in the query API")
     loads = [(10, 1.0)] if context.quick else [(50, 10.0), (200, 6.0)]
     # A quick run skips PostgreSQL: one system started, not two.
@@ -172,7 +172,3 @@ async def _run(context: BenchContext) -> ScenarioResult:
         )
     )
     return result
-
-
-def run(context: BenchContext) -> ScenarioResult:
-    return asyncio.run(_run(context))

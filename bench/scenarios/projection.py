@@ -290,7 +290,7 @@ async def _until(
         await asyncio.sleep(interval)
 
 
-async def _run(context: BenchContext) -> ScenarioResult:
+async def run(context: BenchContext) -> ScenarioResult:
     orders, rounds = (100, 1) if context.quick else (1500, 3)
     envelopes = order_events(orders)
     batches = consumed_batches(envelopes)
@@ -386,7 +386,3 @@ async def _run(context: BenchContext) -> ScenarioResult:
         )
     )
     return result
-
-
-def run(context: BenchContext) -> ScenarioResult:
-    return asyncio.run(_run(context))

@@ -10,7 +10,6 @@ headers, validation into response models, JSON over HTTP), and the load generato
 shares the 2 cores with it.
 """
 
-import asyncio
 import contextlib
 import random
 import uuid
@@ -128,7 +127,7 @@ async def measure(
     return runs, profiling.summary(profiling.load(profile))
 
 
-async def _run(context: BenchContext) -> ScenarioResult:
+async def run(context: BenchContext) -> ScenarioResult:
     orders, seconds = (60, 1.0) if context.quick else (1000, 6.0)
     database = f"bench_{uuid.uuid4().hex[:8]}"
     client: Client = AsyncMongoClient(context.mongo_url)
@@ -169,7 +168,3 @@ async def _run(context: BenchContext) -> ScenarioResult:
         )
     result.notes.append(f"Profile of the query API process (a separate, shorter run): {profile}")
     return result
-
-
-def run(context: BenchContext) -> ScenarioResult:
-    return asyncio.run(_run(context))

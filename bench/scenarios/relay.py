@@ -188,7 +188,7 @@ async def measure_store(
     )
 
 
-async def _run(context: BenchContext) -> ScenarioResult:
+async def run(context: BenchContext) -> ScenarioResult:
     events, rounds = (60, 1) if context.quick else (3000, 3)
     result = ScenarioResult("Relay: event store → broker")
     progress: dict[str, Progress] = {}
@@ -215,7 +215,3 @@ async def _run(context: BenchContext) -> ScenarioResult:
         )
     )
     return result
-
-
-def run(context: BenchContext) -> ScenarioResult:
-    return asyncio.run(_run(context))

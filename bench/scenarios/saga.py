@@ -597,7 +597,7 @@ def chart(path: Path, runs: list[SearchRun]) -> Path:
     )
 
 
-async def _run(context: BenchContext) -> ScenarioResult:
+async def run(context: BenchContext) -> ScenarioResult:
     plan = QUICK if context.quick else FULL
     result = ScenarioResult("Saga: capacity, order placed → APPROVED")
     load_before = os.getloadavg()
@@ -695,7 +695,3 @@ async def _run(context: BenchContext) -> ScenarioResult:
     ]
     result.charts.append(chart(context.image_dir / "saga-capacity.png", runs))
     return result
-
-
-def run(context: BenchContext) -> ScenarioResult:
-    return asyncio.run(_run(context))

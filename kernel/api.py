@@ -22,9 +22,11 @@ from kernel.application import ServiceApplication
 from kernel.auth import (
     Caller,
     InvalidToken,
+    Principal,
     TokenVerifier,
     check_every_route_guarded,
     install_auth,
+    requires,
 )
 from kernel.errors import ApplicationClosed, DomainError, NotFound
 from kernel.http_api import create_api
@@ -38,6 +40,24 @@ Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
 """A business id (consumer, restaurant, menu item) in a request body."""
 IdInPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 """The same, in a URL path."""
+
+
+def owner_in_path(parameter: str, role: str, what: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller, if they hold ``role`` and are the owner whose id is the
+    path's ``parameter``, or ops; else 403 ("<what> <id> is not yours"). For routes
+    whose resource is named in the path: ``Annotated[Principal,
+    Depends(owner_in_path("restaurant_id", RESTAURANT, "restaurant"))]``."""
+
+    async def path_owner(
+        owner: Annotated[
+            str, Path(alias=parameter, min_length=1, max_length=64, pattern=ID_PATTERN)
+        ],
+        caller: Annotated[Principal, Depends(requires(role))],
+    ) -> Principal:
+        caller.authorize(f"{what} {owner}", **{role: owner})
+        return caller
+
+    return path_owner
 
 
 class Strict(BaseModel):
@@ -161,9 +181,10 @@ async def _verified_subject(app: Starlette, headers: Headers) -> str | None:
 
 
 def command_api(
-    title: str, service: str, open_application: Callable[[], App]
+    service: str, open_application: Callable[[], App]
 ) -> tuple[FastAPI, Callable[[Request], Awaitable[App]]]:
-    """A command service's FastAPI app and the dependency that gives its Application.
+    """The FastAPI app of ``service``'s command API (its title: "<Service> command API")
+    and the dependency that gives its Application.
 
     The Application is opened once at start-up (``app.state.<service>``) and closed
     at shutdown; domain errors map to HTTP as above; ``GET /health`` answers, to anyone.
@@ -191,7 +212,7 @@ def command_api(
         caller=_verified_subject,
     )
     api = create_api(
-        title=title,
+        title="".join(word.capitalize() for word in service.split("_")) + " command API",
         version="1",
         lifespan=lifespan,
         statuses=command_statuses,

@@ -56,7 +56,6 @@ class TallyOut(BaseModel):
 def create_app(settings: TalliesSettings | None = None) -> FastAPI:
     settings = settings or TalliesSettings()
     api, tallies = command_api(
-        "Tallies command API",
         "tallies",
         lambda: open_application(
             TalliesApplication, settings.tallies_database_url, settings.tallies_database_schema

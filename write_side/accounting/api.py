@@ -5,8 +5,8 @@ from typing import Annotated
 from fastapi import Depends, FastAPI
 from pydantic import Field
 
-from kernel.api import FromAggregate, Id, IdInPath, Strict, command_api
-from kernel.auth import CustomerOrOps, OpsOnly, Principal
+from kernel.api import FromAggregate, Id, IdInPath, Strict, command_api, owner_in_path
+from kernel.auth import CUSTOMER, OpsOnly, Principal
 from write_side.accounting.application import AccountingApplication
 from write_side.accounting.bootstrap import build_application
 from write_side.accounting.domain import Account
@@ -35,21 +35,13 @@ class AccountOut(FromAggregate):
     version: int
 
 
-async def account_owner(consumer_id: IdInPath, caller: CustomerOrOps) -> Principal:
-    """The consumer whose account is named in the path, or ops."""
-    caller.authorize(f"account {consumer_id}", customer=consumer_id)
-    return caller
-
-
-ItsConsumerOrOps = Annotated[Principal, Depends(account_owner)]
+ItsConsumerOrOps = Annotated[Principal, Depends(owner_in_path("consumer_id", CUSTOMER, "account"))]
+"""The consumer whose account is named in the path, or ops."""
 
 
 def create_app(settings: AccountingSettings | None = None) -> FastAPI:
     settings = settings or AccountingSettings()
-
-    api, accounting = command_api(
-        "Accounting command API", "accounting", lambda: build_application(settings)
-    )
+    api, accounting = command_api("accounting", lambda: build_application(settings))
 
     Accounting = Annotated[AccountingApplication, Depends(accounting)]
 

@@ -92,6 +92,8 @@ class Authorization(Aggregate):
 
     It is created once, authorized or failed, and never changes: a second
     authorization of the same order collides with the first on creation.
+    Either creation event gives ``__init__`` the fields it names (eventsourcing does):
+    a ``reason`` is what makes it failed.
     """
 
     class Authorized(Aggregate.Created):
@@ -99,29 +101,23 @@ class Authorization(Aggregate):
         consumer_id: str
         amount_cents: int
 
-        def apply(self, aggregate: "Authorization") -> None:
-            aggregate.authorized = True
-            aggregate.amount_cents = self.amount_cents
-
     class Failed(Aggregate.Created):
         order_id: str
         consumer_id: str
         reason: str
 
-        def apply(self, aggregate: "Authorization") -> None:
-            aggregate.authorized = False
-            aggregate.reason = self.reason
-
     @staticmethod
     def create_id(order_id: str) -> UUID:
         return UUID(order_id)
 
-    def __init__(self, order_id: str, consumer_id: str) -> None:
+    def __init__(
+        self, order_id: str, consumer_id: str, amount_cents: int = 0, reason: str | None = None
+    ) -> None:
         self.order_id = order_id
         self.consumer_id = consumer_id
-        self.authorized: bool = False
-        self.amount_cents: int = 0
-        self.reason: str | None = None
+        self.authorized = reason is None
+        self.amount_cents = amount_cents
+        self.reason = reason
 
     @classmethod
     def succeeded(cls, order_id: str, consumer_id: str, amount_cents: int) -> "Authorization":

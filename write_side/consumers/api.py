@@ -5,8 +5,8 @@ from typing import Annotated
 from fastapi import Depends, FastAPI
 from pydantic import Field
 
-from kernel.api import FromAggregate, Id, IdInPath, Strict, command_api
-from kernel.auth import CustomerOrOps, OpsOnly, Principal
+from kernel.api import FromAggregate, Id, IdInPath, Strict, command_api, owner_in_path
+from kernel.auth import CUSTOMER, CustomerOrOps, OpsOnly, Principal
 from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.bootstrap import build_application
 from write_side.consumers.domain import Consumer
@@ -34,21 +34,13 @@ class ConsumerOut(FromAggregate):
     version: int
 
 
-async def the_consumer(consumer_id: IdInPath, caller: CustomerOrOps) -> Principal:
-    """The consumer named in the path themselves, or ops."""
-    caller.authorize(f"consumer {consumer_id}", customer=consumer_id)
-    return caller
-
-
-ThemselvesOrOps = Annotated[Principal, Depends(the_consumer)]
+ThemselvesOrOps = Annotated[Principal, Depends(owner_in_path("consumer_id", CUSTOMER, "consumer"))]
+"""The consumer named in the path themselves, or ops."""
 
 
 def create_app(settings: ConsumersSettings | None = None) -> FastAPI:
     settings = settings or ConsumersSettings()
-
-    api, consumers = command_api(
-        "Consumers command API", "consumers", lambda: build_application(settings)
-    )
+    api, consumers = command_api("consumers", lambda: build_application(settings))
 
     Consumers = Annotated[ConsumersApplication, Depends(consumers)]
 

@@ -68,6 +68,8 @@ class Verification(Aggregate):
 
     It is created once, verified or failed, and never changes: a second verification
     of the same order collides with the first on creation.
+    Either creation event gives ``__init__`` the fields it names (eventsourcing does):
+    a ``reason`` is what makes it failed.
     """
 
     class Verified(Aggregate.Created):
@@ -77,28 +79,20 @@ class Verification(Aggregate):
         line_items: list[dict[str, Any]]
         total_cents: int
 
-        def apply(self, aggregate: "Verification") -> None:
-            aggregate.verified = True
-            aggregate.reason = None
-
     class Failed(Aggregate.Created):
         order_id: str
         consumer_id: str
         reason: str
 
-        def apply(self, aggregate: "Verification") -> None:
-            aggregate.verified = False
-            aggregate.reason = self.reason
-
     @staticmethod
     def create_id(order_id: str) -> UUID:
         return UUID(order_id)
 
-    def __init__(self, order_id: str, consumer_id: str) -> None:
+    def __init__(self, order_id: str, consumer_id: str, reason: str | None = None) -> None:
         self.order_id = order_id
         self.consumer_id = consumer_id
-        self.verified: bool = False
-        self.reason: str | None = None
+        self.verified = reason is None
+        self.reason = reason
 
     @classmethod
     def succeeded(

@@ -10,8 +10,8 @@ from uuid import UUID
 from fastapi import Depends, FastAPI
 from pydantic import AfterValidator, Field
 
-from kernel.api import FromAggregate, Id, IdInPath, Strict, command_api
-from kernel.auth import OpsOnly, Principal, RestaurantOrOps
+from kernel.api import FromAggregate, Id, IdInPath, Strict, command_api, owner_in_path
+from kernel.auth import RESTAURANT, OpsOnly, Principal, RestaurantOrOps
 from write_side.kitchen.application import KitchenApplication, Saved
 from write_side.kitchen.bootstrap import build_application
 from write_side.kitchen.domain import Restaurant
@@ -64,21 +64,15 @@ class TicketOut(FromAggregate):
     version: int
 
 
-async def restaurant_owner(restaurant_id: RestaurantId, caller: RestaurantOrOps) -> Principal:
-    """The restaurant named in the path, or ops."""
-    caller.authorize(f"restaurant {restaurant_id}", restaurant=restaurant_id)
-    return caller
-
-
-ItsOwnerOrOps = Annotated[Principal, Depends(restaurant_owner)]
+ItsOwnerOrOps = Annotated[
+    Principal, Depends(owner_in_path("restaurant_id", RESTAURANT, "restaurant"))
+]
+"""The restaurant named in the path, or ops."""
 
 
 def create_app(settings: KitchenSettings | None = None) -> FastAPI:
     settings = settings or KitchenSettings()
-
-    api, kitchen = command_api(
-        "Kitchen command API", "kitchen", lambda: build_application(settings)
-    )
+    api, kitchen = command_api("kitchen", lambda: build_application(settings))
 
     Kitchen = Annotated[KitchenApplication, Depends(kitchen)]
 

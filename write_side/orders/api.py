@@ -111,8 +111,7 @@ class OrderOut(BaseModel):
 
 def create_app(settings: OrdersSettings | None = None) -> FastAPI:
     settings = settings or OrdersSettings()
-
-    api, orders = command_api("Orders command API", "orders", lambda: build_application(settings))
+    api, orders = command_api("orders", lambda: build_application(settings))
 
     Orders = Annotated[OrdersApplication, Depends(orders)]
 

@@ -37,10 +37,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import operator
 import signal
 from collections import deque
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, NotRequired, TypedDict, Unpack
 
@@ -74,6 +75,71 @@ log = logging.getLogger(__name__)
 
 ContractMapping = Callable[[DomainEventProtocol[Any]], ContractEvent | None]
 """Maps a domain event to its public contract event; None keeps it private."""
+
+
+def contract_mapping(
+    published: Mapping[type, type[ContractEvent]],
+    *,
+    private: Collection[type] = (),
+    computed: Mapping[str, Callable[[Any], Any]] | None = None,
+) -> ContractMapping:
+    """A relay's ``to_contract``, from a table: domain event class → contract event class.
+
+    A contract event takes each of its fields from the domain event's attribute of the
+    same name, or from ``computed`` (field → function of the domain event) for a field
+    the event holds under another name or not at all (the aggregate's id: ``aggregate_id``).
+    Events of the ``private`` classes stay private (None); any other is a TypeError, which
+    stops the relay: a new domain event must be published or declared private.
+    """
+    computed = computed or {}
+    builders: dict[type, Callable[[Any], ContractEvent] | None] = dict.fromkeys(private)
+    for event_class, contract_class in published.items():
+        builders[event_class] = _contract_builder(event_class, contract_class, computed)
+
+    def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
+        try:
+            build = builders[type(event)]
+        except KeyError:
+            raise TypeError(
+                f"no contract mapping for domain event {type(event).__qualname__}"
+            ) from None
+        return None if build is None else build(event)
+
+    return to_contract
+
+
+def _contract_builder(
+    event_class: type,
+    contract_class: type[ContractEvent],
+    computed: Mapping[str, Callable[[Any], Any]],
+) -> Callable[[Any], ContractEvent]:
+    held = {field.name for field in fields(event_class)}
+    getters = {
+        name: computed.get(name) or operator.attrgetter(name)
+        for name in contract_class.model_fields
+        if name in computed or name in held
+    }
+    missing = [
+        name
+        for name, field in contract_class.model_fields.items()
+        if field.is_required() and name not in getters
+    ]
+    if missing:
+        raise TypeError(
+            f"{event_class.__qualname__} has no {', '.join(missing)} for "
+            f"{contract_class.__qualname__}"
+        )
+
+    def build(event: Any) -> ContractEvent:
+        return contract_class.model_validate({name: get(event) for name, get in getters.items()})
+
+    return build
+
+
+def aggregate_id(event: DomainEventProtocol[Any]) -> str:
+    """The id of the event's aggregate, as text (a contract's ``order_id``, say)."""
+    return str(event.originator_id)
+
 
 Message = tuple[bytes, bytes, Headers]
 """One Kafka message as the relay sends it: value, key, headers."""

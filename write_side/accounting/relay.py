@@ -14,6 +14,7 @@ to_contract = contract_mapping(
     private=(Account.Opened, Account.CardBlocked, Account.CardUnblocked, Account.Authorized),
 )
 
+
 if __name__ == "__main__":
     settings = AccountingSettings()
     serve_relay(

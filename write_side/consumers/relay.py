@@ -14,6 +14,7 @@ to_contract = contract_mapping(
     private=(Consumer.Registered, Consumer.Deactivated, Consumer.Reactivated),
 )
 
+
 if __name__ == "__main__":
     settings = ConsumersSettings()
     serve_relay(

@@ -18,6 +18,7 @@ to_contract = contract_mapping(
     computed={"order_id": aggregate_id},  # a ticket's id is its order's id
 )
 
+
 if __name__ == "__main__":
     settings = KitchenSettings()
     serve_relay(

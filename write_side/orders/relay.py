@@ -1,7 +1,5 @@
 """The orders relay process: ``python -m write_side.orders.relay``."""
 
-from typing import Any
-
 from contracts import orders as contract
 from kernel.relay import aggregate_id, contract_mapping, serve_relay
 from write_side.orders.bootstrap import build_application
@@ -9,7 +7,7 @@ from write_side.orders.domain import Order
 from write_side.orders.settings import OrdersSettings
 
 
-def total_cents(placed: Any) -> int:
+def total_cents(placed: Order.Placed) -> int:
     """What a placed order costs: the contract carries it, the event has only its items."""
     return sum(item["quantity"] * item["unit_price_cents"] for item in placed.line_items)
 
@@ -23,6 +21,7 @@ to_contract = contract_mapping(
     },
     computed={"order_id": aggregate_id, "total_cents": total_cents},
 )
+
 
 if __name__ == "__main__":
     settings = OrdersSettings()

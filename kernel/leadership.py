@@ -41,6 +41,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from kernel.settings import RelaySettings
 from kernel.store import SchemaProcessRecorder
 
 log = logging.getLogger(__name__)
@@ -397,9 +398,12 @@ class Leadership:
                 await asyncio.to_thread(self.election.close)
 
 
-def leadership_for(
-    recorder: object, *, name: str, lease_seconds: float, check_interval: float
-) -> Leadership | None:
-    """The relay's ``Leadership``; None where relays cannot share the store."""
-    election = election_for(recorder, name, lease_seconds)
-    return None if election is None else Leadership(election, check_interval=check_interval)
+def leadership_for(recorder: object, name: str, settings: RelaySettings) -> Leadership | None:
+    """The relay's ``Leadership``; None where the settings turn the election off
+    (``RELAY_LEADER_ELECTION``) or relays cannot share the store."""
+    if not settings.relay_leader_election:
+        return None
+    election = election_for(recorder, name, settings.relay_lease_seconds)
+    if election is None:
+        return None
+    return Leadership(election, check_interval=settings.relay_standby_check_interval)

@@ -3,14 +3,14 @@
 The relay is the only reader of the log. Three tasks make a pipeline. The first reads
 the notifications after the last one it read and maps each domain event to its
 contract event (in a worker thread; after a full batch, the next one while this one is
-sent), then sends them, once fewer than ``batches_in_flight`` batches are
+sent), then sends them, once fewer than ``relay_batches_in_flight`` batches are
 unacknowledged. The second awaits each sent batch's acks, in the order sent: once all
 of a batch's are in, every message up to its position is acknowledged. The third
 records that position (eventsourcing's tracking record), one write at a time and
-``record_interval`` apart: what is acknowledged meanwhile goes into the next write. So
-the next batch is read, mapped and sent while the previous ones are acknowledged and
-recorded, and a position is recorded only once every message up to it was
-acknowledged, positions in order. Killed at any moment, the relay resends at most what
+``relay_record_interval`` apart: what is acknowledged meanwhile goes into the next
+write. So the next batch is read, mapped and sent while the previous ones are
+acknowledged and recorded, and a position is recorded only once every message up to it
+was acknowledged, positions in order. Killed at any moment, the relay resends at most what
 it had not recorded (consumers are idempotent) and never skips an event. A send that
 fails stops the relay with its error; the position stays before it.
 
@@ -26,21 +26,23 @@ never appear. See docs/adr/0003-relay-reads-the-notification-log.md.
 
 Waiting: when the log has nothing new, the relay waits until its store announces a
 commit (``kernel.wakeup``) or the poll interval has passed, whichever comes
-first: ``watched_poll_interval`` while the watch is announcing commits, ``poll_interval``
-when there is none. The announcement only wakes it sooner: what it publishes is always
-what the SELECT after its position finds. Once a batch is acknowledged, the relay tells
-consumers on this machine that its topic has new messages (``announce``; see
-``kernel.kafka.FetchWakeups``), for a broker that does not hold empty fetches.
+first: ``relay_watched_poll_interval`` while the watch is announcing commits,
+``relay_poll_interval`` when there is none. The announcement only wakes it sooner: what
+it publishes is always what the SELECT after its position finds. Once a batch is
+acknowledged, the relay tells consumers on this machine that its topic has new messages
+(``announce``; see ``kernel.kafka.FetchWakeups``), for a broker that does not hold
+empty fetches.
 """
 
 import asyncio
 import contextlib
 import functools
 import logging
+import operator
 import signal
 from collections import deque
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, NotRequired, TypedDict, Unpack
 
@@ -74,6 +76,71 @@ log = logging.getLogger(__name__)
 
 ContractMapping = Callable[[DomainEventProtocol[Any]], ContractEvent | None]
 """Maps a domain event to its public contract event; None keeps it private."""
+
+
+def contract_mapping(
+    published: Mapping[type, type[ContractEvent]],
+    *,
+    private: Collection[type] = (),
+    computed: Mapping[str, Callable[[Any], Any]] | None = None,
+) -> ContractMapping:
+    """A relay's ``to_contract``, from a table: domain event class → contract event class.
+
+    A contract event takes each of its fields from the domain event's attribute of the
+    same name, or from ``computed`` (field → function of the domain event) for a field
+    the event holds under another name or not at all (the aggregate's id: ``aggregate_id``).
+    Events of the ``private`` classes stay private (None); any other is a TypeError, which
+    stops the relay: a new domain event must be published or declared private.
+    """
+    computed = computed or {}
+    builders: dict[type, Callable[[Any], ContractEvent] | None] = dict.fromkeys(private)
+    for event_class, contract_class in published.items():
+        builders[event_class] = _contract_builder(event_class, contract_class, computed)
+
+    def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
+        try:
+            build = builders[type(event)]
+        except KeyError:
+            raise TypeError(
+                f"no contract mapping for domain event {type(event).__qualname__}"
+            ) from None
+        return None if build is None else build(event)
+
+    return to_contract
+
+
+def _contract_builder(
+    event_class: type,
+    contract_class: type[ContractEvent],
+    computed: Mapping[str, Callable[[Any], Any]],
+) -> Callable[[Any], ContractEvent]:
+    held = {attribute.name for attribute in fields(event_class)}
+    getters = {
+        name: computed.get(name) or operator.attrgetter(name)
+        for name in contract_class.model_fields
+        if name in computed or name in held
+    }
+    missing = [
+        name
+        for name, info in contract_class.model_fields.items()
+        if info.is_required() and name not in getters
+    ]
+    if missing:
+        raise TypeError(
+            f"{event_class.__qualname__} has no {', '.join(missing)} for "
+            f"{contract_class.__qualname__}"
+        )
+
+    def build(event: Any) -> ContractEvent:
+        return contract_class.model_validate({name: get(event) for name, get in getters.items()})
+
+    return build
+
+
+def aggregate_id(event: DomainEventProtocol[Any]) -> str:
+    """The id of the event's aggregate, as text (a contract's ``order_id``, say)."""
+    return str(event.originator_id)
+
 
 Message = tuple[bytes, bytes, Headers]
 """One Kafka message as the relay sends it: value, key, headers."""
@@ -162,60 +229,36 @@ class _InFlight:
         self.more.set()
 
 
+@dataclass(kw_only=True, eq=False)
 class Relay:
-    def __init__(
-        self,
-        *,
-        source: str,
-        topic: str,
-        recorder: ApplicationRecorder,
-        mapper: MetadataMapper,
-        tracking: TrackingRecorder,
-        producer: AIOKafkaProducer,
-        to_contract: ContractMapping,
-        batch_size: int = 500,
-        batches_in_flight: int = 2,
-        record_interval: float = 0.05,
-        poll_interval: float = 0.05,
-        watched_poll_interval: float = 2.0,
-        stop_timeout: float = 5.0,
-        ack_warning_after: float = 10.0,
-        also_publish: Collection[str] = (),
-        watch_commits: CommitWatch | None = None,
-        announce: Callable[[str], object] | None = None,
-        leadership: Leadership | None = None,
-    ):
-        check_also_publish(also_publish)
-        if batches_in_flight < 1:
-            raise ValueError(f"batches_in_flight must be at least 1, not {batches_in_flight}")
-        self.source = source
-        self.topic = topic
-        self.recorder = recorder
-        self.mapper = mapper
-        self.tracking = tracking
-        self.producer = producer
-        self.to_contract = to_contract
-        self.batch_size = batch_size
-        self.batches_in_flight = batches_in_flight
-        self.record_interval = record_interval
-        self.poll_interval = poll_interval
-        self.watched_poll_interval = watched_poll_interval
-        self.stop_timeout = stop_timeout
-        self.ack_warning_after = ack_warning_after
-        self.also_publish = frozenset(also_publish)
-        self.watch_commits = watch_commits
-        self.announce = announce
-        self.leadership = leadership
-        """With one, ``run`` publishes only while this relay leads (kernel.leadership)."""
+    source: str
+    topic: str
+    recorder: ApplicationRecorder
+    mapper: MetadataMapper
+    tracking: TrackingRecorder
+    producer: AIOKafkaProducer
+    to_contract: ContractMapping
+    settings: RelaySettings
+    """The batch size, the batches in flight, the intervals (``RELAY_*``)."""
+    stop_timeout: float = 5.0
+    also_publish: Collection[str] = ()
+    watch_commits: CommitWatch | None = None
+    announce: Callable[[str], object] | None = None
+    leadership: Leadership | None = None
+    """With one, ``run`` publishes only while this relay leads (kernel.leadership)."""
+    recorded: int | None = field(default=None, init=False)
+    """The last position this relay recorded (None until it records one)."""
+    acknowledged: int | None = field(default=None, init=False)
+    """The last position the broker acknowledged in this run (None before the first)."""
+    acknowledged_time: datetime | None = field(default=None, init=False)
+    """When that position's event happened."""
+
+    def __post_init__(self) -> None:
+        check_also_publish(self.also_publish)
+        self.also_publish = frozenset(self.also_publish)
+        self.tracking_name = f"relay:{self.topic}"
         self._term: Leadership | None = None
         """The leadership while this relay leads: its positions are recorded fenced."""
-        self.tracking_name = f"relay:{topic}"
-        self.recorded: int | None = None
-        """The last position this relay recorded (None until it records one)."""
-        self.acknowledged: int | None = None
-        """The last position the broker acknowledged in this run (None before the first)."""
-        self.acknowledged_time: datetime | None = None
-        """When that position's event happened."""
 
     @property
     def leading(self) -> bool:
@@ -286,8 +329,8 @@ class Relay:
     def current_poll_interval(self) -> float:
         """How long to wait for a commit's announcement before looking all the same."""
         if is_active(self.watch_commits):
-            return self.watched_poll_interval
-        return self.poll_interval
+            return self.settings.relay_watched_poll_interval
+        return self.settings.relay_poll_interval
 
     def _announce(self, sent: Collection[object]) -> None:
         """Tell this machine's consumers that the topic has new messages (if any were
@@ -318,7 +361,9 @@ class Relay:
 
     def read_batch(self, position: int) -> Batch:
         """The next notifications after ``position`` as messages (in a worker thread)."""
-        notifications = self.recorder.select_notifications(position + 1, self.batch_size)
+        notifications = self.recorder.select_notifications(
+            position + 1, self.settings.relay_batch_size
+        )
         if not notifications:
             return Batch(position, 0, [])
         messages = [message for n in notifications for message in self.messages(n)]
@@ -356,7 +401,7 @@ class Relay:
         read reaches the end of the log). Whatever ends it, nothing more is sent, and what was sent is
         recorded once acknowledged (within ``stop_timeout`` unless caught up); the first
         error is raised."""
-        in_flight = _InFlight(self.batches_in_flight)
+        in_flight = _InFlight(self.settings.relay_batches_in_flight)
         acknowledging = asyncio.create_task(self._acknowledge_in_order(in_flight))
         recording = asyncio.create_task(self._record_acknowledged(in_flight))
         sending = asyncio.create_task(self._read_and_send(position, in_flight, wake))
@@ -380,7 +425,7 @@ class Relay:
         self, position: int, in_flight: _InFlight, wake: asyncio.Event | None
     ) -> None:
         """Read batches (in a worker thread) and send each once fewer than
-        ``batches_in_flight`` are unacknowledged. After a full batch the next one is
+        ``relay_batches_in_flight`` are unacknowledged. After a full batch the next one is
         read while this one is sent; a short one reached the end of the log, so the next
         read waits for a commit (or the poll). Without ``wake``, return there."""
         loop = asyncio.get_running_loop()
@@ -395,8 +440,8 @@ class Relay:
             while reading is not None:
                 batch = await reading
                 reading = None
-                if batch.read == self.batch_size:  # more may be waiting: read on meanwhile
-                    reading = read_after(batch.last)
+                if batch.read == self.settings.relay_batch_size:
+                    reading = read_after(batch.last)  # more may be waiting: read on meanwhile
                 if batch.read:
                     position = batch.last
                     await self._room_for_a_batch(in_flight)
@@ -417,20 +462,21 @@ class Relay:
                 reading.cancel()
 
     async def _room_for_a_batch(self, in_flight: _InFlight) -> None:
-        """Wait until fewer than ``batches_in_flight`` batches are unacknowledged; warn
-        once if that takes more than ``ack_warning_after`` seconds (the broker is away?)."""
+        """Wait until fewer than ``relay_batches_in_flight`` batches are unacknowledged;
+        warn once if that takes more than ``relay_ack_warning_after`` seconds (the broker
+        is away?)."""
         if not in_flight.room.locked():
             await in_flight.room.acquire()
             return
         try:
-            async with asyncio.timeout(self.ack_warning_after):
+            async with asyncio.timeout(self.settings.relay_ack_warning_after):
                 await in_flight.room.acquire()
         except TimeoutError:
             log.warning(
                 "relay %s waits for the broker: %d batches sent, not acknowledged after %g s",
                 self.tracking_name,
                 len(in_flight.batches),
-                self.ack_warning_after,
+                self.settings.relay_ack_warning_after,
             )
             await in_flight.room.acquire()
 
@@ -482,7 +528,7 @@ class Relay:
 
     async def _record_acknowledged(self, in_flight: _InFlight) -> None:
         """Record the acknowledged position whenever it moved, one write at a time and
-        ``record_interval`` apart: what is acknowledged meanwhile goes into the next
+        ``relay_record_interval`` apart: what is acknowledged meanwhile goes into the next
         write. A slow write (SQLite's single writer is busy) delays only the record,
         never the sending; once the acks are settled, the last position is recorded at
         once and it ends."""
@@ -491,9 +537,9 @@ class Relay:
             if position is not None and position != self.recorded:
                 await asyncio.to_thread(self._record, position)
                 self.recorded = position
-                if self.record_interval > 0 and not in_flight.settled.is_set():
+                if self.settings.relay_record_interval > 0 and not in_flight.settled.is_set():
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.record_interval):
+                        async with asyncio.timeout(self.settings.relay_record_interval):
                             await in_flight.settled.wait()
                 continue
             if in_flight.settled.is_set():
@@ -658,6 +704,7 @@ def build_relay(
 ) -> Relay:
     """A relay of ``app``'s log along ``route``."""
     topic = route["topic"]
+    name = f"relay:{topic}"
     assert isinstance(app.mapper, MetadataMapper)
     return Relay(
         source=route.get("source") or topic,
@@ -670,30 +717,11 @@ def build_relay(
             settings.kafka_bootstrap_servers, linger_ms=0, max_batch_size=PRODUCER_MAX_BATCH_BYTES
         ),
         to_contract=route["to_contract"],
-        batch_size=settings.relay_batch_size,
-        batches_in_flight=settings.relay_batches_in_flight,
-        record_interval=settings.relay_record_interval,
-        ack_warning_after=settings.relay_ack_warning_after,
-        poll_interval=settings.relay_poll_interval,
-        watched_poll_interval=settings.relay_watched_poll_interval,
+        settings=settings,
         also_publish=route.get("also_publish", ()),
-        watch_commits=commit_watch(
-            app.recorder,
-            name=f"relay:{topic}",
-            listen_retry_interval=settings.relay_listen_retry_interval,
-            sqlite_check_interval=settings.relay_sqlite_check_interval,
-        )
-        if settings.relay_wake_on_commit
-        else None,
+        watch_commits=commit_watch(app.recorder, name, settings),
         announce=fetch_wakeups(settings).announce,
-        leadership=leadership_for(
-            app.recorder,
-            name=f"relay:{topic}",
-            lease_seconds=settings.relay_lease_seconds,
-            check_interval=settings.relay_standby_check_interval,
-        )
-        if settings.relay_leader_election
-        else None,
+        leadership=leadership_for(app.recorder, name, settings),
     )
 
 

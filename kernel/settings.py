@@ -36,7 +36,7 @@ class KafkaSettings(BaseSettings):
 
 class RelaySettings(KafkaSettings):
     relay_batch_size: int = 500
-    relay_batches_in_flight: int = 2
+    relay_batches_in_flight: int = Field(default=2, ge=1)
     """Batches sent and not yet acknowledged at most: the next one is read and mapped, and
     sent, while these are acknowledged (and their position recorded)."""
     relay_record_interval: float = 0.05

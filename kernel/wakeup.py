@@ -30,6 +30,8 @@ from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
 from sqlalchemy.engine import Engine
 
+from kernel.settings import RelaySettings
+
 log = logging.getLogger(__name__)
 
 CommitWatch = Callable[[asyncio.Event], Awaitable[None]]
@@ -55,15 +57,12 @@ def is_active(watch: CommitWatch | None) -> bool:
 
 
 def commit_watch(
-    recorder: ApplicationRecorder,
-    *,
-    name: str,
-    listen_retry_interval: float,
-    sqlite_check_interval: float,
+    recorder: ApplicationRecorder, name: str, settings: RelaySettings
 ) -> CommitWatch | None:
-    """How to learn of the recorder's commits; None where there is no cheap way (an
-    in-memory SQLite, another recorder, or a check interval of 0)."""
-    if not isinstance(recorder, SQLAlchemyApplicationRecorder):
+    """How to learn of the recorder's commits; None where the settings turn it off
+    (``RELAY_WAKE_ON_COMMIT``) or there is no cheap way (an in-memory SQLite, another
+    recorder, or ``RELAY_SQLITE_CHECK_INTERVAL`` 0)."""
+    if not settings.relay_wake_on_commit or not isinstance(recorder, SQLAlchemyApplicationRecorder):
         return None
     engine = recorder.datastore.engine
     if not isinstance(engine, Engine):
@@ -77,11 +76,12 @@ def commit_watch(
             kwargs,
             channel=recorder.channel_name,
             application_name=f"{name}{schema}",
-            retry_interval=listen_retry_interval,
+            retry_interval=settings.relay_listen_retry_interval,
             name=name,
         )
-    if recorder.datastore.is_sqlite_filedb and sqlite_check_interval > 0:
-        return SqliteFileWatch(args, kwargs, interval=sqlite_check_interval, name=name)
+    interval = settings.relay_sqlite_check_interval
+    if recorder.datastore.is_sqlite_filedb and interval > 0:
+        return SqliteFileWatch(args, kwargs, interval=interval, name=name)
     return None
 
 

@@ -10,24 +10,10 @@ from kernel.projection import Document, Projection, ProjectionError
 def apply(document: Document | None, envelope: Envelope, event: object) -> Document:
     new: Document = dict(document) if document else {}
     if isinstance(event, contract.TicketCreated):
-        new.update(
-            order_id=event.order_id,
-            restaurant_id=event.restaurant_id,
-            consumer_id=event.consumer_id,
-            line_items=[item.model_dump() for item in event.line_items],
-            total_cents=event.total_cents,
-            status="CREATE_PENDING",
-            reason=None,
-        )
+        new.update(event.model_dump(), status="CREATE_PENDING", reason=None)
     elif isinstance(event, contract.TicketRejected):
         new.update(
-            order_id=event.order_id,
-            restaurant_id=event.restaurant_id,
-            consumer_id=None,
-            line_items=[],
-            total_cents=None,
-            status="REJECTED",
-            reason=event.reason,
+            event.model_dump(), consumer_id=None, line_items=[], total_cents=None, status="REJECTED"
         )
     elif document is None:
         raise ProjectionError(f"{envelope.type} for ticket {envelope.subject} never created")

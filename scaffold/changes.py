@@ -36,9 +36,10 @@ class Place:
       or ``raise``);
     - ``end-of-if``: after the if/elif chain that opens the body of function ``name``
       (the piece starts with ``elif``);
-    - ``item-of``: a new item at the end of a list or tuple: the one assigned to the
-      top-level ``name``, the one function ``name`` returns, or (``name`` as
-      ``call:keyword``) the one passed as ``keyword`` to the call assigned to ``call``.
+    - ``item-of``: a new item at the end of a list, tuple or dict (``key: value``): the
+      one assigned to the top-level ``name``, the one function ``name`` returns, or
+      (``name`` as ``call:keyword`` or ``call:0``) the one passed as ``keyword`` (as the
+      first positional argument) to the call assigned to ``call``.
     """
 
     kind: str
@@ -95,21 +96,22 @@ def _offset(lines: list[str], line: int, column: int) -> int:
     )
 
 
-def _sequence(tree: ast.Module, place: Place, path: str) -> ast.List | ast.Tuple:
+def _sequence(tree: ast.Module, place: Place, path: str) -> ast.List | ast.Tuple | ast.Dict:
     call_name, _, keyword = place.name.partition(":")
     node = _node(tree.body, call_name, path)
     value: ast.AST | None = None
     if keyword:
         call = getattr(node, "value", None)
         if isinstance(call, ast.Call):
-            value = next((k.value for k in call.keywords if k.arg == keyword), None)
+            arguments = dict(enumerate(call.args)) | {k.arg: k.value for k in call.keywords}
+            value = arguments.get(int(keyword) if keyword.isdigit() else keyword)
     elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
         returned = node.body[-1]
         value = returned.value if isinstance(returned, ast.Return) else None
     else:
         value = getattr(node, "value", None)
-    if not isinstance(value, ast.List | ast.Tuple):
-        raise ScaffoldError(f"{path}: {place.name} is not a list or tuple to add to")
+    if not isinstance(value, ast.List | ast.Tuple | ast.Dict):
+        raise ScaffoldError(f"{path}: {place.name} is not a list, tuple or dict to add to")
     return value
 
 
@@ -126,8 +128,9 @@ def inserted(source: str, insertion: Insertion) -> str:
     lines = source.splitlines(keepends=True)
     if place.kind == "item-of":
         sequence = _sequence(tree, place, path)
-        if sequence.elts:
-            last = sequence.elts[-1]
+        items = sequence.values if isinstance(sequence, ast.Dict) else sequence.elts
+        if items:
+            last = items[-1]
             assert last.end_lineno is not None and last.end_col_offset is not None
             at = _offset(lines, last.end_lineno, last.end_col_offset)
             return f"{source[:at]},\n{text.strip().rstrip(',')}{source[at:]}"

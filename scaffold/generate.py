@@ -241,7 +241,7 @@ def new_event(
     changes.insert(
         f"{service}/relay.py",
         snippet("relay_mapping", answers),
-        Place("before-last", "to_contract"),
+        Place("item-of", "to_contract:0"),
     )
     contract = f"contracts/{domain.name}.py"
     changes.insert(contract, snippet("contract_event", answers), Place("before", "EVENTS"))

@@ -653,7 +653,7 @@ def test_an_idle_sqlite_relay_is_woken_by_a_write_to_its_files(kafka, store, tmp
 async def test_the_sqlite_file_watch_announces_commits_while_active(store):
     app = open_tallies(relay_settings(store))
     watch = commit_watch(
-        app.recorder, name="relay:test", listen_retry_interval=1, sqlite_check_interval=30
+        app.recorder, "relay:test", relay_settings(store, relay_sqlite_check_interval=30)
     )
     assert watch is not None and not is_active(watch)
     changed = asyncio.Event()

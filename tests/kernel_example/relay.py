@@ -1,13 +1,10 @@
 """The tallies relay, for tests that need it in a process of its own:
 ``python -m tests.kernel_example.relay``."""
 
-from typing import Any
+from operator import attrgetter
 
-from eventsourcing.domain import DomainEventProtocol
-
-from contracts.base import ContractEvent
 from kernel.application import open_application
-from kernel.relay import Relay, build_relay, serve_relay
+from kernel.relay import Relay, aggregate_id, build_relay, contract_mapping, serve_relay
 from kernel.settings import RelaySettings
 from tests.kernel_example import contracts as contract
 from tests.kernel_example.api import TalliesSettings
@@ -22,16 +19,14 @@ class TalliesRelaySettings(TalliesSettings, RelaySettings):
     """Older majors the relay still publishes beside the current one (a JSON list)."""
 
 
-def to_contract(event: DomainEventProtocol[Any]) -> ContractEvent | None:
-    """Map a private domain event to its public contract event."""
-    tally_id = str(event.originator_id)
-    if isinstance(event, Tally.Started):
-        return contract.TallyStarted(tally_id=tally_id, tally_name=event.name, unit=event.unit)
-    if isinstance(event, Tally.Added):
-        return contract.TallyAdded(tally_id=tally_id, amount=event.amount)
-    if isinstance(event, Tally.Closed):
-        return contract.TallyClosed(tally_id=tally_id, reason=event.reason)
-    raise TypeError(f"no contract mapping for domain event {type(event).__qualname__}")
+to_contract = contract_mapping(
+    {
+        Tally.Started: contract.TallyStarted,
+        Tally.Added: contract.TallyAdded,
+        Tally.Closed: contract.TallyClosed,
+    },
+    computed={"tally_id": aggregate_id, "tally_name": attrgetter("name")},
+)
 
 
 def open_tallies(settings: TalliesSettings) -> TalliesApplication:

@@ -202,6 +202,7 @@ EVENTS = (
     B,
 )
 TOPICS = []
+to_contract = mapping({A: a}, private=(C,))
 
 
 class Thing:
@@ -232,6 +233,8 @@ def reactions():
         (changes.Place("item-of", "EVENTS"), "C", "    B,\nC,\n)"),
         (changes.Place("item-of", "TOPICS"), "t", "TOPICS = [\nt,\n]"),
         (changes.Place("item-of", "reactions"), "two", "[one,\ntwo]"),
+        (changes.Place("item-of", "to_contract:0"), "B: b", "{A: a,\nB: b}"),
+        (changes.Place("item-of", "to_contract:private"), "D", "(C,\nD,)"),
         (changes.Place("end-of", "Thing"), "y: int", "        pass\n\n    y: int\n"),
         (changes.Place("end-of", "Thing.close"), "return", "        pass\n\n        return\n"),
         (

@@ -231,17 +231,15 @@ class _InFlight:
 
 @dataclass(kw_only=True, eq=False)
 class Relay:
-    source: str
     topic: str
     recorder: ApplicationRecorder
-    mapper: MetadataMapper
+    encoder: "ContractEncoder"
+    """What the stored events are published as."""
     tracking: TrackingRecorder
     producer: AIOKafkaProducer
-    to_contract: ContractMapping
     settings: RelaySettings
     """The batch size, the batches in flight, the intervals (``RELAY_*``)."""
     stop_timeout: float = 5.0
-    also_publish: Collection[str] = ()
     watch_commits: CommitWatch | None = None
     announce: Callable[[str], object] | None = None
     leadership: Leadership | None = None
@@ -254,8 +252,6 @@ class Relay:
     """When that position's event happened."""
 
     def __post_init__(self) -> None:
-        check_also_publish(self.also_publish)
-        self.also_publish = frozenset(self.also_publish)
         self.tracking_name = f"relay:{self.topic}"
         self._term: Leadership | None = None
         """The leadership while this relay leads: its positions are recorded fenced."""
@@ -366,32 +362,14 @@ class Relay:
         )
         if not notifications:
             return Batch(position, 0, [])
-        messages = [message for n in notifications for message in self.messages(n)]
+        messages = [message for n in notifications for message in self.encoder.messages(n)]
         last_time = self.event_time(notifications[-1]) if metrics.enabled() else None
         return Batch(notifications[-1].id, len(notifications), messages, last_time)
 
     def event_time(self, notification: Notification) -> datetime | None:
         """When the notification's event happened."""
-        domain_event, _ = self.mapper.decode(notification)
+        domain_event, _ = self.encoder.mapper.decode(notification)
         return getattr(domain_event, "timestamp", None)
-
-    def messages(self, notification: Notification) -> list[Message]:
-        return contract_messages(
-            notification,
-            source=self.source,
-            mapper=self.mapper,
-            to_contract=self.to_contract,
-            also_publish=self.also_publish,
-        )
-
-    def envelopes(self, notification: Notification) -> list[Envelope]:
-        return contract_envelopes(
-            notification,
-            source=self.source,
-            mapper=self.mapper,
-            to_contract=self.to_contract,
-            also_publish=self.also_publish,
-        )
 
     async def _pipeline(
         self, position: int, wake: asyncio.Event | None, stopping: asyncio.Event | None
@@ -594,97 +572,88 @@ def _wire_type(model: type[ContractEvent]) -> str:
     return model.type()
 
 
-def contract_messages(
-    notification: Notification,
-    *,
-    source: str,
-    mapper: MetadataMapper,
-    to_contract: ContractMapping,
-    also_publish: Collection[str] = (),
-) -> list[Message]:
-    """``contract_envelopes`` as the relay sends them (value, key, headers), the same
-    bytes, without building the envelope models (``encode_envelope``)."""
-    domain_event, metadata = mapper.decode(notification)
-    contract = to_contract(domain_event)
-    if contract is None:
-        return []
-    aggregate_id = str(notification.originator_id)
-    key = aggregate_id.encode()
-    version = notification.originator_version
-    event_id = event_id_for(source, aggregate_id, version)
-    correlation_id = metadata.correlation_id if metadata else event_id
-    causation_id = metadata.causation_id if metadata else event_id
-    time = domain_event.timestamp  # type: ignore[attr-defined]  # every aggregate event has one
-    messages = []
-    for edition in editions(contract, also_publish):
-        value, headers = encode_envelope(
-            id=event_id,
-            type=_wire_type(type(edition)),
-            source=source,
-            subject=aggregate_id,
-            time=time,
-            correlationid=correlation_id,
-            causationid=causation_id,
-            sequence=notification.id,
-            aggregateversion=version,
-            data_json=edition.__pydantic_serializer__.to_json(edition),
-        )
-        if metadata is not None and metadata.traceparent:  # the command's trace goes on
-            headers.extend(trace_headers(metadata.traceparent, metadata.tracestate))
-        messages.append((value, key, headers))
-    return messages
+@dataclass
+class ContractEncoder:
+    """What a service's stored events are published as: the contract events its
+    ``to_contract`` maps them to, in CloudEvents envelopes from ``source``, the current
+    major and the older ones of ``also_publish`` (a transition period)."""
 
+    source: str
+    mapper: MetadataMapper
+    to_contract: ContractMapping
+    also_publish: Collection[str] = ()
 
-def contract_envelopes(
-    notification: Notification,
-    *,
-    source: str,
-    mapper: MetadataMapper,
-    to_contract: ContractMapping,
-    also_publish: Collection[str] = (),
-) -> list[Envelope]:
-    """The messages a stored event is published as: none for a private event, one per
-    major published (the current one, then those of ``also_publish``, newest first).
+    def __post_init__(self) -> None:
+        check_also_publish(self.also_publish)
+        self.also_publish = frozenset(self.also_publish)
 
-    Every copy has the same id, sequence and aggregate version: it is one event in
-    several shapes, and consumers that read two of them keep the first. The relay
-    publishes them; ``cqrs replay`` rebuilds read models from the current one.
-    """
-    domain_event, metadata = mapper.decode(notification)
-    contract = to_contract(domain_event)
-    if contract is None:
-        return []
-    aggregate_id = str(notification.originator_id)
-    event_id = event_id_for(source, aggregate_id, notification.originator_version)
-    return [
-        Envelope(
-            id=event_id,
-            type=edition.type(),
-            source=source,
-            subject=aggregate_id,
-            time=domain_event.timestamp,  # type: ignore[attr-defined]  # every aggregate event has one
-            correlationid=metadata.correlation_id if metadata else event_id,
-            causationid=metadata.causation_id if metadata else event_id,
-            sequence=notification.id,
-            aggregateversion=notification.originator_version,
-            data=edition.model_dump(mode="json"),
-        )
-        for edition in editions(contract, also_publish)
-    ]
+    def messages(self, notification: Notification) -> list[Message]:
+        """``envelopes`` as the relay sends them (value, key, headers), the same
+        bytes, without building the envelope models (``encode_envelope``)."""
+        domain_event, metadata = self.mapper.decode(notification)
+        contract = self.to_contract(domain_event)
+        if contract is None:
+            return []
+        aggregate_id = str(notification.originator_id)
+        key = aggregate_id.encode()
+        version = notification.originator_version
+        event_id = event_id_for(self.source, aggregate_id, version)
+        correlation_id = metadata.correlation_id if metadata else event_id
+        causation_id = metadata.causation_id if metadata else event_id
+        time = domain_event.timestamp  # type: ignore[attr-defined]  # every aggregate event has one
+        messages = []
+        for edition in editions(contract, self.also_publish):
+            value, headers = encode_envelope(
+                id=event_id,
+                type=_wire_type(type(edition)),
+                source=self.source,
+                subject=aggregate_id,
+                time=time,
+                correlationid=correlation_id,
+                causationid=causation_id,
+                sequence=notification.id,
+                aggregateversion=version,
+                data_json=edition.__pydantic_serializer__.to_json(edition),
+            )
+            if metadata is not None and metadata.traceparent:  # the command's trace goes on
+                headers.extend(trace_headers(metadata.traceparent, metadata.tracestate))
+            messages.append((value, key, headers))
+        return messages
 
+    def envelopes(self, notification: Notification) -> list[Envelope]:
+        """The messages a stored event is published as: none for a private event, one per
+        major published (the current one, then those of ``also_publish``, newest first).
 
-def contract_envelope(
-    notification: Notification,
-    *,
-    source: str,
-    mapper: MetadataMapper,
-    to_contract: ContractMapping,
-) -> Envelope | None:
-    """The envelope of a stored event in its contract's current major; None if private."""
-    envelopes = contract_envelopes(
-        notification, source=source, mapper=mapper, to_contract=to_contract
-    )
-    return envelopes[0] if envelopes else None
+        Every copy has the same id, sequence and aggregate version: it is one event in
+        several shapes, and consumers that read two of them keep the first. The relay
+        publishes them; ``cqrs replay`` rebuilds read models from the current one.
+        """
+        domain_event, metadata = self.mapper.decode(notification)
+        contract = self.to_contract(domain_event)
+        if contract is None:
+            return []
+        aggregate_id = str(notification.originator_id)
+        event_id = event_id_for(self.source, aggregate_id, notification.originator_version)
+        return [
+            Envelope(
+                id=event_id,
+                type=edition.type(),
+                source=self.source,
+                subject=aggregate_id,
+                time=domain_event.timestamp,  # type: ignore[attr-defined]  # every aggregate event has one
+                correlationid=metadata.correlation_id if metadata else event_id,
+                causationid=metadata.causation_id if metadata else event_id,
+                sequence=notification.id,
+                aggregateversion=notification.originator_version,
+                data=edition.model_dump(mode="json"),
+            )
+            for edition in editions(contract, self.also_publish)
+        ]
+
+    def envelope(self, notification: Notification) -> Envelope | None:
+        """The envelope of a stored event in its contract's current major; None if private."""
+        envelopes = self.envelopes(notification)
+        return envelopes[0] if envelopes else None
 
 
 class RelayRoute(TypedDict):
@@ -707,18 +676,20 @@ def build_relay(
     name = f"relay:{topic}"
     assert isinstance(app.mapper, MetadataMapper)
     return Relay(
-        source=route.get("source") or topic,
         topic=topic,
         recorder=app.recorder,
-        mapper=app.mapper,
+        encoder=ContractEncoder(
+            source=route.get("source") or topic,
+            mapper=app.mapper,
+            to_contract=route["to_contract"],
+            also_publish=route.get("also_publish", ()),
+        ),
         tracking=app.recorder,
         # No linger: a batch is handed to the producer all at once, waiting adds nothing.
         producer=reliable_producer(
             settings.kafka_bootstrap_servers, linger_ms=0, max_batch_size=PRODUCER_MAX_BATCH_BYTES
         ),
-        to_contract=route["to_contract"],
         settings=settings,
-        also_publish=route.get("also_publish", ()),
         watch_commits=commit_watch(app.recorder, name, settings),
         announce=fetch_wakeups(settings).announce,
         leadership=leadership_for(app.recorder, name, settings),

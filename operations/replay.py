@@ -43,7 +43,7 @@ from kernel.application import ServiceApplication
 from kernel.projection import Projection
 from kernel.projection_catalog import Catalog
 from kernel.projections_status import projections_status
-from kernel.relay import ContractMapping, contract_envelope
+from kernel.relay import ContractEncoder, ContractMapping
 from kernel.replay import Replay, ReplayError, ReplayOptions, ReplaySummary, StoreLog
 from kernel.settings import RelaySettings
 from kernel.store import MetadataMapper
@@ -103,9 +103,7 @@ def store_log(source: str, app: ServiceApplication, to_contract: ContractMapping
         source=source,
         read=partial(_read_notifications, app.recorder),
         last_position=partial(_last_position, app.recorder),
-        envelope=partial(
-            contract_envelope, source=source, mapper=app.mapper, to_contract=to_contract
-        ),
+        envelope=ContractEncoder(source, app.mapper, to_contract).envelope,
     )
 
 

@@ -134,7 +134,7 @@ async def measure_store(
             )
             if not messages:  # built once, outside any timing
                 notifications = app.recorder.select_notifications(1, last)
-                messages = [m for n in notifications for m in relay.messages(n)]
+                messages = [m for n in notifications for m in relay.encoder.messages(n)]
             seconds, relay_progress = await relay_round(relay)
             relay_rates.append(last / seconds)
             raw_seconds, raw_progress = await raw_round(

@@ -174,7 +174,7 @@ async def test_the_setting_decides_which_majors_the_relay_publishes(
     relay = tallies_relay(app, settings)  # the producer is not started: nothing is sent
     try:
         notifications = app.recorder.select_notifications(1, 10)
-        published = [[e.type for e in relay.envelopes(n)] for n in notifications]
+        published = [[e.type for e in relay.encoder.envelopes(n)] for n in notifications]
     finally:
         await stop_producer(relay.producer, timeout=1)
         app.close()
@@ -191,9 +191,9 @@ async def test_the_relay_sends_each_envelope_as_the_envelope_model_writes_it(sto
     relay = tallies_relay(app, settings)  # the producer is not started: nothing is sent
     try:
         notifications = app.recorder.select_notifications(1, last)
-        sent = [relay.messages(n) for n in notifications]
+        sent = [relay.encoder.messages(n) for n in notifications]
         modelled = [
-            [(e.to_bytes(), e.subject.encode(), e.kafka_headers()) for e in relay.envelopes(n)]
+            [(e.to_bytes(), e.subject.encode(), e.kafka_headers()) for e in relay.encoder.envelopes(n)]
             for n in notifications
         ]
     finally:

@@ -31,7 +31,7 @@ from kernel.logs import configure_logging, message_fields, use_json
 from kernel.messaging import ConsumedMessage
 from kernel.metadata import MessageMetadata, caused_by
 from kernel.reactions import Reaction, Reactor, SagaEnded
-from kernel.relay import contract_messages
+from kernel.relay import ContractEncoder
 from kernel.store import event_store_env
 from tests.kernel_example import contracts as contract
 from tests.kernel_example.application import TalliesApplication
@@ -65,12 +65,11 @@ def consumed(messages: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> li
 
 
 def published(app: TalliesApplication, after: int = 0) -> list[Any]:
+    encoder = ContractEncoder("tallies", app.mapper, to_contract)
     return [
         message
         for notification in app.recorder.select_notifications(after + 1, 100)
-        for message in contract_messages(
-            notification, source="tallies", mapper=app.mapper, to_contract=to_contract
-        )
+        for message in encoder.messages(notification)
     ]
 
 

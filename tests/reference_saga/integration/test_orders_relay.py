@@ -107,7 +107,7 @@ async def test_the_setting_decides_which_majors_the_orders_relay_publishes(
     relay = orders_relay(app, settings)  # the producer is not started: nothing is sent
     try:
         notifications = app.recorder.select_notifications(1, 10)
-        published = [[e.type for e in relay.envelopes(n)] for n in notifications]
+        published = [[e.type for e in relay.encoder.envelopes(n)] for n in notifications]
     finally:
         await stop_producer(relay.producer, timeout=1)
         app.close()

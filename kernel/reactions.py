@@ -1,7 +1,8 @@
 """Saga reactions: another service's event → a local command, exactly once in effect.
 
-A reaction maps the event to one of the service's ``@command`` methods and calls it;
-the command is get → mutate → save, as for an HTTP request. A saga worker hands its
+A reaction maps the event to one of the service's ``@command`` methods and calls it on
+the Application its worker opened (handlers are plain functions taking it first); the
+command is get → mutate → save, as for an HTTP request. A saga worker hands its
 Reactor a batch of consumed messages at a time. The batch's reactions run through the
 service's group commit (``GroupCommit.run_in_order``), in the messages' order, each in a
 turn of its own (a command called inside a turn runs in it, and its save stages its
@@ -34,14 +35,14 @@ import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from eventsourcing.persistence import IntegrityError, Tracking
 
 from contracts.base import ContractEvent
 from contracts.envelope import Envelope
 from kernel import metrics, tracing
-from kernel.application import ServiceApplication
+from kernel.application import App
 from kernel.logs import context_fields, milestones
 from kernel.messaging import ConsumedMessage, EventReader, Reason
 from kernel.metadata import MessageMetadata, caused_by
@@ -50,13 +51,16 @@ from kernel.streams import TRANSIENT_ERRORS
 log = logging.getLogger(__name__)
 milestone = milestones(__name__)
 
-Handler = Callable[[Any, Envelope], object]
-"""Takes the contract event and its envelope; calls the command it maps to (which saves,
-as its last step, at most once). What it returns is ignored, but a ``SagaEnded``: logged
-and counted once the reaction's batch is committed."""
+Event = TypeVar("Event", bound=ContractEvent)
 
-FailureHandler = Callable[[Any, Envelope, str], object]
-"""Takes the event, its envelope and the error; calls the command recording the failure."""
+Handler = Callable[[App, Event, Envelope], object]
+"""Takes the service's Application, the contract event and its envelope; calls the
+command it maps to (which saves, as its last step, at most once). What it returns is
+ignored, but a ``SagaEnded``: logged and counted once the reaction's batch is committed."""
+
+FailureHandler = Callable[[App, Event, Envelope, str], object]
+"""Takes the Application, the event, its envelope and the error; calls the command
+recording the failure."""
 
 MAX_ROUNDS = 20
 """Rounds of one batch (conflicts, dead letters) before the worker retries it later."""
@@ -94,10 +98,14 @@ class SagaEnded:
 
 
 @dataclass(frozen=True)
-class Reaction:
-    event: type[ContractEvent]
-    handle: Handler
-    on_failure: FailureHandler | None = None
+class Reaction(Generic[App, Event]):
+    """What a service does with another's ``event``: ``handle`` it, or, if that fails for
+    good, record the failure (``on_failure``). mypy checks that the handlers take that
+    event and the worker's Application."""
+
+    event: type[Event]
+    handle: Handler[App, Event]
+    on_failure: FailureHandler[App, Event] | None = None
 
 
 @dataclass
@@ -124,10 +132,11 @@ def key_of(message: ConsumedMessage) -> MessageKey:
     return (message.topic, message.partition, message.offset)
 
 
-class Reactor:
-    """Runs one service's reactions on the messages its saga worker consumes."""
+class Reactor(Generic[App]):
+    """Runs one service's reactions, on its Application, on the messages its saga worker
+    consumes."""
 
-    def __init__(self, app: ServiceApplication, consumer: str, reactions: Sequence[Reaction]):
+    def __init__(self, app: App, consumer: str, reactions: Sequence[Reaction[App, Any]]):
         self.app = app
         self.consumer = consumer
         self.reactions = {reaction.event.type(): reaction for reaction in reactions}
@@ -263,12 +272,12 @@ class Reactor:
 
         return react
 
-    def _decide(self, reaction: Reaction, event: Any, envelope: Envelope) -> object:
+    def _decide(self, reaction: Reaction[App, Any], event: Any, envelope: Envelope) -> object:
         """Run the reaction's command, or, if it fails for good, the one recording the
         failure (what either returns). A command that raises has staged nothing (its
         save is its last step)."""
         try:
-            return reaction.handle(event, envelope)
+            return reaction.handle(self.app, event, envelope)
         except TRANSIENT_ERRORS:
             raise
         except Exception as error:  # permanent: the saga must still end
@@ -277,7 +286,7 @@ class Reactor:
             if reaction.on_failure is None:
                 raise _DeadLetter(Reason(f"reaction failed: {reason}", "reaction-failed")) from None
         try:
-            return reaction.on_failure(event, envelope, reason)
+            return reaction.on_failure(self.app, event, envelope, reason)
         except TRANSIENT_ERRORS:
             raise
         except Exception as failure:

@@ -1,12 +1,13 @@
 """A service's saga worker: a Faust agent feeding other services' events to its Reactor."""
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
 import faust
 
+from contracts.registry import topic_of
 from kernel import health as process_health
 from kernel import metrics, tracing
 from kernel.application import App
@@ -22,28 +23,33 @@ BATCH_SIZE = 500
 
 def saga_worker(
     service: str,
-    topics: Sequence[str],
     open_application: Callable[[], App],
-    reactions: Callable[[App], Sequence[Reaction]],
+    reactions: Sequence[Reaction[App, Any]],
     settings: KafkaSettings | None = None,
 ) -> faust.App:
     """The Faust app of ``<service>-saga``: run it with
     ``faust -A write_side.<service>.saga:app worker --without-web``.
 
-    ``reactions(application)`` gives the service's reactions, bound to the
-    Application the worker opens on the service's own store.
+    It reads the topics of the reactions' events; their handlers are called with the
+    Application that ``open_application`` opens (once the worker runs, not at import) on
+    the service's own store.
     """
+    if not reactions:
+        raise ValueError(f"{service}-saga has no reactions")
     settings = settings or KafkaSettings()
     consumer = f"{service}-saga"
     tracing.configure_tracing(consumer)
     app = faust_app(consumer, settings)
     channel = app.topic(
-        *topics, key_type=bytes, value_type=bytes, partitions=settings.kafka_topic_partitions
+        *topics_of(reactions),
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.kafka_topic_partitions,
     )
 
     async def react(stream: Any) -> None:
         application = open_application()
-        reactor = Reactor(application, consumer, reactions(application))
+        reactor = Reactor(application, consumer, reactions)
         producer = reliable_producer(settings.kafka_bootstrap_servers)
         await producer.start()
         dead_letters = DeadLetters(producer, consumer)
@@ -70,6 +76,12 @@ def saga_worker(
 
     app.agent(channel, name=f"{consumer}.react")(react)
     return app
+
+
+def topics_of(reactions: Iterable[Reaction[Any, Any]]) -> list[str]:
+    """The topics the reactions' events are published on, each once, in the reactions'
+    order."""
+    return list(dict.fromkeys(topic_of(reaction.event) for reaction in reactions))
 
 
 async def handle(

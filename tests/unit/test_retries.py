@@ -48,7 +48,7 @@ def test_a_reaction_failing_for_a_transient_reason_records_nothing_and_propagate
     app = TalliesApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     calls = []
 
-    def database_away(event: object, envelope: Envelope) -> None:
+    def database_away(app: object, event: object, envelope: Envelope) -> None:
         calls.append(1)
         raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
 

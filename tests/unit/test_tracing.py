@@ -117,7 +117,7 @@ def test_a_reaction_continues_the_messages_trace_and_its_events_carry_its_span(s
         app.start_tally("t-1")
     messages = consumed(published(app))
 
-    def close(event: contract.TallyStarted, _: Any) -> None:
+    def close(app: Any, event: contract.TallyStarted, _: Any) -> None:
         tally = app.get_tally("t-1")  # get → mutate → save (a reaction's save stages)
         tally.close("reacted")
         app.save(tally)
@@ -277,7 +277,7 @@ def test_a_sagas_end_is_logged_and_counted_once_its_step_is_committed(spans, app
     messages = consumed(published(app))
     runs: list[str] = []
 
-    def end(event: contract.TallyStarted, _: Any) -> SagaEnded:
+    def end(_: Any, event: contract.TallyStarted, __: Any) -> SagaEnded:
         runs.append(event.tally_name)
         if runs == ["t-1"]:
             raise OSError("store away")

@@ -5,7 +5,8 @@ from write_side.accounting.application import AccountingApplication
 from write_side.accounting.settings import AccountingSettings
 
 
-def build_application(settings: AccountingSettings) -> AccountingApplication:
+def build_application(settings: AccountingSettings | None = None) -> AccountingApplication:
+    settings = settings or AccountingSettings()
     return open_application(
         AccountingApplication,
         settings.accounting_database_url,

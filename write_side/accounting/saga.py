@@ -9,23 +9,19 @@ from kernel.reactions import Reaction
 from kernel.saga import saga_worker
 from write_side.accounting.application import AccountingApplication
 from write_side.accounting.bootstrap import build_application
-from write_side.accounting.settings import AccountingSettings
 
 
-def reactions(app: AccountingApplication) -> list[Reaction]:
-    def authorize(event: kitchen.TicketCreated, _: Envelope) -> None:
-        app.authorize(event.order_id, event.consumer_id, event.total_cents)
-
-    def fail(event: kitchen.TicketCreated, _: Envelope, reason: str) -> None:
-        # The contract's OrderId is a UUID: the failed Authorization can be keyed by it.
-        app.fail_authorization(event.order_id, event.consumer_id, reason)
-
-    return [Reaction(kitchen.TicketCreated, authorize, on_failure=fail)]
+def authorize(app: AccountingApplication, event: kitchen.TicketCreated, _: Envelope) -> None:
+    app.authorize(event.order_id, event.consumer_id, event.total_cents)
 
 
-app = saga_worker(
-    "accounting",
-    topics=[kitchen.TOPIC],
-    open_application=lambda: build_application(AccountingSettings()),
-    reactions=reactions,
-)
+def fail_authorization(
+    app: AccountingApplication, event: kitchen.TicketCreated, _: Envelope, reason: str
+) -> None:
+    # The contract's OrderId is a UUID: the failed Authorization can be keyed by it.
+    app.fail_authorization(event.order_id, event.consumer_id, reason)
+
+
+REACTIONS = (Reaction(kitchen.TicketCreated, authorize, on_failure=fail_authorization),)
+
+app = saga_worker("accounting", build_application, REACTIONS)

@@ -23,39 +23,39 @@ from kernel.reactions import Reaction
 from kernel.saga import saga_worker
 from write_side.kitchen.application import KitchenApplication
 from write_side.kitchen.bootstrap import build_application
-from write_side.kitchen.settings import KitchenSettings
 
 
-def reactions(app: KitchenApplication) -> list[Reaction]:
-    def create_ticket(event: consumers.ConsumerVerified, _: Envelope) -> None:
-        app.create_ticket(
-            order_id=UUID(event.order_id),
-            restaurant_id=event.restaurant_id,
-            consumer_id=event.consumer_id,
-            line_items=[item.model_dump() for item in event.line_items],
-            total_cents=event.total_cents,
-        )
-
-    def reject_ticket(event: consumers.ConsumerVerified, _: Envelope, error: str) -> None:
-        reason = f"the kitchen could not create the ticket: {error}"
-        app.reject_ticket(UUID(event.order_id), event.restaurant_id, reason)
-
-    def approve_ticket(event: accounting.CardAuthorized, _: Envelope) -> None:
-        app.approve_ticket(UUID(event.order_id))
-
-    def cancel_ticket(event: accounting.CardAuthorizationFailed, _: Envelope) -> None:
-        app.cancel_ticket(UUID(event.order_id), event.reason)
-
-    return [
-        Reaction(consumers.ConsumerVerified, create_ticket, on_failure=reject_ticket),
-        Reaction(accounting.CardAuthorized, approve_ticket),
-        Reaction(accounting.CardAuthorizationFailed, cancel_ticket),
-    ]
+def create_ticket(app: KitchenApplication, event: consumers.ConsumerVerified, _: Envelope) -> None:
+    app.create_ticket(
+        order_id=UUID(event.order_id),
+        restaurant_id=event.restaurant_id,
+        consumer_id=event.consumer_id,
+        line_items=[item.model_dump() for item in event.line_items],
+        total_cents=event.total_cents,
+    )
 
 
-app = saga_worker(
-    "kitchen",
-    topics=[consumers.TOPIC, accounting.TOPIC],
-    open_application=lambda: build_application(KitchenSettings()),
-    reactions=reactions,
+def reject_ticket(
+    app: KitchenApplication, event: consumers.ConsumerVerified, _: Envelope, error: str
+) -> None:
+    reason = f"the kitchen could not create the ticket: {error}"
+    app.reject_ticket(UUID(event.order_id), event.restaurant_id, reason)
+
+
+def approve_ticket(app: KitchenApplication, event: accounting.CardAuthorized, _: Envelope) -> None:
+    app.approve_ticket(UUID(event.order_id))
+
+
+def cancel_ticket(
+    app: KitchenApplication, event: accounting.CardAuthorizationFailed, _: Envelope
+) -> None:
+    app.cancel_ticket(UUID(event.order_id), event.reason)
+
+
+REACTIONS = (
+    Reaction(consumers.ConsumerVerified, create_ticket, on_failure=reject_ticket),
+    Reaction(accounting.CardAuthorized, approve_ticket),
+    Reaction(accounting.CardAuthorizationFailed, cancel_ticket),
 )
+
+app = saga_worker("kitchen", build_application, REACTIONS)

@@ -5,7 +5,8 @@ from write_side.orders.application import OrdersApplication
 from write_side.orders.settings import OrdersSettings
 
 
-def build_application(settings: OrdersSettings) -> OrdersApplication:
+def build_application(settings: OrdersSettings | None = None) -> OrdersApplication:
+    settings = settings or OrdersSettings()
     return open_application(
         OrdersApplication, settings.orders_database_url, settings.orders_database_schema
     )

@@ -3,18 +3,16 @@
 Run: ``faust -A write_side.orders.saga:app worker --without-web``.
 """
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from contracts import accounting, consumers, kitchen
 from contracts.envelope import Envelope
-from kernel.reactions import Reaction, SagaEnded
+from kernel.reactions import Handler, Reaction, SagaEnded
 from kernel.saga import saga_worker
 from write_side.orders.application import OrdersApplication
 from write_side.orders.bootstrap import build_application
-from write_side.orders.settings import OrdersSettings
 
 
 def ended(order_id: str, outcome: str, started: datetime | None, **fields: str) -> SagaEnded | None:
@@ -25,29 +23,29 @@ def ended(order_id: str, outcome: str, started: datetime | None, **fields: str) 
     return SagaEnded("createOrder", order_id, outcome, started, fields)
 
 
-def reactions(app: OrdersApplication) -> list[Reaction]:
-    def approve(event: accounting.CardAuthorized, _: Envelope) -> SagaEnded | None:
-        return ended(event.order_id, "approved", app.approve_order(UUID(event.order_id)))
-
-    def reject(step: str) -> Callable[[Any, Envelope], SagaEnded | None]:
-        def on_step_failed(event: Any, _: Envelope) -> SagaEnded | None:
-            started = app.reject_order(UUID(event.order_id), event.reason, failed_step=step)
-            outcome = f"rejected-{step}"
-            return ended(event.order_id, outcome, started, failed_step=step, reason=event.reason)
-
-        return on_step_failed
-
-    return [
-        Reaction(accounting.CardAuthorized, approve),
-        Reaction(consumers.ConsumerVerificationFailed, reject("consumers")),
-        Reaction(kitchen.TicketRejected, reject("kitchen")),
-        Reaction(accounting.CardAuthorizationFailed, reject("accounting")),
-    ]
+def approve(
+    app: OrdersApplication, event: accounting.CardAuthorized, _: Envelope
+) -> SagaEnded | None:
+    return ended(event.order_id, "approved", app.approve_order(UUID(event.order_id)))
 
 
-app = saga_worker(
-    "orders",
-    topics=[consumers.TOPIC, kitchen.TOPIC, accounting.TOPIC],
-    open_application=lambda: build_application(OrdersSettings()),
-    reactions=reactions,
+def reject(step: str) -> Handler[OrdersApplication, Any]:
+    """The reaction to the failure event of the saga's ``step`` (each has an order_id and
+    a reason)."""
+
+    def on_step_failed(app: OrdersApplication, event: Any, _: Envelope) -> SagaEnded | None:
+        started = app.reject_order(UUID(event.order_id), event.reason, failed_step=step)
+        outcome = f"rejected-{step}"
+        return ended(event.order_id, outcome, started, failed_step=step, reason=event.reason)
+
+    return on_step_failed
+
+
+REACTIONS = (
+    Reaction(accounting.CardAuthorized, approve),
+    Reaction(consumers.ConsumerVerificationFailed, reject("consumers")),
+    Reaction(kitchen.TicketRejected, reject("kitchen")),
+    Reaction(accounting.CardAuthorizationFailed, reject("accounting")),
 )
+
+app = saga_worker("orders", build_application, REACTIONS)

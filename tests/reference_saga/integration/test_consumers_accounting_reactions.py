@@ -23,12 +23,12 @@ from kernel.reactions import Reaction, Reactor
 from write_side.accounting import relay as accounting_relay
 from write_side.accounting.bootstrap import build_application as build_accounting
 from write_side.accounting.domain import Account, Authorization
-from write_side.accounting.saga import reactions as accounting_reactions
+from write_side.accounting.saga import REACTIONS as ACCOUNTING_REACTIONS
 from write_side.accounting.settings import AccountingSettings
 from write_side.consumers import relay as consumers_relay
 from write_side.consumers.bootstrap import build_application as build_consumers
 from write_side.consumers.domain import Consumer, Verification
-from write_side.consumers.saga import reactions as consumers_reactions
+from write_side.consumers.saga import REACTIONS as CONSUMERS_REACTIONS
 from write_side.consumers.settings import ConsumersSettings
 
 ITEMS = [orders.LineItem(menu_item_id="pizza", quantity=2, unit_price_cents=1250)]
@@ -124,7 +124,7 @@ def consumers_app(store) -> Iterator[Any]:
 
 @pytest.fixture
 def consumers_reactor(consumers_app) -> Reactor:
-    return Reactor(consumers_app, "consumers-saga", consumers_reactions(consumers_app))
+    return Reactor(consumers_app, "consumers-saga", CONSUMERS_REACTIONS)
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def accounting_app(store) -> Iterator[Any]:
 
 @pytest.fixture
 def accounting_reactor(accounting_app) -> Reactor:
-    return Reactor(accounting_app, "accounting-saga", accounting_reactions(accounting_app))
+    return Reactor(accounting_app, "accounting-saga", ACCOUNTING_REACTIONS)
 
 
 # consumers: OrderCreated → ConsumerVerified / ConsumerVerificationFailed
@@ -360,7 +360,7 @@ def test_a_consumer_still_on_v1_skips_the_v2_copy_and_reacts_to_the_v1_one(consu
     """In the transition period both majors are published: a v1 reader keeps working."""
     seen: list[orders.OrderCreatedV1] = []
 
-    def record(event: orders.OrderCreatedV1, _: Envelope) -> None:
+    def record(_: ServiceApplication, event: orders.OrderCreatedV1, __: Envelope) -> None:
         seen.append(event)
 
     legacy = Reactor(consumers_app, "legacy-saga", [Reaction(orders.OrderCreatedV1, record)])
@@ -465,7 +465,7 @@ def test_a_conflict_on_the_account_is_decided_again_on_its_fresh_state(
             accounting_database_schema=store.schema,
         )
     )
-    other_reactor = Reactor(other_worker, "accounting-saga", accounting_reactions(other_worker))
+    other_reactor = Reactor(other_worker, "accounting-saga", ACCOUNTING_REACTIONS)
 
     def counted_authorize(order_id: str, consumer_id: str, amount: int) -> None:
         decided.append(order_id)

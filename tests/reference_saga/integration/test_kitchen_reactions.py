@@ -20,7 +20,7 @@ from write_side.kitchen.application import KitchenApplication
 from write_side.kitchen.bootstrap import build_application
 from write_side.kitchen.domain import Ticket, TicketState
 from write_side.kitchen.relay import to_contract
-from write_side.kitchen.saga import reactions
+from write_side.kitchen.saga import REACTIONS
 from write_side.kitchen.settings import KitchenSettings
 
 CONSUMER = "kitchen-saga"
@@ -44,7 +44,7 @@ def app(store):
 
 @pytest.fixture
 def reactor(app):
-    return Reactor(app, CONSUMER, reactions(app))
+    return Reactor(app, CONSUMER, REACTIONS)
 
 
 @pytest.fixture

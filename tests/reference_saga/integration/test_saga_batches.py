@@ -26,7 +26,7 @@ from tests.reference_saga.integration.test_consumers_accounting_reactions import
 from write_side.consumers import relay as consumers_relay
 from write_side.consumers.application import ConsumersApplication
 from write_side.consumers.bootstrap import build_application
-from write_side.consumers.saga import reactions
+from write_side.consumers.saga import REACTIONS
 from write_side.consumers.settings import ConsumersSettings
 
 
@@ -43,7 +43,7 @@ def app(store) -> Iterator[ConsumersApplication]:
 
 @pytest.fixture
 def reactor(app: ConsumersApplication) -> Reactor:
-    return Reactor(app, "consumers-saga", reactions(app))
+    return Reactor(app, "consumers-saga", REACTIONS)
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ async def test_a_reaction_failing_with_no_failure_to_record_is_dead_lettered_the
 ):
     app.register_consumer("cust-1", "Ann")
 
-    def verify_or_raise(event: orders.OrderCreated, _: Any) -> None:
+    def verify_or_raise(app: ConsumersApplication, event: orders.OrderCreated, _: Any) -> None:
         if event.customer_id == "cust-broken":
             raise RuntimeError("cannot decide")
         items = [item.model_dump() for item in event.line_items]
@@ -170,7 +170,7 @@ async def test_messages_another_worker_handled_meanwhile_take_no_second_effect(
             consumers_database_url=store.url("consumers"), consumers_database_schema=store.schema
         )
     )
-    other = Reactor(other_app, "consumers-saga", reactions(other_app))
+    other = Reactor(other_app, "consumers-saga", REACTIONS)
     ids = [str(uuid4()) for _ in range(4)]
     messages = [message(order_created(i), orders.TOPIC, offset=n) for n, i in enumerate(ids)]
     try:

@@ -45,8 +45,7 @@ from write_side.orders.settings import OrdersSettings
 
 
 def declared_reactions(saga: ModuleType) -> tuple[type[ContractEvent], ...]:
-    # Only the declarations are read: the handlers, which would use the app, never run.
-    return tuple(reaction.event for reaction in saga.reactions(None))
+    return tuple(reaction.event for reaction in saga.REACTIONS)
 
 
 CONSUMERS: dict[str, tuple[type[ContractEvent], ...]] = {

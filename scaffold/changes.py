@@ -37,9 +37,8 @@ class Place:
     - ``end-of-if``: after the if/elif chain that opens the body of function ``name``
       (the piece starts with ``elif``);
     - ``item-of``: a new item at the end of a list, tuple or dict (``key: value``): the
-      one assigned to the top-level ``name``, the one function ``name`` returns, or
-      (``name`` as ``call:keyword`` or ``call:0``) the one passed as ``keyword`` (as the
-      first positional argument) to the call assigned to ``call``.
+      one assigned to the top-level ``name``, or (``name`` as ``call:0``) the one passed
+      as the first positional argument to the call assigned to ``call``.
     """
 
     kind: str
@@ -97,19 +96,11 @@ def _offset(lines: list[str], line: int, column: int) -> int:
 
 
 def _sequence(tree: ast.Module, place: Place, path: str) -> ast.List | ast.Tuple | ast.Dict:
-    call_name, _, keyword = place.name.partition(":")
-    node = _node(tree.body, call_name, path)
-    value: ast.AST | None = None
-    if keyword:
-        call = getattr(node, "value", None)
-        if isinstance(call, ast.Call):
-            arguments = dict(enumerate(call.args)) | {k.arg: k.value for k in call.keywords}
-            value = arguments.get(int(keyword) if keyword.isdigit() else keyword)
-    elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-        returned = node.body[-1]
-        value = returned.value if isinstance(returned, ast.Return) else None
-    else:
-        value = getattr(node, "value", None)
+    name, _, position = place.name.partition(":")
+    value = getattr(_node(tree.body, name, path), "value", None)
+    if position:
+        arguments = value.args if isinstance(value, ast.Call) else []
+        value = arguments[int(position)] if int(position) < len(arguments) else None
     if not isinstance(value, ast.List | ast.Tuple | ast.Dict):
         raise ScaffoldError(f"{path}: {place.name} is not a list, tuple or dict to add to")
     return value

@@ -352,17 +352,13 @@ def new_reaction(root: Path, domain_name: str, on: str) -> Changes:
     if f"from contracts import {source}\n" not in saga_source:
         changes.insert(f"{service}/saga.py", f"from contracts import {source}", AFTER_IMPORTS)
     changes.insert(
-        f"{service}/saga.py",
-        snippet("reaction_handler", answers),
-        Place("before-last", "reactions"),
+        f"{service}/saga.py", snippet("reaction_handler", answers), Place("before", "REACTIONS")
     )
     changes.insert(
         f"{service}/saga.py",
         f"Reaction({source}.{event}, on_{event_var})",
-        Place("item-of", "reactions"),
+        Place("item-of", "REACTIONS"),
     )
-    if f"{source}.TOPIC" not in saga_source:
-        changes.insert(f"{service}/saga.py", f"{source}.TOPIC", Place("item-of", "app:topics"))
     if first:
         application = f"{names.camel_case(domain.name)}Application"
         changes.insert(f"{service}/domain.py", "from uuid import UUID", AFTER_IMPORTS)

@@ -172,8 +172,14 @@ def test_generated_domains_events_projections_and_reactions_pass_the_checks_and_
         "invoices-saga: exec faust -A write_side.invoices.saga:app"
         in (copy / "Procfile").read_text()
     )
-    topics = (copy / "write_side" / "invoices" / "saga.py").read_text()
-    assert "parcels.TOPIC" in topics and "shipments.TOPIC" in topics
+    worker = run_in(
+        copy,
+        "-c",
+        "from write_side.invoices.saga import app; [agent] = app.agents.values(); "
+        "print(sorted(agent.channel.topics))",
+    )
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    assert worker.stdout.strip().splitlines()[-1] == "['parcels', 'shipments']"
 
     # The project's schemathesis test fails on an answer the OpenAPI does not list: a
     # malformed consistency token's 400 included.

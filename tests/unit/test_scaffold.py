@@ -202,7 +202,8 @@ EVENTS = (
     B,
 )
 TOPICS = []
-to_contract = mapping({A: a}, private=(C,))
+REACTIONS = ()
+to_contract = mapping({A: a})
 
 
 class Thing:
@@ -218,10 +219,6 @@ def apply(event):
     elif event == 2:
         x = 2
     return x
-
-
-def reactions():
-    return [one]
 """
 
 
@@ -232,9 +229,8 @@ def reactions():
         (changes.Place("before", "EVENTS"), "C = 3", "\nC = 3\n\nEVENTS = ("),
         (changes.Place("item-of", "EVENTS"), "C", "    B,\nC,\n)"),
         (changes.Place("item-of", "TOPICS"), "t", "TOPICS = [\nt,\n]"),
-        (changes.Place("item-of", "reactions"), "two", "[one,\ntwo]"),
+        (changes.Place("item-of", "REACTIONS"), "r", "REACTIONS = (\nr,\n)"),
         (changes.Place("item-of", "to_contract:0"), "B: b", "{A: a,\nB: b}"),
-        (changes.Place("item-of", "to_contract:private"), "D", "(C,\nD,)"),
         (changes.Place("end-of", "Thing"), "y: int", "        pass\n\n    y: int\n"),
         (changes.Place("end-of", "Thing.close"), "return", "        pass\n\n        return\n"),
         (

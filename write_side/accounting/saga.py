@@ -15,13 +15,13 @@ def authorize(app: AccountingApplication, event: kitchen.TicketCreated, _: Envel
     app.authorize(event.order_id, event.consumer_id, event.total_cents)
 
 
-def fail_authorization(
+def fail(
     app: AccountingApplication, event: kitchen.TicketCreated, _: Envelope, reason: str
 ) -> None:
     # The contract's OrderId is a UUID: the failed Authorization can be keyed by it.
     app.fail_authorization(event.order_id, event.consumer_id, reason)
 
 
-REACTIONS = (Reaction(kitchen.TicketCreated, authorize, on_failure=fail_authorization),)
+REACTIONS = (Reaction(kitchen.TicketCreated, authorize, on_failure=fail),)
 
 app = saga_worker("accounting", build_application, REACTIONS)

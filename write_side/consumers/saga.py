@@ -21,13 +21,11 @@ def verify(app: ConsumersApplication, event: orders.OrderCreated, _: Envelope) -
     )
 
 
-def fail_verification(
-    app: ConsumersApplication, event: orders.OrderCreated, _: Envelope, reason: str
-) -> None:
+def fail(app: ConsumersApplication, event: orders.OrderCreated, _: Envelope, reason: str) -> None:
     # The contract's OrderId is a UUID: the failed Verification can be keyed by it.
     app.fail_verification(event.order_id, event.customer_id, reason)
 
 
-REACTIONS = (Reaction(orders.OrderCreated, verify, on_failure=fail_verification),)
+REACTIONS = (Reaction(orders.OrderCreated, verify, on_failure=fail),)
 
 app = saga_worker("consumers", build_application, REACTIONS)

@@ -193,7 +193,10 @@ async def test_the_relay_sends_each_envelope_as_the_envelope_model_writes_it(sto
         notifications = app.recorder.select_notifications(1, last)
         sent = [relay.encoder.messages(n) for n in notifications]
         modelled = [
-            [(e.to_bytes(), e.subject.encode(), e.kafka_headers()) for e in relay.encoder.envelopes(n)]
+            [
+                (e.to_bytes(), e.subject.encode(), e.kafka_headers())
+                for e in relay.encoder.envelopes(n)
+            ]
             for n in notifications
         ]
     finally:

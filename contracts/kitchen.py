@@ -1,5 +1,7 @@
 """Integration events published by the kitchen service (topic ``kitchen``)."""
 
+from enum import StrEnum
+
 from contracts.base import ContractEvent
 from contracts.orders import OrderEvent, OrderPassedOn
 
@@ -28,6 +30,16 @@ class TicketCancelled(OrderEvent, name="kitchen.TicketCancelled", version="1.0")
 
     restaurant_id: str
     reason: str
+
+
+class TicketStatus(StrEnum):
+    """Where a ticket stands after each event: the kitchen's and the orders' read models
+    show it."""
+
+    CREATE_PENDING = "CREATE_PENDING"  # TicketCreated: it waits for the card
+    REJECTED = "REJECTED"  # TicketRejected
+    AWAITING_ACCEPTANCE = "AWAITING_ACCEPTANCE"  # TicketApproved
+    CANCELLED = "CANCELLED"  # TicketCancelled
 
 
 EVENTS: tuple[type[ContractEvent], ...] = (

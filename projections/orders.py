@@ -68,14 +68,14 @@ def apply(document: Document | None, envelope: Envelope, event: object) -> Docum
         saga["consumer_verification"] = "FAILED"
         detail = _failed(saga, "consumers", event.reason)
     elif isinstance(event, kitchen.TicketCreated):
-        saga["ticket"] = "CREATE_PENDING"
+        saga["ticket"] = kitchen.TicketStatus.CREATE_PENDING
     elif isinstance(event, kitchen.TicketRejected):
-        saga["ticket"] = "REJECTED"
+        saga["ticket"] = kitchen.TicketStatus.REJECTED
         detail = _failed(saga, "kitchen", event.reason)
     elif isinstance(event, kitchen.TicketApproved):
-        saga["ticket"] = "AWAITING_ACCEPTANCE"
+        saga["ticket"] = kitchen.TicketStatus.AWAITING_ACCEPTANCE
     elif isinstance(event, kitchen.TicketCancelled):
-        saga["ticket"] = "CANCELLED"
+        saga["ticket"] = kitchen.TicketStatus.CANCELLED
         detail = event.reason
     elif isinstance(event, accounting.CardAuthorized):
         saga["card_authorization"] = "AUTHORIZED"

@@ -10,17 +10,21 @@ from kernel.projection import Document, Projection, ProjectionError
 def apply(document: Document | None, envelope: Envelope, event: object) -> Document:
     new: Document = dict(document) if document else {}
     if isinstance(event, contract.TicketCreated):
-        new.update(event.model_dump(), status="CREATE_PENDING", reason=None)
+        new.update(event.model_dump(), status=contract.TicketStatus.CREATE_PENDING, reason=None)
     elif isinstance(event, contract.TicketRejected):
         new.update(
-            event.model_dump(), consumer_id=None, line_items=[], total_cents=None, status="REJECTED"
+            event.model_dump(),
+            consumer_id=None,
+            line_items=[],
+            total_cents=None,
+            status=contract.TicketStatus.REJECTED,
         )
     elif document is None:
         raise ProjectionError(f"{envelope.type} for ticket {envelope.subject} never created")
     elif isinstance(event, contract.TicketApproved):
-        new["status"] = "AWAITING_ACCEPTANCE"
+        new["status"] = contract.TicketStatus.AWAITING_ACCEPTANCE
     elif isinstance(event, contract.TicketCancelled):
-        new.update(status="CANCELLED", reason=event.reason)
+        new.update(status=contract.TicketStatus.CANCELLED, reason=event.reason)
     new.update(version=envelope.aggregateversion, updated_at=envelope.time)
     return new
 

@@ -12,7 +12,6 @@ import binascii
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Annotated, ClassVar
 from uuid import UUID
 
@@ -20,6 +19,7 @@ from fastapi import Depends, HTTPException, Query
 from pydantic import BaseModel, BeforeValidator, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from contracts.kitchen import TicketStatus
 from kernel.auth import RestaurantOrOps
 from kernel.read_models import (
     STORE_UNAVAILABLE,
@@ -39,13 +39,6 @@ TICKETS = "tickets"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
-
-
-class TicketStatus(StrEnum):
-    CREATE_PENDING = "CREATE_PENDING"
-    REJECTED = "REJECTED"
-    AWAITING_ACCEPTANCE = "AWAITING_ACCEPTANCE"
-    CANCELLED = "CANCELLED"
 
 
 class LineItem(BaseModel):

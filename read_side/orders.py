@@ -63,6 +63,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from contracts.consistency import ConsistencyToken
+from contracts.kitchen import TicketStatus
 from kernel.auth import CustomerOrOps, CustomerOrRestaurantOrOps, OpsOnly
 from kernel.read_models import (
     STORE_UNAVAILABLE,
@@ -108,15 +109,6 @@ class SagaState(StrEnum):
 class ConsumerVerification(StrEnum):
     VERIFIED = "VERIFIED"
     FAILED = "FAILED"
-
-
-class TicketStatus(StrEnum):
-    """The saga's kitchen step: the ticket's status."""
-
-    CREATE_PENDING = "CREATE_PENDING"
-    REJECTED = "REJECTED"
-    AWAITING_ACCEPTANCE = "AWAITING_ACCEPTANCE"
-    CANCELLED = "CANCELLED"
 
 
 class CardAuthorization(StrEnum):

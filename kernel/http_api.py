@@ -14,7 +14,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from opentelemetry import context
 from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 
 from kernel import tracing
 from kernel.problems import (
@@ -57,12 +60,32 @@ def create_api(
     ``documents`` complete its OpenAPI document (each changes it in place)."""
     # FastAPI's own request spans, when the process traces (kernel.tracing).
     app = FastAPIOffline(**{"telemetry": tracing.fastapi_telemetry(), **fastapi})
+    if tracing.traces_requests():
+        # fastapi-offline makes a FastAPI; this subclass only changes how it is called.
+        app.__class__ = HeadSampledAPI
     install_problem_handlers(app)
     app.add_middleware(RequestGuard, limits=limits or RequestLimits())
-    if tracing.traces_requests():  # outermost: the guard's answers carry the trace too
-        app.add_middleware(tracing.UnsampledRequests)
     document_problems(app, statuses or (lambda path, method, operation: ()), documents)
     return app
+
+
+class HeadSampledAPI(FastAPI):
+    """An API whose process traces: a request its sampler does not sample, and a health
+    probe, skip FastAPI's telemetry altogether (``kernel.tracing.untraced_context``, ADR
+    32) and are handled as FastAPI handles every request when its telemetry is off."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        untraced = tracing.untraced_context(scope)
+        if untraced is None:  # FastAPI's telemetry traces it
+            await super().__call__(scope, receive, send)
+            return
+        if self.root_path:  # what FastAPI.__call__ does before its telemetry
+            scope["root_path"] = self.root_path
+        token = context.attach(untraced)
+        try:
+            await Starlette.__call__(self, scope, receive, send)
+        finally:
+            context.detach(token)
 
 
 def document_problems(

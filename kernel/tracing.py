@@ -11,8 +11,9 @@ the events (docs/observability.md, docs/adr/0032).
   message's context (``message_span``): so the events a reaction saves carry that
   span's context, and the order's trace goes on, service after service.
 - An API decides whether a request is sampled before FastAPI's telemetry runs
-  (``_not_traced``): a request not sampled costs it almost nothing, and its events still
-  carry its trace id with the sampled flag off, so the order is sampled nowhere.
+  (``untraced_context``): a request not sampled never reaches that telemetry, and its
+  events still carry its trace id with the sampled flag off, so the order is sampled
+  nowhere.
 
 Configuration is the standard ``OTEL_*`` environment (``OTEL_SDK_DISABLED``,
 ``OTEL_SERVICE_NAME``, ``OTEL_TRACES_EXPORTER``, ``OTEL_EXPORTER_OTLP_ENDPOINT``,
@@ -22,6 +23,7 @@ Unlike the SDK's default (``otlp``), an unset ``OTEL_TRACES_EXPORTER`` exports n
 and sets nothing up: a process nobody configured pays nothing.
 """
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -30,7 +32,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from opentelemetry import context, propagate, trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -47,7 +49,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -227,7 +229,8 @@ def outside_traces(target: Callable[[], R]) -> Callable[[], R]:
     return run
 
 
-_UNTRACED_PATHS = frozenset({"/health", "/metrics", "/livez", "/readyz"})
+UNTRACED_PATHS = frozenset({"/health", "/metrics", "/livez", "/readyz"})
+"""Health probes and metrics: never traced."""
 
 
 def traces_requests() -> bool:
@@ -239,8 +242,8 @@ def fastapi_telemetry() -> dict[str, Any]:
     """FastAPI's own telemetry settings (``FastAPI(telemetry=...)``): FastAPI traces each
     request itself (joining a caller's ``traceparent``). One server span a request: no
     span per dependency, endpoint and serialization, no metrics or log records of its
-    own; health probes and requests not sampled left out (``_not_traced``); nothing when
-    tracing is off or ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names ``fastapi``.
+    own; nothing when tracing is off or ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` names
+    ``fastapi``. The requests it never sees: ``untraced_context``.
 
     FastAPI's rather than opentelemetry-instrumentation-fastapi: the contrib ASGI
     middleware cost the orders API about a third more CPU per command whether the request
@@ -252,20 +255,18 @@ def fastapi_telemetry() -> dict[str, Any]:
         "operation_spans": False,
         "metrics": False,
         "logs": False,
-        "exclude": _not_traced,
     }
 
 
 # Head sampling: an API decides whether a request is sampled before FastAPI's telemetry.
 
-_UNSAMPLED = "kernel.unsampled_trace_context"
-"""The scope's key for the context of a request not sampled (``_not_traced`` sets it)."""
 _drawn_trace_id: ContextVar[int] = ContextVar("drawn_trace_id", default=0)
 
 
 class RequestTraceIds(RandomIdGenerator):
     """The SDK's random ids, except that a request's server span gets the trace id its
-    head sampling drew (``_not_traced``): the sampler decides on the same id both times."""
+    head sampling drew (``untraced_context``): the sampler decides on the same id both
+    times."""
 
     def generate_trace_id(self) -> int:
         drawn = _drawn_trace_id.get()
@@ -281,23 +282,27 @@ class RequestTraceIds(RandomIdGenerator):
         return trace_id
 
 
-def _not_traced(scope: Scope) -> bool:
-    """FastAPI's ``exclude``: health probes and metrics, and requests not sampled.
+def untraced_context(scope: Scope) -> Context | None:
+    """The context an API handles ``scope`` in without FastAPI's telemetry, or None when
+    FastAPI's telemetry is to trace it (``kernel.http_api.create_api``).
 
-    FastAPI's telemetry does its work for every request it does not exclude, sampled or
-    not (attributes, a span, send and receive wrapped). So the provider's sampler
-    decides here, first, as it will for FastAPI's span: with the request's
-    ``traceparent`` as the parent, or with no parent and the trace id the span will get
-    (``RequestTraceIds``); but without the span's attributes. A request not sampled is
-    excluded, and ``UnsampledRequests`` makes current instead the non-recording span the
-    SDK would have made: the events its commands save carry its trace id with the
-    sampled flag off, so no service downstream samples the order either."""
-    if scope.get("path") in _UNTRACED_PATHS:
-        return True
+    FastAPI's telemetry does work for every request it sees, sampled or not (it walks
+    the middleware stack, attaches a context, wraps ``send`` and ``receive`` or runs its
+    ``exclude`` path). So the provider's sampler decides here, first, as it will for
+    FastAPI's span: with the caller's trace context as the parent, or with no parent and
+    the trace id the span will get (``RequestTraceIds``); but without the span's
+    attributes. A request it does not sample is handled in the context of the
+    non-recording span the SDK would have made: the events its commands save carry its
+    trace id with the sampled flag off, so no service downstream samples the order
+    either. Health probes and metrics are handled in an empty context."""
+    if scope["type"] != "http":
+        return None
+    if scope.get("path") in UNTRACED_PATHS:
+        return Context()
     provider = _provider
-    if provider is None or scope["type"] != "http":
-        return False
-    parent = propagate.extract(Headers(scope=scope))
+    if provider is None:
+        return None
+    parent = _callers_context(scope)
     parent_span = trace.get_current_span(parent).get_span_context()
     ids = provider.id_generator
     if parent_span.is_valid:
@@ -305,12 +310,12 @@ def _not_traced(scope: Scope) -> bool:
     elif isinstance(ids, RequestTraceIds):
         trace_id, random = ids.draw_trace_id(), ids.is_trace_id_random()
     else:  # another provider's ids: the span's will differ, so let FastAPI's span decide
-        return False
+        return None
     decision = provider.sampler.should_sample(
         parent, trace_id, scope.get("method", "HTTP"), SpanKind.SERVER
     )
     if decision.decision.is_recording():
-        return False
+        return None
     _drawn_trace_id.set(0)
     unsampled = SpanContext(
         trace_id,
@@ -319,27 +324,24 @@ def _not_traced(scope: Scope) -> bool:
         trace_flags=TraceFlags(TraceFlags.RANDOM_TRACE_ID if random else TraceFlags.DEFAULT),
         trace_state=decision.trace_state,
     )
-    scope[_UNSAMPLED] = trace.set_span_in_context(NonRecordingSpan(unsampled), parent)
-    return True
+    return trace.set_span_in_context(NonRecordingSpan(unsampled), parent)
 
 
-class UnsampledRequests:
-    """ASGI middleware: a request ``_not_traced`` did not sample is handled with its
-    non-recording span current (its trace id, the sampled flag off)."""
+def _callers_context(scope: Scope) -> Context:
+    """The trace context (and baggage) the request's headers carry, read by the
+    configured propagators (``OTEL_PROPAGATORS``); an empty one, without reading, when
+    no header has a name they read (most requests)."""
+    propagator = propagate.get_global_textmap()
+    names = _header_names(propagator)
+    if any(name in names for name, _ in scope["headers"]):
+        return propagator.extract(Headers(scope=scope))
+    return Context()
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        unsampled = scope.get(_UNSAMPLED)
-        if unsampled is None:
-            await self.app(scope, receive, send)
-            return
-        token = context.attach(unsampled)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            context.detach(token)
+@functools.cache
+def _header_names(propagator: Any) -> frozenset[bytes]:
+    """The header names ``propagator`` reads, as ASGI gives them (lower case bytes)."""
+    return frozenset(field.lower().encode("latin-1") for field in propagator.fields)
 
 
 def shutdown() -> None:

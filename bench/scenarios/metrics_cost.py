@@ -1,12 +1,15 @@
 """metrics_cost: what the Prometheus metrics cost, on the write path and the saga's capacity.
 
-The same workloads twice, with metrics on (the default) and off (`METRICS_ENABLED=false`:
-nothing recorded, no HTTP middleware), taking turns so that the shared machine's load
-weighs on both alike; each side's median round is reported, on as a ratio of off:
+The same workloads with metrics on (the default) and off (`METRICS_ENABLED=false`:
+nothing recorded, no HTTP middleware), on as a ratio of off:
 
-- write path: `POST /orders` through the orders command API (a uvicorn process, SQLite;
-  PostgreSQL too in a full run), closed loop (`bench.scenarios.write_path`); and
-  `OrdersApplication.place_order` called directly (the group commit and its counters);
+- write path: `POST /orders` through the orders command API (uvicorn, SQLite; PostgreSQL
+  too in a full run), closed loop (`bench.scenarios.write_path`), in pairs as the tracing
+  scenario measures (`bench.pairs`): a fresh API with metrics off beside one with them
+  on, half the clients each, at the same moment, five pairs, the median pair reported
+  (commands/s, and CPU per command of each API process); and
+  `OrdersApplication.place_order` called directly (the group commit and its counters),
+  on and off taking turns in this process;
 - the saga: every process of the four services (`bench.scenarios.saga`), SQLite, the
   offered rate stepped up until one fails; the knee, the latency placed → APPROVED at the
   reference rate, and the CPU all the system's processes use per order there.
@@ -25,7 +28,8 @@ from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
-from bench import capacity
+from bench import capacity, stack
+from bench.pairs import api_pair, median_pair
 from bench.scenario import BenchContext, Measurement, ScenarioResult, Table
 from bench.scenarios import saga, write_path
 from kernel import metrics
@@ -49,44 +53,80 @@ def _median(values: list[float]) -> float:
     return ordered[len(ordered) // 2]
 
 
+def _api_env(
+    url_template: str, schema: str | None, number: int, *, enabled: bool
+) -> dict[str, str]:
+    """The environment of one side of a pair: metrics on or off, a store of its own."""
+    return {
+        "METRICS_ENABLED": "true" if enabled else "false",
+        "ORDERS_DATABASE_URL": write_path._url(
+            url_template, f"http-{number}-{'on' if enabled else 'off'}"
+        ),
+        **({"ORDERS_DATABASE_SCHEMA": schema} if schema else {}),
+    }
+
+
 def write_path_cost(context: BenchContext, result: ScenarioResult) -> None:
     seconds = 1.5 if context.quick else 6.0
     clients = 8 if context.quick else write_path.CLIENTS
     rounds = 2 if context.quick else 3
+    pairs = 2 if context.quick else 5
     max_calls = 3_000 if context.quick else 100_000
-    with write_path.stores(context) as targets:
+    with write_path.stores(context) as targets, contextlib.ExitStack() as cleanup:
         for store, url_template, schema in targets:
             if context.quick and store != "SQLite":
                 continue
             at = f"{store}, {clients} clients"
-            runs: dict[bool, list[write_path.Run]] = {True: [], False: []}
-            for number in range(rounds):
-                for enabled in (False, True) if number % 2 == 0 else (True, False):
-                    env = {
-                        "ORDERS_DATABASE_URL": write_path._url(url_template, f"http-{number}"),
-                        **({"ORDERS_DATABASE_SCHEMA": schema} if schema else {}),
-                    }
-                    with metrics_enabled(enabled):
-                        factory = "write_side.orders.api:create_app"
-                        with write_path.uvicorn(factory, env, context.work_dir) as url:
-                            write_path.drive_http(url, clients, seconds / 4)  # warm-up
-                            runs[enabled].append(write_path.drive_http(url, clients, seconds))
-            on, off = write_path._median(runs[True]), write_path._median(runs[False])
+            # Each side a store of its own: two APIs on one PostgreSQL schema would wait
+            # for each other's lock on the events table.
+            on_schema = (
+                cleanup.enter_context(stack.postgres_schema(context.postgres_url))
+                if schema
+                else None
+            )
+            measured_pairs = [
+                api_pair(
+                    _api_env(url_template, schema, number, enabled=False),
+                    _api_env(url_template, on_schema, number, enabled=True),
+                    context.work_dir,
+                    clients // 2,
+                    seconds,
+                )
+                for number in range(pairs)
+            ]
+            by_throughput = median_pair(measured_pairs, lambda pair: pair.throughput_ratio)
+            by_cpu = median_pair(measured_pairs, lambda pair: pair.cpu_ratio)
+            on, off = by_throughput.on.run, by_throughput.off.run
             result.measurements.append(
                 Measurement(
-                    f"POST /orders/s with metrics, {at}",
+                    f"POST /orders/s with metrics, {at} (the median of {pairs} pairs)",
                     on.per_second,
                     "commands/s",
-                    "metrics off",
+                    "metrics off, beside it",
                     off.per_second,
                     on.p50,
                     on.p95,
                     on.p99,
                 )
             )
+            result.measurements.append(
+                Measurement(
+                    f"POST /orders: CPU ms per command, metrics off as a share of on, {at} "
+                    f"(the median of {pairs} pairs)",
+                    by_cpu.off.cpu_ms_per_command,
+                    "ms",
+                    "metrics on, beside it",
+                    by_cpu.on.cpu_ms_per_command,
+                )
+            )
             result.notes.append(
-                f"POST /orders, {at}, metrics off: p50 {off.p50:.1f} ms, p99 {off.p99:.1f} ms; "
-                f"on: p50 {on.p50:.1f} ms, p99 {on.p99:.1f} ms."
+                f"POST /orders, {at}: each pair is a fresh API with metrics off beside one "
+                f"with them on, {clients // 2} clients each, at the same moment; "
+                "commands/s on ÷ off "
+                + ", ".join(f"{pair.throughput_ratio:.2f}" for pair in measured_pairs)
+                + "; CPU per command off ÷ on "
+                + ", ".join(f"{pair.cpu_ratio:.2f}" for pair in measured_pairs)
+                + "."
             )
             app = open_application(
                 OrdersApplication, write_path._url(url_template, "direct"), schema
@@ -300,7 +340,8 @@ def run(context: BenchContext) -> ScenarioResult:
     )
     result.notes.append(
         "A quick run (`--quick`) measures each side once or twice for a second or two: its "
-        "ratios are within the machine's noise (the 2 cores are shared); the full run takes "
-        "turns three times on the write path and twice on the saga."
+        "ratios are within the machine's noise (the 2 cores are shared); the full run "
+        "measures five pairs over HTTP, takes turns three times on the direct path and twice "
+        "on the saga."
     )
     return result

@@ -5,7 +5,10 @@ the same settings, spans exported as OTLP JSON lines to files
 (`OTEL_TRACES_EXPORTER=otlp_json_file`, the local stack's set-up); they differ in
 `VARIANTS`: off (`OTEL_SDK_DISABLED=true`: no provider, the kernel's span calls are
 no-ops), every span, every span but SQLAlchemy's, one order in ten sampled
-(`parentbased_traceidratio`, 0.1), and one in ten without SQLAlchemy's.
+(`parentbased_traceidratio`, 0.1), and one in ten without SQLAlchemy's. Metrics are on
+in each; one more comparison sets the production set-up (one in ten without
+SQLAlchemy's spans, metrics on) against neither tracing nor metrics
+(`METRICS_ENABLED=false`): issue 16 asks what tracing *and* metrics cost.
 
 - Write path: the orders command API (uvicorn, SQLite; PostgreSQL too in a full run when
   it is there), `POST /orders` by closed-loop clients, as in the write_path scenario, in
@@ -33,19 +36,18 @@ import contextlib
 import dataclasses
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from bench import capacity, instructions, stack
-from bench import http as bench_http
-from bench.load import LoadRun, closed_loop
+from bench.pairs import Pair, api_pair, median_pair
 from bench.scenario import BenchContext, Measurement, ScenarioResult, Table
 from bench.scenarios import saga, write_path
-from devstack import processes
-from devstack.servers import free_port
 
 OFF = "off"
+NEITHER = "neither tracing nor metrics"
+SAMPLED = "10 % sampled without SQL spans"
+"""The cheapest way tracing is on, the one docs/observability.md advises in production."""
 VARIANTS: dict[str, dict[str, str]] = {
     OFF: {"OTEL_SDK_DISABLED": "true"},
     "every span": {},
@@ -54,17 +56,26 @@ VARIANTS: dict[str, dict[str, str]] = {
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": "0.1",
     },
-    "10 % sampled without SQL spans": {
+    SAMPLED: {
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": "0.1",
         "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "sqlalchemy",
     },
+    NEITHER: {"OTEL_SDK_DISABLED": "true", "METRICS_ENABLED": "false"},
 }
-"""Tracing off, and the ways it is on: every span (the local stack's set-up), without
+"""Tracing off, and the ways it is on (metrics on in each, as by default), and neither
+tracing nor metrics. The ways tracing is on: every span (the local stack's set-up), without
 SQLAlchemy's span per statement, with one order in ten traced (the root's decision
 is the whole order's: the sampled flag travels in ``traceparent``), and both (the
 cheapest: the orders API's statements run in its group commit's threads, outside any
 request's trace, so SQLAlchemy's instrumentation records nothing there)."""
+COMPARISONS: dict[str, tuple[str, str]] = {
+    **{variant: (OFF, variant) for variant in VARIANTS if variant not in (OFF, NEITHER)},
+    f"{SAMPLED}, and metrics": (NEITHER, SAMPLED),
+}
+"""What is compared, each ``(baseline, set-up)``: each way tracing is on with tracing
+off, and the production set-up (tracing sampled, metrics on) with neither."""
+BASELINES = {OFF: "tracing off (OTEL_SDK_DISABLED=true)", NEITHER: "neither tracing nor metrics"}
 TARGET_RATIO = 0.9
 """Issue 16: tracing costs at most 10 % of the write path's throughput and of the saga's
 capacity."""
@@ -79,102 +90,13 @@ def tracing_env(variant: str, work: os.PathLike[str] | str) -> dict[str, str]:
     }
 
 
-@dataclasses.dataclass(frozen=True)
-class ApiRun:
-    """One measured side of a round: the orders API's throughput, and its process's CPU
-    time per command (from /proc: what tracing adds, whatever else shares the machine)."""
-
-    run: write_path.Run
-    cpu_ms_per_command: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Pair:
-    """A round: tracing off and one way on, measured side by side at the same moment."""
-
-    off: ApiRun
-    on: ApiRun
-
-    @property
-    def throughput_ratio(self) -> float:
-        return self.on.run.per_second / self.off.run.per_second
-
-    @property
-    def cpu_ratio(self) -> float:
-        """CPU per command off ÷ on: the share of the work left when tracing is on."""
-        return self.off.cpu_ms_per_command / self.on.cpu_ms_per_command
-
-
-def api_pair(
-    off_env: dict[str, str], on_env: dict[str, str], work: Path, clients: int, seconds: float
-) -> Pair:
-    """Two fresh orders API processes, tracing off and on, each driven by ``clients``
-    closed-loop clients at the same time: a warm-up third, then ``seconds`` measured,
-    each process's CPU time read from /proc around the measured part.
-
-    Side by side rather than one after the other: this machine's speed moves by 10-20 %
-    from one run to the next (runs of the same set-up, one after the other, used 1.6 to
-    2.6 ms of CPU per command), and both sides of a pair see the same moment."""
-    ports = free_port(), free_port()
-    with stack.System(on_env, work) as system:
-        sides = [
-            system.start(
-                processes.api(
-                    f"orders-api-{side}", "write_side.orders.api:create_app", port, env, work
-                )
-            )
-            for side, port, env in zip(("off", "on"), ports, (off_env, on_env), strict=True)
-        ]
-        urls = [f"http://127.0.0.1:{port}" for port in ports]
-        system.wait_healthy(*urls, timeout=60)
-
-        async def load(url: str, duration: float) -> LoadRun:
-            async with bench_http.client(url, connections=clients) as http:
-
-                async def place(i: int) -> bool:
-                    answer = await bench_http.post_json(
-                        http, "/orders", write_path.ORDER, expect=201
-                    )
-                    return answer is not None
-
-                return await closed_loop(clients, duration, place)
-
-        async def measured() -> tuple[list[LoadRun], list[float]]:
-            await asyncio.gather(*(load(url, seconds / 3) for url in urls))
-            before = [process.cpu_seconds() or 0.0 for process in sides]
-            runs = await asyncio.gather(*(load(url, seconds) for url in urls))
-            used = [(p.cpu_seconds() or 0.0) - b for p, b in zip(sides, before, strict=True)]
-            return list(runs), used
-
-        loads, used = asyncio.run(measured())
-    measured_sides = []
-    for side, load_run, cpu in zip(("off", "on"), loads, used, strict=True):
-        if load_run.errors:
-            raise RuntimeError(
-                f"POST /orders failed {load_run.errors} times; see {work}/orders-api-{side}.log"
-            )
-        commands = len(load_run.latencies)
-        measured_sides.append(
-            ApiRun(
-                write_path.Run(commands, load_run.duration, load_run.latencies),
-                cpu / max(commands, 1) * 1000,
-            )
-        )
-    return Pair(*measured_sides)
-
-
-def median_pair(pairs: list[Pair], ratio: Callable[[Pair], float]) -> Pair:
-    """The pair whose ``ratio`` is the median (the upper one of an even count)."""
-    return sorted(pairs, key=ratio)[len(pairs) // 2]
-
-
 def write_path_pairs(
     context: BenchContext, url: str, schemas: tuple[str, str] | None, rounds: int, seconds: float
 ) -> dict[str, list[Pair]]:
-    """``rounds`` pairs (off beside on) for each way tracing is on, the ways taking turns."""
+    """``rounds`` pairs (baseline beside set-up) for each of the ``COMPARISONS``, taking
+    turns."""
     clients = 4 if context.quick else write_path.CLIENTS // 2
-    traced = [variant for variant in VARIANTS if variant != OFF]
-    pairs: dict[str, list[Pair]] = {variant: [] for variant in traced}
+    pairs: dict[str, list[Pair]] = {compared: [] for compared in COMPARISONS}
 
     def env(variant: str, schema: str | None) -> dict[str, str]:
         return {
@@ -185,10 +107,11 @@ def write_path_pairs(
 
     off_schema, on_schema = schemas or (None, None)
     for round_number in range(rounds):
-        for variant in turns(traced, round_number):
-            pairs[variant].append(
+        for compared in turns(list(COMPARISONS), round_number):
+            baseline, variant = COMPARISONS[compared]
+            pairs[compared].append(
                 api_pair(
-                    env(OFF, off_schema),
+                    env(baseline, off_schema),
                     env(variant, on_schema),
                     context.work_dir,
                     clients,
@@ -272,7 +195,6 @@ def run(context: BenchContext) -> ScenarioResult:
     seconds = 1.5 if context.quick else 6.0
     rounds = 2 if context.quick else 5
     targets_rows: list[tuple[str, ...]] = []
-    traced = [variant for variant in VARIANTS if variant != OFF]
 
     stores: list[tuple[str, str, tuple[str, str] | None]] = [
         ("SQLite", f"sqlite:///{context.work_dir}/tracing_{{}}.db", None)
@@ -286,7 +208,7 @@ def run(context: BenchContext) -> ScenarioResult:
             stores.append(("PostgreSQL", context.postgres_url, (schemas[0], schemas[1])))
         for store, url, store_schemas in stores:
             pairs_of = write_path_pairs(context, url, store_schemas, rounds, seconds)
-            for variant in traced:
+            for variant, (baseline, _) in COMPARISONS.items():
                 pairs = pairs_of[variant]
                 by_throughput = median_pair(pairs, lambda pair: pair.throughput_ratio)
                 by_cpu = median_pair(pairs, lambda pair: pair.cpu_ratio)
@@ -295,7 +217,7 @@ def run(context: BenchContext) -> ScenarioResult:
                     "(the median of the pairs)",
                     by_throughput.on.run.per_second,
                     "commands/s",
-                    "tracing off (OTEL_SDK_DISABLED=true), beside it",
+                    f"{BASELINES[baseline]}, beside it",
                     by_throughput.off.run.per_second,
                     by_throughput.on.run.p50,
                     by_throughput.on.run.p95,
@@ -306,7 +228,7 @@ def run(context: BenchContext) -> ScenarioResult:
                     f"tracing: {variant}, {store} (the median of the pairs)",
                     1000 / by_cpu.on.cpu_ms_per_command,
                     "commands/CPU-s",
-                    "tracing off, beside it",
+                    f"{BASELINES[baseline]}, beside it",
                     1000 / by_cpu.off.cpu_ms_per_command,
                 )
                 result.measurements += [throughput, per_cpu]
@@ -315,7 +237,8 @@ def run(context: BenchContext) -> ScenarioResult:
                     _target_row(f"write path, CPU per command, {variant}, {store}", per_cpu.ratio),
                 ]
                 result.notes.append(
-                    f"Write path, {store}, tracing {variant}: on ÷ off in each of the "
+                    f"Write path, {store}, tracing {variant}: ÷ {BASELINES[baseline]} in each "
+                    "of the "
                     f"{len(pairs)} pairs, commands/s "
                     + ", ".join(f"{pair.throughput_ratio:.2f}" for pair in pairs)
                     + "; CPU per command (off ÷ on) "
@@ -331,41 +254,39 @@ def run(context: BenchContext) -> ScenarioResult:
         )
     else:
         counted = instructions_per_command(context)
-        for variant in traced:
+        for compared, (baseline, variant) in COMPARISONS.items():
             per_command = Measurement(
-                f"POST /orders: instructions per command, tracing off as a share of "
-                f"{variant}, SQLite, one process (callgrind)",
-                counted[OFF] / 1e6,
+                f"POST /orders: instructions per command, {BASELINES[baseline]} as a share "
+                f"of {compared}, SQLite, one process (callgrind)",
+                counted[baseline] / 1e6,
                 "M instructions",
-                f"tracing: {variant}",
+                f"tracing: {compared}",
                 counted[variant] / 1e6,
             )
             result.measurements.append(per_command)
             targets_rows.append(
                 _target_row(
-                    f"write path, instructions per command (off / on), {variant}",
-                    counted[OFF] / counted[variant],
+                    f"write path, instructions per command (off / on), {compared}",
+                    counted[baseline] / counted[variant],
                 )
             )
 
     plan = saga.QUICK if context.quick else saga.FULL
     searches = {variant: saga_search(context, variant, plan) for variant in VARIANTS}
-    untraced = searches[OFF]
-    knee_off = capacity.knee(untraced.steps)
-    for variant in traced:
-        search = searches[variant]
-        knee_on = capacity.knee(search.steps)
+    for compared, (baseline, variant) in COMPARISONS.items():
+        search, untraced = searches[variant], searches[baseline]
+        knee_on, knee_off = capacity.knee(search.steps), capacity.knee(untraced.steps)
         result.measurements.append(
             Measurement(
-                f"saga capacity (knee), tracing: {variant}, SQLite",
+                f"saga capacity (knee), tracing: {compared}, SQLite",
                 knee_on or 0.0,
                 "orders/s",
-                "tracing off",
+                BASELINES[baseline],
                 knee_off,
             )
         )
         knee_ratio = (knee_on / knee_off) if knee_on and knee_off else None
-        targets_rows.append(_target_row(f"saga capacity (knee), {variant}", knee_ratio))
+        targets_rows.append(_target_row(f"saga capacity (knee), {compared}", knee_ratio))
         both = [
             (a, b)
             for a, b in zip(search.steps, untraced.steps, strict=False)
@@ -375,27 +296,27 @@ def run(context: BenchContext) -> ScenarioResult:
             (a, b) for a, b in both if not capacity.shortfalls(a) and not capacity.shortfalls(b)
         ]
         if not both:
-            result.notes.append(f"{variant}: no rate where orders were approved both ways.")
+            result.notes.append(f"{compared}: no rate where orders were approved both ways.")
             continue
         # The highest rate both passed; else (a busy machine) the first, passed or not:
         # the work per approved order holds either way.
         step_on, step_off = passed[-1] if passed else both[0]
         cpu = Measurement(
             f"saga: orders per CPU-second of its processes at {step_on.offered:g} orders/s, "
-            f"tracing: {variant}, SQLite",
+            f"tracing: {compared}, SQLite",
             orders_per_cpu_second(search, step_on),
             "orders/CPU-s",
-            "tracing off",
+            BASELINES[baseline],
             orders_per_cpu_second(untraced, step_off),
             (step_on.p(50) or 0) * 1000,
             (step_on.p(95) or 0) * 1000,
             (step_on.p(99) or 0) * 1000,
         )
         result.measurements.append(cpu)
-        targets_rows.append(_target_row(f"saga, CPU per order, {variant}", cpu.ratio))
+        targets_rows.append(_target_row(f"saga, CPU per order, {compared}", cpu.ratio))
         result.notes.append(
-            f"Saga at {step_on.offered:g} orders/s, tracing {variant}: p50 placed → APPROVED "
-            f"{_ms(step_on.p(50))} ms ({_ms(step_off.p(50))} ms untraced), p99 "
+            f"Saga at {step_on.offered:g} orders/s, tracing {compared}: p50 placed → APPROVED "
+            f"{_ms(step_on.p(50))} ms ({_ms(step_off.p(50))} ms with {BASELINES[baseline]}), p99 "
             f"{_ms(step_on.p(99))} ms ({_ms(step_off.p(99))} ms)."
         )
     result.tables.append(

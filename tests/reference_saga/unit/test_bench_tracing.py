@@ -1,7 +1,8 @@
 """The tracing benchmark's rounds: no variant always runs first on the machine; pairs
 of processes, off beside on, give its ratios."""
 
-from bench.scenarios.tracing import VARIANTS, ApiRun, Pair, median_pair, turns
+from bench.pairs import ApiRun, Pair, median_pair
+from bench.scenarios.tracing import COMPARISONS, NEITHER, OFF, SAMPLED, VARIANTS, turns
 from bench.scenarios.write_path import Run
 
 
@@ -30,3 +31,17 @@ def test_a_pair_compares_its_sides_and_the_median_pair_is_reported() -> None:
     assert [round(pair.cpu_ratio, 2) for pair in pairs] == [0.8, 0.91, 0.95]
     assert median_pair(list(reversed(pairs)), lambda pair: pair.throughput_ratio) is pairs[1]
     assert median_pair(pairs[:2], lambda pair: pair.cpu_ratio) is pairs[1]
+
+
+def test_each_way_tracing_is_on_is_set_against_tracing_off_and_the_production_set_up_against_neither() -> (
+    None
+):
+    traced = {variant for variant in VARIANTS if variant not in (OFF, NEITHER)}
+
+    assert {COMPARISONS[variant] for variant in traced} == {(OFF, variant) for variant in traced}
+    assert (NEITHER, SAMPLED) in COMPARISONS.values()
+    # Neither means tracing off and metrics off; every other variant leaves metrics on.
+    assert VARIANTS[NEITHER] == {"OTEL_SDK_DISABLED": "true", "METRICS_ENABLED": "false"}
+    assert all(
+        "METRICS_ENABLED" not in VARIANTS[variant] for variant in VARIANTS if variant != NEITHER
+    )

@@ -44,7 +44,7 @@ DEMO = "devstack/demo.py"
 BENCHMARK = (
     *(
         f"bench/{name}.py"
-        for name in ("api_probe", "bare_saga", "capacity", "examples", "flows", "hops")
+        for name in ("api_probe", "bare_saga", "capacity", "examples", "flows", "hops", "pairs")
     ),
     "bench/saga_stores.py",
     "bench/chaos",  # `make chaos`: the saga under load while processes are killed

@@ -229,7 +229,7 @@ def outside_traces(target: Callable[[], R]) -> Callable[[], R]:
     return run
 
 
-UNTRACED_PATHS = frozenset({"/health", "/metrics", "/livez", "/readyz"})
+_UNTRACED_PATHS = frozenset({"/health", "/metrics", "/livez", "/readyz"})
 """Health probes and metrics: never traced."""
 
 
@@ -297,7 +297,7 @@ def untraced_context(scope: Scope) -> Context | None:
     either. Health probes and metrics are handled in an empty context."""
     if scope["type"] != "http":
         return None
-    if scope.get("path") in UNTRACED_PATHS:
+    if scope.get("path") in _UNTRACED_PATHS:
         return Context()
     provider = _provider
     if provider is None:

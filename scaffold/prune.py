@@ -44,7 +44,16 @@ DEMO = "devstack/demo.py"
 BENCHMARK = (
     *(
         f"bench/{name}.py"
-        for name in ("api_probe", "bare_saga", "capacity", "examples", "flows", "hops", "pairs")
+        for name in (
+            "api_probe",
+            "bare_saga",
+            "capacity",
+            "examples",
+            "flows",
+            "hops",
+            "otlp_receiver",
+            "pairs",
+        )
     ),
     "bench/saga_stores.py",
     "bench/chaos",  # `make chaos`: the saga under load while processes are killed

@@ -2,13 +2,16 @@
 
 Issue 16 allows tracing at most 10 % of each. Every variant runs the same processes with
 the same settings, spans exported as OTLP JSON lines to files
-(`OTEL_TRACES_EXPORTER=otlp_json_file`, the local stack's set-up); they differ in
-`VARIANTS`: off (`OTEL_SDK_DISABLED=true`: no provider, the kernel's span calls are
-no-ops), every span, every span but SQLAlchemy's, one order in ten sampled
-(`parentbased_traceidratio`, 0.1), and one in ten without SQLAlchemy's. Metrics are on
-in each; one more comparison sets the production set-up (one in ten without
-SQLAlchemy's spans, metrics on) against neither tracing nor metrics
-(`METRICS_ENABLED=false`): issue 16 asks what tracing *and* metrics cost.
+(`OTEL_TRACES_EXPORTER=otlp_json_file`, the local stack's set-up) except where a variant
+says otherwise; they differ in `VARIANTS`: off (`OTEL_SDK_DISABLED=true`: no provider,
+the kernel's span calls are no-ops), every span, every span but SQLAlchemy's, one order
+in ten sampled (`parentbased_traceidratio`, 0.1), one in ten without SQLAlchemy's, and
+that last one sending OTLP protobuf over HTTP (`OTEL_TRACES_EXPORTER=otlp`, production's
+exporter) to a receiver that keeps nothing (`bench.otlp_receiver`, its own process: a
+collector's work is not the exporting process's). Metrics are on in each; two more
+comparisons set the production set-ups (one in ten without SQLAlchemy's spans, metrics
+on; JSON lines and OTLP) against neither tracing nor metrics (`METRICS_ENABLED=false`):
+issue 16 asks what tracing *and* metrics cost.
 
 - Write path: the orders command API (uvicorn, SQLite; PostgreSQL too in a full run when
   it is there), `POST /orders` by closed-loop clients, as in the write_path scenario, in
@@ -40,7 +43,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from bench import capacity, instructions, stack
+from bench import capacity, instructions, otlp_receiver, stack
 from bench.pairs import Pair, api_pair, median_pair
 from bench.scenario import BenchContext, Measurement, ScenarioResult, Table
 from bench.scenarios import saga, write_path
@@ -49,6 +52,9 @@ OFF = "off"
 NEITHER = "neither tracing nor metrics"
 SAMPLED = "10 % sampled without SQL spans"
 """The cheapest way tracing is on, the one docs/observability.md advises in production."""
+SAMPLED_OTLP = f"{SAMPLED}, OTLP"
+"""The same, exported as in production: OTLP protobuf over HTTP, to ``bench.otlp_receiver``
+(``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, set by ``run``)."""
 VARIANTS: dict[str, dict[str, str]] = {
     OFF: {"OTEL_SDK_DISABLED": "true"},
     "every span": {},
@@ -62,6 +68,12 @@ VARIANTS: dict[str, dict[str, str]] = {
         "OTEL_TRACES_SAMPLER_ARG": "0.1",
         "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "sqlalchemy",
     },
+    SAMPLED_OTLP: {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "sqlalchemy",
+    },
     NEITHER: {"OTEL_SDK_DISABLED": "true", "METRICS_ENABLED": "false"},
 }
 """Tracing off, and the ways it is on (metrics on in each, as by default), and neither
@@ -69,13 +81,15 @@ tracing nor metrics. The ways tracing is on: every span (the local stack's set-u
 SQLAlchemy's span per statement, with one order in ten traced (the root's decision
 is the whole order's: the sampled flag travels in ``traceparent``), and both (the
 cheapest: the orders API's statements run in its group commit's threads, outside any
-request's trace, so SQLAlchemy's instrumentation records nothing there)."""
+request's trace, so SQLAlchemy's instrumentation records nothing there), and that sent as
+OTLP rather than written as JSON lines."""
 COMPARISONS: dict[str, tuple[str, str]] = {
     **{variant: (OFF, variant) for variant in VARIANTS if variant not in (OFF, NEITHER)},
     f"{SAMPLED}, and metrics": (NEITHER, SAMPLED),
+    f"{SAMPLED_OTLP}, and metrics": (NEITHER, SAMPLED_OTLP),
 }
 """What is compared, each ``(baseline, set-up)``: each way tracing is on with tracing
-off, and the production set-up (tracing sampled, metrics on) with neither."""
+off, and the production set-ups (tracing sampled, metrics on) with neither."""
 BASELINES = {OFF: "tracing off (OTEL_SDK_DISABLED=true)", NEITHER: "neither tracing nor metrics"}
 TARGET_RATIO = 0.9
 """Issue 16: tracing costs at most 10 % of the write path's throughput and of the saga's
@@ -200,6 +214,21 @@ def instructions_per_command(context: BenchContext) -> dict[str, tuple[float, fl
 
 
 def run(context: BenchContext) -> ScenarioResult:
+    """Every comparison, with an OTLP receiver up for the variant that exports to one (its
+    processes, started from here, inherit the endpoint)."""
+    with otlp_receiver.running(context.work_dir) as receiver:
+        endpoint = f"{receiver}{otlp_receiver.TRACES_PATH}"
+        with environment({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint}):
+            result = measure(context)
+        exports = otlp_receiver.exports(receiver)
+    result.notes.append(
+        f"The OTLP receiver took {exports} exports"
+        + ("." if exports else ": NONE, so the OTLP variant's numbers measured no export.")
+    )
+    return result
+
+
+def measure(context: BenchContext) -> ScenarioResult:
     result = ScenarioResult(name="tracing: its cost on the write path and the saga")
     seconds = 1.5 if context.quick else 6.0
     rounds = 2 if context.quick else 5

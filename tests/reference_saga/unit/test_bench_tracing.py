@@ -2,7 +2,16 @@
 of processes, off beside on, give its ratios."""
 
 from bench.pairs import ApiRun, Pair, median_pair
-from bench.scenarios.tracing import COMPARISONS, NEITHER, OFF, SAMPLED, VARIANTS, turns
+from bench.scenarios.tracing import (
+    COMPARISONS,
+    NEITHER,
+    OFF,
+    SAMPLED,
+    SAMPLED_OTLP,
+    VARIANTS,
+    tracing_env,
+    turns,
+)
 from bench.scenarios.write_path import Run
 
 
@@ -40,8 +49,19 @@ def test_each_way_tracing_is_on_is_set_against_tracing_off_and_the_production_se
 
     assert {COMPARISONS[variant] for variant in traced} == {(OFF, variant) for variant in traced}
     assert (NEITHER, SAMPLED) in COMPARISONS.values()
+    assert (NEITHER, SAMPLED_OTLP) in COMPARISONS.values()
     # Neither means tracing off and metrics off; every other variant leaves metrics on.
     assert VARIANTS[NEITHER] == {"OTEL_SDK_DISABLED": "true", "METRICS_ENABLED": "false"}
     assert all(
         "METRICS_ENABLED" not in VARIANTS[variant] for variant in VARIANTS if variant != NEITHER
     )
+
+
+def test_the_otlp_variant_is_the_production_set_up_exported_as_otlp_instead_of_json_lines() -> None:
+    json_lines, otlp = tracing_env(SAMPLED, "work"), tracing_env(SAMPLED_OTLP, "work")
+
+    assert json_lines["OTEL_TRACES_EXPORTER"] == "otlp_json_file"
+    assert otlp["OTEL_TRACES_EXPORTER"] == "otlp"
+    assert {k: v for k, v in otlp.items() if k != "OTEL_TRACES_EXPORTER"} == {
+        k: v for k, v in json_lines.items() if k != "OTEL_TRACES_EXPORTER"
+    }

@@ -5,9 +5,13 @@ from its acceptance until it is done (APPROVED in the read model). A step passes
 every order placed was done, the p99 of those latencies is under `P99_LIMIT`, and
 completions kept up with the offer (`completion_rate` at least `KEEP_UP` of it).
 Stepping stops at the first step that fails: the rates above it would only pile up a
-backlog. The knee is the highest rate that passed.
+backlog. The knee is the highest rate that passed below the lowest that failed. The steps
+(5, 10, 20, 50 ...) double: a search asked to ``refine`` then bisects between the last rate
+passed and the first failed until they are that share apart, so that two set-ups a few per
+cent apart in capacity are not told apart by a factor of two.
 """
 
+import math
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -90,14 +94,17 @@ def shortfalls(step: Step, p99_limit: float = P99_LIMIT, keep_up: float = KEEP_U
 
 
 def knee(steps: Iterable[Step]) -> float | None:
-    """The highest offered rate that passed, among the steps before the first failure
-    (None if the first step failed)."""
-    best = None
-    for step in steps:
-        if shortfalls(step):
-            break
-        best = step.offered
-    return best
+    """The highest offered rate that passed below the lowest that failed (None if none
+    did)."""
+    steps = list(steps)
+    lowest_failed = min((s.offered for s in steps if shortfalls(s)), default=math.inf)
+    passed = [s.offered for s in steps if s.offered < lowest_failed and not shortfalls(s)]
+    return max(passed, default=None)
+
+
+def every_rate_passed(steps: Sequence[Step]) -> bool:
+    """No step failed: the knee is only a lower bound."""
+    return bool(steps) and not any(shortfalls(step) for step in steps)
 
 
 def capacity_text(steps: Sequence[Step]) -> str:
@@ -105,7 +112,7 @@ def capacity_text(steps: Sequence[Step]) -> str:
     found = knee(steps)
     if found is None:
         return f"< {steps[0].offered:g} orders/s" if steps else "not measured"
-    if not shortfalls(steps[-1]):
+    if every_rate_passed(steps):
         return f"≥ {found:g} orders/s (every rate passed)"
     return f"{found:g} orders/s"
 
@@ -120,8 +127,8 @@ def capacity_ratio(steps: Sequence[Step], baseline: Sequence[Step]) -> tuple[flo
         return None, ""
     if mine is None:
         return (steps[0].offered / theirs, "<") if steps else (None, "")
-    mine_bounded = not shortfalls(steps[-1])
-    theirs_bounded = not shortfalls(baseline[-1])
+    mine_bounded = every_rate_passed(steps)
+    theirs_bounded = every_rate_passed(baseline)
     if mine_bounded and theirs_bounded:
         return None, ""
     if theirs_bounded:
@@ -141,14 +148,36 @@ def at_least(value: float, bound: str, target: float) -> bool | None:
     return False if value < target else None
 
 
-async def search(rates: Iterable[float], measure: Callable[[float], Awaitable[Step]]) -> list[Step]:
-    """Measure each rate in turn; stop after the first step that fails."""
-    steps = []
+async def search(
+    rates: Iterable[float],
+    measure: Callable[[float], Awaitable[Step]],
+    *,
+    refine: float | None = None,
+    settle: Callable[[], Awaitable[None]] | None = None,
+) -> list[Step]:
+    """Measure each rate in turn; stop after the first step that fails. With ``refine``
+    (a share, 0.1: within 10 %), then bisect between the last rate passed and the first
+    failed until they are at most that share of the lower apart, awaiting ``settle``
+    before each of those steps (a failed step leaves a backlog)."""
+    steps: list[Step] = []
     for rate in rates:
         step = await measure(rate)
         steps.append(step)
         if shortfalls(step):
             break
+    passed, failed = knee(steps), steps[-1].offered if steps else None
+    if refine is None or passed is None or failed is None or every_rate_passed(steps):
+        return steps
+    while failed - passed > refine * passed:
+        if settle is not None:
+            await settle()
+        rate = round((passed + failed) / 2, 2)
+        step = await measure(rate)
+        steps.append(step)
+        if shortfalls(step):
+            failed = rate
+        else:
+            passed = rate
     return steps
 
 

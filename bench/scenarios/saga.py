@@ -31,7 +31,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,10 +68,16 @@ class Plan:
     seconds: float  # each step's offering
     drain: float  # seconds after the last order for the rest to be APPROVED
     idle: float  # seconds of idle CPU measured before the load
+    refine: float | None = None  # bisect the knee to within this share (capacity.search)
 
 
 FULL = Plan(rates=(5, 10, 20, 50, 100, 200, 500), seconds=30, drain=20, idle=10)
 QUICK = Plan(rates=(5, 20), seconds=3, drain=10, idle=2)
+REFINED = replace(FULL, refine=0.1)
+"""For comparing two set-ups' capacity (a cost of at most 10 %): FULL's steps double, so
+on their own they tell 19 orders/s from 20 as 10 from 20."""
+SETTLED_AFTER = 3.0
+"""seconds without an order done: a failed step's backlog has drained (``settle``)."""
 
 BEFORE = Table(
     "Before issue 13: the saga on main at ef50b66, measured with this scenario on "
@@ -255,7 +261,25 @@ async def run_search(
         await asyncio.sleep(1)  # the last acknowledgements and commits settle
         return step
 
-    run.steps = await capacity.search(plan.rates, measure)
+    async def settle() -> None:
+        await settled(collection)
+
+    run.steps = await capacity.search(plan.rates, measure, refine=plan.refine, settle=settle)
+
+
+async def settled(collection: Any, timeout: float = 180) -> None:
+    """Until no order has been done for ``SETTLED_AFTER`` seconds (a failed step's backlog
+    drained), or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    done, quiet_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now_done = await collection.count_documents(APPROVED)
+        if now_done != done:
+            done, quiet_since = now_done, time.monotonic()
+        elif time.monotonic() - quiet_since >= SETTLED_AFTER:
+            return
+        await asyncio.sleep(0.5)
+    log.warning("the backlog did not drain within %g s; measuring anyway", timeout)
 
 
 async def measure_saga(context: BenchContext, store: str, plan: Plan) -> SearchRun:

@@ -73,6 +73,15 @@ def test_the_knee_is_the_last_rate_passed_before_the_first_failure():
     assert capacity.knee([]) is None
 
 
+def test_after_refining_the_knee_is_the_highest_rate_passed_below_the_lowest_failed():
+    refined = [step(5), step(10), step(20, 3.0), step(15), step(17.5, 3.0), step(16.25)]
+    assert capacity.knee(refined) == 16.25
+    assert capacity.capacity_text(refined) == "16.25 orders/s"
+    assert not capacity.every_rate_passed(refined)
+    assert capacity.every_rate_passed([step(5), step(10)])
+    assert not capacity.every_rate_passed([])
+
+
 def test_capacity_text_and_ratio_say_when_a_knee_is_only_a_bound():
     found, all_passed = [step(5), step(10, 2.0)], [step(5), step(10), step(20)]
     failed_first = [step(5, 2.0)]
@@ -108,6 +117,35 @@ async def test_the_search_stops_after_the_first_failing_rate():
     assert measured == [5, 10, 20]
     assert [s.offered for s in steps] == [5, 10, 20]
     assert capacity.knee(steps) == 10
+
+
+async def test_a_refined_search_bisects_between_the_knee_and_the_failure_settling_first():
+    measured, settled = [], []
+
+    async def measure(rate: float) -> Step:
+        measured.append(rate)
+        return step(rate, 0.2 if rate <= 17 else 2.0)
+
+    async def settle() -> None:
+        settled.append(len(measured))
+
+    steps = await capacity.search([5, 10, 20, 50], measure, refine=0.1, settle=settle)
+
+    # 10 passed, 20 failed: 15 passes, 17.5 fails, 16.25 passes (within 10 % of 16.25).
+    assert measured == [5, 10, 20, 15, 17.5, 16.25]
+    assert settled == [3, 4, 5]
+    assert capacity.knee(steps) == 16.25
+
+
+async def test_a_refined_search_adds_nothing_when_every_rate_passed_or_the_first_failed():
+    async def passes(rate: float) -> Step:
+        return step(rate)
+
+    async def fails(rate: float) -> Step:
+        return step(rate, 2.0)
+
+    assert len(await capacity.search([5, 10], passes, refine=0.1)) == 2
+    assert len(await capacity.search([5, 10], fails, refine=0.1)) == 1
 
 
 def test_the_order_mix_gives_the_hot_consumers_their_share_and_uses_everyone():

@@ -227,7 +227,7 @@ async def saga_cost(context: BenchContext, result: ScenarioResult) -> None:
         Table(
             f"The saga with metrics off and on ({plan.seconds:g} s per rate, rates "
             f"{', '.join(f'{r:g}' for r in plan.rates)}/s"
-            + (f", the knee bisected to within {plan.refine:.0%}" if plan.refine else "")
+            + (f", the knee bisected to within {plan.refine * 100:g} %" if plan.refine else "")
             + ")",
             (
                 "run",

@@ -69,6 +69,7 @@ BENCHMARK = (
             "rebuild",
             "relay",
             "saga",
+            "saga_cost",
             "tracing",
             "write_path",
         )

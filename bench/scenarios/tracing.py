@@ -41,7 +41,7 @@ import contextlib
 import dataclasses
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from bench import capacity, instructions, otlp_receiver, stack
@@ -160,9 +160,14 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def saga_search(context: BenchContext, variant: str, plan: saga.Plan) -> saga.SearchRun:
-    work = context.work_dir / f"tracing-{variant.replace(' ', '-').replace('%', 'pc')}"
-    work.mkdir(exist_ok=True)
+def saga_search(
+    context: BenchContext, variant: str, plan: saga.Plan, round_number: int = 0
+) -> saga.SearchRun:
+    """A capacity search of the whole system with ``variant``'s tracing, its stores and
+    broker new (a directory of its own for each variant and round)."""
+    slug = variant.replace(" ", "-").replace("%", "pc").replace(",", "")
+    work = context.work_dir / f"tracing-{slug}" / f"round-{round_number}"
+    work.mkdir(parents=True, exist_ok=True)
     with environment(tracing_env(variant, work)):
         run = asyncio.run(
             saga.measure_saga(dataclasses.replace(context, work_dir=work), "SQLite", plan)
@@ -215,18 +220,27 @@ def instructions_per_command(context: BenchContext) -> dict[str, tuple[float, fl
 
 
 def run(context: BenchContext) -> ScenarioResult:
-    """Every comparison, with an OTLP receiver up for the variant that exports to one (its
-    processes, started from here, inherit the endpoint)."""
+    with otlp_receiving(context) as exported:
+        result = measure(context)
+    result.notes.append(exported())
+    return result
+
+
+@contextlib.contextmanager
+def otlp_receiving(context: BenchContext) -> Iterator[Callable[[], str]]:
+    """An OTLP receiver up for the variant that exports to one (the processes started
+    meanwhile inherit its endpoint); yields what says, in a note, what it took."""
     with otlp_receiver.running(context.work_dir) as receiver:
         endpoint = f"{receiver}{otlp_receiver.TRACES_PATH}"
+
+        def exported() -> str:
+            exports = otlp_receiver.exports(receiver)
+            return f"The OTLP receiver took {exports} exports" + (
+                "." if exports else ": NONE, so the OTLP variant's numbers measured no export."
+            )
+
         with environment({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint}):
-            result = measure(context)
-        exports = otlp_receiver.exports(receiver)
-    result.notes.append(
-        f"The OTLP receiver took {exports} exports"
-        + ("." if exports else ": NONE, so the OTLP variant's numbers measured no export.")
-    )
-    return result
+            yield exported
 
 
 def measure(context: BenchContext) -> ScenarioResult:
@@ -272,8 +286,8 @@ def measure(context: BenchContext) -> ScenarioResult:
                 )
                 result.measurements += [throughput, per_cpu]
                 targets_rows += [
-                    _target_row(f"write path, commands/s, {variant}, {store}", throughput.ratio),
-                    _target_row(f"write path, CPU per command, {variant}, {store}", per_cpu.ratio),
+                    target_row(f"write path, commands/s, {variant}, {store}", throughput.ratio),
+                    target_row(f"write path, CPU per command, {variant}, {store}", per_cpu.ratio),
                 ]
                 result.notes.append(
                     f"Write path, {store}, tracing {variant}: ÷ {BASELINES[baseline]} in each "
@@ -305,9 +319,7 @@ def measure(context: BenchContext) -> ScenarioResult:
             )
             result.measurements.append(per_command)
             targets_rows.append(
-                _target_row(
-                    f"write path, instructions per command (off / on), {compared}", off / on
-                )
+                target_row(f"write path, instructions per command (off / on), {compared}", off / on)
             )
 
     plan = saga.QUICK if context.quick else saga.REFINED
@@ -325,7 +337,7 @@ def measure(context: BenchContext) -> ScenarioResult:
             )
         )
         knee_ratio = (knee_on / knee_off) if knee_on and knee_off else None
-        targets_rows.append(_target_row(f"saga capacity (knee), {compared}", knee_ratio))
+        targets_rows.append(target_row(f"saga capacity (knee), {compared}", knee_ratio))
         both = [
             (a, b)
             for a, b in zip(search.steps, untraced.steps, strict=False)
@@ -352,7 +364,7 @@ def measure(context: BenchContext) -> ScenarioResult:
             (step_on.p(99) or 0) * 1000,
         )
         result.measurements.append(cpu)
-        targets_rows.append(_target_row(f"saga, CPU per order, {compared}", cpu.ratio))
+        targets_rows.append(target_row(f"saga, CPU per order, {compared}", cpu.ratio))
         result.notes.append(
             f"Saga at {step_on.offered:g} orders/s, tracing {compared}: p50 placed → APPROVED "
             f"{_ms(step_on.p(50))} ms ({_ms(step_off.p(50))} ms with {BASELINES[baseline]}), p99 "
@@ -380,7 +392,7 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f}"
 
 
-def _target_row(what: str, ratio: float | None) -> tuple[str, ...]:
+def target_row(what: str, ratio: float | None) -> tuple[str, ...]:
     if ratio is None:
         return (what, "-", f">= {TARGET_RATIO:g}", "not measured")
     verdict = "holds" if ratio >= TARGET_RATIO else "MISSED"

@@ -59,28 +59,29 @@ def run(context: BenchContext) -> ScenarioResult:
         set_up: [w for search in runs if (w := orders_per_cpu_second(search, cpu_rate))]
         for set_up, runs in searches.items()
     }
+    measures = (
+        (f"saga capacity (median knee of {rounds})", knees, "orders/s", "saga capacity (knee)"),
+        (
+            f"saga: orders per CPU-second of its processes at {cpu_rate:g}/s (median of {rounds})",
+            work,
+            "orders/CPU-s",
+            "saga, CPU per order",
+        ),
+    )
     verdicts = []
     for compared, (without, with_) in COMPARISONS.items():
-        knee_ratio = Measurement(
-            f"saga capacity (median knee of {rounds}), {compared}: {with_} ÷ {without}, SQLite",
-            stats.median(knees[with_]),
-            "orders/s",
-            without,
-            stats.median(knees[without]),
-        )
-        result.measurements.append(knee_ratio)
-        verdicts.append(tracing.target_row(f"saga capacity (knee), {compared}", knee_ratio.ratio))
-        if work[with_] and work[without]:
-            per_cpu = Measurement(
-                f"saga: orders per CPU-second of its processes at {cpu_rate:g} orders/s "
-                f"(median of {rounds}), {compared}: {with_} ÷ {without}, SQLite",
-                stats.median(work[with_]),
-                "orders/CPU-s",
+        for what, values, unit, target in measures:
+            if not (values[with_] and values[without]):
+                continue
+            measured = Measurement(
+                f"{what}, {compared}: {with_} ÷ {without}, SQLite",
+                stats.median(values[with_]),
+                unit,
                 without,
-                stats.median(work[without]),
+                stats.median(values[without]),
             )
-            result.measurements.append(per_cpu)
-            verdicts.append(tracing.target_row(f"saga, CPU per order, {compared}", per_cpu.ratio))
+            result.measurements.append(measured)
+            verdicts.append(tracing.target_row(f"{target}, {compared}", measured.ratio))
     result.tables.append(
         Table(
             f"Every search ({plan.seconds:g} s per rate; rates "

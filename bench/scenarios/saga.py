@@ -1,8 +1,9 @@
 """saga: the createOrder saga's capacity (placed → APPROVED), beside a bare five-hop pipeline.
 
 All four services run as deployed, 14 processes (an API, a relay and a saga worker per
-service, the projections worker, the query API), with a broker of their own: once on
-SQLite stores, once on PostgreSQL (a fresh schema). 50 consumers, each with an account
+service, the projections worker, the query API), with a broker and a MongoDB-compatible
+server of their own (every search starts empty): once on SQLite stores, once on
+PostgreSQL (a fresh schema). 50 consumers, each with an account
 of a large credit limit, and 3 restaurants are set up through the command APIs; 3 of
 the consumers place half of the orders between them. `POST /orders` is then offered
 at stepped-up rates (open loop, `bench.capacity`), and each order is timed from its
@@ -47,7 +48,7 @@ from bench.capacity import OrderMix, Step
 from bench.examples import ADDRESS
 from bench.scenario import BenchContext, Measurement, ScenarioResult, Table
 from devstack import processes
-from devstack.servers import KafkaBroker, free_port
+from devstack.servers import KafkaBroker, MongoServer, free_port
 
 log = logging.getLogger("bench")
 
@@ -141,9 +142,8 @@ class SearchRun:
 
 
 SERVERS = ("broker", "SecantusDB", "bench process")
-"""Processes watched beside the system's own: its broker, the MongoDB-compatible server
-(shared with the other systems of the run, but only one system runs at a time), and the
-bench process (load generator, watcher, tap). PostgreSQL is not: other work uses it."""
+"""Processes watched beside the system's own: its broker, its MongoDB-compatible server,
+and the bench process (load generator, watcher, tap). PostgreSQL is not: other work uses it."""
 
 
 def server_pids(broker: KafkaBroker, mongo_url: str) -> dict[str, int]:
@@ -282,16 +282,28 @@ async def settled(collection: Any, timeout: float = 180) -> None:
     log.warning("the backlog did not drain within %g s; measuring anyway", timeout)
 
 
+def search_dir(parent: Path, name: str) -> Path:
+    """A new directory for one search, so that its stores, broker and MongoDB-compatible
+    server start empty: no search inherits an earlier one's data (with one SecantusDB
+    for a whole run, later searches found lower knees, round after round)."""
+    number = 1
+    while (parent / f"{name}-{number}").exists():
+        number += 1
+    work = parent / f"{name}-{number}"
+    work.mkdir(parents=True)
+    return work
+
+
 async def measure_saga(context: BenchContext, store: str, plan: Plan) -> SearchRun:
-    work = context.work_dir / f"saga-{store.lower()}"
-    work.mkdir(exist_ok=True)
+    work = search_dir(context.work_dir, f"saga-{store.lower()}")
     run = SearchRun(f"saga, {store}", [])
     async with contextlib.AsyncExitStack() as exit_stack:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(context.mongo_url)
+        mongo_url = exit_stack.enter_context(MongoServer(work / "mongo")).url
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
         exit_stack.push_async_callback(client.close)
         broker = exit_stack.enter_context(stack.system_broker(work / "kafka"))
         env = {
-            **stack.system_env(broker, context.mongo_url, work),
+            **stack.system_env(broker, mongo_url, work),
             **{f"{s.upper()}_DATABASE_URL": f"sqlite:///{work}/{s}.db" for s in SERVICES},
         }
         if store == "PostgreSQL":
@@ -310,15 +322,14 @@ async def measure_saga(context: BenchContext, store: str, plan: Plan) -> SearchR
                 placed = await bench_http.post_json(http, "/orders", body, expect=201)
                 return None if placed is None else str(placed["order_id"])
 
-            watched = hops.pids(system.running) | server_pids(broker, context.mongo_url)
+            watched = hops.pids(system.running) | server_pids(broker, mongo_url)
             await run_search(run, plan, place, collection, watched, tap)
         run.tap = tap
     return run
 
 
 async def measure_bare(context: BenchContext, store: str, plan: Plan) -> SearchRun:
-    work = context.work_dir / f"bare-{store.lower()}"
-    work.mkdir(exist_ok=True)
+    work = search_dir(context.work_dir, f"bare-{store.lower()}")
     run = SearchRun(f"bare, {store}", [])
     database = f"bench_bare_{uuid.uuid4().hex[:8]}"
     mix = OrderMix(
@@ -328,7 +339,8 @@ async def measure_bare(context: BenchContext, store: str, plan: Plan) -> SearchR
         hot_share=HOT_SHARE,
     )
     async with contextlib.AsyncExitStack() as exit_stack:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(context.mongo_url)
+        mongo_url = exit_stack.enter_context(MongoServer(work / "mongo")).url
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
         exit_stack.push_async_callback(client.close)
         postgres = None
         if store == "PostgreSQL":
@@ -339,7 +351,7 @@ async def measure_bare(context: BenchContext, store: str, plan: Plan) -> SearchR
                 work,
                 {},
                 partitions=stack.PARTITIONS,
-                mongo_url=context.mongo_url,
+                mongo_url=mongo_url,
                 mongo_database=database,
                 postgres=postgres,
             )
@@ -357,7 +369,7 @@ async def measure_bare(context: BenchContext, store: str, plan: Plan) -> SearchR
             await producer.send_and_wait(topics[0], value=value, key=order_id.encode())
             return order_id
 
-        watched = hops.pids(running) | server_pids(broker, context.mongo_url)
+        watched = hops.pids(running) | server_pids(broker, mongo_url)
         await run_search(run, plan, place, client[database]["orders"], watched)
     return run
 

@@ -34,7 +34,9 @@ COMPARISONS = {
     "tracing and metrics": (NEITHER, PRODUCTION),
 }
 """What each comparison costs: ``(without, with)``."""
-ROUNDS = 4
+ROUNDS = 6
+"""Searches per set-up: a multiple of the three set-ups, so each runs first, second and
+last equally often."""
 CPU_RATE = 10.0
 """orders/s: the step whose CPU per order is compared (every search offers it)."""
 TARGET_RATIO = tracing.TARGET_RATIO

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.load import failed
 from devstack.identity import ensure_keys, jwks_url, mint_token
 
 _auth_dir: Path | None = None
@@ -56,11 +57,13 @@ async def post_json(
     http: aiohttp.ClientSession, path: str, body: dict[str, Any], expect: int
 ) -> dict[str, Any] | None:
     """POST `body` with a new `Idempotency-Key`, as a client that retries would send it
-    (ADR 25); the answer's JSON when the status is `expect`, else None."""
+    (ADR 25); the answer's JSON when the status is `expect`, else None (the reason counted
+    by `bench.load.failed`)."""
     headers = {"Idempotency-Key": uuid.uuid4().hex}
     async with http.post(path, json=body, headers=headers) as response:
         if response.status != expect:
-            await response.read()
+            text = await response.text()
+            failed(f"POST {path} answered {response.status}: {text[:150]}")
             return None
         answer: dict[str, Any] = await response.json()
         return answer

@@ -6,9 +6,25 @@ falls behind shows its queueing instead of hiding it (coordinated omission).
 """
 
 import asyncio
+import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+log = logging.getLogger("bench")
+
+failures: Counter[str] = Counter()
+"""Every failed request of this process by its reason (the first few of each are logged)."""
+LOGGED_PER_REASON = 3
+
+
+def failed(reason: str) -> None:
+    """Count a failed request; log the first few of each reason, so a run's log says why
+    requests failed without repeating it thousands of times at an overloaded step."""
+    failures[reason] += 1
+    if failures[reason] <= LOGGED_PER_REASON:
+        log.warning("request failed (%d so far for this reason): %s", failures[reason], reason)
 
 
 @dataclass
@@ -34,7 +50,8 @@ class LoadRun:
         (seconds after `start`) if it succeeded, else an error."""
         try:
             ok = await request(i)
-        except Exception:  # noqa: BLE001 - counted; the load goes on
+        except Exception as error:  # noqa: BLE001 - counted; the load goes on
+            failed(f"{type(error).__name__}: {error}"[:200])
             ok = False
         now = time.perf_counter()
         if ok:

@@ -1,4 +1,4 @@
-"""metrics_cost: what the Prometheus metrics cost, on the write path and the saga's capacity.
+"""metrics_cost: what the Prometheus metrics cost on the write path, and each recording.
 
 The same workloads with metrics on (the default) and off (`METRICS_ENABLED=false`:
 nothing recorded, no HTTP middleware), on as a ratio of off:
@@ -10,12 +10,12 @@ nothing recorded, no HTTP middleware), on as a ratio of off:
   (commands/s, and CPU per command of each API process); and
   `OrdersApplication.place_order` called directly (the group commit and its counters),
   on and off taking turns in this process;
-- the saga: every process of the four services (`bench.scenarios.saga`), SQLite, the
-  offered rate stepped up until one fails, then bisected between the last passed and the
-  first failed until they are within 10 % (`saga.REFINED`: the steps double, which on
-  their own read a 5 % cost as 50 %), twice each way; the knee, the latency placed →
-  APPROVED at the reference rate, and the CPU all the system's processes use per order
-  there.
+- each recording (a command's counter, a batch's histogram, the HTTP middleware), timed
+  alone in this process.
+
+What metrics cost the saga's capacity is `bench saga_cost`'s to say: it searches the
+saga with and without them six times each, where one or two searches cannot tell a
+10 % cost on this machine (ADR 36).
 
 The acceptance (issue 16): the cost is at most 10 % on each, a ratio of 0.9 or more. The
 health checks and the heartbeat run in both (they are not metrics).
@@ -31,10 +31,10 @@ from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
-from bench import capacity, stack
+from bench import stack
 from bench.pairs import api_pair, median_pair
 from bench.scenario import BenchContext, Measurement, ScenarioResult, Table
-from bench.scenarios import saga, write_path
+from bench.scenarios import write_path
 from kernel import metrics
 from kernel.application import open_application
 from write_side.orders.application import OrdersApplication
@@ -175,85 +175,6 @@ def write_path_cost(context: BenchContext, result: ScenarioResult) -> None:
             )
 
 
-async def saga_cost(context: BenchContext, result: ScenarioResult) -> None:
-    plan = saga.QUICK if context.quick else saga.REFINED
-    rounds = 1 if context.quick else 2
-    runs: dict[bool, list[saga.SearchRun]] = {True: [], False: []}
-    for number in range(rounds):
-        for on in (False, True) if number % 2 == 0 else (True, False):
-            with metrics_enabled(on):
-                run = await saga.measure_saga(context, "SQLite", plan)
-            run.label = f"saga, SQLite, metrics {'on' if on else 'off'}"
-            runs[on].append(run)
-
-    def knee(run: saga.SearchRun) -> float:
-        return capacity.knee(run.steps) or 0.0
-
-    def reference(run: saga.SearchRun) -> capacity.Step | None:
-        return saga.reference_step(run)
-
-    def cpu_ms_per_order(run: saga.SearchRun) -> float | None:
-        step = reference(run)
-        if step is None or not step.latencies:
-            return None
-        return sum(saga.work_per_order_ms(run, step).values())
-
-    on_knee = _median([knee(run) for run in runs[True]])
-    off_knee = _median([knee(run) for run in runs[False]])
-    result.measurements.append(
-        Measurement(
-            "saga capacity (knee) with metrics, SQLite",
-            on_knee,
-            "orders/s",
-            "metrics off",
-            off_knee,
-        )
-    )
-    rows = []
-    for on in (False, True):
-        for run in runs[on]:
-            step = reference(run)
-            cpu = cpu_ms_per_order(run)
-            rows.append(
-                (
-                    run.label,
-                    f"{knee(run):g}",
-                    saga._ms(step.p(50)) if step else "",
-                    saga._ms(step.p(99)) if step else "",
-                    f"{cpu:.1f}" if cpu is not None else "",
-                )
-            )
-    result.tables.append(
-        Table(
-            f"The saga with metrics off and on ({plan.seconds:g} s per rate, rates "
-            f"{', '.join(f'{r:g}' for r in plan.rates)}/s"
-            + (f", the knee bisected to within {plan.refine * 100:g} %" if plan.refine else "")
-            + ")",
-            (
-                "run",
-                "knee orders/s",
-                f"p50 ms at {saga.REFERENCE_RATE}/s",
-                f"p99 ms at {saga.REFERENCE_RATE}/s",
-                "CPU ms per order (all processes, above idle)",
-            ),
-            rows,
-        )
-    )
-    cpu_on = [c for run in runs[True] if (c := cpu_ms_per_order(run)) is not None]
-    cpu_off = [c for run in runs[False] if (c := cpu_ms_per_order(run)) is not None]
-    if cpu_on and cpu_off:
-        result.measurements.append(
-            Measurement(
-                f"saga work per order at {saga.REFERENCE_RATE}/s: metrics off as a share of on "
-                "(CPU ms per order, off / on)",
-                _median(cpu_off),
-                "ms",
-                "metrics on",
-                _median(cpu_on),
-            )
-        )
-
-
 def recording_costs(result: ScenarioResult, calls: int = 100_000) -> None:
     """Each recording's own cost, in this process, by timing it alone (steadier than the
     throughputs on a shared machine): what one command, one HTTP request, one relayed
@@ -319,10 +240,9 @@ def recording_costs(result: ScenarioResult, calls: int = 100_000) -> None:
 
 
 def run(context: BenchContext) -> ScenarioResult:
-    result = ScenarioResult("Metrics' cost: the write path and the saga, metrics on vs off")
+    result = ScenarioResult("Metrics' cost: the write path, metrics on vs off")
     recording_costs(result)
     write_path_cost(context, result)
-    asyncio.run(saga_cost(context, result))
     verdicts = []
     for measurement in result.measurements:
         ratio = measurement.ratio
@@ -346,7 +266,7 @@ def run(context: BenchContext) -> ScenarioResult:
     result.notes.append(
         "A quick run (`--quick`) measures each side once or twice for a second or two: its "
         "ratios are within the machine's noise (the 2 cores are shared); the full run "
-        "measures five pairs over HTTP, takes turns three times on the direct path and twice "
-        "on the saga."
+        "measures five pairs over HTTP and takes turns three times on the direct path. What "
+        "metrics cost the saga's capacity: `python -m bench saga_cost`."
     )
     return result

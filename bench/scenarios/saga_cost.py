@@ -1,7 +1,7 @@
 """saga_cost: what tracing and metrics cost the saga's capacity, each set-up searched again and again.
 
 Issue 16 allows tracing and metrics at most 10 % each of the saga's capacity. One
-capacity search per set-up (as the tracing and metrics_cost scenarios run) cannot tell
+capacity search per set-up (as the tracing scenario runs) cannot tell
 that on this 2-core machine: with the knee bisected to within 10 %, one run found 13.75
 orders/s with tracing off, 10 with every span and 6.88 with every span but SQLAlchemy's
 (which does less), and tracing off has passed 20 in other runs; at these rates the

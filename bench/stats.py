@@ -1,6 +1,7 @@
 """Percentiles and rates over measured samples (no numpy needed for the arithmetic)."""
 
 import math
+import random
 import statistics
 from collections.abc import Sequence
 from typing import TypedDict
@@ -33,6 +34,29 @@ def percentiles_ms(samples_s: Sequence[float]) -> Percentiles:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def ratio_interval(
+    numerators: Sequence[float],
+    denominators: Sequence[float],
+    *,
+    level: float = 0.9,
+    resamples: int = 4000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A bootstrap interval of ``median(numerators) / median(denominators)``: both sets
+    drawn again with replacement, ``resamples`` times, and the middle ``level`` of the
+    ratios kept. How far the ratio of two medians of a few noisy runs can be read: when
+    the interval holds both sides of a target, the runs did not decide it. Seeded, so a
+    report is the same for the same runs."""
+    draw = random.Random(seed)
+    ratios = []
+    for _ in range(resamples):
+        top = statistics.median(draw.choices(numerators, k=len(numerators)))
+        bottom = statistics.median(draw.choices(denominators, k=len(denominators)))
+        ratios.append(top / bottom if bottom else math.inf)
+    tail = (1 - level) / 2 * 100
+    return percentile(ratios, tail), percentile(ratios, 100 - tail)
 
 
 def spread(values: Sequence[float]) -> str:

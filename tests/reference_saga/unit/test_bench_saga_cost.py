@@ -2,6 +2,7 @@
 
 import pytest
 
+from bench import stats
 from bench.scenarios import saga, saga_cost
 from bench.scenarios.tracing import tracing_env
 from tests.reference_saga.unit.test_bench_capacity import step
@@ -36,3 +37,19 @@ def test_the_work_per_order_is_read_at_the_rate_compared_without_the_servers() -
     # 300 orders done; (12 - 0.1 × 30) + 18 = 27 CPU-s: 300 / 27 orders per CPU-second.
     assert saga_cost.orders_per_cpu_second(search, 10) == pytest.approx(300 / 27)
     assert saga_cost.orders_per_cpu_second(search, 20) is None
+
+
+def test_a_ratio_of_medians_is_decided_only_when_its_interval_lies_on_one_side() -> None:
+    # The same runs, told apart by a tenth: the interval is narrow and wholly below.
+    low, high = stats.ratio_interval([8.0, 8.1, 7.9, 8.0], [10.0, 10.1, 9.9, 10.0])
+    assert 0.78 < low <= 0.8 <= high < 0.83
+    assert saga_cost.resolved(low, high) == "yes: missed"
+    # Runs that spread 2x on each side: the interval holds the target.
+    low, high = stats.ratio_interval([25.0, 50.0, 29.0, 24.0], [29.0, 31.0, 20.0, 50.0])
+    assert low < saga_cost.TARGET_RATIO < high
+    assert saga_cost.resolved(low, high) == "no"
+    assert saga_cost.resolved(0.95, 1.2) == "yes: holds"
+    # Seeded: one report reads the same every time.
+    assert stats.ratio_interval([1.0, 2.0, 3.0], [2.0, 2.5]) == stats.ratio_interval(
+        [1.0, 2.0, 3.0], [2.0, 2.5]
+    )

@@ -30,7 +30,8 @@ hand-over on the way.
 - A command whose turn lasts longer than ``max_turn`` seconds is detached: the others
   go on without it, and it finishes on its own, saving in its own transaction as if
   there were no batching (after its batch is settled, so it never builds on
-  unstored state).
+  unstored state). If that save meets a version the commands behind it stored, the
+  command is run again: the race was the batching's, not its caller's.
 - ``close()`` lets the commands in that have joined a batch or the queue, commits them
   and answers them; a command that gets that far only after ``close()`` is refused
   (``ApplicationClosed``), having changed nothing.
@@ -132,6 +133,8 @@ class _Turn:
         self.recordings: list[Recording[UUID]] = []
         self.error: BaseException | None = None
         self.rerun = False
+        # Detached, it saved in a transaction of its own (a later save is another one).
+        self.saved_alone = False
         # Plain locks handed over between threads: cheaper than Events.
         self._started: threading.Lock | None = None  # released when its turn begins
         self._settled = _locked()  # released by the committer: the batch is settled
@@ -437,14 +440,33 @@ class GroupCommit:
             return turn.recordings
         # Detached, or a second save of the same command: what it read is settled and
         # stored, so an ordinary save (optimistic concurrency) is right.
-        if turn.claim is not None and turn.state is _State.DETACHED:
-            claim, turn.claim = turn.claim, None
-            recordings = plain_save(*objs, idempotency=[claim])
-            request = _request_claim.get()
-            if request is not None:
-                request.recorded = True
-            return recordings
-        return plain_save(*objs)
+        if turn.state is not _State.DETACHED or turn.saved_alone:
+            return plain_save(*objs)
+        try:
+            recordings = self._save_detached(turn, objs, plain_save)
+        except IdempotencyConflict:
+            raise  # the same request was handled before: not a race
+        except IntegrityError:
+            # The commands behind it went on without it and changed what it read: a
+            # conflict of the batching's making, not the caller's, so it runs again.
+            raise _Rerun from None
+        turn.saved_alone = True
+        return recordings
+
+    @staticmethod
+    def _save_detached(
+        turn: _Turn, objs: Sequence[Any], plain_save: Callable[..., list[Recording[UUID]]]
+    ) -> list[Recording[UUID]]:
+        """A detached command's first save, in a transaction of its own (with its
+        request's Idempotency-Key, if any)."""
+        if turn.claim is None:
+            return plain_save(*objs)
+        recordings = plain_save(*objs, idempotency=[turn.claim])
+        turn.claim = None
+        request = _request_claim.get()
+        if request is not None:
+            request.recorded = True
+        return recordings
 
     def read(self, aggregate_id: UUID, load: Callable[[], Any]) -> Any:
         """The aggregate as the commands before this one left it (a copy of its own)."""

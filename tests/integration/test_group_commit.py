@@ -243,6 +243,66 @@ def test_a_command_that_holds_its_turn_too_long_does_not_hold_up_the_others(tall
     assert late.position > closed[-1].position
 
 
+def test_a_command_detached_while_others_changed_what_it_read_runs_again(tallies):
+    """Seen in CI on a loaded machine: a command outlived its turn, the commands behind it
+    changed the same tally, and its own save then met their version: an IntegrityError
+    its caller could not have avoided (over HTTP, a 409 for a request nobody raced)."""
+    tallies.start_tally("t-1")
+    tallies.group_commit.max_turn = 0.05
+    release = threading.Event()
+    runs = 0
+
+    def slow_add() -> Saved:
+        nonlocal runs
+        runs += 1
+        tally = tallies.get_tally("t-1")  # its turn begins ...
+        if runs == 1:
+            release.wait(timeout=30)  # ... and lasts, while another command adds
+        tally.add(10)
+        return tallies._save(tally)
+
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(tallies.group_commit.run, slow_add)
+        wait_for(lambda: runs == 1, timeout=10)
+        fast = tallies.add_to_tally("t-1", 1)  # runs once the slow one is detached
+        release.set()
+        late = slow.result(timeout=30)
+
+    assert (fast.version, late.version, runs) == (2, 3, 2)
+    assert tallies.get_tally("t-1").total == 11
+
+
+def test_a_detached_command_whose_first_save_is_stored_is_never_run_again(tallies, store):
+    """Its second save meets another writer's change: that is the caller's conflict, as
+    without batching; running the command again would add its first change twice."""
+    tallies.start_tally("t-1")
+    tallies.group_commit.max_turn = 0.05
+    runs = 0
+
+    def add_twice() -> Saved:
+        nonlocal runs
+        runs += 1
+        turn = _current.get()
+        assert turn is not None
+        tally = tallies.get_tally("t-1")
+        wait_for(lambda: turn.state is _State.DETACHED, timeout=10)
+        tally.add(10)
+        tallies._save(tally)  # stored, in a transaction of its own
+        other_process = opened(store)
+        try:
+            other_process.add_to_tally("t-1", 1)
+        finally:
+            other_process.close()
+        tally.add(100)
+        return tallies._save(tally)
+
+    with pytest.raises(IntegrityError):
+        tallies.group_commit.run(add_twice)
+
+    assert runs == 1
+    assert tallies.get_tally("t-1").total == 11
+
+
 def test_what_a_command_detached_while_loading_read_is_not_kept_for_later_ones(tallies, store):
     """Seen in the saga: a slow first load (a cold process) outlived its turn, and the
     aggregate it loaded stayed in the identity map, so a later command in the same

@@ -83,12 +83,10 @@ def run(context: BenchContext) -> ScenarioResult:
                 stats.median(values[without]),
             )
             result.measurements.append(measured)
-            low, high = stats.ratio_interval(values[with_], values[without])
             verdicts.append(
                 (
                     *tracing.target_row(f"{target}, {compared}", measured.ratio),
-                    f"{low:.2f}-{high:.2f}",
-                    resolved(low, high),
+                    *interval(values[with_], values[without]),
                 )
             )
     result.tables.append(
@@ -126,10 +124,20 @@ def run(context: BenchContext) -> ScenarioResult:
     result.notes.append(
         "The interval of each ratio of medians is a bootstrap's (each set-up's searches "
         "drawn again with replacement, 4,000 times, seeded): where it holds the target "
-        f"{TARGET_RATIO:g} inside, these {rounds} searches each did not decide the verdict, "
+        f"{TARGET_RATIO:g} inside, {rounds} search{'es' if rounds > 1 else ''} per set-up "
+        "did not decide the verdict, "
         "whichever way the median reads."
     )
     return result
+
+
+def interval(with_: list[float], without: list[float]) -> tuple[str, str]:
+    """The 90 % interval of ``median(with_) / median(without)`` and whether it decides
+    the verdict (one search a side is no interval at all)."""
+    if min(len(with_), len(without)) < 2:
+        return "-", "no: one search"
+    low, high = stats.ratio_interval(with_, without)
+    return f"{low:.2f}-{high:.2f}", resolved(low, high)
 
 
 def resolved(low: float, high: float) -> str:

@@ -53,3 +53,8 @@ def test_a_ratio_of_medians_is_decided_only_when_its_interval_lies_on_one_side()
     assert stats.ratio_interval([1.0, 2.0, 3.0], [2.0, 2.5]) == stats.ratio_interval(
         [1.0, 2.0, 3.0], [2.0, 2.5]
     )
+
+
+def test_one_search_a_side_decides_nothing() -> None:
+    assert saga_cost.interval([20.0], [10.0]) == ("-", "no: one search")
+    assert saga_cost.interval([8.0, 8.1], [10.0, 10.1])[1] == "yes: missed"

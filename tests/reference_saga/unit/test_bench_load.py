@@ -3,6 +3,7 @@
 import logging
 
 import pytest
+import uvicorn
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -44,3 +45,8 @@ async def test_an_answer_other_than_the_expected_one_is_counted_with_its_status_
     [reason] = [r for r in load.failures if "test_bench_load" in r and "409" in r]
     assert reason.startswith("POST /orders answered 409: ")
     assert "key reused" in reason
+
+
+def test_the_bench_client_lets_go_of_an_idle_connection_before_the_api_closes_it() -> None:
+    api_keepalive = uvicorn.Config(app=None).timeout_keep_alive  # type: ignore[arg-type]
+    assert bench_http.KEEPALIVE_SECONDS < api_keepalive

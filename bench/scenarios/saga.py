@@ -3,9 +3,9 @@
 All four services run as deployed, 14 processes (an API, a relay and a saga worker per
 service, the projections worker, the query API), with a broker and a MongoDB-compatible
 server of their own (every search starts empty): once on SQLite stores, once on
-PostgreSQL (a fresh schema). 50 consumers, each with an account
-of a large credit limit, and 3 restaurants are set up through the command APIs; 3 of
-the consumers place half of the orders between them. `POST /orders` is then offered
+PostgreSQL (a fresh schema). 50 consumers, each with an account of a large credit
+limit, and 3 restaurants are set up through the command APIs; 3 of the consumers place
+half of the orders between them. `POST /orders` is then offered
 at stepped-up rates (open loop, `bench.capacity`), and each order is timed from its
 201 until the read model shows it APPROVED (`bench.flows`). Stepping stops at the
 first rate where an order is not APPROVED by the drain deadline, p99 reaches 1 s, or
@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -286,12 +287,7 @@ def search_dir(parent: Path, name: str) -> Path:
     """A new directory for one search, so that its stores, broker and MongoDB-compatible
     server start empty: no search inherits an earlier one's data (with one SecantusDB
     for a whole run, later searches found lower knees, round after round)."""
-    number = 1
-    while (parent / f"{name}-{number}").exists():
-        number += 1
-    work = parent / f"{name}-{number}"
-    work.mkdir(parents=True)
-    return work
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
 
 
 async def measure_saga(context: BenchContext, store: str, plan: Plan) -> SearchRun:

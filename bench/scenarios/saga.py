@@ -32,7 +32,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,65 @@ def order_body(consumer: str, restaurant: str) -> dict[str, Any]:
     }
 
 
+async def measured_step(
+    rate: float,
+    plan: Plan,
+    place: Callable[[int], Awaitable[str | None]],
+    collection: Any,
+    watched: dict[str, int],
+    tap: hops.Tap | None = None,
+) -> tuple[Step, flows.Flow]:
+    """``rate`` offered for ``plan.seconds``: the step, with the `watched` processes' CPU
+    and run-queue time over it, and its flow."""
+    cpu, waited = hops.cpu_seconds(watched), hops.run_queue_seconds(watched)
+    counted, started = Counter(tap.counts if tap else {}), time.perf_counter()
+    flow = await flows.offer(
+        place,
+        collection,
+        APPROVED,
+        rate=rate,
+        count=max(1, int(rate * plan.seconds)),
+        drain_timeout=plan.drain,
+    )
+    step = Step.of(rate, plan.seconds, flow)
+    step.wall_seconds = time.perf_counter() - started
+    step.cpu_seconds = hops.between(cpu, hops.cpu_seconds(watched))
+    step.run_queue_seconds = hops.between(waited, hops.run_queue_seconds(watched))
+    if tap is not None:
+        step.messages = dict(tap.counts - counted)
+    step.load_average = os.getloadavg()[0]
+    return step, flow
+
+
+def log_step(label: str, step: Step) -> None:
+    log.info(
+        "%s, %g orders/s: %.1f/s completed, p50 %s ms, p99 %s ms, %d errors, %d pending: %s",
+        label,
+        step.offered,
+        step.completed_rate,
+        _ms(step.p(50)),
+        _ms(step.p(99)),
+        step.errors,
+        step.pending,
+        "; ".join(capacity.shortfalls(step)) or "pass",
+    )
+
+
+async def warm_up(place: Callable[[int], Awaitable[str | None]], collection: Any) -> None:
+    """A few orders through: every worker's partitions assigned, every connection open."""
+    await flows.offer(place, collection, APPROVED, rate=2, count=4, drain_timeout=180)
+
+
+async def idle_cpu(watched: dict[str, int], seconds: float) -> dict[str, float]:
+    """Cores each of the `watched` processes uses over ``seconds`` without load."""
+    before = hops.cpu_seconds(watched)
+    await asyncio.sleep(seconds)
+    return {
+        name: used / seconds
+        for name, used in hops.between(before, hops.cpu_seconds(watched)).items()
+    }
+
+
 async def run_search(
     run: SearchRun,
     plan: Plan,
@@ -218,47 +277,15 @@ async def run_search(
 ) -> None:
     """Warm up, measure the `watched` processes' idle CPU, then step the offered rate
     up."""
-    # Warm-up: every worker's partitions assigned, every connection open.
-    await flows.offer(place, collection, APPROVED, rate=2, count=4, drain_timeout=180)
-    before = hops.cpu_seconds(watched)
-    await asyncio.sleep(plan.idle)
+    await warm_up(place, collection)
+    run.idle_cpu = await idle_cpu(watched, plan.idle)
     run.idle_seconds = plan.idle
-    run.idle_cpu = {
-        name: used / plan.idle
-        for name, used in hops.between(before, hops.cpu_seconds(watched)).items()
-    }
 
     async def measure(rate: float) -> Step:
-        cpu, waited = hops.cpu_seconds(watched), hops.run_queue_seconds(watched)
-        counted, started = Counter(tap.counts if tap else {}), time.perf_counter()
-        flow = await flows.offer(
-            place,
-            collection,
-            APPROVED,
-            rate=rate,
-            count=max(1, int(rate * plan.seconds)),
-            drain_timeout=plan.drain,
+        step, run.flows_by_rate[rate] = await measured_step(
+            rate, plan, place, collection, watched, tap
         )
-        step = Step.of(rate, plan.seconds, flow)
-        step.wall_seconds = time.perf_counter() - started
-        step.cpu_seconds = hops.between(cpu, hops.cpu_seconds(watched))
-        step.run_queue_seconds = hops.between(waited, hops.run_queue_seconds(watched))
-        if tap is not None:
-            step.messages = dict(tap.counts - counted)
-        step.load_average = os.getloadavg()[0]
-        run.flows_by_rate[rate] = flow
-        reasons = capacity.shortfalls(step)
-        log.info(
-            "%s, %g orders/s: %.1f/s completed, p50 %s ms, p99 %s ms, %d errors, %d pending: %s",
-            run.label,
-            rate,
-            step.completed_rate,
-            _ms(step.p(50)),
-            _ms(step.p(99)),
-            step.errors,
-            step.pending,
-            "; ".join(reasons) or "pass",
-        )
+        log_step(run.label, step)
         await asyncio.sleep(1)  # the last acknowledgements and commits settle
         return step
 
@@ -290,36 +317,61 @@ def search_dir(parent: Path, name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
 
 
-async def measure_saga(context: BenchContext, store: str, plan: Plan) -> SearchRun:
-    work = search_dir(context.work_dir, f"saga-{store.lower()}")
-    run = SearchRun(f"saga, {store}", [])
+@dataclass(frozen=True)
+class SagaUnderTest:
+    """A running saga system, and what drives and watches it."""
+
+    place: Callable[[int], Awaitable[str | None]]  # POST /orders; the order's id
+    orders: Any  # the read model's orders collection
+    watched: dict[str, int]  # its processes and servers, by name: PIDs
+    bootstrap: str  # its broker
+
+
+@contextlib.asynccontextmanager
+async def saga_under_test(
+    context: BenchContext, store: str, work: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[SagaUnderTest]:
+    """The whole system in ``work`` (its processes, stores, broker and SecantusDB, all
+    new), its consumers and restaurants set up; ``env`` added to its processes'."""
     async with contextlib.AsyncExitStack() as exit_stack:
         mongo_url = exit_stack.enter_context(MongoServer(work / "mongo")).url
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
         exit_stack.push_async_callback(client.close)
         broker = exit_stack.enter_context(stack.system_broker(work / "kafka"))
-        env = {
+        system_env = {
             **stack.system_env(broker, mongo_url, work),
             **{f"{s.upper()}_DATABASE_URL": f"sqlite:///{work}/{s}.db" for s in SERVICES},
+            **(env or {}),
         }
         if store == "PostgreSQL":
             schema = exit_stack.enter_context(stack.postgres_schema(context.postgres_url))
             for service in SERVICES:
-                env[f"{service.upper()}_DATABASE_URL"] = context.postgres_url
-                env[f"{service.upper()}_DATABASE_SCHEMA"] = schema
-        urls, system = exit_stack.enter_context(saga_system(work, env))
+                system_env[f"{service.upper()}_DATABASE_URL"] = context.postgres_url
+                system_env[f"{service.upper()}_DATABASE_SCHEMA"] = schema
+        urls, system = exit_stack.enter_context(saga_system(work, system_env))
         mix = await asyncio.to_thread(set_up, urls)
-        tap = hops.Tap(broker.bootstrap, SERVICES, stack.PARTITIONS)
-        collection = client[env["MONGODB_DATABASE"]]["orders"]
-        async with tap.running(), bench_http.client(urls["orders"], 200) as http:
+        http = await exit_stack.enter_async_context(bench_http.client(urls["orders"], 200))
 
-            async def place(i: int) -> str | None:
-                body = order_body(*mix.next())
-                placed = await bench_http.post_json(http, "/orders", body, expect=201)
-                return None if placed is None else str(placed["order_id"])
+        async def place(i: int) -> str | None:
+            body = order_body(*mix.next())
+            placed = await bench_http.post_json(http, "/orders", body, expect=201)
+            return None if placed is None else str(placed["order_id"])
 
-            watched = hops.pids(system.running) | server_pids(broker, mongo_url)
-            await run_search(run, plan, place, collection, watched, tap)
+        yield SagaUnderTest(
+            place,
+            client[system_env["MONGODB_DATABASE"]]["orders"],
+            hops.pids(system.running) | server_pids(broker, mongo_url),
+            broker.bootstrap,
+        )
+
+
+async def measure_saga(context: BenchContext, store: str, plan: Plan) -> SearchRun:
+    work = search_dir(context.work_dir, f"saga-{store.lower()}")
+    run = SearchRun(f"saga, {store}", [])
+    async with saga_under_test(context, store, work) as saga:
+        tap = hops.Tap(saga.bootstrap, SERVICES, stack.PARTITIONS)
+        async with tap.running():
+            await run_search(run, plan, saga.place, saga.orders, saga.watched, tap)
         run.tap = tap
     return run
 

@@ -55,8 +55,23 @@ def ratio_interval(
         top = statistics.median(draw.choices(numerators, k=len(numerators)))
         bottom = statistics.median(draw.choices(denominators, k=len(denominators)))
         ratios.append(top / bottom if bottom else math.inf)
+    return _middle(ratios, level)
+
+
+def median_interval(
+    values: Sequence[float], *, level: float = 0.9, resamples: int = 4000, seed: int = 0
+) -> tuple[float, float]:
+    """A bootstrap interval of ``median(values)``, as ``ratio_interval``: for ratios
+    measured in pairs (each pair's two sides at the same moment), whose median is read
+    directly."""
+    draw = random.Random(seed)
+    medians = [statistics.median(draw.choices(values, k=len(values))) for _ in range(resamples)]
+    return _middle(medians, level)
+
+
+def _middle(samples: Sequence[float], level: float) -> tuple[float, float]:
     tail = (1 - level) / 2 * 100
-    return percentile(ratios, tail), percentile(ratios, 100 - tail)
+    return percentile(samples, tail), percentile(samples, 100 - tail)
 
 
 def spread(values: Sequence[float]) -> str:

@@ -1,0 +1,225 @@
+"""saga_pairs: what tracing and metrics cost the saga, two whole systems side by side at one rate.
+
+`saga_cost` compares knees found one search after another, and could not tell 10 % on this
+2-core machine: one set-up's knees spread from 16 to 50 orders/s (the p99 sits near its
+1 s limit over that whole range), and the machine slows within a run. Here the two
+set-ups of a comparison run at the same moment, as the write path's pairs do
+(`bench.pairs`): two new systems (every process, store, broker and SecantusDB its own),
+each offered `RATE` orders/s for `WINDOW_SECONDS`, `WINDOWS` times, so whatever the
+machine does meanwhile, both sides meet it.
+
+What is compared is the work each order costs: orders APPROVED per CPU-second of the
+system's 14 processes (from /proc), above what they use idle and in all. At its knee the
+saga is CPU-bound (the CPU tables of `bench saga`: both cores busy, the run queue long),
+so its capacity on a machine is that machine's CPU-seconds times orders per CPU-second:
+a set-up that costs 10 % more CPU per order costs the capacity 10 %. Each window gives a
+ratio, with ÷ without; the verdict reads their median, with a bootstrap interval over the
+windows (`stats.median_interval`). Placed → APPROVED p99 of the two sides is shown beside
+it, not judged: at one shared rate it says how the sides fared against each other, not
+how far each could go.
+"""
+
+import asyncio
+import contextlib
+import logging
+import math
+from dataclasses import dataclass, replace
+
+from bench import stats
+from bench.capacity import Step
+from bench.scenario import BenchContext, Measurement, ScenarioResult, Table
+from bench.scenarios import saga, saga_cost, tracing
+
+log = logging.getLogger("bench")
+
+RATE = 8.0
+"""orders/s offered to each side: 16 in all, below one system's knee alone (20-50)."""
+WINDOW_SECONDS, WINDOWS, ROUNDS = 30.0, 3, 3
+"""Each round starts two new systems and measures them ``WINDOWS`` times."""
+PLAN = replace(saga.FULL, rates=(RATE,), seconds=WINDOW_SECONDS)
+QUICK_PLAN = replace(saga.QUICK, rates=(4.0,), seconds=5.0)
+TARGET_RATIO = saga_cost.TARGET_RATIO
+
+
+@dataclass(frozen=True)
+class Window:
+    """One measured window: the two sides' steps, at the same moment."""
+
+    compared: str
+    round_number: int  # from 0
+    number: int  # in its round, from 1
+    without: Step
+    with_: Step
+    without_idle: dict[str, float]  # cores, per process
+    with_idle: dict[str, float]
+
+    def work(self, above_idle: bool) -> tuple[float, float]:
+        """Orders per CPU-second of each side's processes (without, with)."""
+        return (
+            orders_per_cpu_second(self.without, self.without_idle, above_idle),
+            orders_per_cpu_second(self.with_, self.with_idle, above_idle),
+        )
+
+    def ratio(self, above_idle: bool) -> float:
+        without, with_ = self.work(above_idle)
+        return with_ / without
+
+
+def orders_per_cpu_second(step: Step, idle: dict[str, float], above_idle: bool) -> float:
+    """Orders APPROVED in ``step`` per CPU-second its system's processes used (the broker,
+    SecantusDB and the bench process left out), all of it or only what they used above
+    ``idle``."""
+    run = saga.SearchRun("", [step], idle_cpu=idle if above_idle else {})
+    used_ms = sum(saga.own(saga.work_per_order_ms(run, step)).values())
+    return 1000 / used_ms if used_ms > 0 and step.latencies else math.nan
+
+
+async def pair(
+    context: BenchContext, compared: str, round_number: int, plan: saga.Plan, windows: int
+) -> list[Window]:
+    """Two new systems, ``compared``'s without and with, warmed up, their idle CPU read
+    together, then ``windows`` steps at ``plan``'s rate offered to both at once. Which
+    side starts first takes turns with the rounds."""
+    sides = saga_cost.COMPARISONS[compared]
+    starting = sides if round_number % 2 == 0 else sides[::-1]
+    async with contextlib.AsyncExitStack() as running:
+        systems = {}
+        for set_up in starting:
+            work = saga.search_dir(context.work_dir, f"pair-{round_number + 1}")
+            env = tracing.tracing_env(saga_cost.SET_UPS[set_up], work)
+            systems[set_up] = await running.enter_async_context(
+                saga.saga_under_test(context, "SQLite", work, env)
+            )
+        without, with_ = (systems[set_up] for set_up in sides)
+        await asyncio.gather(*(saga.warm_up(s.place, s.orders) for s in (without, with_)))
+        idle = await asyncio.gather(
+            *(saga.idle_cpu(s.watched, plan.idle) for s in (without, with_))
+        )
+        measured = []
+        for number in range(1, windows + 1):
+            steps = await asyncio.gather(
+                *(
+                    saga.measured_step(plan.rates[0], plan, s.place, s.orders, s.watched)
+                    for s in (without, with_)
+                )
+            )
+            for set_up, (step, _) in zip(sides, steps, strict=True):
+                saga.log_step(f"{compared}, round {round_number + 1}, {set_up}", step)
+            measured.append(Window(compared, round_number, number, steps[0][0], steps[1][0], *idle))
+            await asyncio.gather(*(saga.settled(s.orders) for s in (without, with_)))
+    return measured
+
+
+async def run(context: BenchContext) -> ScenarioResult:
+    plan = QUICK_PLAN if context.quick else PLAN
+    rounds, windows = (1, 1) if context.quick else (ROUNDS, WINDOWS)
+    result = ScenarioResult(
+        name="saga_pairs: what tracing and metrics cost the saga, two systems side by side"
+    )
+    measured: dict[str, list[Window]] = {compared: [] for compared in saga_cost.COMPARISONS}
+    with tracing.otlp_receiving(context) as exported:
+        for round_number in range(rounds):
+            for compared in tracing.turns(list(saga_cost.COMPARISONS), round_number):
+                measured[compared] += await pair(context, compared, round_number, plan, windows)
+        result.notes.append(exported())
+
+    result.tables.append(window_table(measured, plan))
+    verdicts = []
+    for compared, found in measured.items():
+        without, with_ = saga_cost.COMPARISONS[compared]
+        for above_idle in (True, False):
+            ratios = [r for w in found if not math.isnan(r := w.ratio(above_idle))]
+            if not ratios:
+                continue
+            what = f"orders per CPU-second{' above idle' if above_idle else ''}, {compared}"
+            ratio = stats.median(ratios)
+            result.measurements.append(
+                Measurement(
+                    f"saga at {plan.rates[0]:g} orders/s each, {what}: {with_} ÷ {without} "
+                    f"(median of {len(ratios)} windows side by side)",
+                    ratio,
+                    "ratio",
+                )
+            )
+            verdicts.append((*tracing.target_row(what, ratio), *interval(ratios)))
+    result.tables.append(
+        Table(
+            f"Issue 16's target: with ÷ without at least {TARGET_RATIO:g} (at most 10 % cost)",
+            ("what", "with ÷ without (median)", "target", "verdict", "90 % interval", "decided?"),
+            verdicts,
+        )
+    )
+    result.notes += [
+        (
+            f"Each round starts two new systems (SQLite stores) and offers each "
+            f"{plan.rates[0]:g} orders/s for {plan.seconds:g} s, {windows} time(s), the two "
+            f"at the same moment ({rounds} round(s) per comparison, the comparisons taking "
+            "turns). Orders per CPU-second: orders APPROVED in the window per CPU-second "
+            "the system's 14 processes used over it, until the last order was APPROVED "
+            "(user and system time of all their threads, /proc); above idle subtracts "
+            f"what each process used over {plan.idle:g} s without load before the first "
+            "window. The servers (broker, SecantusDB) and the bench process are not counted."
+        ),
+        (
+            "The interval is a bootstrap's of the median of the windows' ratios (drawn again "
+            "with replacement, 4,000 times, seeded). Windows of one round share their "
+            "systems, so they are not fully independent: read the interval as a lower "
+            "bound of the uncertainty."
+        ),
+    ]
+    return result
+
+
+def interval(ratios: list[float]) -> tuple[str, str]:
+    if len(ratios) < 2:
+        return "-", "no: one window"
+    low, high = stats.median_interval(ratios)
+    return f"{low:.2f}-{high:.2f}", saga_cost.resolved(low, high)
+
+
+def window_table(measured: dict[str, list[Window]], plan: saga.Plan) -> Table:
+    def side(step: Step, work: float) -> tuple[str, ...]:
+        p99 = step.p(99)
+        return (
+            f"{step.completed_rate:.1f}",
+            "-" if p99 is None else f"{p99 * 1000:,.0f}",
+            f"{work:.1f}",
+        )
+
+    rows = []
+    for compared, found in measured.items():
+        for window in found:
+            (without_all, with_all), (without_above, with_above) = (
+                window.work(False),
+                window.work(True),
+            )
+            rows.append(
+                (
+                    compared,
+                    f"{window.round_number + 1}.{window.number}",
+                    *side(window.without, without_above),
+                    f"{without_all:.1f}",
+                    *side(window.with_, with_above),
+                    f"{with_all:.1f}",
+                    f"{window.ratio(True):.2f}",
+                    f"{window.ratio(False):.2f}",
+                )
+            )
+    return Table(
+        f"Every window: both sides offered {plan.rates[0]:g} orders/s for {plan.seconds:g} s at once",
+        (
+            "comparison",
+            "round.window",
+            "without: completed/s",
+            "p99 ms",
+            "orders/CPU-s above idle",
+            "orders/CPU-s in all",
+            "with: completed/s",
+            "p99 ms",
+            "orders/CPU-s above idle",
+            "orders/CPU-s in all",
+            "ratio above idle",
+            "ratio in all",
+        ),
+        rows,
+    )

@@ -1,0 +1,49 @@
+"""The saga_pairs benchmark reads each window's two sides as it says. Speed is never
+asserted here."""
+
+import math
+
+import pytest
+
+from bench import stats
+from bench.scenarios import saga_cost, saga_pairs
+from tests.reference_saga.unit.test_bench_capacity import step
+
+
+def _window(without_cpu: float, with_cpu: float, idle: float = 0.1) -> saga_pairs.Window:
+    without, with_ = step(10), step(10)  # 300 orders done each
+    for measured, used in ((without, without_cpu), (with_, with_cpu)):
+        measured.wall_seconds = 30.0
+        measured.cpu_seconds = {"orders-api": used, "kitchen-saga": 10.0, "broker": 50.0}
+    return saga_pairs.Window("tracing", 0, 1, without, with_, {"orders-api": idle}, {})
+
+
+def test_the_work_per_order_is_the_systems_own_in_all_or_above_idle() -> None:
+    window = _window(without_cpu=5.0, with_cpu=5.0, idle=0.1)
+    without, with_ = window.work(above_idle=False)
+    # 300 orders; 5 + 10 CPU-s of the system's processes (the broker is not the system's).
+    assert without == with_ == pytest.approx(300 / 15)
+    without, with_ = window.work(above_idle=True)
+    # The without side idled at 0.1 core in the orders API: 3 of its 30 s are idle work.
+    assert without == pytest.approx(300 / 12) and with_ == pytest.approx(300 / 15)
+    assert window.ratio(above_idle=True) == pytest.approx(12 / 15)
+
+
+def test_a_side_that_costs_more_cpu_per_order_has_a_ratio_under_one() -> None:
+    window = _window(without_cpu=5.0, with_cpu=8.0, idle=0.0)
+    assert window.ratio(above_idle=False) == pytest.approx(15 / 18)
+
+
+def test_a_window_with_no_order_done_has_no_ratio() -> None:
+    empty = step(10, seconds=0)
+    empty.cpu_seconds = {"orders-api": 1.0}
+    assert math.isnan(saga_pairs.orders_per_cpu_second(empty, {}, above_idle=False))
+
+
+def test_a_median_of_paired_ratios_is_decided_only_when_its_interval_lies_on_one_side() -> None:
+    low, high = stats.median_interval([0.95, 0.96, 0.97, 0.95, 0.96, 0.94])
+    assert 0.94 <= low <= high <= 0.97
+    assert saga_cost.resolved(low, high) == "yes: holds"
+    assert saga_pairs.interval([0.7, 1.2, 0.8, 1.1, 0.75, 1.15])[1] == "no"
+    assert saga_pairs.interval([0.95]) == ("-", "no: one window")
+    assert stats.median_interval([1.0, 2.0, 3.0]) == stats.median_interval([1.0, 2.0, 3.0])

@@ -142,6 +142,16 @@ class SearchRun:
         return chosen
 
 
+@dataclass(frozen=True)
+class UnderTest:
+    """A running system (the saga, or the bare pipeline), and what drives and watches it."""
+
+    place: Callable[[int], Awaitable[str | None]]  # POST /orders; the order's id
+    orders: Any  # the read model's orders collection
+    watched: dict[str, int]  # its processes and servers, by name: PIDs
+    bootstrap: str  # its broker
+
+
 SERVERS = ("broker", "SecantusDB", "bench process")
 """Processes watched beside the system's own: its broker, its MongoDB-compatible server,
 and the bench process (load generator, watcher, tap). PostgreSQL is not: other work uses it."""
@@ -209,20 +219,16 @@ def order_body(consumer: str, restaurant: str) -> dict[str, Any]:
 
 
 async def measured_step(
-    rate: float,
-    plan: Plan,
-    place: Callable[[int], Awaitable[str | None]],
-    collection: Any,
-    watched: dict[str, int],
-    tap: hops.Tap | None = None,
+    rate: float, plan: Plan, target: UnderTest, tap: hops.Tap | None = None
 ) -> tuple[Step, flows.Flow]:
-    """``rate`` offered for ``plan.seconds``: the step, with the `watched` processes' CPU
-    and run-queue time over it, and its flow."""
+    """``rate`` offered to ``target`` for ``plan.seconds``: the step, with its watched
+    processes' CPU and run-queue time over it, and its flow."""
+    watched = target.watched
     cpu, waited = hops.cpu_seconds(watched), hops.run_queue_seconds(watched)
     counted, started = Counter(tap.counts if tap else {}), time.perf_counter()
     flow = await flows.offer(
-        place,
-        collection,
+        target.place,
+        target.orders,
         APPROVED,
         rate=rate,
         count=max(1, int(rate * plan.seconds)),
@@ -252,9 +258,9 @@ def log_step(label: str, step: Step) -> None:
     )
 
 
-async def warm_up(place: Callable[[int], Awaitable[str | None]], collection: Any) -> None:
+async def warm_up(target: UnderTest) -> None:
     """A few orders through: every worker's partitions assigned, every connection open."""
-    await flows.offer(place, collection, APPROVED, rate=2, count=4, drain_timeout=180)
+    await flows.offer(target.place, target.orders, APPROVED, rate=2, count=4, drain_timeout=180)
 
 
 async def idle_cpu(watched: dict[str, int], seconds: float) -> dict[str, float]:
@@ -268,29 +274,21 @@ async def idle_cpu(watched: dict[str, int], seconds: float) -> dict[str, float]:
 
 
 async def run_search(
-    run: SearchRun,
-    plan: Plan,
-    place: Callable[[int], Awaitable[str | None]],
-    collection: Any,
-    watched: dict[str, int],
-    tap: hops.Tap | None = None,
+    run: SearchRun, plan: Plan, target: UnderTest, tap: hops.Tap | None = None
 ) -> None:
-    """Warm up, measure the `watched` processes' idle CPU, then step the offered rate
-    up."""
-    await warm_up(place, collection)
-    run.idle_cpu = await idle_cpu(watched, plan.idle)
+    """Warm up, measure the watched processes' idle CPU, then step the offered rate up."""
+    await warm_up(target)
+    run.idle_cpu = await idle_cpu(target.watched, plan.idle)
     run.idle_seconds = plan.idle
 
     async def measure(rate: float) -> Step:
-        step, run.flows_by_rate[rate] = await measured_step(
-            rate, plan, place, collection, watched, tap
-        )
+        step, run.flows_by_rate[rate] = await measured_step(rate, plan, target, tap)
         log_step(run.label, step)
         await asyncio.sleep(1)  # the last acknowledgements and commits settle
         return step
 
     async def settle() -> None:
-        await settled(collection)
+        await settled(target.orders)
 
     run.steps = await capacity.search(plan.rates, measure, refine=plan.refine, settle=settle)
 
@@ -317,20 +315,10 @@ def search_dir(parent: Path, name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
 
 
-@dataclass(frozen=True)
-class SagaUnderTest:
-    """A running saga system, and what drives and watches it."""
-
-    place: Callable[[int], Awaitable[str | None]]  # POST /orders; the order's id
-    orders: Any  # the read model's orders collection
-    watched: dict[str, int]  # its processes and servers, by name: PIDs
-    bootstrap: str  # its broker
-
-
 @contextlib.asynccontextmanager
 async def saga_under_test(
     context: BenchContext, store: str, work: Path, env: dict[str, str] | None = None
-) -> AsyncIterator[SagaUnderTest]:
+) -> AsyncIterator[UnderTest]:
     """The whole system in ``work`` (its processes, stores, broker and SecantusDB, all
     new), its consumers and restaurants set up; ``env`` added to its processes'."""
     async with contextlib.AsyncExitStack() as exit_stack:
@@ -357,7 +345,7 @@ async def saga_under_test(
             placed = await bench_http.post_json(http, "/orders", body, expect=201)
             return None if placed is None else str(placed["order_id"])
 
-        yield SagaUnderTest(
+        yield UnderTest(
             place,
             client[system_env["MONGODB_DATABASE"]]["orders"],
             hops.pids(system.running) | server_pids(broker, mongo_url),
@@ -371,7 +359,7 @@ async def measure_saga(context: BenchContext, store: str, plan: Plan) -> SearchR
     async with saga_under_test(context, store, work) as saga:
         tap = hops.Tap(saga.bootstrap, SERVICES, stack.PARTITIONS)
         async with tap.running():
-            await run_search(run, plan, saga.place, saga.orders, saga.watched, tap)
+            await run_search(run, plan, saga, tap)
         run.tap = tap
     return run
 
@@ -418,7 +406,8 @@ async def measure_bare(context: BenchContext, store: str, plan: Plan) -> SearchR
             return order_id
 
         watched = hops.pids(running) | server_pids(broker, mongo_url)
-        await run_search(run, plan, place, client[database]["orders"], watched)
+        bare = UnderTest(place, client[database]["orders"], watched, broker.bootstrap)
+        await run_search(run, plan, bare)
     return run
 
 

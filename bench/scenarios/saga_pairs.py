@@ -91,17 +91,14 @@ async def pair(
                 saga.saga_under_test(context, "SQLite", work, env)
             )
         without, with_ = (systems[set_up] for set_up in sides)
-        await asyncio.gather(*(saga.warm_up(s.place, s.orders) for s in (without, with_)))
+        await asyncio.gather(*(saga.warm_up(s) for s in (without, with_)))
         idle = await asyncio.gather(
             *(saga.idle_cpu(s.watched, plan.idle) for s in (without, with_))
         )
         measured = []
         for number in range(1, windows + 1):
             steps = await asyncio.gather(
-                *(
-                    saga.measured_step(plan.rates[0], plan, s.place, s.orders, s.watched)
-                    for s in (without, with_)
-                )
+                *(saga.measured_step(plan.rates[0], plan, s) for s in (without, with_))
             )
             for set_up, (step, _) in zip(sides, steps, strict=True):
                 saga.log_step(f"{compared}, round {round_number + 1}, {set_up}", step)

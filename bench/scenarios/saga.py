@@ -146,7 +146,7 @@ class SearchRun:
 class UnderTest:
     """A running system (the saga, or the bare pipeline), and what drives and watches it."""
 
-    place: Callable[[int], Awaitable[str | None]]  # POST /orders; the order's id
+    place: Callable[[int], Awaitable[str | None]]  # places an order; its id (None: failed)
     orders: Any  # the read model's orders collection
     watched: dict[str, int]  # its processes and servers, by name: PIDs
     bootstrap: str  # its broker

@@ -13,9 +13,9 @@ nothing recorded, no HTTP middleware), on as a ratio of off:
 - each recording (a command's counter, a batch's histogram, the HTTP middleware), timed
   alone in this process.
 
-What metrics cost the saga's capacity is `bench saga_cost`'s to say: it searches the
-saga with and without them six times each, where one or two searches cannot tell a
-10 % cost on this machine (ADR 36).
+What metrics cost the saga's capacity is `bench saga_pairs`'s to say (two whole systems
+side by side, their CPU per order) and `bench saga_cost`'s (the knee, searched six
+times): one or two searches cannot tell a 10 % cost on this machine (ADR 36).
 
 The acceptance (issue 16): the cost is at most 10 % on each, a ratio of 0.9 or more. The
 health checks and the heartbeat run in both (they are not metrics).
@@ -267,6 +267,6 @@ def run(context: BenchContext) -> ScenarioResult:
         "A quick run (`--quick`) measures each side once or twice for a second or two: its "
         "ratios are within the machine's noise (the 2 cores are shared); the full run "
         "measures five pairs over HTTP and takes turns three times on the direct path. What "
-        "metrics cost the saga's capacity: `python -m bench saga_cost`."
+        "metrics cost the saga's capacity: `python -m bench saga_pairs` and `saga_cost`."
     )
     return result

@@ -19,6 +19,10 @@ Compared by their median knees, and by the median CPU the system's processes use
 order at `CPU_RATE` (what each set-up adds to the saga's work, whether that step passed):
 metrics (metrics only ÷ neither), tracing (production ÷ metrics only), and both
 (production ÷ neither).
+
+The knees could not decide 10 % here (six searches each left 90 % intervals of about
+0.6-1.5): `saga_pairs` measures the same costs with two systems side by side, by their
+CPU per order, and is the verdict read for the saga (ADR 36).
 """
 
 from bench import capacity, stats

@@ -17,8 +17,8 @@ def _window(
     for measured, used in ((without, without_cpu), (with_, with_cpu)):
         measured.wall_seconds = 30.0
         measured.cpu_seconds = {"orders-api": used, "kitchen-saga": 10.0, "broker": 50.0}
-    idles = {"orders-api": idle}, {}
-    return saga_pairs.Window("tracing", round_number, number, without, with_, *idles)
+    without_idle: dict[str, float] = {"orders-api": idle}
+    return saga_pairs.Window("tracing", round_number, number, without, with_, without_idle, {})
 
 
 def test_the_work_per_order_is_the_systems_own_in_all_or_above_idle() -> None:

@@ -70,6 +70,7 @@ BENCHMARK = (
             "relay",
             "saga",
             "saga_cost",
+            "saga_pairs",
             "tracing",
             "write_path",
         )

@@ -18,7 +18,7 @@ def _window(
         measured.wall_seconds = 30.0
         measured.cpu_seconds = {"orders-api": used, "kitchen-saga": 10.0, "broker": 50.0}
     without_idle: dict[str, float] = {"orders-api": idle}
-    return saga_pairs.Window("tracing", round_number, number, without, with_, without_idle, {})
+    return saga_pairs.Window(round_number, number, without, with_, without_idle, {})
 
 
 def test_the_work_per_order_is_the_systems_own_in_all_or_above_idle() -> None:

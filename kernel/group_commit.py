@@ -53,10 +53,10 @@ Why, and what it costs: docs/adr/0015-group-commit-on-the-write-side.md.
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from functools import wraps
 from queue import Empty, SimpleQueue
@@ -461,7 +461,8 @@ class GroupCommit:
         request's Idempotency-Key, if any)."""
         if turn.claim is None:
             return plain_save(*objs)
-        recordings = plain_save(*objs, idempotency=[turn.claim])
+        saved = ((obj.id, obj.version) for obj in objs if isinstance(obj, BaseAggregate))
+        recordings = plain_save(*objs, idempotency=[_with_saved(turn.claim, saved)])
         turn.claim = None
         request = _request_claim.get()
         if request is not None:
@@ -737,7 +738,13 @@ class GroupCommit:
             recording: dict[str, Any] = {}
             if inbox := _inbox(saving):
                 recording["inbox"] = inbox
-            if claims := [turn.claim for turn in saving if turn.claim is not None]:
+            if claims := [
+                _with_saved(
+                    turn.claim, ((e.originator_id, e.originator_version) for e in turn.events)
+                )
+                for turn in saving
+                if turn.claim is not None
+            ]:
                 recording["idempotency"] = claims
             try:
                 notification_ids = self._recorder.insert_events(stored, **recording)
@@ -869,6 +876,11 @@ def _conflicts_within(staged: list[_Turn]) -> set[_Turn]:
         else:
             seen |= versions
     return conflicted
+
+
+def _with_saved(claim: IdempotencyClaim, saved: Iterable[tuple[UUID, int]]) -> IdempotencyClaim:
+    """The claim with what its command saved: each aggregate's id and its new version."""
+    return replace(claim, saved=tuple({str(id_): version for id_, version in saved}.items()))
 
 
 def _repeated_claims(staged: list[_Turn]) -> list[_Turn]:

@@ -12,6 +12,10 @@ of the API. How (docs/adr/0025-idempotency-keys-in-the-event-store.md):
   at once if it is there, else once it is there (the first is still answering), waiting
   at most ``IDEMPOTENCY_WAIT`` seconds.
 - The same key with another request (method, path or body) is a 422.
+- An answer that was never kept (the process stopped between the commit and keeping
+  it): once ``IDEMPOTENCY_ANSWER_LOST_AFTER`` seconds have passed since the commit, a
+  copy gets a final 409 "Answer lost" naming what the command saved (aggregate ids and
+  versions), not "in progress" until the key expires.
 - Keys expire after ``IDEMPOTENCY_KEY_TTL`` seconds; a command that failed records no
   key (it changed nothing, so running it again is safe).
 """
@@ -32,7 +36,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kernel.group_commit import claiming
-from kernel.problems import PROBLEM_MEDIA_TYPE, problem
+from kernel.problems import PROBLEM_MEDIA_TYPE, ProblemResponse, problem
 from kernel.store import IdempotencyClaim, IdempotencyRecord, SchemaProcessRecorder
 from kernel.tracing import outside_traces
 
@@ -49,6 +53,9 @@ class IdempotencySettings(BaseSettings):
     """Seconds a key is kept: a retry within that time gets the first answer."""
     idempotency_wait: float = 5.0
     """Seconds a copy waits for the first request's answer before a 409."""
+    idempotency_answer_lost_after: float = 60.0
+    """Seconds after the command's commit from which a key still without its answer is
+    taken as having lost it (kept within milliseconds by a process that goes on)."""
 
 
 def valid_key(key: str) -> bool:
@@ -154,6 +161,9 @@ class IdempotencyMiddleware:
         while found is None or found.status is None:
             if found is not None and found.fingerprint != request_fingerprint:
                 break
+            if found is not None and self._answer_lost(found):
+                await _answer_lost(found)(scope, _no_body, send)
+                return
             if time.monotonic() >= deadline:
                 detail = (
                     f"a request with this {HEADER} was accepted and has not answered yet; "
@@ -181,6 +191,14 @@ class IdempotencyMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": found.body})
+
+    def _answer_lost(self, found: IdempotencyRecord) -> bool:
+        """Committed long ago and still without its answer: its process stopped before
+        keeping it (killed, or the store failed then). Rows from before ``claimed_at``
+        was recorded are never taken as lost."""
+        if found.claimed_at is None:
+            return False
+        return time.time() - found.claimed_at > self.settings.idempotency_answer_lost_after
 
     def _keeping_answers_until_shutdown(self, receive: Receive) -> Receive:
         """At shutdown, the answers not kept yet are written before the app closes."""
@@ -255,6 +273,17 @@ class _Answer:
     async def send(self, send: Send) -> None:
         for message in self.messages:
             await send(message)
+
+
+def _answer_lost(found: IdempotencyRecord) -> ProblemResponse:
+    """Final (no Retry-After): the effect is stored once, the answer cannot be sent."""
+    detail = (
+        f"the request with this {HEADER} was carried out, once, but its answer was not kept "
+        "(the service stopped first), so it cannot be sent again; `saved` names what it "
+        "saved: read those resources for the outcome"
+    )
+    saved = [{"id": aggregate_id, "version": version} for aggregate_id, version in found.saved]
+    return problem(409, "Answer lost", detail, saved=saved)
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:

@@ -1,5 +1,6 @@
 """Event store configuration: eventsourcing + SQLAlchemy on SQLite or PostgreSQL."""
 
+import json
 import random
 import threading
 import time
@@ -16,6 +17,7 @@ from eventsourcing.persistence import (
     IntegrityError,
     Mapper,
     Notification,
+    ProgrammingError,
     StoredEvent,
     Tracking,
     Transcoder,
@@ -36,10 +38,12 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    Text,
     bindparam,
     delete,
     func,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -245,13 +249,43 @@ class RaceSafeTables:
                     connection.execute(CreateTable(table, if_not_exists=True))
                     for index in table.indexes:
                         connection.execute(CreateIndex(index, if_not_exists=True))
+                _add_new_columns(connection, self.all_tables())
             return
         with engine.connect() as connection:
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _CREATE_TABLES})
             try:
                 super().create_table()  # type: ignore[misc]
+                _add_new_columns(connection, self.all_tables())
+                connection.commit()  # the advisory lock is the session's: it stays
             finally:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _CREATE_TABLES})
+
+
+def _add_new_columns(connection: Connection, tables: Iterable[Table]) -> None:
+    """Add the columns a table has gained since the store was made (nullable ones only),
+    so that a project updated from the template opens its existing store.
+
+    On SQLite, another process may add the same column first ("duplicate column name"):
+    then it is there, as wanted. On PostgreSQL the caller holds the advisory lock.
+    """
+    inspector = inspect(connection)
+    quote = connection.dialect.identifier_preparer
+    for table in tables:
+        present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise ProgrammingError(f"{table.name}.{column.name} is new and not nullable")
+            statement = (
+                f"ALTER TABLE {quote.format_table(table)} ADD COLUMN "
+                f"{quote.format_column(column)} {column.type.compile(connection.dialect)}"
+            )
+            try:
+                connection.execute(text(statement))
+            except OperationalError as error:
+                if "duplicate column" not in str(error.orig):
+                    raise
 
 
 WAL_SWITCH_TIMEOUT = 30.0
@@ -304,6 +338,9 @@ class IdempotencyClaim:
     key: str  # scoped by the caller (see kernel.idempotency)
     fingerprint: str  # the request's method, path and body, hashed
     expires_at: float  # epoch seconds
+    saved: tuple[tuple[str, int], ...] = ()
+    """What the command saved, each aggregate's id and new version (set by the group
+    commit): told to a copy if the answer is lost."""
 
 
 @dataclass(frozen=True)
@@ -313,6 +350,8 @@ class IdempotencyRecord:
     status: int | None  # None until the first request's answer is recorded
     content_type: str | None
     body: bytes | None
+    claimed_at: float | None = None  # when the command's transaction recorded the key
+    saved: tuple[tuple[str, int], ...] = ()
 
 
 class SchemaProcessRecorder(RaceSafeTables, CoreReads, SQLAlchemyProcessRecorder):
@@ -366,6 +405,8 @@ class SchemaProcessRecorder(RaceSafeTables, CoreReads, SQLAlchemyProcessRecorder
             Column("status", Integer, nullable=True),
             Column("content_type", String(100), nullable=True),
             Column("body", LargeBinary, nullable=True),
+            Column("claimed_at", Float, nullable=True),  # added later: NULL in older rows
+            Column("saved", Text, nullable=True),  # JSON [[aggregate id, version], ...]
         )
         self.tables.append(self.idempotency_table)
         self.relay_leases_table = Table(
@@ -496,7 +537,14 @@ class SchemaProcessRecorder(RaceSafeTables, CoreReads, SQLAlchemyProcessRecorder
             else sqlite_insert(table)
         )
         rows = [
-            {"key": c.key, "fingerprint": c.fingerprint, "expires_at": c.expires_at} for c in claims
+            {
+                "key": c.key,
+                "fingerprint": c.fingerprint,
+                "expires_at": c.expires_at,
+                "claimed_at": now,
+                "saved": json.dumps(c.saved),
+            }
+            for c in claims
         ]
         inserted = set(
             connection.execute(
@@ -516,6 +564,8 @@ class SchemaProcessRecorder(RaceSafeTables, CoreReads, SQLAlchemyProcessRecorder
                     status=None,
                     content_type=None,
                     body=None,
+                    claimed_at=now,
+                    saved=json.dumps(claim.saved),
                 )
             )
             if not taken_over.rowcount:
@@ -532,14 +582,23 @@ class SchemaProcessRecorder(RaceSafeTables, CoreReads, SQLAlchemyProcessRecorder
             table.c.status,
             table.c.content_type,
             table.c.body,
+            table.c.claimed_at,
+            table.c.saved,
         ).where(table.c.key == key, table.c.expires_at >= time.time())
         with self._reader().connect() as connection:
             row = connection.execute(statement).first()
         if row is None:
             return None
         body = bytes(row.body) if row.body is not None else None
+        saved = tuple((str(i), int(v)) for i, v in json.loads(row.saved or "[]"))
         return IdempotencyRecord(
-            row.fingerprint, row.expires_at, row.status, row.content_type, body
+            row.fingerprint,
+            row.expires_at,
+            row.status,
+            row.content_type,
+            body,
+            row.claimed_at,
+            saved,
         )
 
     def record_answers(self, answers: Sequence[tuple[str, int, str, bytes]]) -> None:

@@ -236,6 +236,9 @@ def system_env(work: Path, broker: KafkaBroker, mongo: MongoServer) -> dict[str,
         # A worker that stops fetching a partition exits (and is restarted) within the
         # settling time (docs/metrics.md).
         "HEALTH_STALL_AFTER": "15",
+        # An API killed between a commit and keeping its answer: its clients' retries
+        # learn what was saved within the round (ADR 25), not after a minute.
+        "IDEMPOTENCY_ANSWER_LOST_AFTER": "10",
         "AUTH_JWKS_URL": jwks_url(auth),
         **{f"{s.upper()}_DATABASE_URL": f"sqlite:///{work}/{s}.db" for s in SERVICES},
     }

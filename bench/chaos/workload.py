@@ -10,6 +10,7 @@ from a limit below any one order or a blocked card.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
@@ -182,13 +183,29 @@ async def place(http: aiohttp.ClientSession, order: PlacedOrder, give_up_at: flo
                 if response.status == 201:
                     order.order_id = str((await response.json())["order_id"])
                     return
-                await response.read()
+                body = await response.read()
+                if response.status == 409 and (saved := _lost_answer(body)):
+                    order.order_id = saved  # placed; its answer was not kept (ADR 25)
+                    return
                 if 400 <= response.status < 500 and response.status not in (408, 409, 429):
                     return  # refused for what it is: sending it again changes nothing
         except (aiohttp.ClientError, TimeoutError) as error:
             order.answers[type(error).__name__] += 1
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)
+
+
+def _lost_answer(body: bytes) -> str | None:
+    """The order's id from a 409 "Answer lost" (what the request saved); None for
+    another 409."""
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(problem, dict) or problem.get("title") != "Answer lost":
+        return None
+    saved = problem.get("saved") or [{}]
+    return str(saved[0].get("id")) if saved[0].get("id") else None
 
 
 async def offer(

@@ -16,17 +16,29 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    select,
+    update,
+)
 
 from devstack.servers import free_port
 from kernel.application import open_application
 from kernel.errors import NotFound
-from kernel.group_commit import claiming
+from kernel.group_commit import _current, _State, claiming
 from kernel.idempotency import REPLAYED_HEADER
 from kernel.store import IdempotencyClaim, IdempotencyConflict
 from tests import processes
 from tests.batching import HeldWriter, outcome
 from tests.kernel_example.api import TalliesSettings, create_app
-from tests.kernel_example.application import TalliesApplication
+from tests.kernel_example.application import Saved, TalliesApplication
 from tests.stores import Store
 from tests.support import bearer, wait_for
 
@@ -184,6 +196,60 @@ def test_an_expired_key_runs_the_command_again(store, monkeypatch):
         assert total(expiring) == 2
 
 
+def forget_answers(client: TestClient) -> None:
+    """The store as an API killed between a command's commit and keeping its answer
+    leaves it: the key is recorded with the command's events, its answer is not."""
+    recorder = client.app.state.tallies.recorder
+    table = recorder.idempotency_table
+
+    def answers() -> list[Any]:
+        with recorder.transaction(commit=False) as session:
+            return list(session.connection().execute(select(table.c.status)).scalars())
+
+    wait_for(lambda: None not in answers(), timeout=10)  # kept by the answer thread
+    with recorder.transaction(commit=True) as session:
+        session.connection().execute(update(table).values(status=None, body=None))
+
+
+def test_a_copy_of_a_request_whose_answer_is_not_kept_yet_is_told_to_retry(store, monkeypatch):
+    monkeypatch.setenv("IDEMPOTENCY_WAIT", "0.2")
+    with TestClient(create_app(settings(store)), headers=bearer()) as api:
+        api.post("/tallies", json={"name": "t"})
+        add(api, "add-1")
+        forget_answers(api)
+        stored = events_stored(api)
+
+        again = add(api, "add-1")
+
+        assert again.status_code == 409
+        assert again.json()["title"] == "Request in progress"
+        assert again.headers["Retry-After"] == "1"
+        assert (events_stored(api), total(api)) == (stored, 1)
+
+
+def test_a_copy_of_a_request_whose_answer_was_lost_is_told_so_with_what_it_saved(
+    store, monkeypatch
+):
+    """Not "in progress" until the key expires: the answer will never come."""
+    monkeypatch.setenv("IDEMPOTENCY_ANSWER_LOST_AFTER", "0")
+    with TestClient(create_app(settings(store)), headers=bearer()) as api:
+        api.post("/tallies", json={"name": "t"})
+        first = add(api, "add-1").json()
+        forget_answers(api)
+        stored = events_stored(api)
+
+        again = add(api, "add-1")
+        other = add(api, "add-1", amount=2)
+
+        assert again.status_code == 409
+        assert again.headers["content-type"] == "application/problem+json"
+        assert again.json()["title"] == "Answer lost"
+        assert again.json()["saved"] == [{"id": first["tally_id"], "version": first["version"]}]
+        assert "Retry-After" not in again.headers
+        assert other.status_code == 422  # another request with the key: as before
+        assert (events_stored(api), total(api)) == (stored, 1)
+
+
 def test_the_header_is_in_every_post_operation_of_the_openapi(client):
     paths = client.get("/openapi.json").json()["paths"]
 
@@ -293,7 +359,29 @@ def test_two_commands_claiming_one_key_in_one_batch_store_the_first_only(tallies
     assert isinstance(refused, IdempotencyConflict)
     assert tallies.recorder.max_notification_id() == answer.position == before + 1
     assert tallies.get_tally("t").total == 1
-    assert tallies.recorder.find_idempotency_key("k") is not None
+    record = tallies.recorder.find_idempotency_key("k")
+    assert record is not None and record.status is None  # the answer is the API's to keep
+    assert record.saved == ((str(answer.tally_id), 2),)
+    assert record.claimed_at is not None and abs(record.claimed_at - time.time()) < 60
+
+
+def test_a_command_detached_from_its_batch_records_its_key_and_what_it_saved(tallies):
+    tallies.start_tally("t")
+    tallies.group_commit.max_turn = 0.05
+
+    def add_once_detached() -> Saved:
+        turn = _current.get()
+        assert turn is not None
+        tally = tallies.get_tally("t")
+        wait_for(lambda: turn.state is _State.DETACHED, timeout=10)
+        tally.add(5)
+        return tallies._save(tally)
+
+    answer, request = claimed("k", lambda: tallies.group_commit.run(add_once_detached))()
+
+    assert request.recorded
+    record = tallies.recorder.find_idempotency_key("k")
+    assert record is not None and record.saved == ((str(answer.tally_id), 2),)
 
 
 def test_a_key_the_store_holds_refuses_the_command_and_its_readers_rerun(tallies, store):
@@ -333,3 +421,30 @@ def test_a_command_that_fails_records_no_key(tallies):
         claimed("k", lambda: tallies.add_to_tally("never-started", 1))()
 
     assert tallies.recorder.find_idempotency_key("k") is None
+
+
+def test_a_store_made_before_keys_recorded_what_they_saved_is_brought_up_to_date(store):
+    """A project updated from the template opens the store it has: the key table gains
+    its new columns (nullable) when a process opens the store."""
+    engine = create_engine(store.url("tallies"))
+    with engine.begin() as connection:
+        Table(
+            "tallies_idempotency_keys",
+            MetaData(schema=store.schema),
+            Column("key", String(400), primary_key=True),
+            Column("fingerprint", String(64), nullable=False),
+            Column("expires_at", Float, nullable=False),
+            Column("status", Integer),
+            Column("content_type", String(100)),
+            Column("body", LargeBinary),
+        ).create(connection)
+    engine.dispose()
+    app = open_application(TalliesApplication, store.url("tallies"), store.schema)
+    try:
+        started = app.start_tally("t")
+        claimed("k", lambda: app.add_to_tally("t", 1))()
+
+        record = app.recorder.find_idempotency_key("k")
+        assert record is not None and record.saved == ((str(started.tally_id), 2),)
+    finally:
+        app.close()

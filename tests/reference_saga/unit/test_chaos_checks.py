@@ -131,3 +131,12 @@ def test_an_account_charged_for_more_than_its_approved_orders_is_found():
     assert checks.accounts(facts).problems == [
         "account rich-t-0: 3200 cents authorized, approved orders 2500 cents"
     ]
+
+
+def test_a_client_learns_its_order_from_an_answer_lost_and_retries_on_another_409():
+    lost = b'{"title": "Answer lost", "status": 409, "saved": [{"id": "o-1", "version": 1}]}'
+    in_progress = b'{"title": "Request in progress", "status": 409}'
+
+    assert workload._lost_answer(lost) == "o-1"
+    assert workload._lost_answer(in_progress) is None
+    assert workload._lost_answer(b"not json") is None

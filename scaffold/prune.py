@@ -9,9 +9,12 @@ The saga is its files, and removing it edits no other file (ADR 29). Its files a
   of the saga (`READ_MODELS`);
 - every path with a part named `reference_saga...`: its tests (`tests/reference_saga/`),
   its query routes while they are one module (`read_side/reference_saga.py`);
-- the demo (`devstack/demo.py`) and the saga's benchmark scenarios and helpers
-  (`BENCHMARK`: `make bench` keeps its runner, with no scenario), its chaos rounds
-  (`bench/chaos/`, `make chaos`).
+- the demo (`devstack/demo.py`);
+- the modules of `bench/` that are the saga's, found by what they import: those that
+  import the saga's code (directly or through another module of `bench/`) and the
+  helpers that only the saga's code imports; a folder of them goes whole. So its
+  scenarios go, its helpers and its chaos rounds (`bench/chaos/`, `make chaos`), and
+  `make bench` keeps its runner, with no scenario. A new scenario needs no entry here.
 
 Then the generated files (`cqrs generate`: the Procfile, docker-compose.yml, the
 PostgreSQL init script) are written again, without the saga's processes and databases.
@@ -26,7 +29,9 @@ plan is made first, then applied in `changes.transaction`.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,41 +46,8 @@ READ_MODELS = ("tickets",)
 NAMED = ("reference_saga",)
 """A path with a part that starts with one of these is the saga's."""
 DEMO = "devstack/demo.py"
-BENCHMARK = (
-    *(
-        f"bench/{name}.py"
-        for name in (
-            "api_probe",
-            "bare_saga",
-            "capacity",
-            "examples",
-            "flows",
-            "hops",
-            "otlp_receiver",
-            "pairs",
-        )
-    ),
-    "bench/saga_stores.py",
-    "bench/chaos",  # `make chaos`: the saga under load while processes are killed
-    *(
-        f"bench/scenarios/{scenario}.py"
-        for scenario in (
-            "end_to_end",
-            "history",
-            "idle",
-            "metrics_cost",
-            "projection",
-            "query_api",
-            "rebuild",
-            "relay",
-            "saga",
-            "saga_cost",
-            "saga_pairs",
-            "tracing",
-            "write_path",
-        )
-    ),
-)
+BENCHMARKS = "bench"
+"""Its modules that are the saga's are found by what they import (`_saga_benchmarks`)."""
 SCHEMAS = "contracts/schemas"
 SKIPPED_DIRS = {".git", "var", "build", "node_modules", "__pycache__"}
 
@@ -102,6 +74,95 @@ def _named(root: Path) -> list[str]:
     return [p for p in found if not any(p.startswith(f"{q}/") for q in found)]
 
 
+def _python_files(root: Path) -> dict[str, str]:
+    """Every module under ``root``: its dotted name → its path (a package is its
+    ``__init__.py``)."""
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if any(part in SKIPPED_DIRS or part.startswith(".") for part in relative.parts):
+            continue
+        parts = list(relative.with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        if parts and all(part.isidentifier() for part in parts):
+            found[".".join(parts)] = relative.as_posix()
+    return found
+
+
+def _imported(name: str, path: str, source: str) -> set[str]:
+    """The names module ``name`` imports: modules, and ``module.attribute`` for each
+    name taken from one (which may be a module too)."""
+    try:
+        tree = ast.parse(source, path)
+    except SyntaxError as error:
+        raise ScaffoldError(f"cannot read {path} to find what it imports: {error}") from error
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join([*parts[: len(parts) - node.level + 1], *([base] if base else [])])
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _imports_one_of(imported: set[str], modules: set[str]) -> bool:
+    return any(
+        name in modules or any(name.startswith(f"{module}.") for module in modules)
+        for name in imported
+    )
+
+
+def _under(path: str, folders: Sequence[str]) -> bool:
+    return any(path == folder or path.startswith(f"{folder}/") for folder in folders)
+
+
+def _naming(paths: Sequence[str]) -> re.Pattern[str]:
+    """Any of ``paths``, or its dotted module name, as a whole word: a module that starts
+    the saga's processes names them (``write_side.orders.api:create_app``)."""
+    names = {re.escape(p) for p in paths}
+    names |= {re.escape(p.removesuffix(".py").replace("/", ".")) for p in paths}
+    return re.compile(rf"(?<![\w./-])(?:{'|'.join(sorted(names))})(?![\w-])")
+
+
+def _saga_benchmarks(root: Path, saga_paths: Sequence[str]) -> list[str]:
+    """The files and folders of `bench/` that are the saga's (see the module's doc)."""
+    modules = _python_files(root)
+    sources = {name: (root / path).read_text(encoding="utf-8") for name, path in modules.items()}
+    imports = {name: _imported(name, modules[name], source) for name, source in sources.items()}
+    benchmarks = {name for name, path in modules.items() if _under(path, [BENCHMARKS])}
+    naming = _naming(saga_paths)
+    saga = {name for name, path in modules.items() if _under(path, saga_paths)}
+    saga |= {name for name in benchmarks if naming.search(sources[name])}
+    changed = True
+    while changed:
+        changed = False
+        for name in sorted(benchmarks - saga):
+            importers = [m for m in modules if m != name and _imports_one_of(imports[m], {name})]
+            only_the_sagas = bool(importers) and all(m in saga for m in importers)
+            if only_the_sagas or _imports_one_of(imports[name], saga):
+                saga.add(name)
+                changed = True
+    files = sorted(modules[name] for name in benchmarks & saga)
+    kept = [modules[name] for name in benchmarks - saga]
+    # A folder with nothing kept in it goes whole (the outermost such folder).
+    whole = sorted(
+        {
+            folder
+            for folder in (str(Path(path).parent) for path in files)
+            if not any(_under(k, [folder]) for k in kept)
+        }
+    )
+    outermost = [folder for folder in whole if not _under(str(Path(folder).parent), whole)]
+    return [*outermost, *(path for path in files if not _under(path, outermost))]
+
+
 def saga_files(root: Path) -> list[str]:
     """The saga's files and folders present in ``root``, by the rules above."""
     candidates = [
@@ -111,7 +172,6 @@ def saga_files(root: Path) -> list[str]:
         *(f"{side}/{name}.py" for side in ("projections", "read_side") for name in READ_MODELS),
         *_named(root),
         DEMO,
-        *BENCHMARK,
     ]
     schemas = root / SCHEMAS
     if schemas.is_dir():
@@ -120,7 +180,8 @@ def saga_files(root: Path) -> list[str]:
             for entry in schemas.iterdir()
             if entry.name.split(".", 1)[0] in DOMAINS
         )
-    return list(dict.fromkeys(path for path in candidates if (root / path).exists()))
+    present = [path for path in candidates if (root / path).exists()]
+    return list(dict.fromkeys([*present, *_saga_benchmarks(root, present)]))
 
 
 def plan(root: Path) -> Plan:

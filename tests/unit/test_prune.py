@@ -42,6 +42,26 @@ def root(tmp_path: Path) -> Path:
     write(tmp_path, "tests/unit/test_shipment.py")
     write(tmp_path, "devstack/demo.py")
     write(tmp_path, "docs/reference-saga.md", "# The saga\n")
+    benchmarks = {  # the runner, the saga's scenarios and helpers, a scenario of the project's
+        "bench/__init__.py": "",
+        "bench/__main__.py": "from bench.runner import main\n",
+        "bench/runner.py": "from bench import scenarios, stats\n",
+        "bench/stats.py": "",  # the runner's, used by the saga too
+        "bench/scenarios/__init__.py": "",
+        "bench/capacity.py": "from write_side.orders import api\n",  # imports the saga
+        "bench/scenarios/orders_load.py": "from bench import capacity, stats\n",  # through it
+        "bench/scenarios/orders_end_to_end.py": (  # names the saga's process
+            'from bench.examples import ITEMS\nAPP = "write_side.orders.api:create_app"\n'
+        ),
+        "bench/examples.py": "ITEMS = 3\n",  # only the saga's scenarios use it
+        "bench/scenarios/shipments_load.py": "from bench import stats\nfrom write_side.shipments import api\n",
+        "bench/chaos/__init__.py": '"""The saga under load while processes are killed."""\n',
+        "bench/chaos/__main__.py": "from .cli import main\n",
+        "bench/chaos/cli.py": "from bench.chaos import rounds\n",
+        "bench/chaos/rounds.py": "from ..capacity import run\n",
+    }
+    for relative, text in benchmarks.items():
+        write(tmp_path, relative, text)
     lock = '{\n  "orders.Created": {},\n  "shipments.Created": {}\n}\n'
     write(tmp_path, "contracts/schemas/schemas.lock", lock)
     for relative, text in generated_files(tmp_path).items():
@@ -59,6 +79,11 @@ SAGA_FILES = [
     "tests/reference_saga",
     "devstack/demo.py",
     "contracts/schemas/orders.Created",
+    "bench/chaos",
+    "bench/capacity.py",
+    "bench/examples.py",
+    "bench/scenarios/orders_end_to_end.py",
+    "bench/scenarios/orders_load.py",
 ]
 
 

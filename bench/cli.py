@@ -2,8 +2,10 @@
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from bench import registry
 from bench.runner import DEFAULT_IMAGES, DEFAULT_REPORT, POSTGRES_URL, Options, run
@@ -34,8 +36,15 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # SIGTERM stops a run as Ctrl-C does: the servers and processes it started are
+    # stopped by PID on the way out, not left running.
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s | %(message)s")
     logging.getLogger("bench").setLevel(logging.INFO)
     available = registry.discover()
@@ -56,4 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         postgres_url=args.postgres_url,
         note=args.note,
     )
-    return run(selected, [s.name for s in available], options)
+    try:
+        return run(selected, [s.name for s in available], options)
+    except KeyboardInterrupt as stop:
+        print(
+            f"bench: stopped ({str(stop) or 'Ctrl-C'}); the report was not written", file=sys.stderr
+        )
+        return 130

@@ -3,6 +3,9 @@
 Structure only: speed is never asserted in a test.
 """
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from bench.scenario import BenchContext
 from bench.scenarios import idle
 from bench.scenarios.write_path import drive_http, uvicorn
 from tests.stores import POSTGRES_URL
+from tests.support import wait_for
 
 MINE = {"end_to_end", "idle", "projection", "query_api", "relay", "saga"}
 
@@ -106,3 +110,36 @@ def test_the_idle_scenario_runs_the_procfile_but_the_demo_with_cqrs_runs_setting
     ports = [env[name] for name in idle.API_PORTS]
     assert len(set(ports)) == len(ports)
     assert env["ORDERS_API_URL"] == f"http://127.0.0.1:{env['ORDERS_API_PORT']}"
+
+
+def _processes_naming(text: str) -> list[int]:
+    """PIDs whose command line names ``text`` (to see what is left; nothing is killed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # it ended meanwhile
+    return found
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_leaves_no_process_behind(tmp_path: Path):
+    work = tmp_path / "work"
+    log = tmp_path / "bench.log"
+    command = [sys.executable, "-m", "bench", "relay", "--quick", "--work-dir", str(work)]
+    command += ["--report", str(tmp_path / "report.md"), "--images", str(tmp_path / "img")]
+    with log.open("wb") as output:
+        bench = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "scenario relay" in log.read_text(), timeout=120)
+        assert _processes_naming(str(work))  # its broker and SecantusDB run
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=60) == 130
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    assert "bench: stopped (SIGTERM); the report was not written" in log.read_text()
+    wait_for(lambda: not _processes_naming(str(work)), timeout=30)
+    assert not (tmp_path / "report.md").exists()

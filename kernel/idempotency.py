@@ -216,11 +216,14 @@ class AnswerKeeper:
     """Writes the answers of recorded keys in a thread of its own, many per transaction.
 
     The request does not wait for it: a copy that comes before its answer is kept
-    waits for it (``IDEMPOTENCY_WAIT``).
+    waits for it (``IDEMPOTENCY_WAIT``). A write the store refuses (away, or a SQLite
+    file locked longer than ``EVENT_STORE_TIMEOUT``) is tried again for ``retry_for``
+    seconds; after that those answers are lost, and their copies are told so.
     """
 
-    def __init__(self, recorder: SchemaProcessRecorder):
+    def __init__(self, recorder: SchemaProcessRecorder, retry_for: float = 30.0):
         self.recorder = recorder
+        self.retry_for = retry_for
         self._queue: SimpleQueue[tuple[str, int, str, bytes] | None] = SimpleQueue()
         self._thread = threading.Thread(
             target=outside_traces(self._write), name="answer-keeper", daemon=True
@@ -243,12 +246,27 @@ class AnswerKeeper:
             stop = None in answers
             kept = [answer for answer in answers if answer is not None]
             if kept:
-                try:
-                    self.recorder.record_answers(kept)
-                except Exception:
-                    log.exception("could not keep %d answers of idempotent requests", len(kept))
+                self._record(kept, retry_for=min(self.retry_for, 5.0) if stop else self.retry_for)
             if stop:
                 return
+
+    def _record(self, answers: list[tuple[str, int, str, bytes]], retry_for: float) -> None:
+        deadline, pause = time.monotonic() + retry_for, 0.05
+        while True:
+            try:
+                self.recorder.record_answers(answers)
+                return
+            except Exception:
+                if time.monotonic() + pause > deadline:
+                    log.exception(
+                        "could not keep %d answers of idempotent requests; their copies "
+                        "will be told the answer was lost",
+                        len(answers),
+                    )
+                    return
+                log.warning("could not keep %d answers yet; trying again", len(answers))
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 class _Answer:

@@ -1,11 +1,13 @@
 """Commands through the running system, timed until their effect shows in the read model.
 
 `place_orders` offers `POST /orders` at a fixed rate (open loop; `offer` does it for any
-way of placing one) and a watcher polls the read model every 10 ms, with one query for
-every order still awaited, until each order matches a condition (visible, or APPROVED).
-One query per tick instead of one request per order keeps the watching from loading the
-system it watches. Latency runs from the command's 201 to the first tick that sees the
-order.
+way of placing one) and a watcher follows the read model's changes (a MongoDB change
+stream, opened before the first command) until each order matches a condition (visible,
+or APPROVED). Latency runs from the command's 201 to the change that shows it, delivered
+within a few milliseconds of the write. The watching costs the server next to nothing:
+polling instead (every 10 ms, one query for the orders still awaited, as before
+2026-12-05) cost SecantusDB 0.1 to 0.2 of a core at the saga's knee, taken from the
+system it watched on a 2-core machine, and more as more orders were awaited.
 
 `raw_hops` is the reference: the same offered rate through `hops` topics of the same
 broker with bare aiokafka (produce, consume, produce to the next topic, ...), i.e. what
@@ -28,12 +30,11 @@ from bench.load import LoadRun, open_loop
 from kernel.kafka import ensure_topics
 
 PIZZA = {"menu_item_id": "pizza", "quantity": 2, "unit_price_cents": 1250}
-WATCH_INTERVAL = 0.01  # seconds
 
 
 @dataclass(frozen=True)
 class Completion:
-    """One order seen: `time.perf_counter()` at its 201 and at the tick that saw it."""
+    """One order seen: `time.perf_counter()` at its 201 and at the change that showed it."""
 
     key: str
     accepted: float
@@ -71,47 +72,58 @@ async def offer(
 ) -> Flow:
     """Call `place(i)` at `rate` (open loop); each returns the id of the document to
     watch for (None: failed), timed from its return until the document matches
-    `condition`."""
+    `condition` (field → value or operator, as in a find)."""
     pending: dict[str, float] = {}
+    early: dict[str, float] = {}  # seen before `place` returned its id
     flow = Flow(LoadRun())
     sending = True
+    all_seen = asyncio.Event()
 
-    async def watch() -> None:
-        while sending or pending:
-            if pending:
-                ids = list(pending)
-                seen = collection.find({"_id": {"$in": ids}, **condition}, {"_id": 1})
-                now = time.perf_counter()
-                async for document in seen:
-                    accepted = pending.pop(document["_id"], None)
-                    # Given up on at the deadline meanwhile, or a scan returned it twice.
-                    if accepted is None:
-                        continue
-                    flow.effect.append(now - accepted)
-                    flow.completions.append(Completion(document["_id"], accepted, now))
-            await asyncio.sleep(WATCH_INTERVAL)
+    def seen(key: str, accepted: float, now: float) -> None:
+        flow.effect.append(max(0.0, now - accepted))
+        flow.completions.append(Completion(key, accepted, now))
+        if not sending and not pending:
+            all_seen.set()
+
+    async def watch(changes: Any) -> None:
+        async for change in changes:
+            now, key = time.perf_counter(), change["documentKey"]["_id"]
+            accepted = pending.pop(key, None)
+            if accepted is None:
+                early.setdefault(key, now)  # or seen again: a later change of a seen one
+            else:
+                seen(key, accepted, now)
 
     async def one(i: int) -> bool:
         key = await place(i)
         if key is None:
             return False
-        pending[key] = time.perf_counter()
+        accepted = time.perf_counter()
+        if key in early:
+            seen(key, accepted, early.pop(key))
+        else:
+            pending[key] = accepted
         return True
 
-    watcher = asyncio.create_task(watch())
+    matching = {f"fullDocument.{name}": value for name, value in condition.items()}
+    changes = await collection.watch([{"$match": matching}], full_document="updateLookup")
+    watcher = asyncio.create_task(watch(changes))
     flow.wall_offset = time.time() - time.perf_counter()
     flow.started = time.perf_counter()
     try:
         flow.accepted = await open_loop(rate, count, one)
         sending = False
-        async with asyncio.timeout(drain_timeout):
-            await asyncio.shield(watcher)
+        if pending:
+            async with asyncio.timeout(drain_timeout):
+                await all_seen.wait()
     except TimeoutError:
         flow.missing = len(pending)
         pending.clear()
     finally:
         sending = False
-        await watcher
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await changes.close()
     return flow
 
 

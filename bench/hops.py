@@ -10,7 +10,8 @@ APPROVED, an order's path splits into hops that add up to its whole time:
 - published → made: the next service's saga worker: fetch, batching, its reaction;
 - made → published: that service's commit, then its relay's wake-up, read and send;
 - the last hop, OrderApproved published → APPROVED seen: the projections worker's
-  fetch, batching and upsert, and the watcher's tick (every 10 ms).
+  fetch, batching and upsert, and the change stream's delivery to the watcher (a few
+  ms).
 
 All the clocks are the one machine's wall clock. What a hop's processes *work* is
 bounded by their CPU time per order (from /proc; it counts every thread, where a

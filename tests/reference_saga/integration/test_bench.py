@@ -3,15 +3,19 @@
 Structure only: speed is never asserted in a test.
 """
 
+import asyncio
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI, HTTPException
+from pymongo import AsyncMongoClient
 
-from bench import registry
+from bench import flows, registry
 from bench.runner import Options, run_scenarios
 from bench.scenario import BenchContext
 from bench.scenarios import idle
@@ -143,3 +147,46 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_leaves_no_process_behind(tmp_pat
     assert "bench: stopped (SIGTERM); the report was not written" in log.read_text()
     wait_for(lambda: not _processes_naming(str(work)), timeout=30)
     assert not (tmp_path / "report.md").exists()
+
+
+async def test_the_watcher_times_each_document_until_it_matches_and_counts_the_missing(
+    mongo_url: str, mongo_database: str
+):
+    """The read model's changes, followed from before the first command: a document
+    that matches later, one that matched before its id came back, one that never does."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    orders = client[mongo_database]["orders"]
+    later: list[str] = []
+
+    async def place(i: int) -> str | None:
+        key = f"order-{i}"
+        status = "APPROVED" if i == 1 else "APPROVAL_PENDING"  # 1 matches at once
+        await orders.insert_one({"_id": key, "status": status})
+        if i == 0:
+            later.append(key)
+        if i == 1:
+            await asyncio.sleep(0.3)  # its answer comes late: the change comes first
+        return key
+
+    async def approve_later() -> None:
+        deadline = time.monotonic() + 10
+        while not later and time.monotonic() < deadline:  # order-0 placed
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        await orders.update_one({"_id": later[0]}, {"$set": {"status": "APPROVED"}})
+
+    try:
+        approving = asyncio.create_task(approve_later())
+        flow = await flows.offer(
+            place, orders, {"status": "APPROVED"}, rate=50, count=3, drain_timeout=3
+        )
+        await approving
+    finally:
+        await client.close()
+
+    seen = {c.key: c.seen - c.accepted for c in flow.completions}
+    assert set(seen) == {"order-0", "order-1"}
+    assert 0.2 <= seen["order-0"] < 2.0
+    assert seen["order-1"] < 0  # seen before its answer came back ...
+    assert min(flow.effect) == 0.0  # ... which counts as no wait
+    assert flow.missing == 1  # order-2 never matched

@@ -736,9 +736,9 @@ async def run(context: BenchContext) -> ScenarioResult:
             "acks=all, linger 5 ms, as the relays); the fifth upserts APPROVED into MongoDB. "
             "Both are timed by the same watcher on MongoDB (a change stream: 2-5 ms from a "
             "write to its sight; until 2026-12-05 a poll every 10 ms, which cost SecantusDB "
-            "0.1-0.2 of a core near the knee), so both latencies include the read model's "
-            "write. The saga's clock starts at the "
-            "201 (the order committed), the bare pipeline's at its first message's ack: the "
+            "0.05-0.1 of a core with 5-20 orders awaited), so both latencies include the "
+            "read model's write. The saga's clock starts at the 201 (the order committed), "
+            "the bare pipeline's at its first message's ack: the "
             "saga has one hop more (the orders relay publishing OrderCreated), and its "
             "messages are validated envelopes where the bare ones are plain JSON."
         ),

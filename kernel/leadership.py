@@ -291,7 +291,7 @@ class Leadership:
         is set (False). A relay that has just ``lost_it`` (paused, cut off) first waits a
         lease, so that a standby that kept asking takes over rather than it."""
         said_it_waits = failing = False
-        if lost_it:
+        if lost_it and not stopping.is_set():
             log.info(
                 "relay %s waits: another relay leads, or may (it asks again in %g s)",
                 self.name,

@@ -6,6 +6,7 @@ the kernel's own tallies domain.
 """
 
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -373,4 +374,26 @@ def test_a_relay_that_no_longer_leads_cannot_record_its_position(store):
         for election, leader in ((old, old_leader), (new, new_leader)):
             election.step_down(leader.epoch or 0)
             election.close()
+        app.close()
+
+
+async def test_a_leader_stopping_steps_down_without_saying_it_waits_to_lead_again(store, caplog):
+    """It does not wait: the log tells the truth (it once said it would ask in 3 s)."""
+    caplog.set_level(logging.INFO, logger="kernel.leadership")
+    app = open_tallies(relay_settings(store))
+    election = election_for(app.recorder, TRACKED, 3.0)
+    assert election is not None
+    leadership = Leadership(election, check_interval=0.1)
+    stopping = asyncio.Event()
+    try:
+        assert await leadership.wait_to_lead(stopping)
+        stopping.set()
+        caplog.clear()
+        await leadership.step_down()
+
+        assert not await leadership.wait_to_lead(stopping, lost_it=True)
+
+        assert "steps down" in caplog.text and "waits" not in caplog.text
+    finally:
+        await leadership.close()
         app.close()

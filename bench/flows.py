@@ -114,8 +114,12 @@ async def offer(
         flow.accepted = await open_loop(rate, count, one)
         sending = False
         if pending:
-            async with asyncio.timeout(drain_timeout):
-                await all_seen.wait()
+            drained = asyncio.create_task(all_seen.wait())
+            try:
+                async with asyncio.timeout(drain_timeout):  # or until the watcher ends
+                    await asyncio.wait({drained, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                drained.cancel()
     except TimeoutError:
         flow.missing = len(pending)
         pending.clear()
@@ -124,6 +128,8 @@ async def offer(
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         await changes.close()
+    if not watcher.cancelled():  # it ended by itself: the stream failed, or was invalidated
+        raise RuntimeError("the read model's change stream ended") from watcher.exception()
     return flow
 
 

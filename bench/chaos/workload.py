@@ -204,8 +204,8 @@ def _lost_answer(body: bytes) -> str | None:
         return None
     if not isinstance(problem, dict) or problem.get("title") != "Answer lost":
         return None
-    saved = problem.get("saved") or [{}]
-    return str(saved[0].get("id")) if saved[0].get("id") else None
+    saved = problem.get("saved")
+    return str(saved[0]["id"]) if saved else None
 
 
 async def offer(

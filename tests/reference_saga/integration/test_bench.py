@@ -190,3 +190,27 @@ async def test_the_watcher_times_each_document_until_it_matches_and_counts_the_m
     assert seen["order-1"] < 0  # seen before its answer came back ...
     assert min(flow.effect) == 0.0  # ... which counts as no wait
     assert flow.missing == 1  # order-2 never matched
+
+
+async def test_a_change_stream_that_ends_fails_the_run_at_once_not_after_the_drain(
+    mongo_url: str, mongo_database: str
+):
+    """Dropping the collection invalidates the stream: no order can be seen any more."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    orders = client[mongo_database]["orders"]
+
+    async def place(i: int) -> str | None:
+        await orders.insert_one({"_id": f"order-{i}", "status": "APPROVAL_PENDING"})
+        if i == 0:
+            await orders.drop()
+        return f"order-{i}"
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match="change stream ended"):
+            await flows.offer(
+                place, orders, {"status": "APPROVED"}, rate=20, count=2, drain_timeout=60
+            )
+    finally:
+        await client.close()
+    assert time.monotonic() - started < 30
